@@ -1,0 +1,49 @@
+"""What every job's entry point shares: common options, configuration loading and exit codes.
+
+Bad arguments, configuration or input end the job before any Spark work with one ``error:`` line on
+stderr and exit status 2; a job that ran but must report failure exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from imagequant.config import Config, load_config
+from imagequant.errors import UsageError
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's exit status for usage errors (2) and a one-line message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def job_parser(prog: str, description: str) -> ArgumentParser:
+    parser = ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--conf", action="append", default=[], metavar="FILE",
+                        help="YAML configuration merged over conf/default.yaml (repeatable)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override one setting, e.g. --set ocr.engine=rapidocr (repeatable)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return load_config(args.conf, args.overrides)
+
+
+def run_job(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
+    """Runs a job's main, turning UsageError into one message and exit 2."""
+    try:
+        code = main(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+    raise SystemExit(code)

@@ -1,0 +1,144 @@
+"""ResNet-50 image features (2048-d, global-average pooled), loaded once per Python worker.
+
+Weights come from configuration and are never downloaded at run time:
+- ``random``: a seeded random initialisation, the offline default (reported in the job summary);
+- ``imagenet``: torchvision's ImageNet weights from the local torch cache (a clear error names the file);
+- a path to a state dict, loaded with ``weights_only=True``.
+On a GPU the task's GPU is used with bf16 autocast and channels_last; on CPU plain fp32.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.models import ResNet50_Weights, resnet50
+
+from imagequant.config import CnnConfig
+from imagequant.errors import ConfigError
+
+FEATURE_DIM = 2048
+_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def imagenet_weights_file() -> Path:
+    """Where torchvision keeps ResNet-50's ImageNet weights in the local torch cache."""
+    url = ResNet50_Weights.IMAGENET1K_V2.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+
+
+def describe_weights(cfg: CnnConfig) -> str:
+    if cfg.weights == "random":
+        return f"random(seed={cfg.seed})"
+    return cfg.weights
+
+
+def check_weights(cfg: CnnConfig) -> None:
+    """Fails fast (before any Spark work) when configured weights are not on this machine."""
+    if cfg.weights == "random" or not cfg.enabled:
+        return
+    if cfg.weights == "imagenet":
+        path = imagenet_weights_file()
+        if not path.exists():
+            raise ConfigError(
+                f"cnn.weights=imagenet but {path} is missing; place torchvision's file "
+                f"{Path(ResNet50_Weights.IMAGENET1K_V2.url).name} there (nothing is downloaded at run time), "
+                "give a state-dict path, or use cnn.weights=random"
+            )
+        return
+    if not Path(cfg.weights).is_file():
+        raise ConfigError(f"cnn.weights: no state-dict file at {cfg.weights}")
+
+
+def build_model(cfg: CnnConfig) -> torch.nn.Module:
+    """ResNet-50 with its classifier removed, weights as configured, in eval mode on the CPU."""
+    check_weights(cfg)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(cfg.seed)  # the random default is the same network on every worker
+    model = resnet50(weights=None)
+    torch.random.set_rng_state(generator_state)
+    if cfg.weights == "imagenet":
+        state = torch.load(imagenet_weights_file(), map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    elif cfg.weights != "random":
+        state = torch.load(cfg.weights, map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing, _unexpected = model.load_state_dict(state, strict=False)
+        if [m for m in missing if not m.startswith("fc.")]:
+            raise ConfigError(f"cnn.weights {cfg.weights} is not a ResNet-50 state dict (missing {missing[:3]})")
+    model.fc = torch.nn.Identity()
+    return model.eval()
+
+
+def _task_gpu() -> str | None:
+    """The GPU that Spark's resource scheduling assigned to the running task, if any."""
+    try:
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        if context is not None:
+            gpus = context.resources().get("gpu")
+            if gpus is not None and gpus.addresses:
+                return f"cuda:{gpus.addresses[0]}"
+    except Exception:  # outside Spark, or a Spark without resources
+        return None
+    return None
+
+
+def choose_device(cfg: CnnConfig) -> torch.device:
+    if cfg.device == "cpu" or not torch.cuda.is_available():
+        if cfg.device == "cuda":
+            raise ConfigError("cnn.device=cuda but no CUDA device is visible to this worker")
+        return torch.device("cpu")
+    return torch.device(_task_gpu() or "cuda:0")
+
+
+@dataclass
+class FeatureExtractor:
+    """A loaded network on one device; ``embed`` maps uint8 NHWC crops to float32 (N, 2048)."""
+
+    model: torch.nn.Module
+    device: torch.device
+    weights: str
+
+    @classmethod
+    def create(cls, cfg: CnnConfig) -> FeatureExtractor:
+        device = choose_device(cfg)
+        if device.type == "cpu":
+            torch.set_num_threads(max(1, cfg.torch_threads))
+        model = build_model(cfg).to(device)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        return cls(model, device, describe_weights(cfg))
+
+    @torch.inference_mode()
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        if len(crops) == 0:
+            return np.zeros((0, FEATURE_DIM), dtype=np.float32)
+        batch = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device, non_blocking=True)
+        batch = batch.permute(0, 3, 1, 2).float().div_(255.0)
+        batch = (batch - _MEAN.to(self.device)) / _STD.to(self.device)
+        if self.device.type == "cuda":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = self.model(batch)
+        else:
+            out = self.model(batch)
+        return out.float().cpu().numpy()
+
+
+_EXTRACTORS: dict[tuple[str, int, str, int], FeatureExtractor] = {}
+_LOCK = threading.Lock()
+
+
+def get_extractor(cfg: CnnConfig) -> FeatureExtractor:
+    """One extractor per Python worker process and configuration (the model loads once)."""
+    key = (cfg.weights, cfg.seed, cfg.device, cfg.torch_threads)
+    with _LOCK:
+        if key not in _EXTRACTORS:
+            _EXTRACTORS[key] = FeatureExtractor.create(cfg)
+        return _EXTRACTORS[key]

@@ -1,0 +1,280 @@
+"""One typed model of every setting, loaded from YAML files plus ``--set key=value`` overrides.
+
+Every knob lives in ``conf/default.yaml`` with a comment; ``local.yaml`` and ``cluster.yaml`` override
+parts of it. Unknown keys and values of the wrong type are rejected with the full dotted key, so a typo
+never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from imagequant.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+DEFAULT_CONF = CONF_DIR / "default.yaml"
+
+
+@dataclass
+class SparkConfig:
+    master: str | None = None
+    app_name: str = "imagequant"
+    image_partitions_per_core: int = 3
+    default_cores: int = 2
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class FetchConfig:
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 20.0
+    max_retries: int = 3
+    backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    max_retry_after_s: float = 60.0
+    max_bytes: int = 20_000_000
+    max_redirects: int = 5
+    pool_size: int = 16
+    per_host_concurrency: int = 8
+    user_agent: str = "ImageQuant/0.1 (+catalog image fetcher)"
+    allow_loopback: bool = False
+    allow_private: bool = False
+    allowed_hosts: list[str] = field(default_factory=list)
+    allowed_schemes: list[str] = field(default_factory=lambda: ["http", "https"])
+
+
+@dataclass
+class ImagingConfig:
+    max_pixels: int = 60_000_000
+    ocr_min_side: int = 1000
+    ocr_max_side: int = 2400
+    cnn_size: int = 224
+
+
+@dataclass
+class TesseractConfig:
+    psm: int = 11
+    oem: int = 1
+    lang: str = "eng"
+    extra_args: str = ""
+    thread_limit: int = 1
+
+
+@dataclass
+class RapidOcrConfig:
+    threads: int = 1
+    text_score: float = 0.5
+    use_angle_cls: bool = True
+
+
+@dataclass
+class OcrConfig:
+    engine: str = "tesseract"
+    timeout_s: float = 60.0
+    min_confidence: float = 0.0
+    rotated_pass: bool = True
+    second_pass: bool = True
+    tesseract: TesseractConfig = field(default_factory=TesseractConfig)
+    rapidocr: RapidOcrConfig = field(default_factory=RapidOcrConfig)
+
+
+@dataclass
+class CnnConfig:
+    enabled: bool = True
+    weights: str = "random"
+    seed: int = 0
+    batch_size: int = 32
+    device: str = "auto"
+    torch_threads: int = 1
+    separate_stage: bool = False
+    stage_partitions: int = 1
+
+
+@dataclass
+class StoreConfig:
+    compression: str = "zstd"
+    rows_per_file: int = 50_000
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "hybrid"
+    embed_dim: int = 48
+    hidden_dim: int = 96
+    cnn_proj_dim: int = 32
+    max_tokens: int = 160
+    max_candidates: int = 48
+    dropout: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 6
+    val_fraction: float = 0.2
+    seed: int = 7
+    loader: str = "petastorm"
+    export: bool = True
+
+
+@dataclass
+class PredictConfig:
+    use_exported: bool = True
+    abstain_threshold: float | None = None
+
+
+@dataclass
+class Config:
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    imaging: ImagingConfig = field(default_factory=ImagingConfig)
+    ocr: OcrConfig = field(default_factory=OcrConfig)
+    cnn: CnnConfig = field(default_factory=CnnConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> Config:
+        """Checks that cross fields or value ranges; raises ConfigError naming the key."""
+        checks: list[tuple[bool, str]] = [
+            (self.ocr.engine in ("tesseract", "rapidocr", "both"), "ocr.engine must be tesseract, rapidocr or both"),
+            (self.cnn.device in ("auto", "cpu", "cuda"), "cnn.device must be auto, cpu or cuda"),
+            (self.cnn.batch_size > 0, "cnn.batch_size must be positive"),
+            (self.fetch.max_retries >= 0, "fetch.max_retries must be >= 0"),
+            (self.fetch.max_bytes > 0, "fetch.max_bytes must be positive"),
+            (self.fetch.connect_timeout_s > 0 and self.fetch.read_timeout_s > 0, "fetch timeouts must be positive"),
+            (self.imaging.max_pixels > 0, "imaging.max_pixels must be positive"),
+            (self.ocr.timeout_s > 0, "ocr.timeout_s must be positive"),
+            (0.0 < self.train.val_fraction < 1.0, "train.val_fraction must be between 0 and 1"),
+            (self.train.loader in ("petastorm", "pyarrow"), "train.loader must be petastorm or pyarrow"),
+            (self.model.kind in ("hybrid", "no_lstm", "no_cnn"), "model.kind must be hybrid, no_lstm or no_cnn"),
+            (self.store.compression in ("zstd", "snappy", "gzip", "none"), "store.compression must be zstd, snappy, gzip or none"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Converts a YAML value to the annotated type, or raises ConfigError naming the key."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return _build(annotation, value, key + ".")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return {str(k): ("true" if v is True else "false" if v is False else str(v)) for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(v, args[0], key) for v in value]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown setting {prefix}{unknown[0]} (known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "conf":
+            merged[key] = _merge(merged[key], value)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"configuration file {path} must hold a mapping at the top level")
+    return data
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Parses ``a.b.c=value``; the value is read as a YAML scalar (``true``, ``3``, ``null``, text)."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    # Spark keys contain dots themselves: spark.conf.<spark key> keeps the rest whole.
+    if key.startswith("spark.conf."):
+        path = ["spark", "conf", key[len("spark.conf."):]]
+    else:
+        path = key.split(".")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def load_config(paths: list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
+    """Loads conf/default.yaml, then each file in ``paths``, then ``--set`` overrides, and validates."""
+    data = _read_yaml(DEFAULT_CONF) if DEFAULT_CONF.exists() else {}
+    for path in paths or []:
+        data = _merge(data, _read_yaml(Path(path)))
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        nested: dict[str, Any] = {keys[-1]: value}
+        for k in reversed(keys[:-1]):
+            nested = {k: nested}
+        data = _merge(data, nested)
+    return _build(Config, data).validate()

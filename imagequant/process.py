@@ -1,0 +1,145 @@
+"""The per-image work of the extract job, free of Spark: fetch, decode, OCR, CNN crop.
+
+The Spark UDFs and the plain single-process loop (benchmarks, debugging) call the same functions, so both
+do exactly the same work per image.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from imagequant.config import Config
+from imagequant.fetch import fetch_or_load
+from imagequant.imaging import ImageError, decode_image, prepare_for_cnn
+from imagequant.ocr import OcrError, get_engine
+from imagequant.spark.store import ocr_text, tokens_to_columns
+
+# Columns of a processed image before the CNN stage; the CNN stage turns cnn_input into cnn_features.
+STAGE1_COLUMNS = (
+    "image_id", "image_link", "status", "error", "source", "width", "height", "ocr_engine",
+    "tok_text", "tok_conf", "tok_left", "tok_top", "tok_width", "tok_height", "tok_block", "tok_line",
+    "tok_word", "tok_angle", "ocr_text", "cnn_input", "seconds_fetch", "seconds_decode", "seconds_ocr",
+)
+
+
+def _failed(image_id: str, link: str, kind: str, message: str, **extra: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "image_id": image_id, "image_link": link, "status": kind, "error": message[:2000], "source": "",
+        "width": 0, "height": 0, "ocr_engine": "", "ocr_text": "", "cnn_input": b"",
+        "seconds_fetch": 0.0, "seconds_decode": 0.0, "seconds_ocr": 0.0,
+    }
+    record.update(tokens_to_columns([]))
+    record.update(extra)
+    return record
+
+
+def process_image(image_id: str, link: str, config: Config, images_dir: str | None) -> dict[str, Any]:
+    """Fetches, decodes and OCRs one image; never raises for a bad image (its status says what failed)."""
+    started = time.perf_counter()
+    try:
+        fetched = fetch_or_load(link, config.fetch, Path(images_dir) if images_dir else None)
+    except Exception as exc:  # a bug or an unforeseen library error must not fail the whole task
+        return _failed(image_id, link, "fetch_error", f"{type(exc).__name__}: {exc}")
+    fetch_seconds = time.perf_counter() - started
+    if not fetched.ok or fetched.data is None:
+        return _failed(image_id, link, fetched.error_kind or "fetch_error", fetched.message,
+                       seconds_fetch=fetch_seconds, source=fetched.source or "")
+    started = time.perf_counter()
+    try:
+        image = decode_image(fetched.data, config.imaging.max_pixels)
+        crop = prepare_for_cnn(image, config.imaging.cnn_size) if config.cnn.enabled else None
+    except ImageError as exc:
+        return _failed(image_id, link, exc.kind, str(exc), seconds_fetch=fetch_seconds, source=fetched.source)
+    except Exception as exc:
+        return _failed(image_id, link, "decode_error", f"{type(exc).__name__}: {exc}",
+                       seconds_fetch=fetch_seconds, source=fetched.source)
+    decode_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    engine_name = config.ocr.engine
+    try:
+        tokens = get_engine(config.ocr, config.imaging).read(image)
+    except OcrError as exc:
+        return _failed(image_id, link, exc.kind, str(exc), seconds_fetch=fetch_seconds,
+                       seconds_decode=decode_seconds, source=fetched.source,
+                       width=image.width, height=image.height, ocr_engine=engine_name)
+    except Exception as exc:
+        return _failed(image_id, link, "ocr_error", f"{type(exc).__name__}: {exc}", seconds_fetch=fetch_seconds,
+                       seconds_decode=decode_seconds, source=fetched.source,
+                       width=image.width, height=image.height, ocr_engine=engine_name)
+    record = {
+        "image_id": image_id, "image_link": link, "status": "ok", "error": "", "source": fetched.source,
+        "width": image.width, "height": image.height, "ocr_engine": engine_name, "ocr_text": ocr_text(tokens),
+        "cnn_input": crop.tobytes() if crop is not None else b"",
+        "seconds_fetch": fetch_seconds, "seconds_decode": decode_seconds,
+        "seconds_ocr": time.perf_counter() - started,
+    }
+    record.update(tokens_to_columns(tokens))
+    return record
+
+
+def process_frame(frame: pd.DataFrame, config: Config, images_dir: str | None) -> pd.DataFrame:
+    """Stage one over a batch of distinct images (columns image_id, image_link)."""
+    records = [process_image(i, link, config, images_dir) for i, link in zip(frame["image_id"], frame["image_link"], strict=True)]
+    return pd.DataFrame.from_records(records, columns=list(STAGE1_COLUMNS))
+
+
+def embed_inputs(inputs: pd.Series, config: Config) -> tuple[pd.Series, float]:
+    """Stage two: CNN features for a batch of crops (empty input -> empty features). Returns (features, seconds)."""
+    size = config.imaging.cnn_size
+    if not config.cnn.enabled:
+        return pd.Series([np.zeros(0, dtype=np.float32)] * len(inputs)), 0.0
+    # Imported here: torch takes seconds to import, and the fetch/OCR workers never need it.
+    from imagequant.cnn import get_extractor
+
+    started = time.perf_counter()
+    extractor = get_extractor(config.cnn)
+    present = [i for i, data in enumerate(inputs) if data is not None and len(data) == size * size * 3]
+    features: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(inputs)
+    step = config.cnn.batch_size
+    for start in range(0, len(present), step):
+        chunk = present[start : start + step]
+        crops = np.stack([np.frombuffer(inputs.iloc[i], dtype=np.uint8).reshape(size, size, 3) for i in chunk])
+        for i, vector in zip(chunk, extractor.embed(crops), strict=True):
+            features[i] = vector.astype(np.float32)
+    return pd.Series(features), time.perf_counter() - started
+
+
+def finish_records(stage1: pd.DataFrame, features: pd.Series, seconds_cnn: float, config: Config, run_id: str) -> pd.DataFrame:
+    """Final images-table records: stage one plus features, with the CNN time shared among the batch."""
+    from imagequant.cnn import describe_weights
+
+    out = stage1.drop(columns=["cnn_input"]).copy()
+    out["cnn_weights"] = describe_weights(config.cnn) if config.cnn.enabled else "disabled"
+    out["cnn_features"] = list(features)
+    embedded = max(1, sum(1 for f in features if len(f)))
+    out["seconds_cnn"] = [seconds_cnn / embedded if len(f) else 0.0 for f in features]
+    out["run_id"] = run_id
+    out["processed_at"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return out
+
+
+def process_all_locally(
+    images: Iterable[tuple[str, str]], config: Config, images_dir: str | None, run_id: str = "local"
+) -> Iterator[pd.DataFrame]:
+    """The plain single-process loop over the same code path (benchmarks compare Spark against it)."""
+    batch: list[tuple[str, str]] = []
+    for item in images:
+        batch.append(item)
+        if len(batch) >= config.cnn.batch_size:
+            yield _local_batch(batch, config, images_dir, run_id)
+            batch = []
+    if batch:
+        yield _local_batch(batch, config, images_dir, run_id)
+
+
+def _local_batch(batch: list[tuple[str, str]], config: Config, images_dir: str | None, run_id: str) -> pd.DataFrame:
+    stage1 = process_frame(pd.DataFrame(batch, columns=["image_id", "image_link"]), config, images_dir)
+    features, seconds = embed_inputs(stage1["cnn_input"], config)
+    return finish_records(stage1, features, seconds, config, run_id)

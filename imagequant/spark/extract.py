@@ -1,0 +1,170 @@
+"""The extract job as extract -> transform -> load over Spark DataFrames.
+
+Transforms are DataFrame-in, DataFrame-out functions that tests call directly: ``images_to_process``,
+``process_images``; ``run_extract`` strings them together and commits the result to the feature store.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from imagequant.catalog import ROW_COLUMNS, read_catalog
+from imagequant.cnn import check_weights, describe_weights
+from imagequant.config import Config
+from imagequant.spark.session import default_parallelism
+from imagequant.spark.store import (
+    IMAGE_SCHEMA,
+    ROW_SCHEMA,
+    StoreFs,
+    append_manifest,
+    new_run_id,
+    read_images,
+    recover,
+    write_partition,
+)
+from imagequant.spark.udfs import STAGE1_SCHEMA, cnn_features_udf, fetch_ocr_function
+
+
+@dataclass
+class ExtractSummary:
+    run_id: str
+    batch: str
+    rows: int = 0
+    bad_rows: dict[str, int] = field(default_factory=dict)
+    distinct_images: int = 0
+    already_ok: int = 0
+    processed: int = 0
+    ok: int = 0
+    failed: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    cnn_weights: str = ""
+    ocr_engine: str = ""
+
+    @property
+    def images_per_second(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def failure_ratio(self) -> float:
+        return sum(self.failed.values()) / self.processed if self.processed else 0.0
+
+    def line(self) -> str:
+        failed = ", ".join(f"{k}={v}" for k, v in sorted(self.failed.items())) or "none"
+        bad = ", ".join(f"{k}={v}" for k, v in sorted(self.bad_rows.items()))
+        return (
+            f"extract_features: rows={self.rows}{f' (bad rows: {bad})' if bad else ''} "
+            f"distinct_images={self.distinct_images} already_ok={self.already_ok} processed={self.processed} "
+            f"ok={self.ok} failed={sum(self.failed.values())} ({failed}) "
+            f"images_per_second={self.images_per_second:.2f} seconds={self.seconds:.1f} "
+            f"ocr={self.ocr_engine} cnn_weights={self.cnn_weights}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["images_per_second"] = round(self.images_per_second, 3)
+        data["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return data
+
+
+def load_rows(spark: SparkSession, catalog: str, run_id: str) -> DataFrame:
+    """Extract: the catalog (validated, bad rows marked) as a DataFrame of the rows table."""
+    rows = read_catalog(catalog)[list(ROW_COLUMNS)].copy()
+    rows["run_id"] = run_id
+    rows["entity_value"] = rows["entity_value"].astype(object).where(rows["entity_value"].notna(), None)
+    return spark.createDataFrame(rows, schema=ROW_SCHEMA)
+
+
+def images_to_process(rows: DataFrame, existing: DataFrame | None) -> DataFrame:
+    """Transform: the distinct images of servable rows that are not yet ``ok`` in the store."""
+    wanted = rows.where(F.col("row_status") == "ok").select("image_id", "image_link").dropDuplicates(["image_id"])
+    if existing is None:
+        return wanted
+    done = existing.where(F.col("status") == "ok").select("image_id")
+    return wanted.join(done, on="image_id", how="left_anti")
+
+
+def process_images(
+    todo: DataFrame, config: Config, images_dir: str | None, run_id: str, partitions: int, separate_cnn_stage: bool
+) -> DataFrame:
+    """Transform: distinct images -> images-table records (fetch, decode, OCR, then CNN features).
+
+    With ``separate_cnn_stage`` the CPU stage is persisted and the CNN runs as its own stage over
+    ``config.spark`` GPU-sized partitions, so fetch/OCR use every core while the GPU stage runs one task per GPU.
+    """
+    stage1 = todo.repartition(partitions).mapInPandas(fetch_ocr_function(config, images_dir), STAGE1_SCHEMA)
+    if separate_cnn_stage:
+        stage1 = stage1.persist(StorageLevel.MEMORY_AND_DISK)
+        stage1.count()
+        stage1 = stage1.coalesce(max(1, config.cnn.stage_partitions))
+    with_cnn = stage1.withColumn("_cnn", cnn_features_udf(config)(F.col("cnn_input")))
+    return with_cnn.select(
+        *[F.col(c) for c in STAGE1_SCHEMA.fieldNames() if c != "cnn_input"],
+        F.lit(describe_weights(config.cnn) if config.cnn.enabled else "disabled").alias("cnn_weights"),
+        F.col("_cnn.features").alias("cnn_features"),
+        F.col("_cnn.seconds").alias("seconds_cnn"),
+        F.lit(run_id).alias("run_id"),
+        F.lit(datetime.now(timezone.utc).isoformat(timespec="seconds")).alias("processed_at"),
+    ).select(*IMAGE_SCHEMA.fieldNames())
+
+
+def log(message: str) -> None:
+    print(f"[imagequant] {message}", file=sys.stderr, flush=True)
+
+
+def run_extract(
+    spark: SparkSession,
+    config: Config,
+    catalog: str,
+    store: str,
+    images_dir: str | None = None,
+    run_date: str | None = None,
+) -> ExtractSummary:
+    """Runs extract -> transform -> load and commits both tables; returns the run's summary."""
+    check_weights(config.cnn)
+    started = time.perf_counter()
+    run_id = new_run_id()
+    batch = run_date or run_id
+    summary = ExtractSummary(run_id=run_id, batch=batch, cnn_weights=describe_weights(config.cnn) if config.cnn.enabled else "disabled", ocr_engine=config.ocr.engine)
+    fs = StoreFs(spark, store)
+    recover(fs)
+
+    rows = load_rows(spark, catalog, run_id).cache()
+    status_counts = {r["row_status"]: r["count"] for r in rows.groupBy("row_status").count().collect()}
+    summary.rows = sum(status_counts.values())
+    summary.bad_rows = {k: v for k, v in status_counts.items() if k != "ok"}
+    summary.distinct_images = rows.where(F.col("row_status") == "ok").select("image_id").distinct().count()
+
+    existing = read_images(spark, store, exclude_batch=batch)
+    todo = images_to_process(rows, existing).cache()
+    summary.processed = todo.count()
+    summary.already_ok = summary.distinct_images - summary.processed
+    log(f"catalog {catalog}: {summary.rows} rows, {summary.distinct_images} distinct images, "
+        f"{summary.already_ok} already ok in the store, {summary.processed} to process (batch {batch})")
+
+    cores = default_parallelism(spark)
+    partitions = max(1, min(summary.processed, cores * config.spark.image_partitions_per_core))
+    images = process_images(todo, config, images_dir, run_id, partitions, config.cnn.separate_stage)
+    files = max(1, summary.processed // max(1, config.store.rows_per_file) + 1)
+    compression = "uncompressed" if config.store.compression == "none" else config.store.compression
+    write_partition(fs, images, "images", f"batch={batch}", run_id, compression, min(files, partitions))
+    written = spark.read.parquet(fs.path("images", f"batch={batch}"))
+    counts = Counter({r["status"]: r["count"] for r in written.groupBy("status").count().collect()})
+    summary.ok = counts.pop("ok", 0) + summary.already_ok
+    summary.failed = dict(counts)
+    rows_files = max(1, summary.rows // max(1, config.store.rows_per_file) + 1)
+    write_partition(fs, rows, "rows", f"run_date={run_date or 'undated'}", run_id, compression, rows_files)
+    summary.seconds = time.perf_counter() - started
+    append_manifest(fs, summary.to_json())
+    fs.delete(fs.path("_staging", run_id))
+    todo.unpersist()
+    rows.unpersist()
+    return summary

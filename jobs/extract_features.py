@@ -1,0 +1,60 @@
+"""Extract features: catalog -> fetch, decode, OCR, CNN features -> Parquet feature store.
+
+    spark-submit jobs/extract_features.py --catalog PATH --store DIR [--images-dir DIR] [--conf FILE] [--set k=v]
+    ./submit.sh extract_features --catalog PATH --store DIR ...
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from imagequant.catalog import inspect_catalog  # noqa: E402
+from imagequant.cli import EXIT_FAILED, config_from_args, job_parser, run_job  # noqa: E402
+from imagequant.errors import UsageError  # noqa: E402
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = job_parser("extract_features", __doc__.splitlines()[0])
+    parser.add_argument("--catalog", required=True, help="catalog CSV (.csv/.csv.gz) or Parquet, challenge format")
+    parser.add_argument("--store", required=True, help="feature store directory (created if missing)")
+    parser.add_argument("--images-dir", help="local image folder: looked up by the link's file name first, "
+                        "and receives every downloaded image")
+    parser.add_argument("--run-date", help="YYYY-MM-DD: partition this run's output by date; a rerun of the "
+                        "date replaces its partition")
+    parser.add_argument("--max-failure-ratio", type=float, default=None,
+                        help="exit 1 (after writing everything) when more than this share of images failed")
+    args = parser.parse_args(argv)
+    config = config_from_args(args)
+    inspect_catalog(args.catalog)
+    if args.run_date and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.run_date):
+        raise UsageError(f"--run-date must be YYYY-MM-DD, got {args.run_date!r}")
+    if args.max_failure_ratio is not None and not 0.0 <= args.max_failure_ratio <= 1.0:
+        raise UsageError("--max-failure-ratio must be between 0 and 1")
+    if args.images_dir:
+        Path(args.images_dir).mkdir(parents=True, exist_ok=True)
+
+    from imagequant.cnn import check_weights
+    from imagequant.spark.extract import run_extract
+    from imagequant.spark.session import build_session
+
+    check_weights(config.cnn)
+    spark = build_session(config, "imagequant-extract-features")
+    try:
+        summary = run_extract(spark, config, args.catalog, args.store, args.images_dir, args.run_date)
+    finally:
+        spark.stop()
+    print(summary.line(), flush=True)
+    if args.max_failure_ratio is not None and summary.failure_ratio > args.max_failure_ratio:
+        print(f"error: {summary.failure_ratio:.1%} of images failed, above --max-failure-ratio "
+              f"{args.max_failure_ratio:.1%} (everything that succeeded was written)", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    run_job(main)
