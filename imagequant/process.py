@@ -19,7 +19,7 @@ from imagequant.config import Config
 from imagequant.fetch import fetch_or_load
 from imagequant.imaging import ImageError, decode_image, prepare_for_cnn
 from imagequant.ocr import OcrError, get_engine
-from imagequant.spark.store import ocr_text, tokens_to_columns
+from imagequant.spark.store import CNN_FEATURE_DIM, ocr_text, tokens_to_columns
 
 # Columns of a processed image before the CNN stage; the CNN stage turns cnn_input into cnn_features.
 STAGE1_COLUMNS = (
@@ -91,17 +91,17 @@ def process_frame(frame: pd.DataFrame, config: Config, images_dir: str | None) -
 
 
 def embed_inputs(inputs: pd.Series, config: Config) -> tuple[pd.Series, float]:
-    """Stage two: CNN features for a batch of crops (empty input -> empty features). Returns (features, seconds)."""
+    """Stage two: CNN features for a batch of crops (no input -> zeros). Returns (features, seconds)."""
     size = config.imaging.cnn_size
+    features: list[np.ndarray] = [np.zeros(CNN_FEATURE_DIM, dtype=np.float32)] * len(inputs)
     if not config.cnn.enabled:
-        return pd.Series([np.zeros(0, dtype=np.float32)] * len(inputs)), 0.0
+        return pd.Series(features), 0.0
     # Imported here: torch takes seconds to import, and the fetch/OCR workers never need it.
     from imagequant.cnn import get_extractor
 
     started = time.perf_counter()
     extractor = get_extractor(config.cnn)
     present = [i for i, data in enumerate(inputs) if data is not None and len(data) == size * size * 3]
-    features: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(inputs)
     step = config.cnn.batch_size
     for start in range(0, len(present), step):
         chunk = present[start : start + step]
@@ -118,8 +118,8 @@ def finish_records(stage1: pd.DataFrame, features: pd.Series, seconds_cnn: float
     out = stage1.drop(columns=["cnn_input"]).copy()
     out["cnn_weights"] = describe_weights(config.cnn) if config.cnn.enabled else "disabled"
     out["cnn_features"] = list(features)
-    embedded = max(1, sum(1 for f in features if len(f)))
-    out["seconds_cnn"] = [seconds_cnn / embedded if len(f) else 0.0 for f in features]
+    embedded = [len(data) > 0 for data in stage1["cnn_input"]]
+    out["seconds_cnn"] = [seconds_cnn / max(1, sum(embedded)) if e else 0.0 for e in embedded]
     out["run_id"] = run_id
     out["processed_at"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     return out

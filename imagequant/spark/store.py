@@ -29,6 +29,10 @@ from pyspark.sql import types as T
 
 from imagequant.ocr import OcrToken
 
+# ResNet-50's pooled feature length (imagequant.cnn.FEATURE_DIM; kept here so readers need no torch).
+# Every images row holds exactly this many floats (zeros when the image failed), so the column is fixed-size.
+CNN_FEATURE_DIM = 2048
+
 TOKEN_FIELDS: tuple[tuple[str, str], ...] = (
     ("text", "string"),
     ("conf", "float"),
@@ -137,6 +141,7 @@ class StoreFs:
     def __init__(self, spark: SparkSession, store: str | Path):
         self.root = _uri(store).rstrip("/")
         jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+        self._jvm = jvm
         self._Path = jvm.org.apache.hadoop.fs.Path
         conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[attr-defined]
         self._fs = self._Path(self.root).getFileSystem(conf)
@@ -168,7 +173,7 @@ class StoreFs:
             return None
         stream = self._fs.open(self._Path(path))
         try:
-            reader = self._jvm_reader(stream)
+            reader = self._jvm.java.io.BufferedReader(self._jvm.java.io.InputStreamReader(stream, "UTF-8"))
             lines = []
             while True:
                 line = reader.readLine()
@@ -178,10 +183,6 @@ class StoreFs:
             return "\n".join(lines)
         finally:
             stream.close()
-
-    def _jvm_reader(self, stream: Any) -> Any:
-        jvm = self._Path._gateway.jvm  # type: ignore[attr-defined]
-        return jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, "UTF-8"))
 
     def write_text(self, path: str, text: str) -> None:
         """Writes a small file atomically: a temporary file renamed over the target."""

@@ -45,9 +45,8 @@ def cnn_features_udf(config: Config) -> Callable[[Column], Column]:
     def cnn_features(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         for inputs in batches:
             features, seconds = embed_inputs(inputs.reset_index(drop=True), config)
-            embedded = max(1, sum(1 for f in features if len(f)))
-            yield pd.DataFrame(
-                {"features": features, "seconds": [seconds / embedded if len(f) else 0.0 for f in features]}
-            )
+            embedded = [data is not None and len(data) > 0 for data in inputs]
+            share = seconds / max(1, sum(embedded))
+            yield pd.DataFrame({"features": features, "seconds": [share if e else 0.0 for e in embedded]})
 
     return cnn_features
