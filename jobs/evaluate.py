@@ -1,0 +1,65 @@
+"""Evaluate predictions against a labeled catalog: challenge F1, per-entity table, error kinds, a report.
+
+    python jobs/evaluate.py --predictions submission.csv --truth labeled.csv --report out/eval
+        [--store STORE] [--images-dir DIR]
+
+--predictions takes a submission CSV (index,prediction) or a predictions Parquet; --truth a labeled
+catalog (rows without an index column are numbered in file order, as predict numbers them). With --store
+the OCR tokens of the feature store give the candidate-recall ceiling and the OCR text of the worst
+errors; with --images-dir those errors get thumbnails. Writes DIR/metrics.json and DIR/report.html.
+No Spark is needed.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from imagequant.catalog import read_catalog  # noqa: E402
+from imagequant.cli import ArgumentParser, run_job  # noqa: E402
+from imagequant.errors import UsageError  # noqa: E402
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = ArgumentParser(prog="evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--predictions", required=True, help="submission CSV (index,prediction) or predictions Parquet")
+    parser.add_argument("--truth", required=True, help="labeled catalog (CSV/.csv.gz/Parquet) with entity_value")
+    parser.add_argument("--report", required=True, help="output folder for metrics.json and report.html")
+    parser.add_argument("--store", help="feature store: OCR tokens for the candidate-recall ceiling")
+    parser.add_argument("--images-dir", help="folder of images named by the link's file name, for thumbnails")
+    parser.add_argument("--worst", type=int, default=12, help="how many of the worst errors to show (default 12)")
+    args = parser.parse_args(argv)
+    if args.store and not Path(args.store).is_dir():
+        raise UsageError(f"feature store {args.store} is not a folder")
+    if args.images_dir and not Path(args.images_dir).is_dir():
+        raise UsageError(f"--images-dir {args.images_dir} is not a folder")
+    if args.worst < 0:
+        raise UsageError("--worst must be 0 or more")
+
+    from imagequant.evaluation import evaluate, write_evaluation_report
+
+    truth = read_catalog(args.truth)
+    result, rows = evaluate(args.predictions, truth, args.store)
+    result["predictions_file"] = str(args.predictions)
+    result["truth_file"] = str(args.truth)
+    result["store"] = str(args.store) if args.store else None
+    page = write_evaluation_report(
+        result, rows, args.report, images_dir=args.images_dir, worst=args.worst,
+        title_note=f"{args.predictions} against {args.truth}",
+    )
+    ceiling = result["candidate_recall"]
+    print(f"F1 {result['f1']:.4f} (precision {result['precision']:.4f}, recall {result['recall']:.4f}) over "
+          f"{result['rows']:,} rows" + (f"; candidate recall {ceiling:.4f}" if ceiling is not None else ""),
+          flush=True)
+    if result["missing_predictions"]:
+        print(f"warning: {result['missing_predictions']:,} rows have no prediction (scored as empty)",
+              file=sys.stderr, flush=True)
+    print(f"report: {page}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    run_job(main)
