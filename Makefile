@@ -8,7 +8,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
 DEMO_DIR ?= demo-output
-DEMO_IMAGES ?= 240
+DEMO_IMAGES ?= 160
+DEMO_HELDOUT ?= 40
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export OMP_THREAD_LIMIT ?= 1
 export PYSPARK_PYTHON := $(abspath $(PY))
@@ -53,8 +54,23 @@ $(STAMP): requirements.txt pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# The whole chain on generated data: a training sample and a held-out sample from another seed.
 demo: setup
-	@bash scripts/demo.sh "$(DEMO_DIR)" "$(DEMO_IMAGES)"
+	@set -euo pipefail; d="$(DEMO_DIR)"; mkdir -p "$$d"; \
+	echo "[demo] 1/6 generating $(DEMO_IMAGES) training images (seed 11) and $(DEMO_HELDOUT) held-out images (seed 2024)"; \
+	$(PY) jobs/make_sample.py --out "$$d/train" --images $(DEMO_IMAGES) --seed 11; \
+	$(PY) jobs/make_sample.py --out "$$d/heldout" --images $(DEMO_HELDOUT) --seed 2024; \
+	echo "[demo] 2/6 extract_features on the training catalog"; \
+	./submit.sh extract_features --catalog "$$d/train/labels.csv" --images-dir "$$d/train/images" --store "$$d/store" | tee "$$d/extract-train.txt"; \
+	echo "[demo] 3/6 extract_features on the held-out catalog (unlabeled)"; \
+	./submit.sh extract_features --catalog "$$d/heldout/catalog.csv" --images-dir "$$d/heldout/images" --store "$$d/store" | tee "$$d/extract-heldout.txt"; \
+	echo "[demo] 4/6 train"; \
+	./submit.sh train --catalog "$$d/train/labels.csv" --store "$$d/store" --model "$$d/model" | tee "$$d/train.txt"; \
+	echo "[demo] 5/6 predict the held-out catalog"; \
+	./submit.sh predict --catalog "$$d/heldout/catalog.csv" --store "$$d/store" --model "$$d/model" --out "$$d/predictions" | tee "$$d/predict.txt"; \
+	echo "[demo] 6/6 evaluate against the held-out labels"; \
+	$(PY) jobs/evaluate.py --predictions "$$d/predictions/submission.csv" --truth "$$d/heldout/labels.csv" --store "$$d/store" --images-dir "$$d/heldout/images" --report "$$d/report"; \
+	echo "[demo] done: report at $$d/report/report.html"
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# submit.sh JOB [job args] [--master URL] [--conf FILE] [--executor-python PATH] [--archive ENV.tar.gz]
+# submit.sh JOB [job arguments] [--master URL] [--conf FILE]... [--executor-python PATH | --archive ENV.tar.gz]
+#           [--spark-arg ARG]... [--dry-run]
 # Wraps spark-submit for every job in jobs/. See ./submit.sh --help.
 set -euo pipefail
 
@@ -8,107 +9,165 @@ VENV_PY="$HERE/.venv/bin/python"
 
 usage() {
   cat <<'TXT'
-Usage: ./submit.sh JOB [job arguments] [--master URL] [--conf FILE]... [--executor-python PATH]
-                   [--archive ENV.tar.gz] [--spark-arg ARG]...
+Usage: ./submit.sh JOB [job arguments] [--master URL] [--conf FILE]...
+                   [--executor-python PATH | --archive ENV.tar.gz] [--spark-arg ARG]... [--dry-run]
+       ./submit.sh JOB --help        the job's own options (no Spark started)
 
-Runs jobs/JOB.py under spark-submit. JOB is one of: extract_features, train, predict, evaluate,
-profile_catalog, make_sample.
+Runs jobs/JOB.py under spark-submit in client mode (the driver runs here). JOB is one of the files in
+jobs/: extract_features, train, predict, evaluate, profile_catalog, make_sample, measure_ocr.
 
-  --master URL           Spark master: local[N] (default local[*]), spark://HOST:PORT, yarn, k8s://...
-  --conf FILE            YAML configuration (repeatable). Passed to the job, shipped to executors with
-                         --files, and its spark.conf settings become spark-submit --conf options (so
-                         settings such as spark.driver.memory apply before the JVM starts).
-  --executor-python PATH Python the executors run (spark.pyspark.python). Default: this checkout's
-                         .venv/bin/python, right for local mode and for workers on this machine or on
-                         machines with the same path (the Docker image puts it at /opt/imagequant/.venv).
-  --archive ENV.tar.gz   A packed virtualenv (e.g. made by venv-pack) shipped with --archives
-                         ENV.tar.gz#environment; executors then run ./environment/bin/python.
-  --spark-arg ARG        Any other spark-submit argument, passed verbatim (repeatable).
-  --set KEY=VALUE        (job option) override one setting, e.g. --set ocr.engine=rapidocr.
+Options read by submit.sh (any order, mixed with the job's arguments):
+  --master URL           Spark master: local[N], spark://HOST:PORT (standalone), yarn, k8s://https://HOST:PORT.
+                         Default: the configuration's spark.master (conf/local.yaml: local[2]), else local[*].
+  --conf FILE            YAML configuration (repeatable; later files win). Passed on to the job, shipped to
+                         the executors with --files, and its spark.conf settings become spark-submit --conf
+                         options, so settings read before the JVM starts (spark.driver.memory) apply too.
+  --executor-python PATH Python interpreter of the executors (spark.pyspark.python). Default: the
+                         configuration's spark.conf.spark.pyspark.python, else this checkout's .venv/bin/python
+                         (right for local mode and workers on this machine). The Docker image's is
+                         /opt/imagequant/.venv/bin/python.
+  --archive ENV.tar.gz   A packed virtual environment (venv-pack or conda-pack) shipped with
+                         --archives ENV.tar.gz#environment; executors run ./environment/bin/python.
+                         Use it when the executors lack the dependencies; not with --executor-python.
+  --spark-arg ARG        Any other spark-submit argument, verbatim (repeatable), e.g.
+                         --spark-arg --conf=spark.eventLog.enabled=true --spark-arg --num-executors=8
+  --dry-run              Print the spark-submit command instead of running it.
+  -h, --help             This text.
 
-The imagequant package is always shipped as a zip with --py-files, so executors that already have the
-dependencies (the Docker image) need nothing else.
+Job options that submit.sh also reads (and passes on unchanged):
+  --set KEY=VALUE        Override one setting. --set spark.master=URL acts like --master, and
+                         --set spark.conf.<spark key>=VALUE becomes a spark-submit --conf option.
+
+What is shipped:
+  * the imagequant package as build/imagequant-<hash>.zip with --py-files (rebuilt when the sources
+    change), so executors always run the code of this checkout;
+  * the Python environment: executors run spark.pyspark.python (see --executor-python), or the packed
+    environment of --archive; the driver runs .venv/bin/python (or $IMAGEQUANT_PYTHON);
+  * every --conf FILE with --files;
+  * OMP_THREAD_LIMIT (default 1) to the executors as spark.executorEnv.OMP_THREAD_LIMIT: Tesseract's
+    OpenMP threads would oversubscribe cores that already run one task each.
+
+The configuration is checked before spark-submit starts: a bad file or --set ends with "error: ..." and
+exit status 2, as the job itself would. Exit status: the job's (0 done, 1 job failure such as
+--max-failure-ratio exceeded, 2 usage or configuration error).
 
 Examples:
   ./submit.sh extract_features --catalog cat.csv --store /data/store --images-dir /data/images
-  ./submit.sh extract_features --master spark://10.0.0.5:7077 --conf conf/cluster.yaml --catalog ...
+  ./submit.sh extract_features --conf conf/local.yaml --catalog cat.csv --store S --set ocr.engine=both
+  ./submit.sh extract_features --master spark://10.0.0.5:7077 --conf conf/cluster.yaml \
+      --executor-python /opt/imagequant/.venv/bin/python --catalog hdfs:///cat.csv --store hdfs:///store \
+      --run-date 2024-05-01 --max-failure-ratio 0.05
   ./submit.sh train --catalog labels.csv --store S --model M
 TXT
 }
 
+die() { echo "error: $*" >&2; exit 2; }
+
 [[ $# -eq 0 || $1 == -h || $1 == --help ]] && { usage; exit 0; }
 JOB="$1"; shift
 JOB_FILE="$HERE/jobs/$JOB.py"
-if [[ ! -f $JOB_FILE ]]; then
-  echo "error: unknown job '$JOB' (jobs: $(cd "$HERE/jobs" && ls *.py | sed 's/\.py$//' | tr '\n' ' '))" >&2
-  exit 2
+if [[ $JOB == -* || ! -f $JOB_FILE ]]; then
+  die "unknown job '$JOB' (jobs: $(cd "$HERE/jobs" && ls -- *.py | sed 's/\.py$//' | tr '\n' ' '))"
 fi
 
-MASTER="local[*]"
+MASTER=""
 EXEC_PY=""
 ARCHIVE=""
+DRY_RUN=0
+WANT_HELP=0
 CONFS=()
+SETS=()
 SPARK_ARGS=()
 JOB_ARGS=()
+need() { [[ $2 -ge 2 ]] || die "$1 needs a value"; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --master) [[ $# -ge 2 ]] || { echo "error: --master needs a URL" >&2; exit 2; }; MASTER="$2"; shift 2 ;;
+    --master) need "$1" $#; MASTER="$2"; shift 2 ;;
     --master=*) MASTER="${1#*=}"; shift ;;
-    --conf) [[ $# -ge 2 ]] || { echo "error: --conf needs a file" >&2; exit 2; }; CONFS+=("$2"); shift 2 ;;
+    --conf) need "$1" $#; CONFS+=("$2"); shift 2 ;;
     --conf=*) CONFS+=("${1#*=}"); shift ;;
-    --executor-python) EXEC_PY="$2"; shift 2 ;;
-    --archive) ARCHIVE="$2"; shift 2 ;;
-    --spark-arg) SPARK_ARGS+=("$2"); shift 2 ;;
+    --executor-python) need "$1" $#; EXEC_PY="$2"; shift 2 ;;
+    --executor-python=*) EXEC_PY="${1#*=}"; shift ;;
+    --archive) need "$1" $#; ARCHIVE="$2"; shift 2 ;;
+    --archive=*) ARCHIVE="${1#*=}"; shift ;;
+    --spark-arg) need "$1" $#; SPARK_ARGS+=("$2"); shift 2 ;;
+    --spark-arg=*) SPARK_ARGS+=("${1#*=}"); shift ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    --set) need "$1" $#; SETS+=("$2"); JOB_ARGS+=("$1" "$2"); shift 2 ;;
+    --set=*) SETS+=("${1#*=}"); JOB_ARGS+=("$1"); shift ;;
+    -h|--help) WANT_HELP=1; shift ;;
     *) JOB_ARGS+=("$1"); shift ;;
   esac
 done
+[[ -n $EXEC_PY && -n $ARCHIVE ]] && die "--executor-python and --archive exclude each other"
 
 DRIVER_PY="${IMAGEQUANT_PYTHON:-$VENV_PY}"
-if [[ ! -x $DRIVER_PY ]]; then
-  echo "error: $DRIVER_PY not found; run 'make setup' first (or set IMAGEQUANT_PYTHON)" >&2
-  exit 2
-fi
+[[ -x $DRIVER_PY ]] || die "$DRIVER_PY not found; run 'make setup' first (or set IMAGEQUANT_PYTHON)"
+
+# The job's own help needs no Spark.
+[[ $WANT_HELP -eq 1 ]] && exec "$DRIVER_PY" "$JOB_FILE" --help
+
 SPARK_SUBMIT="$(dirname "$DRIVER_PY")/spark-submit"
 [[ -x $SPARK_SUBMIT ]] || SPARK_SUBMIT="$(command -v spark-submit || true)"
-[[ -n $SPARK_SUBMIT ]] || { echo "error: spark-submit not found (pip install pyspark into the venv)" >&2; exit 2; }
+[[ -n $SPARK_SUBMIT ]] || die "spark-submit not found (pip install pyspark into the venv)"
 
+CONF_PATHS=()
 for conf in "${CONFS[@]+"${CONFS[@]}"}"; do
-  [[ -f $conf ]] || { echo "error: configuration file $conf does not exist" >&2; exit 2; }
+  [[ -f $conf ]] || die "configuration file $conf does not exist"
+  CONF_PATHS+=("$(cd "$(dirname "$conf")" && pwd)/$(basename "$conf")")
 done
 
-# The package as a zip for --py-files, rebuilt when the sources change.
-ZIP="$HERE/build/imagequant.zip"
-mkdir -p "$HERE/build"
-if [[ ! -f $ZIP ]] || [[ -n $(find "$HERE/imagequant" -name '*.py' -newer "$ZIP" -print -quit) ]]; then
-  (cd "$HERE" && rm -f "$ZIP" && find imagequant -name '*.py' | sort | zip -q -X "$ZIP" -@ 2>/dev/null) \
-    || "$DRIVER_PY" - "$HERE" "$ZIP" <<'PY'
-import sys, zipfile, pathlib
-root, out = pathlib.Path(sys.argv[1]), sys.argv[2]
-with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-    for path in sorted((root / "imagequant").rglob("*.py")):
-        zf.write(path, path.relative_to(root).as_posix())
-PY
-fi
+# Master, spark.conf and the package zip, from the configuration merged as the job merges it.
+HELPER_ARGS=(--zip-dir "$HERE/build")
+for conf in "${CONF_PATHS[@]+"${CONF_PATHS[@]}"}"; do HELPER_ARGS+=(--conf "$conf"); done
+for item in "${SETS[@]+"${SETS[@]}"}"; do HELPER_ARGS+=(--set "$item"); done
+RESOLVED="$("$DRIVER_PY" "$HERE/imagequant/spark/submit_conf.py" "${HELPER_ARGS[@]}")" || exit $?
+CONF_MASTER=""
+ZIP=""
+YAML_CONF=()
+while IFS= read -r line; do
+  case "$line" in
+    "master "*) CONF_MASTER="${line#master }" ;;
+    "conf "*) YAML_CONF+=("${line#conf }") ;;
+    "zip "*) ZIP="${line#zip }" ;;
+  esac
+done <<<"$RESOLVED"
+[[ -n $ZIP ]] || die "could not build the imagequant package zip"
+MASTER="${MASTER:-${CONF_MASTER:-local[*]}}"
 
 SUBMIT=("$SPARK_SUBMIT" --master "$MASTER" --py-files "$ZIP")
+# Defaults first; the YAML's settings after them win, and explicit options after those win again
+# (spark-submit keeps the last --conf of a key).
+SUBMIT+=(--conf "spark.pyspark.python=$DRIVER_PY")
+SUBMIT+=(--conf "spark.executorEnv.OMP_THREAD_LIMIT=${OMP_THREAD_LIMIT:-1}")
+for kv in "${YAML_CONF[@]+"${YAML_CONF[@]}"}"; do SUBMIT+=(--conf "$kv"); done
 if [[ -n $ARCHIVE ]]; then
+  [[ -f $ARCHIVE || $ARCHIVE == *://* ]] || die "archive $ARCHIVE does not exist"
   SUBMIT+=(--archives "$ARCHIVE#environment" --conf spark.pyspark.python=./environment/bin/python)
-else
-  SUBMIT+=(--conf "spark.pyspark.python=${EXEC_PY:-$DRIVER_PY}")
+elif [[ -n $EXEC_PY ]]; then
+  SUBMIT+=(--conf "spark.pyspark.python=$EXEC_PY")
 fi
+# The driver always runs this machine's interpreter (client mode).
 SUBMIT+=(--conf "spark.pyspark.driver.python=$DRIVER_PY")
+# Quiet JVM logging (warnings and the stage progress bar) unless the caller brings its own log4j2 file.
+LOG4J="${IMAGEQUANT_LOG4J:-$HERE/conf/log4j2.properties}"
+SUBMIT+=(--driver-java-options "-Dlog4j2.configurationFile=file:$LOG4J")
+# Jobs that start a Spark session also get the master as a setting: the session builder applies the
+# configuration's spark.master in code, which would otherwise override spark-submit's --master.
+if grep -q "build_session" "$JOB_FILE"; then
+  JOB_ARGS+=(--set "spark.master=$MASTER")
+fi
+if [[ ${#CONF_PATHS[@]} -gt 0 ]]; then
+  FILES="$(IFS=,; echo "${CONF_PATHS[*]}")"
+  SUBMIT+=(--files "$FILES")
+  for conf in "${CONF_PATHS[@]}"; do JOB_ARGS+=(--conf "$conf"); done
+fi
+SUBMIT+=("${SPARK_ARGS[@]+"${SPARK_ARGS[@]}"}" "$JOB_FILE" "${JOB_ARGS[@]+"${JOB_ARGS[@]}"}")
 
-# YAML spark.conf -> --conf (later files win, as in the job's own merge), and the files themselves shipped.
-FILES=""
-# conf/default.yaml's Spark settings first (the job merges it first too), then the given files.
-while IFS= read -r kv; do [[ -n $kv ]] && SUBMIT+=(--conf "$kv"); done < <("$DRIVER_PY" "$HERE/imagequant/spark/submit_conf.py" "$HERE/conf/default.yaml")
-for conf in "${CONFS[@]+"${CONFS[@]}"}"; do
-  FILES="${FILES:+$FILES,}$(cd "$(dirname "$conf")" && pwd)/$(basename "$conf")"
-  while IFS= read -r kv; do [[ -n $kv ]] && SUBMIT+=(--conf "$kv"); done < <("$DRIVER_PY" "$HERE/imagequant/spark/submit_conf.py" "$conf")
-  JOB_ARGS+=(--conf "$conf")
-done
-[[ -n $FILES ]] && SUBMIT+=(--files "$FILES")
-
-export PYSPARK_PYTHON="${EXEC_PY:-$DRIVER_PY}"
+if [[ $DRY_RUN -eq 1 ]]; then
+  printf '%q ' "${SUBMIT[@]}"; echo
+  exit 0
+fi
+export PYSPARK_DRIVER_PYTHON="$DRIVER_PY"
 export OMP_THREAD_LIMIT="${OMP_THREAD_LIMIT:-1}"
-exec "${SUBMIT[@]}" "${SPARK_ARGS[@]+"${SPARK_ARGS[@]}"}" "$JOB_FILE" "${JOB_ARGS[@]+"${JOB_ARGS[@]}"}"
+exec "${SUBMIT[@]}"

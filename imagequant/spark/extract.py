@@ -150,14 +150,17 @@ def run_extract(
     log(f"catalog {catalog}: {summary.rows} rows, {summary.distinct_images} distinct images, "
         f"{summary.already_ok} already ok in the store, {summary.processed} to process (batch {batch})")
 
-    cores = default_parallelism(spark)
-    partitions = max(1, min(summary.processed, cores * config.spark.image_partitions_per_core))
-    images = process_images(todo, config, images_dir, run_id, partitions, config.cnn.separate_stage)
-    files = max(1, summary.processed // max(1, config.store.rows_per_file) + 1)
     compression = "uncompressed" if config.store.compression == "none" else config.store.compression
-    write_partition(fs, images, "images", f"batch={batch}", run_id, compression, min(files, partitions))
-    written = spark.read.parquet(fs.path("images", f"batch={batch}"))
-    counts = Counter({r["status"]: r["count"] for r in written.groupBy("status").count().collect()})
+    counts: Counter[str] = Counter()
+    # An undated run with nothing new writes no empty batch; a dated rerun always replaces its partition.
+    if summary.processed or run_date:
+        cores = default_parallelism(spark)
+        partitions = max(1, min(summary.processed, cores * config.spark.image_partitions_per_core))
+        images = process_images(todo, config, images_dir, run_id, partitions, config.cnn.separate_stage)
+        files = max(1, summary.processed // max(1, config.store.rows_per_file) + 1)
+        write_partition(fs, images, "images", f"batch={batch}", run_id, compression, min(files, partitions))
+        written = spark.read.parquet(fs.path("images", f"batch={batch}"))
+        counts = Counter({r["status"]: r["count"] for r in written.groupBy("status").count().collect()})
     summary.ok = counts.pop("ok", 0) + summary.already_ok
     summary.failed = dict(counts)
     rows_files = max(1, summary.rows // max(1, config.store.rows_per_file) + 1)
