@@ -151,7 +151,12 @@ fi
 SUBMIT+=(--conf "spark.pyspark.driver.python=$DRIVER_PY")
 # Quiet JVM logging (warnings and the stage progress bar) unless the caller brings its own log4j2 file.
 LOG4J="${IMAGEQUANT_LOG4J:-$HERE/conf/log4j2.properties}"
-SUBMIT+=(--driver-java-options "-Dlog4j2.configurationFile=file:$LOG4J")
+DRIVER_JAVA_OPTS="-Dlog4j2.configurationFile=file:$LOG4J"
+# --driver-java-options replaces spark.driver.extraJavaOptions: keep the configuration's options too.
+for kv in "${YAML_CONF[@]+"${YAML_CONF[@]}"}"; do
+  [[ $kv == spark.driver.extraJavaOptions=* ]] && DRIVER_JAVA_OPTS="${kv#*=} $DRIVER_JAVA_OPTS"
+done
+SUBMIT+=(--driver-java-options "$DRIVER_JAVA_OPTS")
 # Jobs that start a Spark session also get the master as a setting: the session builder applies the
 # configuration's spark.master in code, which would otherwise override spark-submit's --master.
 if grep -q "build_session" "$JOB_FILE"; then

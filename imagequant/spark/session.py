@@ -38,7 +38,10 @@ def build_session(config: Config, app_name: str | None = None) -> SparkSession:
     used only when none was given on the command line.
     """
     conf = SparkConf()
-    conf.setMaster(effective_master(conf, config))
+    # Under spark-submit (PYSPARK_GATEWAY_PORT set) the JVM already holds --master; a SparkConf made before
+    # the context cannot see it, and setting one here would override spark-submit's.
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        conf.setMaster(effective_master(conf, config))
     conf.setAppName(app_name or config.spark.app_name)
     for key, value in {**BASE_SPARK_CONF, **config.spark.conf}.items():
         conf.set(key, value)
