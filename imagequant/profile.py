@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from pyspark.sql import types as T
 
 from imagequant import report
 from imagequant.catalog import REQUIRED_COLUMNS, CatalogInfo, classify_row, inspect_catalog
+from imagequant.spark.session import runtime_conf
 from imagequant.units import ENTITIES, parse_label
 
 # parse_label's kinds -> the names the profile shows (``value`` is a plain, usable label)
@@ -165,26 +165,6 @@ def key_sizes(frame: DataFrame) -> DataFrame:
 
 
 # --- driver-side assembly (plain Python over the collected aggregates) ---------------------------------
-
-
-@contextmanager
-def runtime_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[None]:
-    """Sets Spark SQL runtime settings for the actions inside the block, then restores them.
-
-    The profile parses labels through Arrow: the session's small image-sized Arrow batches (8 rows) would
-    make 25,000 batches of a 200,000-row catalog, so this job raises it while it runs.
-    """
-    previous = {key: spark.conf.get(key, None) for key in settings}
-    for key, value in settings.items():
-        spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
 
 
 def _quantile(sizes: Mapping[int, int], q: float) -> float:

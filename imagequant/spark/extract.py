@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from imagequant.catalog import ROW_COLUMNS, read_catalog
 from imagequant.cnn import check_weights, describe_weights
 from imagequant.config import Config
-from imagequant.spark.session import default_parallelism
+from imagequant.spark.session import CATALOG_ARROW_BATCH, default_parallelism, runtime_conf
 from imagequant.spark.store import (
     IMAGE_SCHEMA,
     ROW_SCHEMA,
@@ -80,7 +80,8 @@ def load_rows(spark: SparkSession, catalog: str, run_id: str) -> DataFrame:
     rows = read_catalog(catalog)[list(ROW_COLUMNS)].copy()
     rows["run_id"] = run_id
     rows["entity_value"] = rows["entity_value"].astype(object).where(rows["entity_value"].notna(), None)
-    return spark.createDataFrame(rows, schema=ROW_SCHEMA)
+    with runtime_conf(spark, CATALOG_ARROW_BATCH):  # createDataFrame converts eagerly, inside the block
+        return spark.createDataFrame(rows, schema=ROW_SCHEMA)
 
 
 def images_to_process(rows: DataFrame, existing: DataFrame | None) -> DataFrame:

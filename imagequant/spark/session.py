@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 from pyspark import SparkConf
 from pyspark.sql import SparkSession
@@ -58,3 +60,27 @@ def build_session(config: Config, app_name: str | None = None) -> SparkSession:
 
 def default_parallelism(spark: SparkSession) -> int:
     return max(1, spark.sparkContext.defaultParallelism)
+
+
+# Catalog rows are small: Arrow conversions of whole catalogs use large batches, not the image-sized ones.
+CATALOG_ARROW_BATCH = {"spark.sql.execution.arrow.maxRecordsPerBatch": "10000"}
+
+
+@contextmanager
+def runtime_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[None]:
+    """Sets Spark SQL runtime settings for the actions inside the block, then restores them.
+
+    The session's Arrow batch is a few rows because rows carry image bytes; a 200,000-row catalog would
+    become 25,000 batches, so catalog-sized conversions raise it while they run.
+    """
+    previous = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)

@@ -1,0 +1,206 @@
+"""Runs the benchmarks in order, each in its own subprocess with a timeout, prints one summary table
+(stage, figure, value, goal, met?), writes bench/results/<name>.json (each script) and
+bench/results/summary.json, and refreshes the results table in README.md between the markers
+``<!-- bench:start -->`` and ``<!-- bench:end -->``.
+
+    .venv/bin/python bench/run_all.py                 # all of them (make bench)
+    .venv/bin/python bench/run_all.py scaling dedup   # some; the table still shows every stored result
+    .venv/bin/python bench/run_all.py --table-only    # rebuild summary and README from stored results
+
+Sizes come from environment knobs (see bench/README.md); timeouts from BENCH_TIMEOUT_<NAME> (seconds).
+Each script's full output goes to a log file in the work folder; only its figures and progress are echoed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import BENCH, REPO, RESULTS, env_int, machine_facts, work_dir  # noqa: E402
+
+# (name, default timeout in seconds): the order of the issue's list.
+BENCHMARKS: list[tuple[str, int]] = [
+    ("stages", 900),
+    ("scaling", 1200),
+    ("ocr_cost", 900),
+    ("training_input", 600),
+    ("dedup", 600),
+    ("gpu_cnn", 600),
+    ("inference", 600),
+]
+README = REPO / "README.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+# Console noise from Spark and the JVM; it still goes to the log file.
+_NOISE = ("[Stage ", "WARN ", "WARNING: Using incubator", "Using Spark's default log4j", "Setting default log level",
+          "To adjust logging level", "SLF4J")
+
+
+def run_one(name: str, timeout: int) -> dict[str, Any]:
+    """Runs bench/<name>.py; returns its status and seconds (the figures are in its JSON file)."""
+    log_path = work_dir("logs") / f"{name}.log"
+    env = dict(os.environ)
+    env.setdefault("OMP_THREAD_LIMIT", "1")  # as make exports it: one thread per Tesseract
+    env.setdefault("PYSPARK_PYTHON", sys.executable)
+    env.setdefault("IMAGEQUANT_SPARK_LOG_LEVEL", "ERROR")
+    env["PYTHONUNBUFFERED"] = "1"
+    started = time.time()
+    print(f"\n[bench] === {name} (timeout {timeout} s; log {log_path})", flush=True)
+    status = "ok"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, str(BENCH / f"{name}.py")], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=env, cwd=str(REPO), start_new_session=True)
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                text = line.replace("\r", "\n").strip()
+                if text and not any(n in text for n in _NOISE):
+                    print(line.rstrip(), flush=True)
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # The whole process group: Spark's JVM and Python workers, OCR pool workers, Tesseract children.
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            status = "timeout"
+        reader.join(timeout=10)
+    seconds = round(time.time() - started, 1)
+    result_file = RESULTS / f"{name}.json"
+    fresh = result_file.is_file() and result_file.stat().st_mtime >= started
+    if status == "ok" and (proc.returncode != 0 or not fresh):
+        status = "failed"
+    if status != "ok":
+        tail = log_path.read_text(errors="replace").splitlines()[-15:]
+        print(f"[bench] {name}: {status} after {seconds} s (exit {proc.returncode}); last lines of {log_path}:", flush=True)
+        print("\n".join(f"    {line}" for line in tail), flush=True)
+    return {"name": name, "status": status, "seconds": seconds, "exit": proc.returncode, "log": str(log_path)}
+
+
+def load_results() -> list[dict[str, Any]]:
+    out = []
+    for name, _ in BENCHMARKS:
+        path = RESULTS / f"{name}.json"
+        if path.is_file():
+            try:
+                out.append(json.loads(path.read_text()))
+            except ValueError:
+                out.append({"name": name, "status": "failed", "reason": f"{path.name} is not valid JSON", "figures": []})
+    return out
+
+
+def table_rows(results: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for res in results:
+        run = runs.get(res["name"])
+        if run and run["status"] != "ok":
+            rows.append([res["name"], f"{run['status']} in this run (older figures below)", "", "", ""])
+        if res.get("status") != "ok" or not res.get("figures"):
+            rows.append([res["name"], f"{res.get('status', '?')}: {res.get('reason', '')}".strip(), "", "", ""])
+        for f in res.get("figures", []):
+            met = {True: "yes", False: "**no**", None: ""}[f.get("met")]
+            rows.append([f["stage"], f["figure"], f.get("display", ""), f.get("goal") or "", met])
+    for name, run in runs.items():
+        if run["status"] != "ok" and not any(r["name"] == name for r in results):
+            rows.append([name, f"{run['status']} (no result file)", "", "", ""])
+    return rows
+
+
+def render_console(rows: list[list[str]]) -> str:
+    header = ["stage", "figure", "value", "goal", "met?"]
+    widths = [max(len(str(r[i]).replace("**", "")) for r in [header, *rows]) for i in range(5)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
+             "  ".join("-" * w for w in widths)]
+    for r in rows:
+        lines.append("  ".join(str(c).replace("**", "").ljust(w) for c, w in zip(r, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def render_markdown(rows: list[list[str]], results: list[dict[str, Any]]) -> str:
+    lines = ["| stage | figure | value | goal | met? |", "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |")
+    lines.append("")
+    for res in results:
+        m = res.get("machine", {})
+        load = m.get("load_average_1_5_15")
+        lines.append(
+            f"- `{res['name']}`: {m.get('date', '?')}, {m.get('cpu_model', '?')}, {m.get('cores', '?')} cores, "
+            f"load average {load[0] if load else '?'} at start, {res.get('seconds', '?')} s; "
+            f"params: {json.dumps(_short_params(res.get('params', {})))}"
+        )
+    return "\n".join(lines)
+
+
+def _short_params(params: dict[str, Any]) -> dict[str, Any]:
+    keep = ("images", "local1_images", "source", "median_width", "median_height", "workers", "rows", "epochs",
+            "device", "batch", "engines", "ocr_engine", "size_images")
+    return {k: params[k] for k in keep if k in params}
+
+
+def refresh_readme(markdown: str) -> bool:
+    """Writes the table between the markers; False (and nothing written) when they are missing."""
+    if not README.is_file():
+        return False
+    text = README.read_text()
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < start:
+        return False
+    body = (f"{START}\n<!-- generated by bench/run_all.py (make bench); edit bench/, not this table -->\n\n"
+            f"{markdown}\n{END}")
+    README.write_text(text[:start] + body + text[end + len(END):])
+    return True
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="*", help="benchmarks to run (default: all, in order)")
+    ap.add_argument("--table-only", action="store_true", help="run nothing; rebuild the table from stored results")
+    args = ap.parse_args()
+    known = [n for n, _ in BENCHMARKS]
+    unknown = [n for n in args.names if n not in known]
+    if unknown:
+        print(f"error: unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(known)}", file=sys.stderr)
+        return 2
+    started = time.time()
+    runs: dict[str, dict[str, Any]] = {}
+    if not args.table_only:
+        for name, timeout in BENCHMARKS:
+            if args.names and name not in args.names:
+                continue
+            runs[name] = run_one(name, env_int(f"BENCH_TIMEOUT_{name.upper()}", timeout))
+    results = load_results()
+    rows = table_rows(results, runs)
+    summary = {
+        "machine": machine_facts(), "seconds": round(time.time() - started, 1), "runs": list(runs.values()),
+        "results": [{"name": r["name"], "status": r.get("status"), "reason": r.get("reason", ""),
+                     "date": r.get("machine", {}).get("date"), "seconds": r.get("seconds")} for r in results],
+        "figures": [{"benchmark": r["name"], **f} for r in results for f in r.get("figures", [])],
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print("\n" + render_console(rows))
+    print(f"\n[bench] total {summary['seconds']:.0f} s; wrote {(RESULTS / 'summary.json').relative_to(REPO)}")
+    if refresh_readme(render_markdown(rows, results)):
+        print("[bench] refreshed the results table in README.md")
+    else:
+        print(f"[bench] README.md has no {START} ... {END} markers: table printed above, README not changed")
+    return 0 if all(r["status"] == "ok" for r in runs.values()) else 1
+
+
+if __name__ == "__main__":
+    os.chdir(REPO)
+    sys.exit(main())
