@@ -1,0 +1,194 @@
+"""Image decoding and the two preprocessing paths: one for OCR, one for the CNN.
+
+``decode_image`` turns untrusted bytes into an 8-bit RGB image or raises a typed ``ImageError``. It never
+trusts the file: the declared pixel count is checked before any pixel is decoded, truncated files are
+errors (not gray-filled), and every Pillow mode is brought to RGB in a way that keeps text readable
+(transparent backgrounds become white, 16-bit and float images are scaled to 8 bits).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import struct
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
+
+IMAGE_ERROR_KINDS = ("decode_error", "truncated", "pixel_bomb", "empty")
+
+# Modes that carry an alpha channel; they are composited on white because product text is usually dark
+# on a transparent (meant-to-be-white) background, and dropping alpha would turn that background black.
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+
+
+class ImageError(Exception):
+    """An image that cannot be used. ``kind`` is one of IMAGE_ERROR_KINDS and is what gets recorded."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        if kind not in IMAGE_ERROR_KINDS:
+            raise ValueError(f"unknown image error kind {kind!r}")
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
+def _is_truncation(exc: BaseException) -> bool:
+    """Whether a Pillow load error means the data ended early (vs. data that is corrupt)."""
+    if isinstance(exc, EOFError):
+        return True
+    text = str(exc).lower()
+    return "truncated" in text or "end of file" in text or "premature end" in text
+
+
+def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Maps a 16-bit, 32-bit or float single-channel array to uint8.
+
+    The value range says what the data is: 0..1 floats are normalised intensities, <= 255 is 8-bit data
+    in a wider container, <= 65535 is 16-bit data; anything else (negative, huge) is stretched min..max.
+    """
+    data = arr.astype(np.float64)
+    finite = np.isfinite(data)
+    if not finite.all():
+        data = np.where(finite, data, 0.0)
+    lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
+    if lo >= 0.0 and hi <= 1.0 and arr.dtype.kind == "f":
+        out = data * 255.0
+    elif lo >= 0.0 and hi <= 255.0:
+        out = data
+    elif lo >= 0.0 and hi <= 65535.0:
+        out = data / 257.0
+    else:
+        out = (data - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(data)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Converts a loaded image of any Pillow mode to 8-bit RGB (alpha composited on white)."""
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode == "P" or mode == "PA":
+        # A palette with a transparent index is only transparent after expansion to RGBA.
+        has_alpha = mode == "PA" or "transparency" in im.info
+        im = im.convert("RGBA" if has_alpha else "RGB")
+        mode = im.mode
+        if mode == "RGB":
+            return im
+    if mode in ("L", "1") and "transparency" in im.info:
+        im = im.convert("LA")
+        mode = "LA"
+    if mode in _ALPHA_MODES:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode.startswith("I") or mode == "F":
+        # I;16 (16-bit PNG/TIFF), I;16B, I (32-bit int), F (float): Pillow's own convert("L") clips
+        # instead of scaling, which turns most 16-bit images white.
+        gray = _scale_to_uint8(np.asarray(im))
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    # 1, L, CMYK (Pillow inverts Adobe CMYK JPEGs on decode), YCbCr, LAB, HSV.
+    return im.convert("RGB")
+
+
+def decode_image(data: bytes, max_pixels: int = 60_000_000) -> Image.Image:
+    """Decodes image bytes to an upright 8-bit RGB image or raises ``ImageError``.
+
+    The pixel-count guard reads only the header (``Image.open`` is lazy) so a small file declaring a huge
+    canvas is refused before any memory is allocated for it. It does not rely on Pillow's process-wide
+    ``Image.MAX_IMAGE_PIXELS`` (that still refuses images over twice its value, reported as pixel_bomb too).
+    Truncated files raise kind "truncated" as long as ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays False,
+    which this project never changes.
+    """
+    if not data:
+        raise ImageError("empty", "no image bytes")
+    try:
+        im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageError("pixel_bomb", str(exc)) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError("decode_error", f"not a recognised image format ({len(data)} bytes)") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        kind = "truncated" if _is_truncation(exc) else "decode_error"
+        raise ImageError(kind, f"cannot read image header: {exc}") from exc
+
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise ImageError("empty", f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageError("pixel_bomb", f"{width}x{height} = {width * height} pixels exceeds {max_pixels}")
+
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # pragma: no cover - only if another library flipped it
+        log.warning("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True: truncated images will not be detected")
+    try:
+        im.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageError("pixel_bomb", str(exc)) from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as exc:
+        kind = "truncated" if _is_truncation(exc) else "decode_error"
+        raise ImageError(kind, f"cannot decode {im.format or 'image'} pixels: {exc}") from exc
+
+    try:
+        # Phone photos and some scans store the sensor orientation in EXIF; OCR needs upright text.
+        im = ImageOps.exif_transpose(im)
+    except Exception as exc:  # noqa: BLE001 - malformed EXIF must not lose an otherwise good image
+        log.debug("ignoring unreadable EXIF orientation: %s", exc)
+    try:
+        return to_rgb(im)
+    except (OSError, ValueError) as exc:
+        raise ImageError("decode_error", f"cannot convert mode {im.mode} to RGB: {exc}") from exc
+
+
+def ocr_scale(size: tuple[int, int], min_side: int, max_side: int, max_upscale: float = 4.0) -> float:
+    """The resize factor prepare_for_ocr applies to an image of ``size`` (width, height)."""
+    short, long = min(size), max(size)
+    if short <= 0:
+        return 1.0
+    scale = 1.0
+    if short < min_side:
+        # Small images carry small text; Tesseract reads best at ~30 px x-height, so enlarge them.
+        scale = min(min_side / short, max_upscale)
+    # The long-side cap wins over the upscale (OCR cost grows with area) and also shrinks huge originals.
+    return min(scale, max_side / long)
+
+
+def prepare_for_ocr(
+    img: Image.Image, min_side: int = 1000, max_side: int = 2400, max_upscale: float = 4.0
+) -> tuple[Image.Image, float]:
+    """Resizes an RGB image for OCR; returns (image, scale) where OCR box / scale = original pixels.
+
+    Images whose short side is under ``min_side`` are enlarged (LANCZOS, at most ``max_upscale`` times);
+    images whose long side is over ``max_side`` are reduced. The long-side cap wins over the upscale.
+    """
+    scale = ocr_scale(img.size, min_side, max_side, max_upscale)
+    if abs(scale - 1.0) < 1e-3:
+        return img, 1.0
+    new_size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    resample = Image.Resampling.LANCZOS if scale > 1.0 else Image.Resampling.BOX
+    # Report the scale actually applied (rounding moves it slightly) so boxes map back exactly.
+    return img.resize(new_size, resample), new_size[0] / img.width
+
+
+def prepare_for_cnn(img: Image.Image, size: int = 224) -> np.ndarray:
+    """The torchvision eval transform without normalisation: resize short side to size*256/224, centre crop.
+
+    Returns a uint8 array of shape (size, size, 3). Normalisation is the CNN module's job.
+    """
+    if img.mode != "RGB":
+        img = to_rgb(img)
+    resize_to = int(round(size * 256 / 224))
+    w, h = img.size
+    # Same arithmetic as torchvision.transforms.functional.resize with an int size.
+    if w <= h:
+        new_w, new_h = resize_to, int(resize_to * h / w)
+    else:
+        new_w, new_h = int(resize_to * w / h), resize_to
+    resized = img.resize((max(new_w, size), max(new_h, size)), Image.Resampling.BILINEAR, reducing_gap=None)
+    rw, rh = resized.size
+    left = int(round((rw - size) / 2.0))
+    top = int(round((rh - size) / 2.0))
+    cropped = resized.crop((left, top, left + size, top + size))
+    arr = np.asarray(cropped, dtype=np.uint8)
+    return np.ascontiguousarray(arr)

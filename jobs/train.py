@@ -1,0 +1,60 @@
+"""Train the candidate scorer: labeled catalog rows joined with the feature store -> a model directory.
+
+    spark-submit jobs/train.py --catalog LABELED [--catalog LABELED ...] --store DIR --model OUT
+                               [--conf FILE] [--set k=v] [--no-progress]
+
+Every catalog's images must already be in the one ``--store`` (run jobs/extract_features.py on each
+catalog with that store first; rows whose image is missing or failed are skipped and counted). Spark joins
+the labeled rows with STORE/images and writes the join to STORE/_training/<catalogs-hash>/; the trainer
+reads it back with Petastorm (train.loader=petastorm) or pyarrow (train.loader=pyarrow). The model
+directory gets weights.pt, vocab.json, config.json, threshold.json, metrics.json and model.pt2.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from imagequant.catalog import inspect_catalog  # noqa: E402
+from imagequant.cli import config_from_args, job_parser, run_job  # noqa: E402
+from imagequant.errors import UsageError  # noqa: E402
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = job_parser("train", __doc__.splitlines()[0])
+    parser.add_argument("--catalog", action="append", required=True, metavar="PATH",
+                        help="labeled catalog (image_link,group_id,entity_name,entity_value); repeatable, "
+                        "e.g. synthetic plus real rows")
+    parser.add_argument("--store", required=True, help="feature store holding the images of every --catalog")
+    parser.add_argument("--model", required=True, metavar="OUT", help="model directory to write")
+    parser.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars on stderr")
+    args = parser.parse_args(argv)
+    config = config_from_args(args)
+    for path in args.catalog:
+        if not inspect_catalog(path).labeled:
+            raise UsageError(f"catalog {path} has no entity_value column; training needs labeled rows")
+    if len(set(args.catalog)) != len(args.catalog):
+        raise UsageError("the same --catalog is given twice")
+    if Path(args.model).exists() and not Path(args.model).is_dir():
+        raise UsageError(f"--model {args.model} exists and is not a directory")
+
+    from imagequant.spark.inference import require_store
+    from imagequant.spark.session import build_session
+    from imagequant.training import prepare_training_table, train_from_table
+
+    require_store(args.store)
+    spark = build_session(config, "imagequant-train")
+    try:
+        table = prepare_training_table(spark, args.catalog, args.store)
+    finally:
+        spark.stop()  # training needs no Spark: free its memory first
+    result = train_from_table(table, args.model, config, progress=not args.no_progress)
+    print(result.line(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    run_job(main)
