@@ -490,11 +490,17 @@ class CandidateScorer(nn.Module):
         return torch.cat([cand_logits, none_logit], dim=1)
 
 
-def option_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean negative log of the probability mass on the correct options (candidates or "no answer")."""
+def option_loss(logits: torch.Tensor, targets: torch.Tensor, unanswerable_weight: float = 1.0) -> torch.Tensor:
+    """Weighted mean negative log of the probability mass on the correct options (candidates or "no answer").
+
+    Rows whose target is "no answer" weigh ``unanswerable_weight``: on real data most of them are rows
+    whose label the OCR never read, and their gradient pushes down whichever candidate looks best, which
+    is noise for learning to rank the candidates of answerable rows.
+    """
     log_z = torch.logsumexp(logits, dim=1)
     log_correct = torch.logsumexp(logits.masked_fill(~targets, MASKED_LOGIT), dim=1)
-    return (log_z - log_correct).mean()
+    weights = torch.where(targets[:, -1], torch.full_like(log_z, unanswerable_weight), torch.ones_like(log_z))
+    return ((log_z - log_correct) * weights).sum() / weights.sum().clamp(min=1e-6)
 
 
 # --- decoding ------------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ class OcrTuning:
     rotated_angles: tuple[int, ...] = (90, 270)
     second_pass_max_regions: int = 4
     second_pass_text_px: int = 48  # target text height of a region read again
-    split_letter_digit: bool = True  # "Weighs235g" (RapidOCR drops spaces) -> "Weighs" "235g"
+    split_letter_digit: bool = True  # "NETWT.180G" (RapidOCR drops spaces) -> "NETWT." "180G"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -498,13 +498,13 @@ class TesseractEngine(_PassEngine):
             img, self.imaging.ocr_min_side, self.imaging.ocr_max_side, self.tuning.max_upscale
         )
         tokens = self._run(prepared, self._args, deadline)
-        if scale == 1.0:
-            return tokens
-        out = []
-        for t in tokens:
-            b = _scale_box(token_box(t), scale, img.size)
-            out.append(dataclasses.replace(t, left=b[0], top=b[1], width=b[2], height=b[3]))
-        return out
+        if scale != 1.0:
+            scaled = []
+            for t in tokens:
+                b = _scale_box(token_box(t), scale, img.size)
+                scaled.append(dataclasses.replace(t, left=b[0], top=b[1], width=b[2], height=b[3]))
+            tokens = scaled
+        return split_glued_tokens(tokens) if self.tuning.split_letter_digit else tokens
 
     def _read_region(self, crop: Image.Image, deadline: _Deadline) -> list[OcrToken]:
         # A region is one or two lines: block mode reads it whole instead of hunting for sparse words.
@@ -556,24 +556,54 @@ class _TerminableSession:
         return getattr(self._session, name)
 
 
-_SPLIT_LETTER_DIGIT = re.compile(r"(?<=[A-Za-z]{3})(?=\d)")
+# A number glued to the word before it: after two or more letters ("Weighs235g", "Wt500g") or after a letter
+# and a separator ("NETWT.180G", "Weight:15g", "oz/80g", "(1GAL)3785ml"). Splitting there keeps a period
+# that ends an abbreviation from being read as a decimal point (".180G" is not 0.18 g).
+_SPLIT_GLUED = re.compile(r"(?<=[A-Za-z]{2})(?=\d)|(?<=[A-Za-z][.:/)])(?=\d)")
 
 
 def split_line_words(text: str, split_letter_digit: bool = True) -> list[tuple[str, int, int]]:
     """Words of a recognised line with their [start, end) character spans.
 
-    RapidOCR often drops spaces ("Weighs235grams"); with ``split_letter_digit`` a digit after a run of three
-    or more letters starts a new word. A number followed by its unit ("235grams") stays one word.
+    RapidOCR often drops spaces ("NETWT.180G"); with ``split_letter_digit`` a number glued to the word
+    before it starts a new word (see _SPLIT_GLUED). A number followed by its unit ("180G") stays one word.
     """
     words: list[tuple[str, int, int]] = []
     for m in re.finditer(r"\S+", text):
         start = m.start()
-        parts = _SPLIT_LETTER_DIGIT.split(m.group()) if split_letter_digit else [m.group()]
+        parts = _SPLIT_GLUED.split(m.group()) if split_letter_digit else [m.group()]
         for part in parts:
             if part:
                 words.append((part, start, start + len(part)))
             start += len(part)
     return words
+
+
+def split_glued_tokens(tokens: Sequence[OcrToken]) -> list[OcrToken]:
+    """Splits tokens holding a number glued to a word; each part gets its share of the box by characters.
+
+    The parts keep the token's word index (a stable sort keeps them in order) and the reading direction
+    given by its angle decides which way the box is divided.
+    """
+    out: list[OcrToken] = []
+    for t in tokens:
+        parts = split_line_words(t.text)
+        if len(parts) <= 1:
+            out.append(t)
+            continue
+        n = len(t.text)
+        for word, start, end in parts:
+            f0, f1 = start / n, end / n
+            if t.angle in (180, 270):  # read right to left / bottom to top in image coordinates
+                f0, f1 = 1.0 - f1, 1.0 - f0
+            if t.angle in (90, 270):
+                top = t.top + int(round(f0 * t.height))
+                box = (t.left, top, t.width, max(1, t.top + int(round(f1 * t.height)) - top))
+            else:
+                left = t.left + int(round(f0 * t.width))
+                box = (left, t.top, max(1, t.left + int(round(f1 * t.width)) - left), t.height)
+            out.append(dataclasses.replace(t, text=word, left=box[0], top=box[1], width=box[2], height=box[3]))
+    return out
 
 
 class _RapidModels:
@@ -853,5 +883,6 @@ __all__ = [
     "reading_order",
     "rotate_box_back",
     "similar_text",
+    "split_glued_tokens",
     "split_line_words",
 ]

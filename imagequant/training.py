@@ -226,6 +226,7 @@ class TrainSettings:
     vocab_min_count: int = 2
     vocab_max_size: int = 4000
     grad_clip: float = 1.0
+    unanswerable_weight: float = 1.0
 
     @classmethod
     def from_config(cls, train_config: Any) -> TrainSettings:
@@ -317,14 +318,19 @@ def train_model(
 
     rng = random.Random(settings.seed)
     history: list[dict[str, Any]] = []
-    best: tuple[float, float] | None = None
-    best_state: dict[str, torch.Tensor] = {}
-    best_report: dict[str, float] = {}
     best_epoch, stale = 0, 0
     with _deterministic():
         model = build_model(params, seed=settings.seed)
         optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
                                       weight_decay=settings.weight_decay)
+        # Epoch 0 is the untrained network, which ranks candidates as the rule baseline does: training
+        # has to beat that on the validation rows to be kept.
+        preds, val_loss = _predict_encoded(model, val_enc, params)
+        best_report = threshold_report(preds, labels)
+        best = (best_report["f1"], -val_loss)
+        best_state = copy.deepcopy(model.state_dict())
+        history.append({"epoch": 0, "train_loss": None, "val_loss": val_loss, "val_f1": best_report["f1"],
+                        "threshold": best_report["threshold"]})
         for epoch in range(1, settings.epochs + 1):
             model.train()
             order = list(range(len(train_enc)))
@@ -335,7 +341,7 @@ def train_model(
                        disable=not progress, unit="batch")
             for batch in bar:
                 inputs, targets = collate([train_enc[i] for i in batch], params)
-                loss = option_loss(model(*(inputs[n] for n in INPUT_NAMES)), targets)
+                loss = option_loss(model(*(inputs[n] for n in INPUT_NAMES)), targets, settings.unanswerable_weight)
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
@@ -351,7 +357,7 @@ def train_model(
                 print(f"epoch {epoch}: train loss {entry['train_loss']:.4f}, validation loss {val_loss:.4f}, "
                       f"F1 {report['f1']:.4f}", file=sys.stderr, flush=True)
             key = (report["f1"], -val_loss)
-            if best is None or key > best:
+            if key > best:
                 best, best_epoch, stale = key, epoch, 0
                 best_state = copy.deepcopy(model.state_dict())
                 best_report = report
@@ -375,7 +381,7 @@ def train_model(
         "rules_validation": summary_at(rule_preds, val_examples, rule_report["threshold"]),
         "candidate_recall": n_hits / n_labeled if n_labeled else 0.0,
         "best_epoch": best_epoch,
-        "epochs_run": len(history),
+        "epochs_run": len(history) - 1,
         "history": history,
         "params": {k: v for k, v in params.__dict__.items()},
         "settings": settings.__dict__,

@@ -55,16 +55,23 @@ _DISTRACTOR = {
 ENTITIES = tuple(_HEADLINE)
 
 
-def synthetic_row(rng: random.Random, entity: str, answerable: bool = True
+def synthetic_row(rng: random.Random, entity: str, answerable: bool = True, tricky: bool = False
                   ) -> tuple[list[OcrToken], tuple[int, int], str]:
     """OCR tokens of a made-up package: a large keyword+value headline, a small distractor quantity and
-    filler words, shuffled in line order; returns (tokens, (width, height), label)."""
+    filler words, shuffled in line order; returns (tokens, (width, height), label).
+
+    ``tricky`` swaps the sizes and marks the answer only by a word no rule knows ("peso" before it), so
+    the rule baseline picks the large distractor and only a model that reads the context gets it right.
+    """
     keywords, choices = _HEADLINE[entity]
     unit_text, unit, lo, hi = rng.choice(choices)
     value = rng.randint(lo, hi)
     d_keywords, d_unit, d_lo, d_hi = _DISTRACTOR[entity]
     lines: list[tuple[list[str], int]] = []
-    if answerable:
+    if tricky:
+        lines.append((["peso", str(value), unit_text], 20))
+        lines.append((["extra", str(value + rng.randint(1, 50)), unit_text], 60))
+    elif answerable:
         lines.append(([*keywords, str(value), unit_text], 60))
     lines.append(([*d_keywords, str(rng.randint(d_lo, d_hi)), d_unit], 20))
     for _ in range(rng.randint(2, 5)):
@@ -83,7 +90,7 @@ def synthetic_row(rng: random.Random, entity: str, answerable: bool = True
     return tokens, (640, max(800, y + 20)), label
 
 
-def synthetic_examples(n: int, seed: int, p_unanswerable: float = 0.1) -> list[RawExample]:
+def synthetic_examples(n: int, seed: int, p_unanswerable: float = 0.1, tricky: bool = False) -> list[RawExample]:
     """``n`` labeled synthetic rows (groups of ~4 rows), with candidates extracted by the real extractor."""
     from imagequant.candidates import extract_candidates
 
@@ -91,7 +98,7 @@ def synthetic_examples(n: int, seed: int, p_unanswerable: float = 0.1) -> list[R
     out = []
     for i in range(n):
         entity = ENTITIES[i % len(ENTITIES)]
-        tokens, size, label = synthetic_row(rng, entity, rng.random() >= p_unanswerable)
+        tokens, size, label = synthetic_row(rng, entity, rng.random() >= p_unanswerable, tricky)
         cnn = np.asarray([rng.random() for _ in range(2048)], dtype=np.float32)
         out.append(RawExample(i, f"g{seed}-{i // 4}", entity, label, tokens, size, cnn,
                               extract_candidates(tokens, entity, size)))
@@ -294,6 +301,17 @@ def test_checkpoint_export_matches_eager_and_learns(tmp_path: Path) -> None:
     assert [p.prediction for p in pa] == [p.prediction for p in pb]
     # one row alone (batch of one) also agrees
     np.testing.assert_allclose(eager.logits(enc[:1])[0], exported.logits(enc[:1])[0], atol=1e-5, rtol=0)
+
+
+def test_model_learns_context_the_rules_miss(tmp_path: Path) -> None:
+    examples = synthetic_examples(240, 41, p_unanswerable=0.0, tricky=True)
+    train, val = split_by_group(examples, 0.25, seed=3)
+    result = train_model(train, val, _ModelConfig(), tiny_settings(epochs=8, export=False), tmp_path / "m",
+                         progress=False)
+    rules_f1 = result.metrics["rules_validation"]["f1"]
+    model_f1 = result.metrics["validation"]["f1"]
+    assert rules_f1 < 0.5 and model_f1 >= 0.9, result.metrics["history"]
+    assert result.metrics["best_epoch"] >= 1  # better than the untrained (rule-like) network
 
 
 def test_load_model_rejects_a_foreign_directory(tmp_path: Path) -> None:

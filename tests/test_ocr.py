@@ -25,6 +25,7 @@ from imagequant.ocr import (
     parse_tesseract_data,
     rotate_box_back,
     similar_text,
+    split_glued_tokens,
     split_line_words,
 )
 
@@ -220,6 +221,25 @@ def test_split_line_words_separates_words_glued_by_recognition() -> None:
     assert [w for w, _, _ in split_line_words("Net Wt 500g")] == ["Net", "Wt", "500g"]
     assert [w for w, _, _ in split_line_words("12V DC", split_letter_digit=False)] == ["12V", "DC"]
     assert split_line_words("ab 12") == [("ab", 0, 2), ("12", 3, 5)]
+    # A period after letters ends an abbreviation; it must not turn "180G" into ".180G".
+    assert [w for w, _, _ in split_line_words("NETWT.180G")] == ["NETWT.", "180G"]
+    assert [w for w, _, _ in split_line_words("2.82oz/80g")] == ["2.82oz/", "80g"]
+    for keep in ("1/2in", "12V", "A4", "2.82oz", "100-240V"):
+        assert [w for w, _, _ in split_line_words(keep)] == [keep]
+
+
+def test_split_glued_tokens_divides_the_box_by_characters() -> None:
+    t = OcrToken("NETWT.180G", 90, 100, 10, 100, 20, block=1, line=3, word=2)
+    a, b = split_glued_tokens([t])
+    assert (a.text, a.left, a.width) == ("NETWT.", 100, 60)
+    assert (b.text, b.left, b.width, b.top, b.height) == ("180G", 160, 40, 10, 20)
+    assert a.line == b.line == 3 and a.word == b.word == 2
+    # Text reading bottom to top (angle 270): the first word is at the bottom of the box.
+    v = dataclasses.replace(t, left=5, top=0, width=20, height=100, angle=270)
+    first, second = split_glued_tokens([v])
+    assert first.text == "NETWT." and first.top == 40 and first.height == 60
+    assert second.top == 0 and second.height == 40
+    assert split_glued_tokens([dataclasses.replace(t, text="500g")])[0].text == "500g"
 
 
 def test_incomplete_mentions_finds_numbers_without_units() -> None:
