@@ -8,8 +8,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
 DEMO_DIR ?= demo-output
-DEMO_IMAGES ?= 160
-DEMO_HELDOUT ?= 40
+DEMO_IMAGES ?= 80
+DEMO_HELDOUT ?= 24
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export OMP_THREAD_LIMIT ?= 1
 export PYSPARK_PYTHON := $(abspath $(PY))
