@@ -40,6 +40,7 @@ CHALLENGE = SHARED / "challenge"
 if str(REPO) not in sys.path:  # run from a checkout without installing the package
     sys.path.insert(0, str(REPO))
 
+from imagequant.ocr_eval import percentile  # noqa: E402  (one percentile for the library and benchmarks)
 
 # --- sizes and settings from the environment ---------------------------------------------------------
 
@@ -135,16 +136,6 @@ def machine_facts() -> dict[str, Any]:
 
 
 # --- statistics and clocks -----------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..1); 0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def stats(values: Sequence[float], scale: float = 1.0, digits: int = 4) -> dict[str, float]:

@@ -378,7 +378,8 @@ class EvalReport:
         }
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..1); 0 for no values."""
     if not values:
         return 0.0
     ordered = sorted(values)
@@ -420,7 +421,7 @@ def score(
             errors[r.error] = errors.get(r.error, 0) + 1
     return EvalReport(
         engine=engine, settings=settings, extractor=extractor, images=len(results), errors=errors,
-        seconds_median=statistics.median(secs) if secs else 0.0, seconds_p90=_percentile(secs, 0.9),
+        seconds_median=statistics.median(secs) if secs else 0.0, seconds_p90=percentile(secs, 0.9),
         seconds_mean=statistics.fmean(secs) if secs else 0.0,
         wall_median=statistics.median([r.wall for r in results if r.error is None] or [0.0]),
         overall=overall, per_entity=per_entity, row_hits=row_hits,
