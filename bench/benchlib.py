@@ -602,7 +602,7 @@ def quick_model(rows: int = 600, epochs: int = 3) -> Path:
     from imagequant.config import load_config
     from imagequant.errors import UsageError
     from imagequant.model import load_model
-    from imagequant.training import TrainSettings, split_by_group, train_model
+    from imagequant.training import settings_from_config, split_by_group, train_model
 
     out = work_dir("model") / f"synthetic-{rows}-{epochs}"
     with contextlib.suppress(UsageError, OSError, RuntimeError, ValueError, KeyError, TypeError):
@@ -612,7 +612,7 @@ def quick_model(rows: int = 600, epochs: int = 3) -> Path:
         return out
     log(f"training a model on {rows} synthetic rows ({epochs} epochs) in {out}")
     config = load_config()
-    settings = TrainSettings.from_config(config.train)
+    settings = settings_from_config(config.train)
     settings.epochs = epochs
     settings.export = True
     examples = synthetic_examples(rows, seed=3)

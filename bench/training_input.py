@@ -193,9 +193,9 @@ def main() -> int:
 
     # The training job's parts, timed one by one with training.py's own functions (as train_from_table runs them).
     from imagequant.training import (
-        TrainSettings,
         examples_from_records,
         iter_training_records,
+        settings_from_config,
         split_by_group,
         train_model,
     )
@@ -207,7 +207,7 @@ def main() -> int:
     records = list(iter_training_records(table.path, config.train.loader))
     t1 = time.perf_counter()
     examples, _skipped = examples_from_records(records)
-    settings = TrainSettings.from_config(config.train)
+    settings = settings_from_config(config.train)
     train, val = split_by_group(examples, settings.val_fraction, settings.seed)
     t2 = time.perf_counter()
     trained = train_model(train, val, config.model, settings, out, progress=False)

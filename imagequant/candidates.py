@@ -195,9 +195,16 @@ _SLIP = {"O": "0", "o": "0", "D": "0", "Q": "0", "l": "1", "I": "1", "|": "1", "
 _SLIP_RE = re.compile(r"(?<=[0-9])[OoDQlI|iSB]+(?=[0-9])")
 
 
+# "3OZ" read as "30Z": a 0 glued between digits and a lone z is the O of "oz" (same length: "3oz")
+_ZERO_OZ_RE = re.compile(r"(?<=[0-9])0(?=[zZ](?![A-Za-z]))")
+# "1kg" read as "lkg" / "Ikg": a lone l or I glued to a unit is the digit 1
+_ONE_BEFORE_UNIT_RE = re.compile(r"(?<![A-Za-z0-9.,])[lI](?=(?:kg|KG|Kg|mg|MG|ml|mL|ML|oz|OZ|lbs?|LBS?)(?![A-Za-z]))")
+
+
 def repair_digits(text: str) -> str:
     """Repair OCR slips inside digit runs (same length, so character offsets survive)."""
-    return _SLIP_RE.sub(lambda m: "".join(_SLIP[ch] for ch in m.group(0)), text)
+    text = _SLIP_RE.sub(lambda m: "".join(_SLIP[ch] for ch in m.group(0)), text)
+    return _ONE_BEFORE_UNIT_RE.sub("1", _ZERO_OZ_RE.sub("o", text))
 
 
 def parse_number(text: str) -> float | None:
@@ -251,13 +258,16 @@ _UNIT_SLIPS: dict[str, str] = {
     "fl o2": "fl oz",
     "|b": "lb",
     "|bs": "lbs",
+    # fabric weight in grams per square metre, which catalogs record as the item weight in grams
+    "gsm": "g",
+    "¢": "g",  # Tesseract's usual reading of a printed "g"
 }
 _UNIT_ALIASES_SORTED = sorted([*UNIT_ALIASES, *_UNIT_SLIPS], key=len, reverse=True)
 _UNIT_RE = re.compile(
     r"(?P<sep>[ \t]*(?:-[ \t]*)?)(?P<unit>"
     + "|".join(_alias_pattern(a) for a in _UNIT_ALIASES_SORTED)
-    # a unit ends where letters end; "cmx20" continues a dimension group
-    + r")\.?(?:(?![^\W\d_])|(?=[xX×]\s*[\d.]))",
+    # a unit ends where letters end; "cmx20" continues a dimension group; "60WMAX" is "60 W max"
+    + r")\.?(?:(?![^\W\d_])|(?=[xX×]\s*[\d.])|(?=max(?![^\W\d_])))",
     re.IGNORECASE,
 )
 _NUM_RE = re.compile(r"(?<![0-9])(?:[0-9]+(?:[.,][0-9]+)*|\.[0-9]+)")
@@ -325,10 +335,17 @@ class _Mention:
     fraction: bool = False
 
 
+# Units printed glued to the number and to the next word ("250WMOTOR", "15MGserving", "200gpack"): taken
+# only for these common spellings and only with nothing between number and unit.
+_GLUED_WORD_UNITS = ("mg", "kg", "g", "gsm", "ml", "oz", "lbs", "lb", "w", "v")
+_GLUED_WORD_RE = re.compile(r"(?P<sep>)(?P<unit>" + "|".join(sorted(_GLUED_WORD_UNITS, key=len, reverse=True))
+                            + r")(?=[^\W\d_])", re.IGNORECASE)
+
+
 def _unit_at(s: str, pos: int) -> re.Match[str] | None:
     m = _UNIT_RE.match(s, pos)
     if m is None:
-        return None
+        return _GLUED_WORD_RE.match(s, pos) if pos > 0 and s[pos - 1].isdigit() else None
     alias = m.group("unit")
     if alias.lower() == "in" and re.match(r"\s*\d", s[m.end() :]):
         return None  # "5 in 1", "2 in 1" are not inches
@@ -516,6 +533,13 @@ def extract_candidates(
             c = _make_candidate(ctx, li, m, unit, unit_slip=slip is not None)
             if c is not None:
                 out.append(c)
+    for li in _stacked_lines(ctx):
+        for m in _find_mentions(ctx.lines[li].fixed):
+            unit = normalize_unit(_UNIT_SLIPS.get(alias_key(m.unit_text)) or m.unit_text, entity)
+            if unit is not None and m.value > 0:
+                c = _make_candidate(ctx, li, m, unit, unit_slip=alias_key(m.unit_text) in _UNIT_SLIPS)
+                if c is not None:
+                    out.append(c)
     if not out and unitless_fallback:
         for li, line in enumerate(lines):
             for num in _NUM_RE.finditer(line.fixed):
@@ -566,17 +590,72 @@ class _Context:
 
     def __post_init__(self) -> None:
         # (angle, x0, y0, x1, y1) of every line in its pass's frame, for finding the line above
-        for line in self.lines:
-            boxes = [_frame_box(self.tokens[i]) for i in line.tokens]
-            self.line_boxes.append(
-                (
-                    self.tokens[line.tokens[0]].angle % 360,
-                    min(b[0] for b in boxes),
-                    min(b[1] for b in boxes),
-                    max(b[2] for b in boxes),
-                    max(b[3] for b in boxes),
-                )
-            )
+        self.line_boxes = [self.frame_box(line.tokens) for line in self.lines]
+
+    def frame_box(self, idxs: Sequence[int]) -> tuple[int, float, float, float, float]:
+        """(angle, x0, y0, x1, y1) of tokens ``idxs`` in their pass's frame."""
+        boxes = [_frame_box(self.tokens[i]) for i in idxs]
+        return (
+            self.tokens[idxs[0]].angle % 360,
+            min(b[0] for b in boxes),
+            min(b[1] for b in boxes),
+            max(b[2] for b in boxes),
+            max(b[3] for b in boxes),
+        )
+
+    def add_line(self, idxs: list[int]) -> int:
+        """Adds a line made of tokens ``idxs`` (in that order); returns its index."""
+        self.lines.append(_build_line(self.tokens, idxs))
+        self.line_boxes.append(self.frame_box(idxs))
+        return len(self.lines) - 1
+
+
+# a number ending its line with no unit after it ("350" of a big "350" printed over a small "LBS")
+_TRAILING_NUMBER_RE = re.compile(r"(?<![0-9.,])[0-9]+(?:[.,][0-9]+)?\s*$")
+
+
+def _stacked_lines(ctx: _Context) -> list[int]:
+    """Joins a number that ends its line to a unit that starts the line right below it or right beside it
+    (headline values are often printed as a big number with a small unit under or next to it, which the
+    OCR reads as two lines). Returns the indices of the joined lines it adds to ``ctx``."""
+    added: list[int] = []
+    starts = []  # lines starting with a unit word: (index, unit tokens)
+    for lj, line in enumerate(ctx.lines):
+        u = _unit_at(line.fixed, 0)
+        if u is not None and not u.group("sep") and u.group("unit") not in _SYMBOL_UNITS:
+            starts.append((lj, sorted({line.char_tok[i] for i in range(u.start(), u.end()) if line.char_tok[i] >= 0})))
+    if not starts:
+        return added
+    for li in range(len(ctx.lines)):
+        line = ctx.lines[li]
+        m = _TRAILING_NUMBER_RE.search(line.fixed)
+        if m is None or _unit_at(line.fixed, m.end()) is not None:
+            continue
+        num_toks = sorted({line.char_tok[i] for i in range(m.start(), m.end()) if line.char_tok[i] >= 0})
+        if not num_toks:
+            continue
+        angle, nx0, ny0, nx1, ny1 = ctx.frame_box(num_toks)
+        nh = ny1 - ny0
+        best, best_gap = None, math.inf
+        for lj, unit_toks in starts:
+            if lj == li or not unit_toks:
+                continue
+            u_angle, ux0, uy0, ux1, uy1 = ctx.frame_box(unit_toks)
+            if u_angle != angle or uy1 - uy0 > 1.2 * nh:
+                continue  # the unit is never printed larger than its number
+            below = uy0 - ny1
+            beside = ux0 - nx1
+            if -0.2 * nh <= below <= 0.8 * nh and min(nx1, ux1) - max(nx0, ux0) > 0:
+                gap = below
+            elif -0.2 * nh <= beside <= 1.0 * nh and ny0 - 0.2 * nh <= (uy0 + uy1) / 2 <= ny1 + 0.2 * nh:
+                gap = beside
+            else:
+                continue
+            if gap < best_gap:
+                best, best_gap = unit_toks, gap
+        if best is not None:
+            added.append(ctx.add_line(num_toks + best))
+    return added
 
 
 def _make_candidate(

@@ -70,13 +70,15 @@ class TesseractConfig:
 @dataclass
 class RapidOcrConfig:
     threads: int = 1
-    text_score: float = 0.5
+    text_score: float = 0.3
     use_angle_cls: bool = True
+    det_max_side: int = 1280
+    min_side: int = 0
 
 
 @dataclass
 class OcrConfig:
-    engine: str = "tesseract"
+    engine: str = "rapidocr"
     timeout_s: float = 60.0
     min_confidence: float = 0.0
     rotated_pass: bool = True
@@ -125,6 +127,10 @@ class TrainConfig:
     seed: int = 7
     loader: str = "petastorm"
     export: bool = True
+    vocab_min_count: int = 2
+    vocab_max_size: int = 4000
+    grad_clip: float = 1.0
+    unanswerable_weight: float = 1.0
 
 
 @dataclass
@@ -159,6 +165,10 @@ class Config:
             (self.fetch.connect_timeout_s > 0 and self.fetch.read_timeout_s > 0, "fetch timeouts must be positive"),
             (self.imaging.max_pixels > 0, "imaging.max_pixels must be positive"),
             (self.ocr.timeout_s > 0, "ocr.timeout_s must be positive"),
+            (self.ocr.rapidocr.threads >= 1, "ocr.rapidocr.threads must be >= 1"),
+            (self.ocr.rapidocr.det_max_side == 0 or self.ocr.rapidocr.det_max_side >= 320,
+             "ocr.rapidocr.det_max_side must be 0 (full size) or >= 320"),
+            (self.ocr.rapidocr.min_side >= 0, "ocr.rapidocr.min_side must be >= 0"),
             (0.0 < self.train.val_fraction < 1.0, "train.val_fraction must be between 0 and 1"),
             (self.train.loader in ("petastorm", "pyarrow"), "train.loader must be petastorm or pyarrow"),
             (self.model.kind in ("hybrid", "no_lstm", "no_cnn"), "model.kind must be hybrid, no_lstm or no_cnn"),

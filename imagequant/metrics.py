@@ -106,7 +106,9 @@ def best_threshold(
     for option in options:
         _, o_tp, o_fp, o_fn = option
         f1 = 2 * o_tp / (2 * o_tp + o_fp + o_fn) if o_tp else 0.0
-        if f1 > best_f1:
+        # Ties go to the lower threshold: past the last correct answer, keeping a wrong answer to a
+        # non-empty truth costs nothing (fp instead of fn), and on new rows those answers may be right.
+        if f1 >= best_f1:
             best_f1, (threshold, tp, fp, fn) = f1, option
     ratios = _ratios(tp, fp, fn, 0)
     return {

@@ -376,7 +376,14 @@ class _PassEngine:
         """Tokens of an enlarged crop holding one or a few lines of text (crop coordinates)."""
         return self._read_image(crop, deadline)
 
+    def reread_incomplete(self, img: Image.Image, tokens: list[OcrToken]) -> list[OcrToken]:
+        """The second pass alone: re-reads the regions of ``tokens`` holding incomplete mentions."""
+        return reading_order(self._second_pass(img.convert("RGB"), list(tokens), _Deadline(self.cfg.timeout_s)))
+
     def _second_pass(self, img: Image.Image, tokens: list[OcrToken], deadline: _Deadline) -> list[OcrToken]:
+        """Crops each incomplete mention with its line neighbourhood, enlarges it to ~second_pass_text_px
+        high text and reads it again; the new tokens replace the old ones there only if they complete a
+        number+unit mention."""
         triggers = [t for t in incomplete_mentions(tokens) if t.angle == 0]
         # Larger print first: the headline value is usually the biggest number on the pack.
         triggers.sort(key=lambda t: -t.height)
@@ -832,9 +839,10 @@ def resolve_tuning(cfg: OcrConfig, tuning: OcrTuning | None = None) -> OcrTuning
         return tuning
     changes = {}
     for f in dataclasses.fields(OcrTuning):
-        for holder in (cfg, cfg.rapidocr, cfg.tesseract):
-            if hasattr(holder, f.name):
-                value = getattr(holder, f.name)
+        # ocr.rapidocr.det_max_side sets rapid_det_max_side: the section already names the engine
+        for holder, name in ((cfg, f.name), (cfg.rapidocr, f.name.removeprefix("rapid_")), (cfg.tesseract, f.name)):
+            if hasattr(holder, name):
+                value = getattr(holder, name)
                 changes[f.name] = tuple(value) if isinstance(value, list) else value
     return dataclasses.replace(OcrTuning(), **changes)
 

@@ -5,8 +5,7 @@ For every labeled row it asks two questions of the OCR tokens of the row's image
 - number-anywhere recall: does the label's number appear anywhere in the OCR text (numerically)?
 and it times every image (decode + OCR, engine threads pinned to 1: the cost on one core).
 
-Candidates come from ``imagequant.candidates.extract_candidates``; while that raises NotImplementedError a
-small local number+unit matcher stands in, and the report names which one was used.
+Candidates come from ``imagequant.candidates.extract_candidates``, as in the extract and predict jobs.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imagequant import units
 from imagequant.config import Config
 from imagequant.ocr import OcrToken, OcrTuning
 
@@ -33,15 +33,12 @@ from imagequant.ocr import OcrToken, OcrTuning
 # Labels
 # ---------------------------------------------------------------------------------------------------------
 
-_LABEL = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)\s+([a-z][a-z ]*?)\s*$")
-
-
 def parse_label(text: str) -> tuple[float, str] | None:
     """``"500.0 gram"`` -> (500.0, "gram"); ranges ("[10.0, 20.0] gram") and malformed labels -> None."""
-    m = _LABEL.match(text or "")
-    if not m:
+    parsed = units.parse_label(text)
+    if parsed.kind != "value" or parsed.value is None or parsed.unit is None:
         return None
-    return float(m.group(1)), m.group(2)
+    return parsed.value, parsed.unit
 
 
 @dataclass(frozen=True)
@@ -77,51 +74,6 @@ def load_labels(path: str | Path) -> list[LabeledRow]:
 # Matching: candidates and plain numbers
 # ---------------------------------------------------------------------------------------------------------
 
-# Fallback matcher only (the real extractor lives in imagequant.candidates). Spellings seen on packaging.
-_FALLBACK_UNITS: dict[str, list[str]] = {
-    "gram": [r"g", r"gm", r"gms", r"gr", r"grs", r"grams?", r"gramm?e?s?"],
-    "kilogram": [r"kg", r"kgs", r"kilos?", r"kilogram(?:me)?s?"],
-    "milligram": [r"mg", r"milligrams?"],
-    "microgram": [r"mcg", r"µg", r"ug", r"micrograms?"],
-    "ounce": [r"oz", r"ounces?"],
-    "pound": [r"lbs?", r"pounds?"],
-    "ton": [r"tons?", r"tonnes?"],
-    "volt": [r"v", r"volts?", r"vac", r"vdc", r"v~"],
-    "kilovolt": [r"kv"],
-    "millivolt": [r"mv"],
-    "watt": [r"w", r"watts?"],
-    "kilowatt": [r"kw"],
-    "centimetre": [r"cm", r"centimet(?:er|re)s?"],
-    "millimetre": [r"mm", r"millimet(?:er|re)s?"],
-    "metre": [r"m", r"met(?:er|re)s?"],
-    "inch": [r"in", r"inch(?:es)?", r"\"", r"”", r"''"],
-    "foot": [r"ft", r"feet", r"foot"],
-    "yard": [r"yds?", r"yards?"],
-    "millilitre": [r"ml", r"millilit(?:er|re)s?"],
-    "litre": [r"l", r"ltr", r"lt", r"lit(?:er|re)s?"],
-    "centilitre": [r"cl"],
-    "decilitre": [r"dl"],
-    "fluid ounce": [r"fl\.?\s?oz", r"fluid\s?ounces?", r"oz"],
-    "gallon": [r"gal", r"gallons?"],
-    "cup": [r"cups?"],
-    "pint": [r"pt", r"pints?"],
-    "quart": [r"qt", r"quarts?"],
-    "cubic foot": [r"cu\.?\s?ft", r"ft3"],
-    "cubic inch": [r"cu\.?\s?in", r"in3"],
-}
-_ENTITY_UNITS: dict[str, list[str]] = {
-    "width": ["centimetre", "foot", "inch", "metre", "millimetre", "yard"],
-    "depth": ["centimetre", "foot", "inch", "metre", "millimetre", "yard"],
-    "height": ["centimetre", "foot", "inch", "metre", "millimetre", "yard"],
-    "item_weight": ["gram", "kilogram", "microgram", "milligram", "ounce", "pound", "ton"],
-    "maximum_weight_recommendation": ["gram", "kilogram", "microgram", "milligram", "ounce", "pound", "ton"],
-    "voltage": ["kilovolt", "millivolt", "volt"],
-    "wattage": ["kilowatt", "watt"],
-    "item_volume": [
-        "centilitre", "cubic foot", "cubic inch", "cup", "decilitre", "fluid ounce", "gallon",
-        "imperial gallon", "litre", "microlitre", "millilitre", "pint", "quart",
-    ],
-}
 _NUM = r"(\d+(?:[.,]\d+)?)"
 
 
@@ -146,21 +98,6 @@ def _lines_text(tokens: Sequence[OcrToken]) -> list[str]:
     return [" ".join(t.text for t in sorted(ts, key=lambda t: t.word)) for ts in lines.values()]
 
 
-def fallback_candidates(tokens: Sequence[OcrToken], entity: str) -> set[tuple[float, str]]:
-    """Every number directly followed by a unit spelling allowed for ``entity`` (same line)."""
-    found: set[tuple[float, str]] = set()
-    for text in _lines_text(tokens):
-        low = text.lower()
-        for unit in _ENTITY_UNITS.get(entity, []):
-            aliases = "|".join(_FALLBACK_UNITS.get(unit, []))
-            if not aliases:
-                continue
-            for m in re.finditer(_NUM + r"\s?(?:" + aliases + r")(?![a-z])", low):
-                for v in _number_values(m.group(1)):
-                    found.add((v, unit))
-    return found
-
-
 def numbers_anywhere(tokens: Sequence[OcrToken]) -> set[float]:
     """Every number in the OCR text, under each plausible reading of its separators."""
     found: set[float] = set()
@@ -174,23 +111,13 @@ def _same_number(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
 
 
-_EXTRACTOR_STATE: dict[str, bool] = {}
-
-
 def candidate_pairs(
     tokens: Sequence[OcrToken], entity: str, image_size: tuple[int, int]
-) -> tuple[set[tuple[float, str]], str]:
-    """(value, unit) pairs for ``entity`` and the name of the extractor that found them."""
-    if _EXTRACTOR_STATE.get("real", True):
-        try:
-            from imagequant.candidates import extract_candidates
+) -> set[tuple[float, str]]:
+    """(value, unit) pairs of the candidates :func:`imagequant.candidates.extract_candidates` finds for ``entity``."""
+    from imagequant.candidates import extract_candidates
 
-            cands = extract_candidates(list(tokens), entity, image_size)
-            _EXTRACTOR_STATE["real"] = True
-            return {(float(c.value), c.unit) for c in cands}, "imagequant.candidates"
-        except NotImplementedError:
-            _EXTRACTOR_STATE["real"] = False
-    return fallback_candidates(tokens, entity), "fallback regex"
+    return {(float(c.value), c.unit) for c in extract_candidates(list(tokens), entity, image_size)}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -351,7 +278,6 @@ class GroupStats:
 class EvalReport:
     engine: str
     settings: dict[str, Any]
-    extractor: str
     images: int
     errors: dict[str, int]
     seconds_median: float
@@ -368,7 +294,7 @@ class EvalReport:
                     "number_recall": round(g.number_recall, 4)}
 
         return {
-            "engine": self.engine, "settings": self.settings, "extractor": self.extractor,
+            "engine": self.engine, "settings": self.settings,
             "images": self.images, "errors": self.errors,
             "seconds_per_image": {"median": round(self.seconds_median, 3), "p90": round(self.seconds_p90, 3),
                                   "mean": round(self.seconds_mean, 3), "wall_median": round(self.wall_median, 3)},
@@ -395,7 +321,6 @@ def score(
     by_file = {r.image_file: r for r in results}
     overall = GroupStats()
     per_entity: dict[str, GroupStats] = {}
-    extractor = "fallback regex"
     row_hits = []
     for row in rows:
         res = by_file.get(row.image_file)
@@ -404,7 +329,7 @@ def score(
         g = per_entity.setdefault(row.entity, GroupStats())
         cand_hit = num_hit = False
         if row.value is not None and row.unit is not None:
-            pairs, extractor = candidate_pairs(res.tokens, row.entity, res.size)
+            pairs = candidate_pairs(res.tokens, row.entity, res.size)
             cand_hit = any(_same_number(v, row.value) and u == row.unit for v, u in pairs)
             num_hit = any(_same_number(v, row.value) for v in numbers_anywhere(res.tokens))
         for s in (g, overall):
@@ -420,7 +345,7 @@ def score(
         if r.error:
             errors[r.error] = errors.get(r.error, 0) + 1
     return EvalReport(
-        engine=engine, settings=settings, extractor=extractor, images=len(results), errors=errors,
+        engine=engine, settings=settings, images=len(results), errors=errors,
         seconds_median=statistics.median(secs) if secs else 0.0, seconds_p90=percentile(secs, 0.9),
         seconds_mean=statistics.fmean(secs) if secs else 0.0,
         wall_median=statistics.median([r.wall for r in results if r.error is None] or [0.0]),
@@ -433,7 +358,6 @@ def render_markdown(report: EvalReport) -> str:
         f"# OCR measurement: {report.engine}",
         "",
         f"- images: {report.images}; errors: {report.errors or 'none'}",
-        f"- candidates from: {report.extractor}",
         f"- CPU seconds per image (decode + OCR, engine threads = 1, i.e. one core): median "
         f"{report.seconds_median:.2f}, p90 {report.seconds_p90:.2f}, mean {report.seconds_mean:.2f} "
         f"(wall median {report.wall_median:.2f})",

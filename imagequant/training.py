@@ -19,6 +19,7 @@ Which rows train what:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -39,8 +40,9 @@ from tqdm import tqdm
 
 from imagequant import rules
 from imagequant.candidates import Candidate, extract_candidates
+from imagequant.config import TrainConfig
 from imagequant.errors import UsageError
-from imagequant.metrics import best_threshold, per_entity, score
+from imagequant.metrics import best_threshold, candidate_recall, per_entity, score
 from imagequant.model import (
     CNN_DIM,
     INPUT_NAMES,
@@ -211,27 +213,13 @@ def summary_at(preds: Sequence[Prediction], examples: Sequence[RawExample], thre
 # --- the training loop ---------------------------------------------------------------------------------
 
 
-@dataclass
-class TrainSettings:
-    """The knobs of one training run (from the ``train`` section of the configuration)."""
+def settings_from_config(train_config: TrainConfig) -> TrainConfig:
+    """A copy of the ``train`` section: the run may adjust it without touching the loaded configuration."""
+    return dataclasses.replace(train_config)
 
-    epochs: int = 30
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-4
-    patience: int = 6
-    val_fraction: float = 0.2
-    seed: int = 7
-    export: bool = True
-    vocab_min_count: int = 2
-    vocab_max_size: int = 4000
-    grad_clip: float = 1.0
-    unanswerable_weight: float = 1.0
 
-    @classmethod
-    def from_config(cls, train_config: Any) -> TrainSettings:
-        names = {f for f in cls.__dataclass_fields__}
-        return cls(**{n: getattr(train_config, n) for n in names if hasattr(train_config, n)})
+# The knobs of one training run are the ``train`` section of the configuration itself (one set of defaults).
+TrainSettings = TrainConfig
 
 
 @dataclass
@@ -290,24 +278,34 @@ def _predict_encoded(model: torch.nn.Module, encoded: Sequence[EncodedExample], 
     return preds, total / max(1, count)
 
 
-def train_model(
+@dataclass
+class FittedModel:
+    """A trained scorer with what predicting needs, before anything is written to disk."""
+
+    model: torch.nn.Module
+    vocab: Vocab
+    params: ModelParams
+    threshold: float
+    best_epoch: int
+    history: list[dict[str, Any]]
+
+    def predict(self, examples: Sequence[RawExample]) -> list[Prediction]:
+        """Predictions without a threshold (apply :attr:`threshold` with :func:`apply_threshold`)."""
+        preds, _ = _predict_encoded(self.model, encode_all(examples, self.vocab, self.params), self.params)
+        return preds
+
+
+def fit_model(
     train_examples: Sequence[RawExample],
     val_examples: Sequence[RawExample],
     model_config: Any,
     settings: TrainSettings,
-    out_dir: str | Path,
     progress: bool = True,
-    extra_metrics: Mapping[str, Any] | None = None,
-) -> TrainResult:
-    """Trains on ``train_examples``, early-stops on the F1 of ``val_examples`` and writes the checkpoint.
-
-    ``model_config`` is the configuration's ``model`` section (or anything with the same attributes).
-    With no validation rows the training rows are used to pick the epoch and threshold.
-    """
+) -> FittedModel:
+    """Trains on ``train_examples`` and keeps the epoch (and abstain threshold) with the best F1 on
+    ``val_examples`` (the training rows themselves when there are none)."""
     if not train_examples:
         raise UsageError("no training rows: every row was unlabeled, failed or missing from the store")
-    started = time.perf_counter()
-    validation_kind = "group split" if val_examples else "training rows (no validation rows)"
     val_examples = list(val_examples) or list(train_examples)
     vocab = Vocab.build((t.text for e in train_examples for t in e.tokens), settings.vocab_min_count,
                         settings.vocab_max_size)
@@ -366,31 +364,128 @@ def train_model(
                 if stale >= settings.patience:
                     break
         model.load_state_dict(best_state)
-        threshold = float(best_report["threshold"])
-        preds, _ = _predict_encoded(model, val_enc, params)
+    model.eval()
+    return FittedModel(model, vocab, params, float(best_report["threshold"]), best_epoch, history)
 
+
+def ceiling(examples: Sequence[RawExample]) -> float:
+    """Share of labeled rows whose label equals one of their candidates: the best any chooser can do."""
+    return candidate_recall([e.candidates for e in examples], [e.label or "" for e in examples])
+
+
+def train_model(
+    train_examples: Sequence[RawExample],
+    val_examples: Sequence[RawExample],
+    model_config: Any,
+    settings: TrainSettings,
+    out_dir: str | Path,
+    progress: bool = True,
+    extra_metrics: Mapping[str, Any] | None = None,
+) -> TrainResult:
+    """Trains on ``train_examples``, early-stops on the F1 of ``val_examples`` and writes the checkpoint.
+
+    ``model_config`` is the configuration's ``model`` section (or anything with the same attributes).
+    With no validation rows the training rows are used to pick the epoch and threshold.
+    """
+    started = time.perf_counter()
+    validation_kind = "group split" if val_examples else "training rows (no validation rows)"
+    fitted = fit_model(train_examples, val_examples, model_config, settings, progress)
+    val_examples = list(val_examples) or list(train_examples)
+    labels = [e.label for e in val_examples]
+    preds = fitted.predict(val_examples)
     rule_preds = rule_predictions(val_examples)
     rule_report = threshold_report(rule_preds, labels)
-    n_hits = sum(bool(e.targets) for e in val_enc)
-    n_labeled = sum(1 for e in val_examples if e.label)
     metrics: dict[str, Any] = {
         "train_rows": len(train_examples),
         "val_rows": len(val_examples),
-        "validation": summary_at(preds, val_examples, threshold),
+        "validation": summary_at(preds, val_examples, fitted.threshold),
         "validation_rows": validation_kind,
         "rules_validation": summary_at(rule_preds, val_examples, rule_report["threshold"]),
-        "candidate_recall": n_hits / n_labeled if n_labeled else 0.0,
-        "best_epoch": best_epoch,
-        "epochs_run": len(history) - 1,
-        "history": history,
-        "params": {k: v for k, v in params.__dict__.items()},
+        "candidate_recall": ceiling(val_examples),
+        "best_epoch": fitted.best_epoch,
+        "epochs_run": len(fitted.history) - 1,
+        "history": fitted.history,
+        "params": {k: v for k, v in fitted.params.__dict__.items()},
         "settings": settings.__dict__,
-        "vocab_size": len(vocab),
+        "vocab_size": len(fitted.vocab),
         "seconds": round(time.perf_counter() - started, 2),
         **(dict(extra_metrics) if extra_metrics else {}),
     }
-    out = save_checkpoint(out_dir, model, vocab, params, threshold, metrics, export=settings.export)
-    return TrainResult(out, metrics, history)
+    out = save_checkpoint(out_dir, fitted.model, fitted.vocab, fitted.params, fitted.threshold, metrics,
+                          export=settings.export)
+    return TrainResult(out, metrics, fitted.history)
+
+
+def group_folds(examples: Sequence[RawExample], folds: int, seed: int) -> list[list[RawExample]]:
+    """``folds`` disjoint parts of ``examples``; all rows of one group_id fall in the same part."""
+    if folds < 2:
+        raise UsageError(f"cross-validation needs at least 2 folds, got {folds}")
+    groups = sorted({e.group_id for e in examples}, key=lambda g: group_hash(g, seed))
+    if len(groups) < folds:
+        raise UsageError(f"{folds} folds need at least {folds} distinct group_id values, found {len(groups)}")
+    fold_of = {g: i % folds for i, g in enumerate(groups)}
+    parts: list[list[RawExample]] = [[] for _ in range(folds)]
+    for e in examples:
+        parts[fold_of[e.group_id]].append(e)
+    return parts
+
+
+def cross_validate(examples: Sequence[RawExample], model_config: Any, settings: TrainSettings, folds: int,
+                   progress: bool = True) -> dict[str, Any]:
+    """Group k-fold: each fold is predicted by a model trained on the others (early-stopped and thresholded
+    on a group split of those), and by the rule baseline (threshold chosen the same way). Returns the
+    out-of-fold scores of both, overall and per entity, and the candidate-recall ceiling per entity."""
+    parts = group_folds(examples, folds, settings.seed)
+    rows: list[RawExample] = []
+    model_answers: list[str] = []
+    rule_answers: list[str] = []
+    per_fold = []
+    for k, test in enumerate(parts):
+        rest = [e for i, part in enumerate(parts) if i != k for e in part]
+        train, val = split_by_group(rest, settings.val_fraction, settings.seed + k)
+        fitted = fit_model(train, val, model_config, settings, progress=False)
+        inner_val = val or train
+        rule_threshold = threshold_report(rule_predictions(inner_val), [e.label for e in inner_val])["threshold"]
+        fold_model = apply_threshold(fitted.predict(test), fitted.threshold)
+        fold_rules = apply_threshold(rule_predictions(test), rule_threshold)
+        labels = [e.label or "" for e in test]
+        per_fold.append({"fold": k, "rows": len(test), "best_epoch": fitted.best_epoch,
+                         "model_f1": score(fold_model, labels)["f1"], "rules_f1": score(fold_rules, labels)["f1"]})
+        if progress:
+            f = per_fold[-1]
+            print(f"fold {k + 1}/{folds}: {f['rows']} rows, model F1 {f['model_f1']:.3f}, "
+                  f"rules F1 {f['rules_f1']:.3f} (best epoch {f['best_epoch']})", file=sys.stderr, flush=True)
+        rows += test
+        model_answers += fold_model
+        rule_answers += fold_rules
+    entities = [e.entity for e in rows]
+    labels = [e.label or "" for e in rows]
+    model_table = per_entity(entities, model_answers, labels)
+    rule_table = per_entity(entities, rule_answers, labels)
+    table = {}
+    for entity in model_table.index:
+        subset = [e for e in rows if (entity == "all" or e.entity == entity)]
+        table[entity] = {
+            "rows": int(model_table.loc[entity, "n"]),
+            "candidate_recall": ceiling(subset),
+            "rules_f1": float(rule_table.loc[entity, "f1"]),
+            "model_f1": float(model_table.loc[entity, "f1"]),
+        }
+    return {"folds": folds, "rows": len(rows), "model": score(model_answers, labels),
+            "rules": score(rule_answers, labels), "per_entity": table, "per_fold": per_fold}
+
+
+def render_cross_validation(cv: Mapping[str, Any]) -> str:
+    """The cross-validation result as a markdown table (one line per entity, then the overall line)."""
+    lines = [f"group {cv['folds']}-fold cross-validation over {cv['rows']} rows (out-of-fold predictions)", "",
+             "| entity | rows | candidate recall (ceiling) | rules F1 | model F1 |", "| --- | ---: | ---: | ---: | ---: |"]
+    table = cv["per_entity"]
+    for entity in [e for e in table if e != "all"] + ["all"]:
+        row = table[entity]
+        name = "**all**" if entity == "all" else entity
+        lines.append(f"| {name} | {row['rows']} | {row['candidate_recall']:.3f} | {row['rules_f1']:.3f} | "
+                     f"{row['model_f1']:.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 # --- the training table (Spark) and its readers ----------------------------------------------------------
@@ -540,13 +635,22 @@ def train_from_store(spark: Any, catalogs: Sequence[str | Path], store: str | Pa
     return train_from_table(prepare_training_table(spark, catalogs, store), out_dir, config, progress)
 
 
-def train_from_table(table: TrainingTable, out_dir: str | Path, config: Any, progress: bool = True) -> TrainResult:
-    """Reads a written training table and trains (no Spark needed)."""
-    settings = TrainSettings.from_config(config.train)
+def train_from_table(table: TrainingTable, out_dir: str | Path, config: Any, progress: bool = True,
+                     folds: int = 0) -> TrainResult:
+    """Reads a written training table and trains (no Spark needed).
+
+    With ``folds`` >= 2 a group k-fold cross-validation runs first; its table is printed and written to
+    ``cross_validation.json`` / ``cross_validation.md`` in the model directory.
+    """
+    settings = settings_from_config(config.train)
     loader = getattr(config.train, "loader", "petastorm")
     started = time.perf_counter()
     examples, skipped = examples_from_records(iter_training_records(table.path, loader))
     read_seconds = time.perf_counter() - started
+    cv = None
+    if folds:
+        cv = cross_validate(examples, config.model, settings, folds, progress)
+        print(render_cross_validation(cv), flush=True)
     train, val = split_by_group(examples, settings.val_fraction, settings.seed)
     extra = {
         "loader": loader,
@@ -557,4 +661,10 @@ def train_from_table(table: TrainingTable, out_dir: str | Path, config: Any, pro
         "table_failed_images": table.failed_images,
         "skipped": dict(skipped),
     }
-    return train_model(train, val, config.model, settings, out_dir, progress, extra)
+    if cv is not None:
+        extra["cross_validation"] = {k: cv[k] for k in ("folds", "rows", "model", "rules")}
+    result = train_model(train, val, config.model, settings, out_dir, progress, extra)
+    if cv is not None:
+        (result.model_dir / "cross_validation.json").write_text(json.dumps(cv, indent=2) + "\n")
+        (result.model_dir / "cross_validation.md").write_text(render_cross_validation(cv))
+    return result

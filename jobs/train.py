@@ -2,6 +2,7 @@
 
     spark-submit jobs/train.py --catalog LABELED [--catalog LABELED ...] --store DIR --model OUT
                                [--conf FILE] [--set k=v] [--no-progress]
+                               [--cross-validate K]
 
 Every catalog's images must already be in the one ``--store`` (run jobs/extract_features.py on each
 catalog with that store first; rows whose image is missing or failed are skipped and counted). Spark joins
@@ -31,6 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--store", required=True, help="feature store holding the images of every --catalog")
     parser.add_argument("--model", required=True, metavar="OUT", help="model directory to write")
     parser.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars on stderr")
+    parser.add_argument("--cross-validate", type=int, default=0, metavar="K",
+                        help="first run a group K-fold cross-validation (model vs rule baseline per entity, "
+                        "candidate-recall ceiling); the table goes to stdout and MODEL/cross_validation.md")
     args = parser.parse_args(argv)
     config = config_from_args(args)
     for path in args.catalog:
@@ -38,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"catalog {path} has no entity_value column; training needs labeled rows")
     if len(set(args.catalog)) != len(args.catalog):
         raise UsageError("the same --catalog is given twice")
+    if args.cross_validate == 1 or args.cross_validate < 0:
+        raise UsageError(f"--cross-validate takes K >= 2 folds, got {args.cross_validate}")
     if Path(args.model).exists() and not Path(args.model).is_dir():
         raise UsageError(f"--model {args.model} exists and is not a directory")
 
@@ -51,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = prepare_training_table(spark, args.catalog, args.store)
     finally:
         spark.stop()  # training needs no Spark: free its memory first
-    result = train_from_table(table, args.model, config, progress=not args.no_progress)
+    result = train_from_table(table, args.model, config, progress=not args.no_progress, folds=args.cross_validate)
     print(result.line(), flush=True)
     return 0
 

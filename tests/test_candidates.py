@@ -89,6 +89,19 @@ def found(words: list[str], entity: str) -> list[tuple[float, str]]:
         (["10", "min"], "width", []),
         (["500", "mAh"], "width", []),
         (["2019-2022"], "item_weight", []),
+        (["60WMAX"], "wattage", [(60.0, "watt")]),  # "60W MAX" with the space lost
+        (["60WMax", "bulb"], "wattage", [(60.0, "watt")]),
+        (["250WMOTOR"], "wattage", [(250.0, "watt")]),  # unit glued to the next word
+        (["15MGserving"], "item_weight", [(15.0, "milligram")]),
+        (["200gpack"], "item_weight", [(200.0, "gram")]),
+        (["8Light"], "item_volume", []),  # only common spellings glue on: no "8 L" from "8Light"
+        (["NET", "WT", "40Z"], "item_weight", [(4.0, "ounce")]),  # "4OZ" read with a zero
+        (["30z"], "item_weight", [(3.0, "ounce")]),
+        (["280", "GSM"], "item_weight", [(280.0, "gram")]),  # fabric weight, recorded in grams
+        (["Weight:", "18¢"], "item_weight", [(18.0, "gram")]),  # Tesseract's "g"
+        (["lkg"], "item_weight", [(1.0, "kilogram")]),
+        (["Ikg"], "item_weight", [(1.0, "kilogram")]),
+        (["Ilkg"], "item_weight", []),
     ],
 )
 def test_tricky_strings(words: list[str], entity: str, expected: list[tuple[float, str]]) -> None:
@@ -291,3 +304,19 @@ def test_candidate_features_fixed_length_and_bounded() -> None:
     # exactly one unit bit set, and different units differ there
     assert len({tuple(r[-31:]) for r in rows}) >= 5
     assert all(sum(r[-31:]) == 1.0 for r in rows)
+
+
+def test_number_with_its_unit_on_the_line_below_or_beside() -> None:
+    # A big "350" with a small "LBS" under it, read as two lines.
+    big = OcrToken("350", 90.0, 100, 100, 120, 60, 1, 0, 0)
+    under = OcrToken("LBS", 90.0, 110, 170, 60, 20, 1, 1, 0)
+    beside = OcrToken("Grams", 90.0, 230, 130, 60, 20, 1, 1, 0)
+    far = OcrToken("kg", 90.0, 110, 400, 30, 20, 1, 1, 0)
+    label = OcrToken("CAPACITY", 90.0, 400, 100, 160, 20, 1, 2, 0)
+    cands = extract_candidates([big, under, label], "maximum_weight_recommendation", IMAGE)
+    assert [(c.value, c.unit) for c in cands] == [(350.0, "pound")]
+    assert (cands[0].top, cands[0].height) == (100, 90)  # boxed over both lines
+    assert [(c.value, c.unit) for c in extract_candidates([big, beside], "item_weight", IMAGE)] == [(350.0, "gram")]
+    assert extract_candidates([big, far], "item_weight", IMAGE) == []  # too far below
+    bigger_unit = OcrToken("g", 90.0, 110, 170, 60, 90, 1, 1, 0)
+    assert extract_candidates([big, bigger_unit], "item_weight", IMAGE) == []

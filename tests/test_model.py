@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from imagequant.candidates import CANDIDATE_FEATURE_DIM
+from imagequant.errors import UsageError
 from imagequant.model import (
     EXPORTED_FILE,
     INPUT_NAMES,
@@ -32,7 +33,16 @@ from imagequant.model import (
     select_tokens,
 )
 from imagequant.ocr import OcrToken
-from imagequant.training import RawExample, TrainSettings, split_by_group, train_model
+from imagequant.training import (
+    RawExample,
+    TrainSettings,
+    ceiling,
+    cross_validate,
+    group_folds,
+    render_cross_validation,
+    split_by_group,
+    train_model,
+)
 
 # --- synthetic OCR rows (shared with test_train_predict) -----------------------------------------------
 
@@ -315,8 +325,6 @@ def test_model_learns_context_the_rules_miss(tmp_path: Path) -> None:
 
 
 def test_load_model_rejects_a_foreign_directory(tmp_path: Path) -> None:
-    from imagequant.errors import UsageError
-
     with pytest.raises(UsageError, match="does not exist"):
         load_model(tmp_path / "nope")
     (tmp_path / "config.json").write_text("{}")
@@ -344,3 +352,33 @@ def test_save_checkpoint_roundtrip_params(tmp_path: Path) -> None:
                     {"note": "x"}, export=False)
     loaded = load_model(tmp_path)
     assert loaded.params == params and loaded.threshold == -math.inf
+
+
+def test_group_folds_keep_groups_whole_and_cover_every_row() -> None:
+    examples = synthetic_examples(60, seed=21)
+    parts = group_folds(examples, 4, seed=5)
+    assert sorted(e.index for part in parts for e in part) == list(range(60))
+    groups = [{e.group_id for e in part} for part in parts]
+    assert all(part for part in parts)
+    assert all(not (groups[i] & groups[j]) for i in range(4) for j in range(i + 1, 4))
+    with pytest.raises(UsageError):
+        group_folds(examples, 1, seed=5)
+    with pytest.raises(UsageError, match="distinct group_id"):
+        group_folds(examples[:4], 3, seed=5)  # one group only
+
+
+def test_cross_validation_scores_every_row_out_of_fold() -> None:
+    examples = synthetic_examples(96, seed=22, tricky=True)
+    cv = cross_validate(examples, _ModelConfig(), tiny_settings(epochs=2, export=False), folds=3, progress=False)
+    assert cv["rows"] == 96 and len(cv["per_fold"]) == 3
+    assert sum(f["rows"] for f in cv["per_fold"]) == 96
+    table = cv["per_entity"]
+    assert table["all"]["rows"] == 96
+    assert sum(row["rows"] for entity, row in table.items() if entity != "all") == 96
+    assert table["all"]["candidate_recall"] == pytest.approx(ceiling(examples))
+    for row in table.values():
+        # Recall can't pass the ceiling c, so F1 can't pass 2c / (1 + c) (precision 1).
+        c = row["candidate_recall"]
+        assert row["model_f1"] <= 2 * c / (1 + c) + 1e-9 and row["rules_f1"] <= 2 * c / (1 + c) + 1e-9
+    text = render_cross_validation(cv)
+    assert "| **all** | 96 |" in text

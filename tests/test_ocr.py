@@ -267,6 +267,30 @@ def test_rotated_tokens_added_only_with_digits_and_not_twice() -> None:
     assert out[2].angle == 270 and out[2].line not in (0, 1)
 
 
+@needs_tesseract
+def test_second_pass_completes_a_number_missing_its_unit() -> None:
+    img = Image.new("RGB", (900, 200), "white")
+    draw = ImageDraw.Draw(img)
+    font = _font(44)
+    draw.text((40, 70), "Net Wt 500 g", fill="black", font=font)
+    left = 40 + int(draw.textlength("Net Wt ", font=font))
+    x0, t, r, b = draw.textbbox((left, 70), "500", font=font)
+    # A first pass that read the number but lost its unit (as happens with small or stylised print).
+    first = [
+        _tok("Net", 90, (40, t, 70, b - t), line=0, word=0),
+        _tok("Wt", 90, (120, t, 50, b - t), line=0, word=1),
+        _tok("500", 90, (x0, t, r - x0, b - t), line=0, word=2),
+    ]
+    assert [x.text for x in incomplete_mentions(first)] == ["500"]
+    engine = get_engine(_cfg("tesseract", second_pass=True), IMAGING, FAST)
+    out = engine.reread_incomplete(img, first)
+    text = " ".join(x.text for x in out)
+    assert re.search(r"500 ?g\b", text), text
+    assert len(_find(out, r"^500")) == 1  # replaced, not duplicated
+    value = _find(out, r"^500")[0]
+    assert abs(value.left - x0) <= 10 and abs(value.top - t) <= 10  # mapped back to image pixels
+
+
 def _rotated_text_image() -> tuple[Image.Image, tuple[int, int, int, int]]:
     """Horizontal 'Height' plus '150cm' printed vertically (reading bottom to top), as on dimension drawings."""
     img = Image.new("RGB", (700, 700), "white")
@@ -353,3 +377,17 @@ def test_token_dict_round_trip() -> None:
     t = OcrToken("500g", 91.5, 1, 2, 3, 4, block=1, line=2, word=3, angle=90)
     assert OcrToken.from_dict(t.to_dict()) == t
     assert OcrToken.from_dict({**t.to_dict(), "extra": 1}) == t
+
+
+def test_rapidocr_section_keys_set_the_engine_tuning() -> None:
+    from imagequant.config import RapidOcrConfig, load_config
+    from imagequant.errors import ConfigError
+    from imagequant.ocr import resolve_tuning
+
+    cfg = OcrConfig(engine="rapidocr", rapidocr=RapidOcrConfig(det_max_side=960, min_side=700))
+    tuning = resolve_tuning(cfg)
+    assert (tuning.rapid_det_max_side, tuning.rapid_min_side) == (960, 700)
+    assert resolve_tuning(OcrConfig()).rapid_det_max_side == RapidOcrConfig().det_max_side
+    assert load_config(overrides=["ocr.rapidocr.det_max_side=0"]).ocr.rapidocr.det_max_side == 0  # full size
+    with pytest.raises(ConfigError, match="det_max_side"):
+        load_config(overrides=["ocr.rapidocr.det_max_side=100"])
