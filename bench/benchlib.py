@@ -547,7 +547,7 @@ def synthetic_tokens(rng: random.Random, entity: str, answerable: bool = True, f
                      ) -> tuple[list[Any], tuple[int, int], str]:
     """OCR tokens of a made-up package (headline value, a distractor quantity, ``filler_lines`` lines of 1-5
     filler words), its size and label."""
-    from imagequant.ocr import OcrToken
+    from imagequant.synthetic import layout_token_lines
 
     keywords, choices = _UNITS[entity]
     printed, unit, lo, hi = rng.choice(choices)
@@ -561,17 +561,9 @@ def synthetic_tokens(rng: random.Random, entity: str, answerable: bool = True, f
     for _ in range(rng.randint(*filler_lines)):
         lines.append(([rng.choice(_FILLER) for _ in range(rng.randint(1, 5))], rng.choice((18, 22, 26, 30))))
     rng.shuffle(lines)
-    tokens = []
-    y = 20
-    for line_no, (words, size) in enumerate(lines):
-        x = 30
-        for word_no, word in enumerate(words):
-            w = size * max(1, len(word)) // 2
-            tokens.append(OcrToken(word, float(rng.randint(60, 96)), x, y, w, size, 1, line_no, word_no))
-            x += w + size // 2
-        y += size + 25
+    tokens, size = layout_token_lines(lines, iter(lambda: rng.randint(60, 96), None))
     label = f"{float(value)} {unit}" if answerable else f"{float(hi + rng.randint(1, 50))} {unit}"
-    return tokens, (640, max(800, y + 20)), label
+    return tokens, size, label
 
 
 def synthetic_examples(n: int, seed: int) -> list[Any]:

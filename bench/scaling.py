@@ -1,7 +1,7 @@
 """Scaling: the extract job (run_extract) in local[2] and local[1] against the plain single-process loop
 (imagequant.process.process_all_locally) over the same images, doing the same per-image work.
 
-    .venv/bin/python bench/scaling.py     # BENCH_SCALING_IMAGES=120 BENCH_SCALING_LOCAL1_IMAGES=64
+    .venv/bin/python bench/scaling.py     # BENCH_SCALING_IMAGES=64 BENCH_SCALING_LOCAL1_IMAGES=32
 
 Images are local files (--images-dir), so a fetch is a file read for both. Each run is a fresh process:
 the loop; Spark local[2]; Spark local[1] (over the first BENCH_SCALING_LOCAL1_IMAGES images, compared with
@@ -138,8 +138,8 @@ def main() -> int:
         print(json.dumps(spark_worker(args.master, args.catalog, args.images_dir, args.out), default=str))
         return 0
 
-    n = env_int("BENCH_SCALING_IMAGES", 120)
-    n1 = min(n, env_int("BENCH_SCALING_LOCAL1_IMAGES", 64))
+    n = env_int("BENCH_SCALING_IMAGES", 64)
+    n1 = min(n, env_int("BENCH_SCALING_LOCAL1_IMAGES", 32))
     result = Result("scaling", "Scaling: Spark local[N] against the single-process loop")
     image_set = load_image_set(n)
     images = image_set.images

@@ -337,7 +337,7 @@ class _Mention:
 
 # Units printed glued to the number and to the next word ("250WMOTOR", "15MGserving", "200gpack"): taken
 # only for these common spellings and only with nothing between number and unit.
-_GLUED_WORD_UNITS = ("mg", "kg", "g", "gsm", "ml", "oz", "lbs", "lb", "w", "v")
+_GLUED_WORD_UNITS = ("mg", "kg", "g", "gsm", "ml", "oz", "lbs", "lb", "w", "v", "inch", "cm", "mm")
 _GLUED_WORD_RE = re.compile(r"(?P<sep>)(?P<unit>" + "|".join(sorted(_GLUED_WORD_UNITS, key=len, reverse=True))
                             + r")(?=[^\W\d_])", re.IGNORECASE)
 

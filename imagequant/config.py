@@ -131,6 +131,7 @@ class TrainConfig:
     vocab_max_size: int = 4000
     grad_clip: float = 1.0
     unanswerable_weight: float = 1.0
+    min_gain: float = 0.01
 
 
 @dataclass

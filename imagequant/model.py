@@ -30,6 +30,7 @@ from torch import nn
 
 from imagequant import rules
 from imagequant.candidates import CANDIDATE_FEATURE_DIM, Candidate, candidate_features, extract_candidates
+from imagequant.config import ModelConfig
 from imagequant.errors import UsageError
 from imagequant.ocr import OcrToken
 from imagequant.units import ENTITIES, format_prediction, parse_label
@@ -116,15 +117,16 @@ class Vocab:
 class ModelParams:
     """Everything needed to rebuild the network (saved as config.json)."""
 
-    kind: str = "hybrid"
-    embed_dim: int = 48
+    # The sizes users set come from the ``model`` section's defaults (one place for them).
+    kind: str = ModelConfig.kind
+    embed_dim: int = ModelConfig.embed_dim
     entity_dim: int = 16
-    hidden_dim: int = 96
-    cnn_proj_dim: int = 32
+    hidden_dim: int = ModelConfig.hidden_dim
+    cnn_proj_dim: int = ModelConfig.cnn_proj_dim
     mlp_dim: int = 128
-    max_tokens: int = 160
-    max_candidates: int = 48
-    dropout: float = 0.1
+    max_tokens: int = ModelConfig.max_tokens
+    max_candidates: int = ModelConfig.max_candidates
+    dropout: float = ModelConfig.dropout
     vocab_size: int = len(SPECIALS)
     entities: list[str] = field(default_factory=lambda: list(ENTITIES))
     token_feature_dim: int = TOKEN_FEATURE_DIM

@@ -279,11 +279,13 @@ def merge_tokens(
 
 
 def add_rotated_tokens(upright: Sequence[OcrToken], rotated: Sequence[OcrToken]) -> list[OcrToken]:
-    """Adds the digit-bearing tokens of rotated passes unless an upright token already says the same there."""
+    """Adds the lines of rotated passes that hold a digit (with their other words: a unit is often a word of
+    its own) unless an upright token already says the same there."""
     line_offset, block_offset = _next_ids(upright)
     out = list(upright)
+    digit_lines = {(t.angle, t.line) for t in rotated if has_digit(t.text)}
     for t in rotated:
-        if not has_digit(t.text):
+        if (t.angle, t.line) not in digit_lines:
             continue
         dup = any(
             box_overlap(token_box(u), token_box(t)) > 0.5 and similar_text(u.text, t.text) and u.conf >= t.conf

@@ -324,9 +324,9 @@ def fit_model(
         # Epoch 0 is the untrained network, which ranks candidates as the rule baseline does: training
         # has to beat that on the validation rows to be kept.
         preds, val_loss = _predict_encoded(model, val_enc, params)
-        best_report = threshold_report(preds, labels)
+        best_report = base_report = threshold_report(preds, labels)
         best = (best_report["f1"], -val_loss)
-        best_state = copy.deepcopy(model.state_dict())
+        best_state = base_state = copy.deepcopy(model.state_dict())
         history.append({"epoch": 0, "train_loss": None, "val_loss": val_loss, "val_f1": best_report["f1"],
                         "threshold": best_report["threshold"]})
         for epoch in range(1, settings.epochs + 1):
@@ -363,6 +363,10 @@ def fit_model(
                 stale += 1
                 if stale >= settings.patience:
                     break
+        if best_epoch and best_report["f1"] < base_report["f1"] + settings.min_gain:
+            # A gain this small on a few hundred validation rows is noise more often than not: keep the
+            # rule-equivalent start rather than corrections that are not shown to help.
+            best_state, best_report, best_epoch = base_state, base_report, 0
         model.load_state_dict(best_state)
     model.eval()
     return FittedModel(model, vocab, params, float(best_report["threshold"]), best_epoch, history)

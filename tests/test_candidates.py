@@ -94,7 +94,8 @@ def found(words: list[str], entity: str) -> list[tuple[float, str]]:
         (["250WMOTOR"], "wattage", [(250.0, "watt")]),  # unit glued to the next word
         (["15MGserving"], "item_weight", [(15.0, "milligram")]),
         (["200gpack"], "item_weight", [(200.0, "gram")]),
-        (["8Light"], "item_volume", []),  # only common spellings glue on: no "8 L" from "8Light"
+        (["8Light"], "item_volume", []),
+        (["0.9inchi"], "width", [(0.9, "inch")]),  # a tick mark read as "i"  # only common spellings glue on: no "8 L" from "8Light"
         (["NET", "WT", "40Z"], "item_weight", [(4.0, "ounce")]),  # "4OZ" read with a zero
         (["30z"], "item_weight", [(3.0, "ounce")]),
         (["280", "GSM"], "item_weight", [(280.0, "gram")]),  # fabric weight, recorded in grams

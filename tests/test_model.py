@@ -33,11 +33,13 @@ from imagequant.model import (
     select_tokens,
 )
 from imagequant.ocr import OcrToken
+from imagequant.synthetic import layout_token_lines
 from imagequant.training import (
     RawExample,
     TrainSettings,
     ceiling,
     cross_validate,
+    fit_model,
     group_folds,
     render_cross_validation,
     split_by_group,
@@ -87,17 +89,9 @@ def synthetic_row(rng: random.Random, entity: str, answerable: bool = True, tric
     for _ in range(rng.randint(2, 5)):
         lines.append(([rng.choice(_FILLER) for _ in range(rng.randint(1, 4))], rng.choice((18, 22, 26))))
     rng.shuffle(lines)
-    tokens: list[OcrToken] = []
-    y = 20
-    for line_no, (words, size) in enumerate(lines):
-        x = 30
-        for word_no, word in enumerate(words):
-            w = size * max(1, len(word)) // 2
-            tokens.append(OcrToken(word, float(rng.randint(70, 96)), x, y, w, size, 1, line_no, word_no))
-            x += w + size // 2
-        y += size + 25
+    tokens, size = layout_token_lines(lines, iter(lambda: rng.randint(70, 96), None))
     label = f"{float(value)} {unit}" if answerable else f"{float(rng.randint(lo, hi) + 1000)} {unit}"
-    return tokens, (640, max(800, y + 20)), label
+    return tokens, size, label
 
 
 def synthetic_examples(n: int, seed: int, p_unanswerable: float = 0.1, tricky: bool = False) -> list[RawExample]:
@@ -290,7 +284,9 @@ def test_same_seed_same_model(tmp_path: Path) -> None:
 def test_checkpoint_export_matches_eager_and_learns(tmp_path: Path) -> None:
     examples = synthetic_examples(240, 21)
     train, val = split_by_group(examples, 0.25, seed=3)
-    result = train_model(train, val, _ModelConfig(), tiny_settings(epochs=4), tmp_path / "m", progress=False)
+    # min_gain 0: this test is about the checkpoint of a trained network, however small its gain
+    result = train_model(train, val, _ModelConfig(), tiny_settings(epochs=4, min_gain=0.0), tmp_path / "m",
+                         progress=False)
     files = {p.name for p in result.model_dir.iterdir()}
     assert {"weights.pt", "vocab.json", "config.json", "threshold.json", "metrics.json", EXPORTED_FILE} <= files
     metrics = json.loads((result.model_dir / "metrics.json").read_text())
@@ -382,3 +378,11 @@ def test_cross_validation_scores_every_row_out_of_fold() -> None:
         assert row["model_f1"] <= 2 * c / (1 + c) + 1e-9 and row["rules_f1"] <= 2 * c / (1 + c) + 1e-9
     text = render_cross_validation(cv)
     assert "| **all** | 96 |" in text
+
+
+def test_training_keeps_the_rule_equivalent_start_unless_it_gains_enough() -> None:
+    examples = synthetic_examples(120, 43, p_unanswerable=0.0, tricky=True)
+    train, val = split_by_group(examples, 0.25, seed=3)
+    fitted = fit_model(train, val, _ModelConfig(), tiny_settings(epochs=3, min_gain=1.01, export=False),
+                       progress=False)
+    assert fitted.best_epoch == 0 and len(fitted.history) > 1  # trained, then not kept

@@ -255,16 +255,17 @@ def test_incomplete_mentions_finds_numbers_without_units() -> None:
     assert [t.text for t in incomplete_mentions(tokens)] == ["500", "kg"]
 
 
-def test_rotated_tokens_added_only_with_digits_and_not_twice() -> None:
+def test_rotated_lines_added_only_with_digits_and_not_twice() -> None:
     upright = [_tok("Height", 90, (0, 0, 50, 10)), _tok("30cm", 90, (100, 100, 40, 12), line=1)]
     rotated = [
-        dataclasses.replace(_tok("150cm", 80, (5, 40, 12, 50)), angle=270),
-        dataclasses.replace(_tok("word", 80, (30, 40, 12, 50)), angle=270),  # no digits: not added
-        dataclasses.replace(_tok("30cm", 50, (101, 100, 40, 12)), angle=90),  # already read upright
+        dataclasses.replace(_tok("150", 80, (5, 40, 12, 30), line=5), angle=270),
+        dataclasses.replace(_tok("cm", 80, (5, 70, 12, 20), line=5, word=1), angle=270),  # the digit line's unit
+        dataclasses.replace(_tok("word", 80, (30, 40, 12, 50), line=6), angle=270),  # a line without digits
+        dataclasses.replace(_tok("30cm", 50, (101, 100, 40, 12), line=7), angle=90),  # already read upright
     ]
     out = add_rotated_tokens(upright, rotated)
-    assert [t.text for t in out] == ["Height", "30cm", "150cm"]
-    assert out[2].angle == 270 and out[2].line not in (0, 1)
+    assert [t.text for t in out] == ["Height", "30cm", "150", "cm"]
+    assert out[2].angle == 270 and out[2].line not in (0, 1) and out[2].line == out[3].line
 
 
 @needs_tesseract
