@@ -73,9 +73,8 @@ class TesserocrEngine(TesseractEngine):
         return api
 
     def _run(self, img: Image.Image, args: str, deadline: _Deadline) -> list[OcrToken]:
+        deadline.check("tesserocr")
         remaining = deadline.remaining()
-        if remaining <= 0:
-            raise OcrTimeout(f"tesserocr: OCR exceeded {deadline.seconds:g} s")
         pixels = self._prepare_pixels(img)
         if pixels.mode not in ("L", "RGB"):
             pixels = pixels.convert("RGB")

@@ -524,8 +524,9 @@ def extract_candidates(
     lines = [_build_line(tokens, idxs) for idxs in group_lines(tokens)]
     ctx = _Context(tokens, lines, entity, img_w, img_h, median_h)
     out: list[Candidate] = []
-    for li, line in enumerate(lines):
-        for m in _find_mentions(line.fixed):
+    # the engine's lines, then the number+unit pairs stacked over two of them
+    for li in [*range(len(lines)), *_stacked_lines(ctx)]:
+        for m in _find_mentions(ctx.lines[li].fixed):
             slip = _UNIT_SLIPS.get(alias_key(m.unit_text))
             unit = normalize_unit(slip or m.unit_text, entity)
             if unit is None or m.value <= 0:
@@ -533,13 +534,6 @@ def extract_candidates(
             c = _make_candidate(ctx, li, m, unit, unit_slip=slip is not None)
             if c is not None:
                 out.append(c)
-    for li in _stacked_lines(ctx):
-        for m in _find_mentions(ctx.lines[li].fixed):
-            unit = normalize_unit(_UNIT_SLIPS.get(alias_key(m.unit_text)) or m.unit_text, entity)
-            if unit is not None and m.value > 0:
-                c = _make_candidate(ctx, li, m, unit, unit_slip=alias_key(m.unit_text) in _UNIT_SLIPS)
-                if c is not None:
-                    out.append(c)
     if not out and unitless_fallback:
         for li, line in enumerate(lines):
             for num in _NUM_RE.finditer(line.fixed):

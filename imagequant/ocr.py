@@ -476,9 +476,8 @@ class TesseractEngine(_PassEngine):
         return gray
 
     def _run(self, img: Image.Image, args: str, deadline: _Deadline) -> list[OcrToken]:
+        deadline.check("tesseract")
         remaining = deadline.remaining()
-        if remaining <= 0:
-            raise OcrTimeout(f"tesseract: OCR exceeded {deadline.seconds:g} s")
         pixels = self._prepare_pixels(img)
         # Uncompressed PNM: pytesseract would otherwise write PNG (0.25 s for a 1600 px image) or, for an
         # image still tagged JPEG, a lossy JPEG.
@@ -678,9 +677,8 @@ class RapidOcrEngine(_PassEngine):
 
     @contextlib.contextmanager
     def _watchdog(self, deadline: _Deadline) -> Iterator[Any]:
+        deadline.check("rapidocr")
         remaining = deadline.remaining()
-        if remaining <= 0:
-            raise OcrTimeout(f"rapidocr: OCR exceeded {deadline.seconds:g} s")
         run_options = self._ort.RunOptions()
         run_options.log_severity_level = 4
         for s in self._sessions:
