@@ -248,7 +248,7 @@ def _alias_pattern(alias: str) -> str:
     return r"[\s.]*".join(parts)
 
 
-# Units as Tesseract misreads them: "oz" as "02"/"0z", "lb" as "|b". Only ever taken right after a number.
+# Units as the OCR misreads them: "oz" as "02"/"0z", "lb" as "|b" (Tesseract). Only ever taken right after a number.
 _UNIT_SLIPS: dict[str, str] = {
     "02": "oz",
     "0z": "oz",
@@ -258,6 +258,11 @@ _UNIT_SLIPS: dict[str, str] = {
     "fl o2": "fl oz",
     "|b": "lb",
     "|bs": "lbs",
+    # an i read as l, an l as I, and "fl" losing its l: "0.42lnch", "200 mI", "128fOZ"
+    "lnch": "inch",
+    "lnches": "inches",
+    "mi": "ml",
+    "foz": "fl oz",
     # fabric weight in grams per square metre, which catalogs record as the item weight in grams
     "gsm": "g",
     "¢": "g",  # Tesseract's usual reading of a printed "g"
@@ -355,7 +360,7 @@ def _unit_at(s: str, pos: int) -> re.Match[str] | None:
         return None  # a quote mark after a space is punctuation, not an inch sign
     if (
         alias_key(alias) in _UNIT_SLIPS
-        and alias[-1] in "02zZ"
+        and re.search(r"(?<![A-Za-z])[oO0][2zZ]$", alias)  # the "02" / "0z" / "o2" slips, not "fOZ"
         and (re.match(r"[0-9]", s[m.end() :]) or not m.group("sep"))
     ):
         return None  # "3.5 02" is a misread "3.5 oz"; "3.502" or "02 5" are numbers
@@ -639,10 +644,16 @@ def _stacked_lines(ctx: _Context) -> list[int]:
                 continue  # the unit is never printed larger than its number
             below = uy0 - ny1
             beside = ux0 - nx1
-            if -0.2 * nh <= below <= 0.8 * nh and min(nx1, ux1) - max(nx0, ux0) > 0:
+            # Detector boxes are loose around big print, so the unit may start inside the number's box: below
+            # it up to a third of its height, or beside it when it starts right of the number's middle.
+            if -0.3 * nh <= below <= 0.8 * nh and min(nx1, ux1) - max(nx0, ux0) > 0:
                 gap = below
-            elif -0.2 * nh <= beside <= 1.0 * nh and ny0 - 0.2 * nh <= (uy0 + uy1) / 2 <= ny1 + 0.2 * nh:
-                gap = beside
+            elif (
+                ux0 > (nx0 + nx1) / 2
+                and beside <= 1.0 * nh
+                and ny0 - 0.2 * nh <= (uy0 + uy1) / 2 <= ny1 + 0.2 * nh
+            ):
+                gap = max(0.0, beside)
             else:
                 continue
             if gap < best_gap:

@@ -74,6 +74,7 @@ class RapidOcrConfig:
     use_angle_cls: bool = True
     det_max_side: int = 1280
     min_side: int = 0
+    memory_arena: bool = True
 
 
 @dataclass

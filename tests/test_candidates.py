@@ -103,6 +103,10 @@ def found(words: list[str], entity: str) -> list[tuple[float, str]]:
         (["lkg"], "item_weight", [(1.0, "kilogram")]),
         (["Ikg"], "item_weight", [(1.0, "kilogram")]),
         (["Ilkg"], "item_weight", []),
+        (["0.42lnch"], "width", [(0.42, "inch")]),  # i read as l
+        (["200", "mI", "KOCHENDES"], "item_volume", [(200.0, "millilitre")]),  # l read as I
+        (["Net", "128fOZ(1GAL)"], "item_volume", [(128.0, "fluid ounce"), (1.0, "gallon")]),  # "fl" lost its l
+        (["5", "min"], "item_volume", []),
     ],
 )
 def test_tricky_strings(words: list[str], entity: str, expected: list[tuple[float, str]]) -> None:
@@ -321,3 +325,14 @@ def test_number_with_its_unit_on_the_line_below_or_beside() -> None:
     assert extract_candidates([big, far], "item_weight", IMAGE) == []  # too far below
     bigger_unit = OcrToken("g", 90.0, 110, 170, 60, 90, 1, 1, 0)
     assert extract_candidates([big, bigger_unit], "item_weight", IMAGE) == []
+    # Loose detector boxes: the unit starts inside the number's box (below it, or right of its middle)
+    inside_below = OcrToken("kg", 90.0, 115, 145, 50, 40, 1, 1, 0)
+    assert [(c.value, c.unit) for c in extract_candidates([big, inside_below], "item_weight", IMAGE)] == [
+        (350.0, "kilogram")
+    ]
+    inside_right = OcrToken("Grams", 90.0, 190, 130, 70, 25, 1, 1, 0)
+    assert [(c.value, c.unit) for c in extract_candidates([big, inside_right], "item_weight", IMAGE)] == [
+        (350.0, "gram")
+    ]
+    left_half = OcrToken("Grams", 90.0, 130, 120, 70, 25, 1, 1, 0)
+    assert extract_candidates([big, left_half], "item_weight", IMAGE) == []
