@@ -26,7 +26,7 @@ DEFAULT_CONF = CONF_DIR / "default.yaml"
 class SparkConfig:
     master: str | None = None
     app_name: str = "imagequant"
-    image_partitions_per_core: int = 3
+    image_partitions_per_core: int = 8
     default_cores: int = 2
     conf: dict[str, str] = field(default_factory=dict)
 
