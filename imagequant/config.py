@@ -61,6 +61,7 @@ class ImagingConfig:
 @dataclass
 class TesseractConfig:
     psm: int = 11
+    extra_psm: list[int] = field(default_factory=list)
     oem: int = 1
     lang: str = "eng"
     extra_args: str = ""
@@ -167,6 +168,8 @@ class Config:
             (self.fetch.connect_timeout_s > 0 and self.fetch.read_timeout_s > 0, "fetch timeouts must be positive"),
             (self.imaging.max_pixels > 0, "imaging.max_pixels must be positive"),
             (self.ocr.timeout_s > 0, "ocr.timeout_s must be positive"),
+            (0 <= self.ocr.tesseract.psm <= 13 and all(0 <= p <= 13 for p in self.ocr.tesseract.extra_psm),
+             "ocr.tesseract.psm and extra_psm must be page segmentation modes 0-13"),
             (self.ocr.rapidocr.threads >= 1, "ocr.rapidocr.threads must be >= 1"),
             (self.ocr.rapidocr.det_max_side == 0 or self.ocr.rapidocr.det_max_side >= 320,
              "ocr.rapidocr.det_max_side must be 0 (full size) or >= 320"),

@@ -463,6 +463,7 @@ class TesseractEngine(_PassEngine):
         # passed through untouched when set; nothing else is added.
         os.environ["OMP_THREAD_LIMIT"] = str(max(1, tc.thread_limit))
         self._args = f"--psm {tc.psm} --oem {tc.oem} {tc.extra_args}".strip()
+        self._extra_args = [f"--psm {psm} --oem {tc.oem} {tc.extra_args}".strip() for psm in tc.extra_psm]
         self._region_args = f"--psm 6 --oem {tc.oem} {tc.extra_args}".strip()
         self._lang = tc.lang
 
@@ -506,6 +507,8 @@ class TesseractEngine(_PassEngine):
             img, self.imaging.ocr_min_side, self.imaging.ocr_max_side, self.tuning.max_upscale
         )
         tokens = self._run(prepared, self._args, deadline)
+        for args in self._extra_args:
+            tokens = merge_tokens(tokens, self._run(prepared, args, deadline))
         if scale != 1.0:
             scaled = []
             for t in tokens:

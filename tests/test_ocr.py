@@ -108,6 +108,16 @@ def test_tesseract_reads_values_with_sane_boxes() -> None:
 
 
 @needs_tesseract
+def test_tesseract_extra_page_segmentation_merged_without_duplicates() -> None:
+    img, boxes = _label_image()
+    cfg = _cfg("tesseract", tesseract=dataclasses.replace(OcrConfig().tesseract, extra_psm=[6]))
+    tokens = get_engine(cfg, IMAGING, FAST).read(img)
+    _check_label_tokens(tokens, boxes)
+    assert len(_find(tokens, r"^500g$")) == 1
+    assert len(_find(tokens, r"^12V$")) == 1
+
+
+@needs_tesseract
 def test_tesseract_boxes_map_back_from_upscaled_image() -> None:
     # A small image is enlarged before Tesseract; boxes must come back in the original's pixels.
     img, boxes = _label_image()
@@ -131,6 +141,19 @@ def test_rapidocr_reads_values_with_sane_boxes() -> None:
     line = [t for t in tokens if t.line == _find(tokens, r"^500g$")[0].line]
     assert [t.text for t in sorted(line, key=lambda t: t.word)] == ["Net", "Wt", "500g"]
     assert [t.left for t in sorted(line, key=lambda t: t.word)] == sorted(t.left for t in line)
+
+
+@needs_rapidocr
+def test_rapidocr_memory_arena_setting_reaches_its_sessions() -> None:
+    # The arena changes only where buffers live: both settings read the same words.
+    img, boxes = _label_image()
+    texts = {}
+    for arena in (True, False):
+        cfg = _cfg("rapidocr", rapidocr=dataclasses.replace(OcrConfig().rapidocr, memory_arena=arena))
+        engine = get_engine(cfg, IMAGING, FAST)
+        assert all(s.get_session_options().enable_cpu_mem_arena is arena for s in engine._sessions)
+        texts[arena] = [t.text for t in engine.read(img)]
+    assert texts[True] == texts[False]
 
 
 @needs_rapidocr
@@ -392,3 +415,7 @@ def test_rapidocr_section_keys_set_the_engine_tuning() -> None:
     assert load_config(overrides=["ocr.rapidocr.det_max_side=0"]).ocr.rapidocr.det_max_side == 0  # full size
     with pytest.raises(ConfigError, match="det_max_side"):
         load_config(overrides=["ocr.rapidocr.det_max_side=100"])
+    assert load_config(overrides=["ocr.tesseract.extra_psm=[3, 6]"]).ocr.tesseract.extra_psm == [3, 6]
+    with pytest.raises(ConfigError, match="extra_psm"):
+        load_config(overrides=["ocr.tesseract.extra_psm=[14]"])
+    assert load_config(overrides=["ocr.rapidocr.memory_arena=false"]).ocr.rapidocr.memory_arena is False
