@@ -70,6 +70,12 @@ class Candidate:
     dual_secondary: bool = False  # ... or was printed earlier in another unit (this is the conversion)
     unit_inferred: bool = False  # no unit was printed: a bare number read in the entity's usual unit
     leading_zero: bool = False  # printed as "06" / "0250": an integer with a leading zero (often an OCR slip)
+    # --- where it stands among the image's candidates (a drawing prints width, depth and height apart) ---
+    size_order: float = 0.0  # 0 = the largest distinct quantity of the image .. 1 = the smallest
+    lowest: bool = False  # no other candidate's centre lies lower in the image
+    highest: bool = False
+    leftmost: bool = False
+    rightmost: bool = False
 
 
 # --- token geometry ------------------------------------------------------------------------------------
@@ -558,6 +564,7 @@ def extract_candidates(
     for rank, c in enumerate(out):
         c.rank = rank
         c.n_candidates = len(out)
+    _place_among_others(out)
     # compare each candidate only with those within 6% in base units (the widest same_quantity tolerance)
     by_base = sorted(out, key=lambda o: o.base_value)
     bases = [o.base_value for o in by_base]
@@ -573,6 +580,19 @@ def extract_candidates(
         c.dual_primary = any(o.rank > c.rank for o in converted)
         c.dual_secondary = any(o.rank < c.rank for o in converted)
     return out
+
+
+def _place_among_others(cands: list[Candidate]) -> None:
+    """Sets each candidate's size order and whether it is the lowest / highest / leftmost / rightmost one."""
+    if not cands:
+        return
+    sizes = sorted({round(c.base_value, 9) for c in cands}, reverse=True)
+    span = max(1, len(sizes) - 1)
+    ys, xs = [c.rel_y for c in cands], [c.rel_x for c in cands]
+    for c in cands:
+        c.size_order = sizes.index(round(c.base_value, 9)) / span
+        c.lowest, c.highest = c.rel_y >= max(ys), c.rel_y <= min(ys)
+        c.leftmost, c.rightmost = c.rel_x <= min(xs), c.rel_x >= max(xs)
 
 
 @dataclass
@@ -785,7 +805,7 @@ def _line_above(ctx: _Context, li: int, span: list[int]) -> _Line | None:
 
 _UNIT_INDEX = {u: i for i, u in enumerate(ALL_UNITS)}
 _DIM_LETTERS = ("w", "h", "d", "l")
-_SCALAR_FEATURES = 30 + len(_DIM_LETTERS)
+_SCALAR_FEATURES = 37 + len(_DIM_LETTERS)
 CANDIDATE_FEATURE_DIM = _SCALAR_FEATURES + len(ALL_UNITS)
 
 
@@ -830,6 +850,13 @@ def candidate_features(c: Candidate) -> list[float]:
         float(c.rank == 0),
         clip(math.log2(max(c.n_candidates, 1)) / 5.0),
         *(1.0 if c.dim_letter == letter else 0.0 for letter in _DIM_LETTERS),
+        c.size_order,
+        float(c.size_order == 0.0),
+        float(c.size_order == 1.0 and c.n_candidates > 1),
+        float(c.lowest),
+        float(c.highest),
+        float(c.leftmost),
+        float(c.rightmost),
     ]
     assert len(feats) == _SCALAR_FEATURES
     unit_hot = [0.0] * len(ALL_UNITS)

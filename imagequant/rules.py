@@ -127,7 +127,8 @@ def score_candidate(c: Candidate, entity: str, prior_weight: float = 0.7) -> flo
         s -= 2.0
 
     # prominent text is the headline quantity; log so a 3x taller number does not drown other evidence
-    s += 1.2 * math.log(min(max(c.rel_height, 0.2), 8.0))
+    # (dimensions less: a drawing prints its measures in one size, or the longest one largest)
+    s += (0.6 if entity in _DIMENSIONS else 1.2) * math.log(min(max(c.rel_height, 0.2), 8.0))
     if c.keyword:
         s += 1.5 if c.keyword_same_line else 1.0
     s += 0.7 * math.log(min(c.recurrence, 6))
@@ -158,8 +159,9 @@ def score_candidate(c: Candidate, entity: str, prior_weight: float = 0.7) -> flo
             s += 1.5 if _DIM_LETTER_ENTITY[c.dim_letter] == entity else -1.0
         else:
             s += _position_bonus(c, entity)
-        if entity == "height" and c.angle % 180 == 90:
-            s += 0.5  # rotated text along a vertical edge usually measures height
+        if c.angle % 180 == 90:
+            # rotated text along a vertical edge measures a height, almost never a width or depth
+            s += 0.5 if entity == "height" else -1.0
     elif c.xgroup_pos >= 0 and c.xgroup_pos < c.xgroup_len - 1:
         s -= 0.5  # "2 x 500g": the count, not the quantity
     return s

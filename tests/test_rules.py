@@ -66,6 +66,22 @@ def test_dimension_letters_and_positions() -> None:
     assert pick(group, "depth") == (20.0, "centimetre")
 
 
+def test_dimension_drawing_vertical_label_is_the_height() -> None:
+    # A drawing: "15 cm" under the box, a large "144 cm" printed along its right edge (read rotated).
+    width = line(["15", "cm"], y=800, h=30, line_no=0, x=300)
+    tall = [
+        OcrToken("144", 90.0, 850, 300, 60, 130, 1, 1, 0, angle=90),
+        OcrToken("cm", 90.0, 850, 440, 60, 80, 1, 1, 1, angle=90),
+    ]
+    assert pick(width + tall, "width") == (15.0, "centimetre")
+    assert pick(width + tall, "height") == (144.0, "centimetre")
+    cands = extract_candidates(width + tall, "width", IMAGE)
+    by_value = {c.value: c for c in cands}
+    assert by_value[144.0].size_order == 0.0 and by_value[15.0].size_order == 1.0
+    assert by_value[15.0].lowest and by_value[15.0].leftmost and not by_value[15.0].highest
+    assert by_value[144.0].rightmost and by_value[144.0].highest
+
+
 def test_implausible_values_lose() -> None:
     # 0.2 kV is printed as 200 V; 5000 t is no product weight
     tokens = line(["0.2kV"], y=50, line_no=0) + line(["12V"], y=300, line_no=1)
