@@ -2,7 +2,7 @@
 per worker (tesserocr), same settings and passes, same images; and the effect of the OCR image size
 (imaging.ocr_min_side / ocr_max_side) on time and on candidate recall.
 
-    .venv/bin/python bench/ocr_cost.py   # BENCH_OCR_IMAGES=100 BENCH_OCR_SIZE_IMAGES=40 BENCH_WORKERS=2
+    .venv/bin/python bench/ocr_cost.py   # BENCH_OCR_IMAGES=100 BENCH_OCR_SIZE_IMAGES=30 BENCH_WORKERS=2
                                          # BENCH_OCR_SIZES=700:1600,1300:3000 (min_side:max_side)
 
 Candidate recall: the share of labeled rows whose label (value and unit) is among the candidates that
@@ -79,7 +79,7 @@ def same_tokens(a: list[OcrRun], b: list[OcrRun]) -> float:
 
 def main() -> int:
     n = env_int("BENCH_OCR_IMAGES", 100)
-    n_sizes = env_int("BENCH_OCR_SIZE_IMAGES", 40)
+    n_sizes = env_int("BENCH_OCR_SIZE_IMAGES", 30)
     workers = env_int("BENCH_WORKERS", 2)
     raw_sizes = env_str("BENCH_OCR_SIZES", "700:1600,1300:3000")  # "none" skips the size study
     sizes = [tuple(int(x) for x in s.split(":")) for s in raw_sizes.split(",") if s and raw_sizes != "none"]
