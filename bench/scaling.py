@@ -208,8 +208,12 @@ def main() -> int:
         # Per-image work done under concurrency against the loop's: >1 means the cores slowed each other.
         # For local[1] (one task, like the loop) it is a check on the machine: the host's own load shows as
         # slower images in one run than in the other, and then the throughput ratio is off by as much.
-        loop_ocr = (loop["work_seconds"]["seconds_ocr"] if master == "local[2]"
-                    else sum(b.get("seconds_ocr", 0.0) for b in loop["batches"][: n1 // batch]) if exact else 0.0)
+        if master == "local[2]":
+            loop_ocr = loop["work_seconds"]["seconds_ocr"]
+        elif exact:  # the loop's first batches are exactly local[1]'s images
+            loop_ocr = sum(b.get("seconds_ocr", 0.0) for b in loop["batches"][: n1 // batch])
+        else:
+            loop_ocr = 0.0
         if loop_ocr:
             inflation = r["work_seconds"]["seconds_ocr"] / loop_ocr
             result.add("scaling", f"OCR seconds summed over images, {master} / loop", inflation, "x",

@@ -587,12 +587,13 @@ def _place_among_others(cands: list[Candidate]) -> None:
     if not cands:
         return
     sizes = sorted({round(c.base_value, 9) for c in cands}, reverse=True)
-    span = max(1, len(sizes) - 1)
-    ys, xs = [c.rel_y for c in cands], [c.rel_x for c in cands]
+    order = {size: i / max(1, len(sizes) - 1) for i, size in enumerate(sizes)}
+    top, bottom = min(c.rel_y for c in cands), max(c.rel_y for c in cands)
+    left, right = min(c.rel_x for c in cands), max(c.rel_x for c in cands)
     for c in cands:
-        c.size_order = sizes.index(round(c.base_value, 9)) / span
-        c.lowest, c.highest = c.rel_y >= max(ys), c.rel_y <= min(ys)
-        c.leftmost, c.rightmost = c.rel_x <= min(xs), c.rel_x >= max(xs)
+        c.size_order = order[round(c.base_value, 9)]
+        c.lowest, c.highest = c.rel_y >= bottom, c.rel_y <= top
+        c.leftmost, c.rightmost = c.rel_x <= left, c.rel_x >= right
 
 
 @dataclass
