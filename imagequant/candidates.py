@@ -76,6 +76,10 @@ class Candidate:
     highest: bool = False
     leftmost: bool = False
     rightmost: bool = False
+    # a drawing's bottom row of labels (width below the object, depth to its right) and the side labels
+    row_left: bool = False  # leftmost of a bottom row that holds labels apart from each other
+    row_right: bool = False  # rightmost of such a row
+    beside_row: bool = False  # above the bottom row and outside its horizontal extent (a height on a side)
 
 
 # --- token geometry ------------------------------------------------------------------------------------
@@ -365,8 +369,7 @@ def _unit_at(s: str, pos: int) -> re.Match[str] | None:
     if alias in _SYMBOL_UNITS and m.group("sep"):
         return None  # a quote mark after a space is punctuation, not an inch sign
     if (
-        alias_key(alias) in _UNIT_SLIPS
-        and re.search(r"(?<![A-Za-z])[oO0][2zZ]$", alias)  # the "02" / "0z" / "o2" slips, not "fOZ"
+        alias_key(alias) in ("02", "0z", "o2")  # the bare slips, not "fOZ" or "FL. 0Z"
         and (re.match(r"[0-9]", s[m.end() :]) or not m.group("sep"))
     ):
         return None  # "3.5 02" is a misread "3.5 oz"; "3.502" or "02 5" are numbers
@@ -565,13 +568,14 @@ def extract_candidates(
         c.rank = rank
         c.n_candidates = len(out)
     _place_among_others(out)
-    # compare each candidate only with those within 6% in base units (the widest same_quantity tolerance)
+    # compare each candidate only with those that same_quantity's widest tolerance can reach
     by_base = sorted(out, key=lambda o: o.base_value)
     bases = [o.base_value for o in by_base]
     steps = {id(o): _half_step(o.value) for o in out}
+    reach = 1.0 / (1.0 - _MAX_ROUNDING_GAP)
     for c in out:
-        lo = bisect.bisect_left(bases, c.base_value / 1.06)
-        hi = bisect.bisect_right(bases, c.base_value * 1.06)
+        lo = bisect.bisect_left(bases, c.base_value / reach)
+        hi = bisect.bisect_right(bases, c.base_value * reach)
         same = [o for o in by_base[lo:hi] if same_quantity(c, o, steps[id(c)], steps[id(o)])]
         same.sort(key=lambda o: o.rank)
         c.recurrence = len(same)
@@ -582,18 +586,35 @@ def extract_candidates(
     return out
 
 
+# Centres within this share of the image height of the lowest one form the bottom row of a drawing; two
+# labels of that row are apart when their centres differ by this share of the image width.
+_ROW_BAND = 0.1
+_ROW_APART = 0.15
+
+
 def _place_among_others(cands: list[Candidate]) -> None:
-    """Sets each candidate's size order and whether it is the lowest / highest / leftmost / rightmost one."""
+    """Sets each candidate's size order, whether it is the lowest / highest / leftmost / rightmost one, and
+    its place in a drawing's layout: dimension drawings print the width under the object, the depth to
+    the right of it along the receding edge, and the height beside the object, above that row."""
     if not cands:
         return
     sizes = sorted({round(c.base_value, 9) for c in cands}, reverse=True)
     order = {size: i / max(1, len(sizes) - 1) for i, size in enumerate(sizes)}
     top, bottom = min(c.rel_y for c in cands), max(c.rel_y for c in cands)
     left, right = min(c.rel_x for c in cands), max(c.rel_x for c in cands)
+    row = [c for c in cands if c.rel_y >= bottom - _ROW_BAND]
+    row_lo, row_hi = min(c.rel_x for c in row), max(c.rel_x for c in row)
+    row_x0, row_x1 = min(c.left for c in row), max(c.left + c.width for c in row)
+    apart = row_hi - row_lo >= _ROW_APART
     for c in cands:
         c.size_order = order[round(c.base_value, 9)]
         c.lowest, c.highest = c.rel_y >= bottom, c.rel_y <= top
         c.leftmost, c.rightmost = c.rel_x <= left, c.rel_x >= right
+        in_row = c.rel_y >= bottom - _ROW_BAND
+        c.row_left = in_row and apart and c.rel_x < row_lo + _ROW_APART / 2
+        c.row_right = in_row and apart and c.rel_x > row_hi - _ROW_APART / 2
+        centre = c.left + c.width / 2
+        c.beside_row = not in_row and not row_x0 <= centre <= row_x1
 
 
 @dataclass
@@ -764,19 +785,24 @@ def _half_step(value: float) -> float:
     return 0.5 * 10.0**-decimals
 
 
+# The widest gap (share of the larger) that rounding may open between one quantity printed in two units:
+# a short conversion is coarse ("11 mm / 0.4 in" is 8% apart), and a wider gap is two quantities.
+_MAX_ROUNDING_GAP = 0.10
+
+
 def same_quantity(
     a: Candidate, b: Candidate, step_a: float | None = None, step_b: float | None = None
 ) -> bool:
     """Do two candidates state the same quantity? Same unit: equal numbers. Different units: equal in
-    base units up to the rounding of the printed numbers (13 cm ~ 5.3 in), at most 5% apart.
-    ``step_a``/``step_b`` are the precomputed :func:`_half_step` of their values."""
+    base units up to the rounding of the printed numbers (13 cm ~ 5.3 in, 11 mm ~ 0.4 in), at most 10%
+    apart. ``step_a``/``step_b`` are the precomputed :func:`_half_step` of their values."""
     if a.unit == b.unit:
         return math.isclose(a.value, b.value, rel_tol=1e-9)
     step_a = _half_step(a.value) if step_a is None else step_a
     step_b = _half_step(b.value) if step_b is None else step_b
     big = max(abs(a.base_value), abs(b.base_value))
     rounding = step_a * UNIT_FACTOR[a.unit] + step_b * UNIT_FACTOR[b.unit]
-    tol = max(0.015 * big, min(rounding, 0.05 * big))
+    tol = max(0.015 * big, min(rounding, _MAX_ROUNDING_GAP * big))
     return abs(a.base_value - b.base_value) <= tol
 
 
@@ -806,7 +832,7 @@ def _line_above(ctx: _Context, li: int, span: list[int]) -> _Line | None:
 
 _UNIT_INDEX = {u: i for i, u in enumerate(ALL_UNITS)}
 _DIM_LETTERS = ("w", "h", "d", "l")
-_SCALAR_FEATURES = 37 + len(_DIM_LETTERS)
+_SCALAR_FEATURES = 40 + len(_DIM_LETTERS)
 CANDIDATE_FEATURE_DIM = _SCALAR_FEATURES + len(ALL_UNITS)
 
 
@@ -858,6 +884,9 @@ def candidate_features(c: Candidate) -> list[float]:
         float(c.highest),
         float(c.leftmost),
         float(c.rightmost),
+        float(c.row_left),
+        float(c.row_right),
+        float(c.beside_row),
     ]
     assert len(feats) == _SCALAR_FEATURES
     unit_hot = [0.0] * len(ALL_UNITS)

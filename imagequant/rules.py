@@ -111,6 +111,15 @@ def _position_bonus(c: Candidate, entity: str) -> float:
     return -0.1
 
 
+def _drawing_bonus(c: Candidate, entity: str) -> float:
+    """Where a drawing puts each measure: the width under the object (left of the bottom row), the depth
+    along the receding edge (right of that row), the height beside the object, above the row."""
+    if entity == "height":
+        return 0.6 if c.beside_row else (-0.6 if c.row_left or c.row_right else 0.0)
+    own, other = (c.row_left, c.row_right) if entity == "width" else (c.row_right, c.row_left)
+    return 0.6 if own else (-0.6 if other or c.beside_row else 0.0)
+
+
 def score_candidate(c: Candidate, entity: str, prior_weight: float = 0.7) -> float:
     """Evidence that ``c`` is the row's answer (higher is better; about -10..+10)."""
     if c.unit not in ENTITY_UNITS.get(entity, ()) or not c.value > 0 or not math.isfinite(c.value):
@@ -157,8 +166,10 @@ def score_candidate(c: Candidate, entity: str, prior_weight: float = 0.7) -> flo
     if entity in _DIMENSIONS:
         if c.dim_letter:
             s += 1.5 if _DIM_LETTER_ENTITY[c.dim_letter] == entity else -1.0
-        else:
+        elif c.xgroup_pos >= 0:
             s += _position_bonus(c, entity)
+        else:
+            s += _drawing_bonus(c, entity)
         if c.angle % 180 == 90:
             # rotated text along a vertical edge measures a height, almost never a width or depth
             s += 0.5 if entity == "height" else -1.0

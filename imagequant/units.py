@@ -167,7 +167,7 @@ _ALIAS_GROUPS: dict[str, tuple[str, ...]] = {
     "centilitre": ("cl", "centilitre", "centiliter", "centilitres", "centiliters"),
     "decilitre": ("dl", "decilitre", "deciliter", "decilitres", "deciliters"),
     "litre": ("l", "lt", "ltr", "ltrs", "lts", "litre", "liter", "litres", "liters", "litro", "litros"),
-    "fluid ounce": ("fl oz", "floz", "fl ozs", "fluid ounce", "fluid ounces", "fl ounce", "fl ounces"),
+    "fluid ounce": ("fl oz", "floz", "fl ozs", "f oz", "fluid ounce", "fluid ounces", "fl ounce", "fl ounces"),
     "gallon": ("gal", "gals", "gallon", "gallons"),
     "imperial gallon": ("imperial gallon", "imperial gallons", "imp gal"),
     "pint": ("pt", "pts", "pint", "pints"),
@@ -183,6 +183,12 @@ UNIT_ALIASES: dict[str, str] = {}
 for _unit, _aliases in _ALIAS_GROUPS.items():
     for _alias in (*_aliases, _unit):
         UNIT_ALIASES[_alias] = _unit
+# Multi-word spellings with the spaces lost, as OCR and tight print give them ("80cubicinches", "FLOZ"):
+# only spellings that name one unit whichever way they are spaced.
+_COMPACT_ALIASES: dict[str, str] = {}
+for _alias, _unit in UNIT_ALIASES.items():
+    _COMPACT_ALIASES.setdefault(_alias.replace(" ", ""), _unit)
+    assert _COMPACT_ALIASES[_alias.replace(" ", "")] == _unit, _alias
 
 _SPACES = re.compile(r"\s+")
 
@@ -203,7 +209,8 @@ def normalize_unit(text: str, entity: str | None = None) -> str | None:
     if raw in _CASE_SENSITIVE:
         unit = _CASE_SENSITIVE[raw]
     else:
-        unit = UNIT_ALIASES.get(alias_key(raw))
+        key = alias_key(raw)
+        unit = UNIT_ALIASES.get(key) or _COMPACT_ALIASES.get(key.replace(" ", ""))
         if unit is None and raw in UNIT_ALIASES:  # symbols such as '"' that alias_key keeps as they are
             unit = UNIT_ALIASES[raw]
     if unit is None:

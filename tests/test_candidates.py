@@ -107,6 +107,10 @@ def found(words: list[str], entity: str) -> list[tuple[float, str]]:
         (["200", "mI", "KOCHENDES"], "item_volume", [(200.0, "millilitre")]),  # l read as I
         (["Net", "128fOZ(1GAL)"], "item_volume", [(128.0, "fluid ounce"), (1.0, "gallon")]),  # "fl" lost its l
         (["5", "min"], "item_volume", []),
+        (["80cubicinches"], "item_volume", [(80.0, "cubic inch")]),  # a two-word unit printed without its space
+        (["Contents:", "16", "f.oz"], "item_volume", [(16.0, "fluid ounce")]),
+        (["59,1FL.", "0Z(1748ml.)"], "item_volume", [(59.1, "fluid ounce"), (1748.0, "millilitre")]),  # O read as 0
+        (["3.502"], "item_weight", []),  # a bare "02" glued to digits stays a number
     ],
 )
 def test_tricky_strings(words: list[str], entity: str, expected: list[tuple[float, str]]) -> None:
@@ -291,6 +295,9 @@ def test_same_quantity_rounding() -> None:
     assert not same_quantity(cand(1, "kilogram", 1000), cand(1.4, "kilogram", 1400))
     assert not same_quantity(cand(1, "pound", 453.6), cand(300, "gram", 300))  # "1" is not +-50%
     assert same_quantity(cand(1, "pound", 453.6), cand(454, "gram", 454))
+    # a short conversion printed to one decimal is coarse: 11 mm = 0.433 in, printed "0.4 in" (8% apart)
+    assert same_quantity(cand(11, "millimetre", 0.011), cand(0.4, "inch", 0.01016))
+    assert not same_quantity(cand(11, "millimetre", 0.011), cand(0.3, "inch", 0.00762))
 
 
 def test_candidate_features_fixed_length_and_bounded() -> None:

@@ -82,6 +82,25 @@ def test_dimension_drawing_vertical_label_is_the_height() -> None:
     assert by_value[144.0].rightmost and by_value[144.0].highest
 
 
+def test_dimension_drawing_bottom_row_and_side_labels() -> None:
+    # A box drawing: "2 in" under the front face, "36 in" along the receding edge to its right (same row,
+    # larger print), "18.4 in" beside the box higher up. No letters say which is which.
+    tokens = (
+        line(["18.4inches"], y=500, h=38, line_no=0, x=40)
+        + line(["36IN"], y=740, h=36, line_no=1, x=700)
+        + line(["2in"], y=750, h=22, line_no=2, x=430)
+    )
+    assert pick(tokens, "width") == (2.0, "inch")
+    assert pick(tokens, "depth") == (36.0, "inch")
+    assert pick(tokens, "height") == (18.4, "inch")
+    by_value = {c.value: c for c in extract_candidates(tokens, "width", IMAGE)}
+    assert by_value[2.0].row_left and not by_value[2.0].row_right
+    assert by_value[36.0].row_right and by_value[18.4].beside_row
+    # a table prints its values in one column: nothing there is beside the bottom row
+    table = line(["10", "cm"], y=300, line_no=0, x=600) + line(["20", "cm"], y=400, line_no=1, x=600)
+    assert not any(c.beside_row or c.row_left for c in extract_candidates(table, "height", IMAGE))
+
+
 def test_implausible_values_lose() -> None:
     # 0.2 kV is printed as 200 V; 5000 t is no product weight
     tokens = line(["0.2kV"], y=50, line_no=0) + line(["12V"], y=300, line_no=1)
