@@ -52,6 +52,8 @@ class Candidate:
     rank: int = 0  # order of appearance among the image's candidates for this entity
     # --- added evidence (defaults keep the original constructor working) ---
     keyword_same_line: bool = False  # the keyword is on the candidate's own line (not the line above)
+    keyword_row: bool = False  # the keyword labels its row from the left, as in a specification table
+    keyword_other: bool = False  # the words before it name a neighbouring entity ("Weight capacity" for a weight)
     range_low: bool = False  # lower end of "100-240V" or first of "110/220V"
     range_high: bool = False  # upper end of such a range / dual value
     xgroup_pos: int = -1  # position in a "30 x 20 x 10 cm" group, -1 when not in one
@@ -307,6 +309,12 @@ _KEYWORDS: dict[str, str] = {
     "depth": r"depth|deep|d|length|long|l|thickness|thick|size|dimensions?|dims?|measures?",
 }
 _KEYWORD_RES = {e: re.compile(rf"(?<![a-z])(?:{p})(?![a-z])") for e, p in _KEYWORDS.items()}
+# Words that name a neighbouring entity whose keywords overlap this one's: "Weight capacity 6 kg" is a
+# load, not the item's weight; "Item weight 3 kg" on a shelf is not its load.
+_COMPETING_KEYWORD_RES = {
+    "item_weight": re.compile(r"(?<![a-z])(?:capacity|max(?:imum)?|load|supports?|holds?|bearing)(?![a-z])"),
+    "maximum_weight_recommendation": re.compile(r"(?<![a-z])(?:item|net|product)\s*w(?:eigh)?t(?![a-z])"),
+}
 
 
 @dataclass
@@ -720,11 +728,17 @@ def _make_candidate(
     bottom = max(t.top + t.height for t in box)
     cand_h = max(_frame_h(t) for t in box)
     kw_re = _KEYWORD_RES[ctx.entity]
-    same_line_kw = bool(kw_re.search(_keyword_context(line, m.num_start)))
+    context = _keyword_context(line, m.num_start)
+    same_line_kw = bool(kw_re.search(context))
     above_kw = False
     above = _line_above(ctx, li, span_toks) if not same_line_kw or m.xgroup_pos >= 0 else None
     if not same_line_kw:
         above_kw = above is not None and bool(kw_re.search(above.raw.lower()))
+    row_label = _row_label(ctx, li, span_toks)
+    label_text = row_label.raw.lower() if row_label is not None else ""
+    row_kw = bool(label_text) and bool(kw_re.search(label_text))
+    competing = _COMPETING_KEYWORD_RES.get(ctx.entity)
+    other_kw = competing is not None and bool(competing.search(f"{label_text} {context}"))
     letter_match = _DIM_LETTER_RE.search(line.raw[max(0, m.num_start - 4) : m.num_start])
     letter = letter_match.group(1).lower() if letter_match else ""
     if m.xgroup_pos >= 0:
@@ -757,7 +771,9 @@ def _make_candidate(
         rel_x=min(1.0, max(0.0, (left + right) / 2 / ctx.img_w)),
         rel_y=min(1.0, max(0.0, (top + bottom) / 2 / ctx.img_h)),
         conf=min(1.0, max(0.0, statistics.fmean(max(0.0, t.conf) for t in box) / 100.0)),
-        keyword=same_line_kw or above_kw,
+        keyword=same_line_kw or above_kw or row_kw,
+        keyword_row=row_kw,
+        keyword_other=other_kw,
         unit_explicit=not inferred and m.unit_text.strip() not in _SYMBOL_UNITS,
         keyword_same_line=same_line_kw,
         range_low=m.range_low,
@@ -828,11 +844,29 @@ def _line_above(ctx: _Context, li: int, span: list[int]) -> _Line | None:
     return best
 
 
+def _row_label(ctx: _Context, li: int, span: list[int]) -> _Line | None:
+    """The line labelling the mention's row from the left (a table's name cell): the nearest line of the
+    same pass that ends left of it, its centre at most 1.5 line heights above or below (cells are often
+    aligned to their tops, not their centres)."""
+    boxes = [_frame_box(ctx.tokens[i]) for i in span]
+    x0, y0, y1 = min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[3] for b in boxes)
+    h, cy = y1 - y0, (y0 + y1) / 2
+    angle = ctx.tokens[span[0]].angle % 360
+    best, best_dist = None, math.inf
+    for lj, (o_angle, _ox0, oy0, ox1, oy1) in enumerate(ctx.line_boxes):
+        if lj == li or o_angle != angle or ox1 > x0 + 0.2 * h:
+            continue
+        dist = abs((oy0 + oy1) / 2 - cy)
+        if dist <= 1.5 * max(h, oy1 - oy0) and dist < best_dist:
+            best, best_dist = ctx.lines[lj], dist
+    return best
+
+
 # --- features for the learned scorer -----------------------------------------------------------------
 
 _UNIT_INDEX = {u: i for i, u in enumerate(ALL_UNITS)}
 _DIM_LETTERS = ("w", "h", "d", "l")
-_SCALAR_FEATURES = 40 + len(_DIM_LETTERS)
+_SCALAR_FEATURES = 42 + len(_DIM_LETTERS)
 CANDIDATE_FEATURE_DIM = _SCALAR_FEATURES + len(ALL_UNITS)
 
 
@@ -887,6 +921,8 @@ def candidate_features(c: Candidate) -> list[float]:
         float(c.row_left),
         float(c.row_right),
         float(c.beside_row),
+        float(c.keyword_row),
+        float(c.keyword_other),
     ]
     assert len(feats) == _SCALAR_FEATURES
     unit_hot = [0.0] * len(ALL_UNITS)

@@ -74,6 +74,7 @@ class RapidOcrConfig:
     text_score: float = 0.3
     use_angle_cls: bool = True
     det_max_side: int = 1280
+    det_upscale: float = 1.0
     min_side: int = 0
     memory_arena: bool = True
 
@@ -174,6 +175,7 @@ class Config:
             (self.ocr.rapidocr.det_max_side == 0 or self.ocr.rapidocr.det_max_side >= 320,
              "ocr.rapidocr.det_max_side must be 0 (full size) or >= 320"),
             (self.ocr.rapidocr.min_side >= 0, "ocr.rapidocr.min_side must be >= 0"),
+            (1.0 <= self.ocr.rapidocr.det_upscale <= 4.0, "ocr.rapidocr.det_upscale must be between 1 and 4"),
             (0.0 < self.train.val_fraction < 1.0, "train.val_fraction must be between 0 and 1"),
             (self.train.loader in ("petastorm", "pyarrow"), "train.loader must be petastorm or pyarrow"),
             (self.model.kind in ("hybrid", "no_lstm", "no_cnn"), "model.kind must be hybrid, no_lstm or no_cnn"),

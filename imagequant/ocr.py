@@ -109,6 +109,7 @@ class OcrTuning:
     tess_preprocess: str = "gray"  # none | gray | autocontrast: what Tesseract is given
     rapid_det_max_side: int = 1280  # the detector sees at most this long side; recognition uses full resolution
     rapid_min_side: int = 0  # enlarge images whose short side is smaller before RapidOCR (0: never)
+    rapid_det_upscale: float = 1.0  # the detector may see a small image enlarged up to this factor
     rapid_rotated_pass: bool = False  # RapidOCR already reads vertical lines (tall boxes are turned)
     rotated_angles: tuple[int, ...] = (90, 270)
     second_pass_max_regions: int = 4
@@ -686,8 +687,8 @@ def _rapid_models(threads: int, use_cls: bool, memory_arena: bool) -> _RapidMode
 class RapidOcrEngine(_PassEngine):
     """RapidOCR (PP-OCRv4 det + cls + rec on onnxruntime), split into word tokens.
 
-    Detection runs on a copy reduced to ``rapid_det_max_side`` (its cost grows with area); recognition crops
-    the lines from the full-resolution image so small print keeps its detail.
+    Detection runs on a copy scaled to ``rapid_det_max_side`` (reduced: its cost grows with area; enlarged
+    up to ``rapid_det_upscale``: small print is found); recognition crops the lines from the original image.
     """
 
     name = "rapidocr"
@@ -757,11 +758,13 @@ class RapidOcrEngine(_PassEngine):
 
         ocr = self._ocr
         h, w = bgr.shape[:2]
-        det_scale = min(1.0, self.tuning.rapid_det_max_side / max(h, w)) if self.tuning.rapid_det_max_side else 1.0
+        det_max = self.tuning.rapid_det_max_side
+        det_scale = min(max(1.0, self.tuning.rapid_det_upscale), det_max / max(h, w)) if det_max else 1.0
         det_img = bgr
-        if det_scale < 1.0:
+        if det_scale != 1.0:
             det_img = cv2.resize(
-                bgr, (max(1, round(w * det_scale)), max(1, round(h * det_scale))), interpolation=cv2.INTER_AREA
+                bgr, (max(1, round(w * det_scale)), max(1, round(h * det_scale))),
+                interpolation=cv2.INTER_AREA if det_scale < 1.0 else cv2.INTER_CUBIC,
             )
         with self._models.lock, self._watchdog(deadline):
             # Very flat or very short images get the letterbox RapidOCR itself would add.

@@ -139,7 +139,9 @@ def score_candidate(c: Candidate, entity: str, prior_weight: float = 0.7) -> flo
     # (dimensions less: a drawing prints its measures in one size, or the longest one largest)
     s += (0.6 if entity in _DIMENSIONS else 1.2) * math.log(min(max(c.rel_height, 0.2), 8.0))
     if c.keyword:
-        s += 1.5 if c.keyword_same_line else 1.0
+        s += 1.5 if c.keyword_same_line or c.keyword_row else 1.0
+    if c.keyword_other:
+        s -= 1.5  # "Weight capacity 6 kg" when the item weight is asked
     s += 0.7 * math.log(min(c.recurrence, 6))
     if c.unit_inferred:
         s -= 3.0  # a bare number is a guess (only emitted when the image has no unit mention at all)

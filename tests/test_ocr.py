@@ -144,6 +144,26 @@ def test_rapidocr_reads_values_with_sane_boxes() -> None:
 
 
 @needs_rapidocr
+def test_rapidocr_enlarged_detection_finds_small_print_in_image_pixels() -> None:
+    # 8 px print on a small image: at its own size the detector's box is too coarse to read the line
+    img = Image.new("RGB", (640, 480), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((60, 60), "KOSA Spot Light", fill="black", font=_font(40))
+    small_xy = (200, 200)
+    draw.text(small_xy, "Output power 2200 watts", fill="black", font=_font(8))
+    small_box = draw.textbbox(small_xy, "Output power 2200 watts", font=_font(8))
+    plain = get_engine(_cfg("rapidocr"), IMAGING, dataclasses.replace(FAST, rapid_det_upscale=1.0)).read(img)
+    enlarged = get_engine(_cfg("rapidocr"), IMAGING, dataclasses.replace(FAST, rapid_det_upscale=2.0)).read(img)
+    assert not _find(plain, r"^2200$"), [t.text for t in plain]
+    watts = _find(enlarged, r"^2200$")
+    assert watts and _inside(watts[0], small_box, slack=6), [(t.text, t.left, t.top) for t in enlarged]
+    # the large line keeps its boxes in the original image's pixels
+    label, boxes = _label_image()
+    _check_label_tokens(get_engine(_cfg("rapidocr"), IMAGING, dataclasses.replace(FAST, rapid_det_upscale=2.0))
+                        .read(label), boxes)
+
+
+@needs_rapidocr
 def test_rapidocr_memory_arena_setting_reaches_its_sessions() -> None:
     # The arena changes only where buffers live: both settings read the same words.
     img, boxes = _label_image()
@@ -413,8 +433,11 @@ def test_rapidocr_section_keys_set_the_engine_tuning() -> None:
     assert (tuning.rapid_det_max_side, tuning.rapid_min_side) == (960, 700)
     assert resolve_tuning(OcrConfig()).rapid_det_max_side == RapidOcrConfig().det_max_side
     assert load_config(overrides=["ocr.rapidocr.det_max_side=0"]).ocr.rapidocr.det_max_side == 0  # full size
+    assert resolve_tuning(OcrConfig(rapidocr=RapidOcrConfig(det_upscale=1.0))).rapid_det_upscale == 1.0
     with pytest.raises(ConfigError, match="det_max_side"):
         load_config(overrides=["ocr.rapidocr.det_max_side=100"])
+    with pytest.raises(ConfigError, match="det_upscale"):
+        load_config(overrides=["ocr.rapidocr.det_upscale=0.5"])
     assert load_config(overrides=["ocr.tesseract.extra_psm=[3, 6]"]).ocr.tesseract.extra_psm == [3, 6]
     with pytest.raises(ConfigError, match="extra_psm"):
         load_config(overrides=["ocr.tesseract.extra_psm=[14]"])

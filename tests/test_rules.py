@@ -101,6 +101,28 @@ def test_dimension_drawing_bottom_row_and_side_labels() -> None:
     assert not any(c.beside_row or c.row_left for c in extract_candidates(table, "height", IMAGE))
 
 
+def test_specification_table_row_labels_name_the_value() -> None:
+    # name | value rows: the name cell is a line of its own, left of the value and a little higher
+    table = (
+        line(["Power"], y=297, h=41, line_no=0, x=49)
+        + line(["1,000", "WATTS"], y=349, h=37, line_no=1, x=350)
+        + line(["Note"], y=430, h=80, line_no=2, x=43)
+        + line(["Replaces", "40W"], y=440, h=65, line_no=3, x=520)
+    )
+    assert pick(table, "wattage") == (1000.0, "watt")
+    by_value = {c.value: c for c in extract_candidates(table, "wattage", IMAGE)}
+    assert by_value[1000.0].keyword_row and not by_value[40.0].keyword_row
+    # "Weight capacity" names the load: the item weight is the row named "Item weight"
+    cart = (
+        line(["Weight", "capacity"], y=454, h=46, line_no=0, x=50)
+        + line(["6kilograms"], y=437, h=77, line_no=1, x=347)
+        + line(["Item", "weight"], y=662, h=45, line_no=2, x=46)
+        + line(["6oz"], y=658, h=44, line_no=3, x=343)
+    )
+    assert pick(cart, "item_weight") == (6.0, "ounce")
+    assert pick(cart, "maximum_weight_recommendation") == (6.0, "kilogram")
+
+
 def test_implausible_values_lose() -> None:
     # 0.2 kV is printed as 200 V; 5000 t is no product weight
     tokens = line(["0.2kV"], y=50, line_no=0) + line(["12V"], y=300, line_no=1)
