@@ -2,7 +2,8 @@
 
 The score is a sum of log-odds-like terms: the unit's share among the entity's labels (CHALLENGE.md),
 whether the value is plausible for the entity, text size, a nearby keyword, recurrence of the same
-quantity, and for dimensions the printed letter (W/H/D) or the position in an ``a x b x c`` group.
+quantity, and for dimensions the printed letter (W/H/D), the position in an ``a x b x c`` group or the
+place of the label in a drawing (width under the object, depth right of it, height beside it).
 :func:`choose` squashes the best score to 0..1 so it can be thresholded for abstaining.
 """
 
