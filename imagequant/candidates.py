@@ -5,6 +5,9 @@ characters inside numbers ("1O0"). So tokens are first grouped into visual lines
 numbers plus geometry), each line is joined into one string with a character -> token map, digit slips
 are repaired inside digit runs, and a small grammar finds ``NUM UNIT``, ranges (``100-240V``), dual
 values (``110/220V``), fractions (``1/2 in``) and dimension groups (``30 x 20 x 10 cm``) in it.
+Each candidate then carries its evidence: text size, keywords on its line, the line above or the table
+cell naming its row, recurrence and unit conversions of the same quantity, and its place among the
+image's other candidates (a drawing's bottom row of labels, the labels beside it).
 """
 
 from __future__ import annotations
