@@ -135,6 +135,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     unanswerable_weight: float = 1.0
     min_gain: float = 0.01
+    min_gain_z: float = 2.0
 
 
 @dataclass

@@ -44,6 +44,8 @@ TOKEN_FEATURE_DIM = 11
 # Logit given to padded candidate slots: exp() of it is exactly 0 in float32, and unlike -inf it never
 # produces NaN when a whole row is masked.
 MASKED_LOGIT = -1e4
+# Start value of the "no answer" logit: below every candidate's start logit (see CandidateScorer).
+NONE_START_LOGIT = -10.0
 
 WEIGHTS_FILE = "weights.pt"
 VOCAB_FILE = "vocab.json"
@@ -442,6 +444,10 @@ class CandidateScorer(nn.Module):
         nn.init.zeros_(self.candidate_mlp[3].bias)
         none_in = state_dim + p.entity_dim + cnn_out + 1
         self.none_mlp = nn.Sequential(nn.Linear(none_in, p.mlp_dim // 2), nn.ReLU(), nn.Linear(p.mlp_dim // 2, 1))
+        # Untrained, "no answer" loses to every candidate, as the rule baseline never abstains (candidate
+        # logits start within +-rule_weight * 1.5); training learns when to abstain.
+        nn.init.zeros_(self.none_mlp[2].weight)
+        nn.init.constant_(self.none_mlp[2].bias, NONE_START_LOGIT)
 
     def forward(
         self,

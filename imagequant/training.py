@@ -325,6 +325,7 @@ def fit_model(
         # has to beat that on the validation rows to be kept.
         preds, val_loss = _predict_encoded(model, val_enc, params)
         best_report = base_report = threshold_report(preds, labels)
+        best_preds = base_preds = preds
         best = (best_report["f1"], -val_loss)
         best_state = base_state = copy.deepcopy(model.state_dict())
         history.append({"epoch": 0, "train_loss": None, "val_loss": val_loss, "val_f1": best_report["f1"],
@@ -358,18 +359,40 @@ def fit_model(
             if key > best:
                 best, best_epoch, stale = key, epoch, 0
                 best_state = copy.deepcopy(model.state_dict())
-                best_report = report
+                best_report, best_preds = report, preds
             else:
                 stale += 1
                 if stale >= settings.patience:
                     break
-        if best_epoch and best_report["f1"] < base_report["f1"] + settings.min_gain:
-            # A gain this small on a few hundred validation rows is noise more often than not: keep the
+        if best_epoch and not _gain_is_shown(base_preds, base_report, best_preds, best_report, labels, settings):
+            # A small gain on a few hundred validation rows is noise more often than not: keep the
             # rule-equivalent start rather than corrections that are not shown to help.
             best_state, best_report, best_epoch = base_state, base_report, 0
         model.load_state_dict(best_state)
     model.eval()
     return FittedModel(model, vocab, params, float(best_report["threshold"]), best_epoch, history)
+
+
+def _gain_is_shown(base_preds: Sequence[Prediction], base_report: dict[str, float],
+                   trained_preds: Sequence[Prediction], trained_report: dict[str, float],
+                   labels: Sequence[str | None], settings: TrainSettings) -> bool:
+    """Does the trained network beat its rule-equivalent start on the validation rows by more than chance?
+
+    Its F1 must be ``min_gain`` higher, and (a sign test over the rows whose outcome changed) the rows it
+    gets right that the start got wrong must outnumber the reverse by ``min_gain_z`` standard deviations.
+    """
+    if trained_report["f1"] < base_report["f1"] + settings.min_gain:
+        return False
+
+    def right(preds: Sequence[Prediction], threshold: float) -> list[bool]:
+        answers = apply_threshold(preds, threshold)
+        return [bool(a) and values_equal(a, label or "") for a, label in zip(answers, labels, strict=True)]
+
+    before = right(base_preds, base_report["threshold"])
+    after = right(trained_preds, trained_report["threshold"])
+    fixed = sum(a and not b for a, b in zip(after, before, strict=True))
+    broken = sum(b and not a for a, b in zip(after, before, strict=True))
+    return fixed - broken >= settings.min_gain_z * math.sqrt(fixed + broken)
 
 
 def ceiling(examples: Sequence[RawExample]) -> float:

@@ -22,6 +22,7 @@ from imagequant.model import (
     WEIGHTS_FILE,
     CandidateScorer,
     ModelParams,
+    Prediction,
     Vocab,
     collate,
     decode,
@@ -37,12 +38,14 @@ from imagequant.synthetic import layout_token_lines
 from imagequant.training import (
     RawExample,
     TrainSettings,
+    _gain_is_shown,
     ceiling,
     cross_validate,
     fit_model,
     group_folds,
     render_cross_validation,
     split_by_group,
+    threshold_report,
     train_model,
 )
 
@@ -285,8 +288,8 @@ def test_checkpoint_export_matches_eager_and_learns(tmp_path: Path) -> None:
     examples = synthetic_examples(240, 21)
     train, val = split_by_group(examples, 0.25, seed=3)
     # min_gain 0: this test is about the checkpoint of a trained network, however small its gain
-    result = train_model(train, val, _ModelConfig(), tiny_settings(epochs=4, min_gain=0.0), tmp_path / "m",
-                         progress=False)
+    result = train_model(train, val, _ModelConfig(), tiny_settings(epochs=4, min_gain=0.0, min_gain_z=0.0),
+                         tmp_path / "m", progress=False)
     files = {p.name for p in result.model_dir.iterdir()}
     assert {"weights.pt", "vocab.json", "config.json", "threshold.json", "metrics.json", EXPORTED_FILE} <= files
     metrics = json.loads((result.model_dir / "metrics.json").read_text())
@@ -386,3 +389,26 @@ def test_training_keeps_the_rule_equivalent_start_unless_it_gains_enough() -> No
     fitted = fit_model(train, val, _ModelConfig(), tiny_settings(epochs=3, min_gain=1.01, export=False),
                        progress=False)
     assert fitted.best_epoch == 0 and len(fitted.history) > 1  # trained, then not kept
+
+
+def test_trained_network_kept_only_when_its_gain_passes_a_sign_test() -> None:
+    labels = ["5.0 gram"] * 40
+
+    def preds(n_right: int, offset: int = 0) -> list[Prediction]:
+        right = set(range(offset, offset + n_right))
+        return [Prediction("5.0 gram" if i in right else "6.0 gram", None, None, 0.9, 2, 0.0) for i in range(40)]
+
+    def report(p: list[Prediction]) -> dict[str, float]:
+        return threshold_report(p, labels)
+
+    base = preds(20)
+    settings = tiny_settings(min_gain=0.01, min_gain_z=2.0)
+    # 6 rows fixed, none broken: 6 >= 2 * sqrt(6)
+    better = preds(26)
+    assert _gain_is_shown(base, report(base), better, report(better), labels, settings)
+    # the same F1 gain made of 10 rows fixed and 4 broken: 6 < 2 * sqrt(14)
+    shuffled = preds(26, offset=4)
+    assert report(shuffled)["f1"] == report(better)["f1"]
+    assert not _gain_is_shown(base, report(base), shuffled, report(shuffled), labels, settings)
+    assert _gain_is_shown(base, report(base), shuffled, report(shuffled), labels,
+                          tiny_settings(min_gain=0.01, min_gain_z=0.0))
