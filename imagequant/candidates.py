@@ -614,6 +614,7 @@ def _place_among_others(cands: list[Candidate]) -> None:
     top, bottom = min(c.rel_y for c in cands), max(c.rel_y for c in cands)
     left, right = min(c.rel_x for c in cands), max(c.rel_x for c in cands)
     row = [c for c in cands if c.rel_y >= bottom - _ROW_BAND]
+    in_bottom_row = {id(c) for c in row}
     row_lo, row_hi = min(c.rel_x for c in row), max(c.rel_x for c in row)
     row_x0, row_x1 = min(c.left for c in row), max(c.left + c.width for c in row)
     apart = row_hi - row_lo >= _ROW_APART
@@ -621,7 +622,7 @@ def _place_among_others(cands: list[Candidate]) -> None:
         c.size_order = order[round(c.base_value, 9)]
         c.lowest, c.highest = c.rel_y >= bottom, c.rel_y <= top
         c.leftmost, c.rightmost = c.rel_x <= left, c.rel_x >= right
-        in_row = c.rel_y >= bottom - _ROW_BAND
+        in_row = id(c) in in_bottom_row
         c.row_left = in_row and apart and c.rel_x < row_lo + _ROW_APART / 2
         c.row_right = in_row and apart and c.rel_x > row_hi - _ROW_APART / 2
         centre = c.left + c.width / 2
@@ -832,11 +833,8 @@ def _frame_h(t: OcrToken) -> float:
 
 def _line_above(ctx: _Context, li: int, span: list[int]) -> _Line | None:
     """The nearest line right above the mention (same pass), overlapping it horizontally."""
-    boxes = [_frame_box(ctx.tokens[i]) for i in span]
-    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
-    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    angle, x0, y0, x1, y1 = ctx.frame_box(span)
     h = y1 - y0
-    angle = ctx.tokens[span[0]].angle % 360
     best, best_gap = None, math.inf
     for lj, (o_angle, ox0, oy0, ox1, oy1) in enumerate(ctx.line_boxes):
         if lj == li or o_angle != angle:
@@ -851,10 +849,8 @@ def _row_label(ctx: _Context, li: int, span: list[int]) -> _Line | None:
     """The line labelling the mention's row from the left (a table's name cell): the nearest line of the
     same pass that ends left of it, its centre at most 1.5 line heights above or below (cells are often
     aligned to their tops, not their centres)."""
-    boxes = [_frame_box(ctx.tokens[i]) for i in span]
-    x0, y0, y1 = min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[3] for b in boxes)
+    angle, x0, y0, _x1, y1 = ctx.frame_box(span)
     h, cy = y1 - y0, (y0 + y1) / 2
-    angle = ctx.tokens[span[0]].angle % 360
     best, best_dist = None, math.inf
     for lj, (o_angle, _ox0, oy0, ox1, oy1) in enumerate(ctx.line_boxes):
         if lj == li or o_angle != angle or ox1 > x0 + 0.2 * h:

@@ -168,12 +168,17 @@ def split_by_group(examples: Sequence[RawExample], val_fraction: float, seed: in
 # --- evaluation ----------------------------------------------------------------------------------------
 
 
+def _answers_right(answers: Sequence[str], labels: Sequence[str | None]) -> list[bool]:
+    """Which answers equal their row's label (an empty answer is never right)."""
+    return [bool(a) and values_equal(a, label or "") for a, label in zip(answers, labels, strict=True)]
+
+
 def threshold_report(preds: Sequence[Prediction], labels: Sequence[str | None]) -> dict[str, float]:
     """Best abstain threshold and the F1 it gives, for predictions decoded without a threshold."""
     answers = [p.prediction for p in preds]
     return best_threshold(
         scores=[p.score for p in preds],
-        correct=[bool(a) and values_equal(a, label or "") for a, label in zip(answers, labels, strict=True)],
+        correct=_answers_right(answers, labels),
         has_answer=[bool(a) for a in answers],
         gt_nonempty=[bool(label) for label in labels],
     )
@@ -383,13 +388,8 @@ def _gain_is_shown(base_preds: Sequence[Prediction], base_report: dict[str, floa
     """
     if trained_report["f1"] < base_report["f1"] + settings.min_gain:
         return False
-
-    def right(preds: Sequence[Prediction], threshold: float) -> list[bool]:
-        answers = apply_threshold(preds, threshold)
-        return [bool(a) and values_equal(a, label or "") for a, label in zip(answers, labels, strict=True)]
-
-    before = right(base_preds, base_report["threshold"])
-    after = right(trained_preds, trained_report["threshold"])
+    before = _answers_right(apply_threshold(base_preds, base_report["threshold"]), labels)
+    after = _answers_right(apply_threshold(trained_preds, trained_report["threshold"]), labels)
     fixed = sum(a and not b for a, b in zip(after, before, strict=True))
     broken = sum(b and not a for a, b in zip(after, before, strict=True))
     return fixed - broken >= settings.min_gain_z * math.sqrt(fixed + broken)

@@ -153,14 +153,14 @@ def test_rapidocr_enlarged_detection_finds_small_print_in_image_pixels() -> None
     draw.text(small_xy, "Output power 2200 watts", fill="black", font=_font(8))
     small_box = draw.textbbox(small_xy, "Output power 2200 watts", font=_font(8))
     plain = get_engine(_cfg("rapidocr"), IMAGING, dataclasses.replace(FAST, rapid_det_upscale=1.0)).read(img)
-    enlarged = get_engine(_cfg("rapidocr"), IMAGING, dataclasses.replace(FAST, rapid_det_upscale=2.0)).read(img)
+    enlarging = get_engine(_cfg("rapidocr"), IMAGING, dataclasses.replace(FAST, rapid_det_upscale=2.0))
+    enlarged = enlarging.read(img)
     assert not _find(plain, r"^2200$"), [t.text for t in plain]
     watts = _find(enlarged, r"^2200$")
     assert watts and _inside(watts[0], small_box, slack=6), [(t.text, t.left, t.top) for t in enlarged]
     # the large line keeps its boxes in the original image's pixels
     label, boxes = _label_image()
-    _check_label_tokens(get_engine(_cfg("rapidocr"), IMAGING, dataclasses.replace(FAST, rapid_det_upscale=2.0))
-                        .read(label), boxes)
+    _check_label_tokens(enlarging.read(label), boxes)
 
 
 @needs_rapidocr
