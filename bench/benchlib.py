@@ -33,6 +33,8 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 RESULTS = BENCH / "results"
+# Exit status of a benchmark that cannot measure on this machine (no GPU) and leaves its stored result in place.
+KEPT_STORED_EXIT = 75
 SHARED = REPO.parent / "shared"
 REALDEV = SHARED / "realdev"
 CHALLENGE = SHARED / "challenge"

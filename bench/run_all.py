@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import BENCH, REPO, RESULTS, env_int, machine_facts, work_dir  # noqa: E402
+from benchlib import BENCH, KEPT_STORED_EXIT, REPO, RESULTS, env_int, machine_facts, work_dir  # noqa: E402
 
 # (name, default timeout in seconds): the order of the list.
 BENCHMARKS: list[tuple[str, int]] = [
@@ -81,9 +81,11 @@ def run_one(name: str, timeout: int) -> dict[str, Any]:
     seconds = round(time.time() - started, 1)
     result_file = RESULTS / f"{name}.json"
     fresh = result_file.is_file() and result_file.stat().st_mtime >= started
-    if status == "ok" and (proc.returncode != 0 or not fresh):
+    if status == "ok" and proc.returncode == KEPT_STORED_EXIT:
+        status = "kept"  # nothing to measure on this machine; its stored figures stay in the table
+    elif status == "ok" and (proc.returncode != 0 or not fresh):
         status = "failed"
-    if status != "ok":
+    if status not in ("ok", "kept"):
         tail = log_path.read_text(errors="replace").splitlines()[-15:]
         print(f"[bench] {name}: {status} after {seconds} s (exit {proc.returncode}); last lines of {log_path}:", flush=True)
         print("\n".join(f"    {line}" for line in tail), flush=True)
@@ -106,7 +108,9 @@ def table_rows(results: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -
     rows = []
     for res in results:
         run = runs.get(res["name"])
-        if run and run["status"] != "ok":
+        if run and run["status"] == "kept":
+            rows.append([res["name"], "not measurable on this machine: stored figures below", "", "", ""])
+        elif run and run["status"] != "ok":
             rows.append([res["name"], f"{run['status']} in this run (older figures below)", "", "", ""])
         if res.get("status") != "ok" or not res.get("figures"):
             rows.append([res["name"], f"{res.get('status', '?')}: {res.get('reason', '')}".strip(), "", "", ""])
@@ -114,7 +118,7 @@ def table_rows(results: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -
             met = {True: "yes", False: "**no**", None: ""}[f.get("met")]
             rows.append([f["stage"], f["figure"], f.get("display", ""), f.get("goal") or "", met])
     for name, run in runs.items():
-        if run["status"] != "ok" and not any(r["name"] == name for r in results):
+        if run["status"] not in ("ok", "kept") and not any(r["name"] == name for r in results):
             rows.append([name, f"{run['status']} (no result file)", "", "", ""])
     return rows
 

@@ -10,7 +10,8 @@ On a GPU the task's GPU is used with bf16 autocast and channels_last; on CPU pla
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,7 @@ class FeatureExtractor:
     model: torch.nn.Module
     device: torch.device
     weights: str
+    _staging: torch.Tensor | None = field(default=None, repr=False)
 
     @classmethod
     def create(cls, cfg: CnnConfig) -> FeatureExtractor:
@@ -116,11 +118,13 @@ class FeatureExtractor:
         return cls(model, device, describe_weights(cfg))
 
     @torch.inference_mode()
-    def embed(self, crops: np.ndarray) -> np.ndarray:
-        if len(crops) == 0:
+    def embed(self, crops: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Features of uint8 NHWC crops: one array, or several pieces taken as one batch in order (the CNN
+        stage passes views of several Arrow batches, so they are copied only once, into the staging buffer)."""
+        pieces = [crops] if isinstance(crops, np.ndarray) else [piece for piece in crops if len(piece)]
+        if not pieces or sum(len(piece) for piece in pieces) == 0:
             return np.zeros((0, FEATURE_DIM), dtype=np.float32)
-        batch = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device, non_blocking=True)
-        batch = batch.permute(0, 3, 1, 2).float().div_(255.0)
+        batch = self._to_device(pieces).permute(0, 3, 1, 2).float().div_(255.0)
         batch = (batch - _MEAN.to(self.device)) / _STD.to(self.device)
         if self.device.type == "cuda":
             batch = batch.contiguous(memory_format=torch.channels_last)
@@ -128,7 +132,23 @@ class FeatureExtractor:
                 out = self.model(batch)
         else:
             out = self.model(batch)
-        return out.float().cpu().numpy()
+        return out.float().cpu().numpy()  # waits for the GPU, so the staging buffer is free again
+
+    def _to_device(self, pieces: list[np.ndarray]) -> torch.Tensor:
+        """The pieces as one uint8 tensor on the device. On CUDA they are copied once into a reused page-locked
+        buffer (a faster, asynchronous transfer); a piece may be a read-only view of an Arrow buffer."""
+        if self.device.type != "cuda":
+            whole = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+            return torch.from_numpy(whole if whole.flags.writeable and whole.flags.c_contiguous else whole.copy())
+        shape = (sum(len(piece) for piece in pieces), *pieces[0].shape[1:])
+        if self._staging is None or self._staging.shape[0] < shape[0] or self._staging.shape[1:] != shape[1:]:
+            self._staging = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+        staged = self._staging[: shape[0]]
+        host, row = staged.numpy(), 0
+        for piece in pieces:
+            host[row : row + len(piece)] = piece
+            row += len(piece)
+        return staged.to(self.device, non_blocking=True)
 
 
 _EXTRACTORS: dict[tuple[str, int, str, int], FeatureExtractor] = {}

@@ -7,7 +7,7 @@ do exactly the same work per image.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -90,25 +90,55 @@ def process_frame(frame: pd.DataFrame, config: Config, images_dir: str | None) -
     return pd.DataFrame.from_records(records, columns=list(STAGE1_COLUMNS))
 
 
-def embed_inputs(inputs: pd.Series, config: Config) -> tuple[pd.Series, float]:
-    """Stage two: CNN features for a batch of crops (no input -> zeros). Returns (features, seconds)."""
-    size = config.imaging.cnn_size
-    features: list[np.ndarray] = [np.zeros(CNN_FEATURE_DIM, dtype=np.float32)] * len(inputs)
-    if not config.cnn.enabled:
-        return pd.Series(features), 0.0
+def embed_crops(crops: np.ndarray | Sequence[np.ndarray], config: Config) -> tuple[np.ndarray, float]:
+    """CNN features of uint8 crops (N, S, S, 3), given as one array or as pieces in order, in
+    ``cnn.batch_size`` chunks: (N, 2048) float32 and the seconds spent."""
+    pieces = [crops] if isinstance(crops, np.ndarray) else [piece for piece in crops if len(piece)]
+    total = sum(len(piece) for piece in pieces)
+    features = np.zeros((total, CNN_FEATURE_DIM), dtype=np.float32)
+    if not config.cnn.enabled or total == 0:
+        return features, 0.0
     # Imported here: torch takes seconds to import, and the fetch/OCR workers never need it.
     from imagequant.cnn import get_extractor
 
     started = time.perf_counter()
     extractor = get_extractor(config.cnn)
+    row = 0
+    for chunk in _chunks(pieces, max(1, config.cnn.batch_size)):
+        embedded = extractor.embed(chunk)
+        features[row : row + len(embedded)] = embedded
+        row += len(embedded)
+    return features, time.perf_counter() - started
+
+
+def _chunks(pieces: list[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+    """Consecutive slices of the pieces, ``size`` rows per chunk (the last may be shorter); views, no copies."""
+    chunk: list[np.ndarray] = []
+    room = size
+    for piece in pieces:
+        start = 0
+        while start < len(piece):
+            part = piece[start : start + room]
+            chunk.append(part)
+            start += len(part)
+            room -= len(part)
+            if room == 0:
+                yield chunk
+                chunk, room = [], size
+    if chunk:
+        yield chunk
+
+
+def embed_inputs(inputs: pd.Series, config: Config) -> tuple[pd.Series, float]:
+    """Stage two of the plain loop: CNN features for a batch of crop bytes (no input -> zeros)."""
+    size = config.imaging.cnn_size
     present = [i for i, data in enumerate(inputs) if data is not None and len(data) == size * size * 3]
-    step = config.cnn.batch_size
-    for start in range(0, len(present), step):
-        chunk = present[start : start + step]
-        crops = np.stack([np.frombuffer(inputs.iloc[i], dtype=np.uint8).reshape(size, size, 3) for i in chunk])
-        for i, vector in zip(chunk, extractor.embed(crops), strict=True):
-            features[i] = vector.astype(np.float32)
-    return pd.Series(features), time.perf_counter() - started
+    crops = np.stack([np.frombuffer(inputs.iloc[i], dtype=np.uint8).reshape(size, size, 3) for i in present]) \
+        if present else np.zeros((0, size, size, 3), dtype=np.uint8)
+    embedded, seconds = embed_crops(crops, config)
+    features = np.zeros((len(inputs), CNN_FEATURE_DIM), dtype=np.float32)
+    features[present] = embedded
+    return pd.Series(list(features)), seconds
 
 
 def finish_records(stage1: pd.DataFrame, features: pd.Series, seconds_cnn: float, config: Config, run_id: str) -> pd.DataFrame:

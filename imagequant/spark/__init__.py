@@ -1,1 +1,1 @@
-"""The Spark part: the session, the pandas UDFs and the Parquet feature store."""
+"""The Spark part: the session, the functions Spark runs (mapInPandas/mapInArrow) and the Parquet feature store."""

@@ -31,7 +31,7 @@ from imagequant.spark.store import (
     recover,
     write_partition,
 )
-from imagequant.spark.udfs import STAGE1_SCHEMA, cnn_features_udf, fetch_ocr_function
+from imagequant.spark.udfs import STAGE1_SCHEMA, cnn_features_function, cnn_stage_schema, fetch_ocr_function
 
 
 @dataclass
@@ -106,12 +106,12 @@ def process_images(
         stage1 = stage1.persist(StorageLevel.MEMORY_AND_DISK)
         stage1.count()
         stage1 = stage1.coalesce(max(1, config.cnn.stage_partitions))
-    with_cnn = stage1.withColumn("_cnn", cnn_features_udf(config)(F.col("cnn_input")))
+    with_cnn = stage1.mapInArrow(cnn_features_function(config), cnn_stage_schema(STAGE1_SCHEMA))
     return with_cnn.select(
         *[F.col(c) for c in STAGE1_SCHEMA.fieldNames() if c != "cnn_input"],
         F.lit(describe_weights(config.cnn) if config.cnn.enabled else "disabled").alias("cnn_weights"),
-        F.col("_cnn.features").alias("cnn_features"),
-        F.col("_cnn.seconds").alias("seconds_cnn"),
+        F.col("cnn_features"),
+        F.col("seconds_cnn"),
         F.lit(run_id).alias("run_id"),
         F.lit(datetime.now(timezone.utc).isoformat(timespec="seconds")).alias("processed_at"),
     ).select(*IMAGE_SCHEMA.fieldNames())
