@@ -15,9 +15,10 @@ batch 256.
   and load the network, then is timed.
 Goals: UDF >= 0.8 of the bare bf16 loop; the bare loop >= 3,000 images/s on an H100.
 
-Without a CUDA device it prints "no CUDA device: skipped" and exits 0, keeping a stored GPU result
-(bench/results/gpu_cnn.json) in the table when there is one. BENCH_GPU_ALLOW_CPU=1 runs the same
-code on the CPU at a tiny size (a dry run of the code path, not a measurement).
+Without a CUDA device it prints "no CUDA device: skipped": it exits 75 (KEPT_STORED_EXIT) and leaves a stored
+GPU result (bench/results/gpu_cnn.json) in the table when there is one, else writes "skipped" and exits 0.
+BENCH_GPU_ALLOW_CPU=1 runs the same code on the CPU at a tiny size (a dry run of the code path, not a
+measurement).
 """
 
 from __future__ import annotations

@@ -28,6 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import BENCH, KEPT_STORED_EXIT, REPO, RESULTS, env_int, machine_facts, work_dir  # noqa: E402
 
+# Run statuses that are not failures: measured, or nothing to measure here and the stored result kept.
+SUCCEEDED = ("ok", "kept")
+
 # (name, default timeout in seconds): the order of the list.
 BENCHMARKS: list[tuple[str, int]] = [
     ("stages", 900),
@@ -85,7 +88,7 @@ def run_one(name: str, timeout: int) -> dict[str, Any]:
         status = "kept"  # nothing to measure on this machine; its stored figures stay in the table
     elif status == "ok" and (proc.returncode != 0 or not fresh):
         status = "failed"
-    if status not in ("ok", "kept"):
+    if status not in SUCCEEDED:
         tail = log_path.read_text(errors="replace").splitlines()[-15:]
         print(f"[bench] {name}: {status} after {seconds} s (exit {proc.returncode}); last lines of {log_path}:", flush=True)
         print("\n".join(f"    {line}" for line in tail), flush=True)
@@ -118,7 +121,7 @@ def table_rows(results: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -
             met = {True: "yes", False: "**no**", None: ""}[f.get("met")]
             rows.append([f["stage"], f["figure"], f.get("display", ""), f.get("goal") or "", met])
     for name, run in runs.items():
-        if run["status"] not in ("ok", "kept") and not any(r["name"] == name for r in results):
+        if run["status"] not in SUCCEEDED and not any(r["name"] == name for r in results):
             rows.append([name, f"{run['status']} (no result file)", "", "", ""])
     return rows
 
@@ -202,7 +205,7 @@ def main() -> int:
         print("[bench] refreshed the results table in README.md")
     else:
         print(f"[bench] README.md has no {START} ... {END} markers: table printed above, README not changed")
-    return 0 if all(r["status"] in ("ok", "kept") for r in runs.values()) else 1
+    return 0 if all(r["status"] in SUCCEEDED for r in runs.values()) else 1
 
 
 if __name__ == "__main__":

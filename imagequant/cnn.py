@@ -121,8 +121,8 @@ class FeatureExtractor:
     def embed(self, crops: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """Features of uint8 NHWC crops: one array, or several pieces taken as one batch in order (the CNN
         stage passes views of several Arrow batches, so they are copied only once, into the staging buffer)."""
-        pieces = [crops] if isinstance(crops, np.ndarray) else [piece for piece in crops if len(piece)]
-        if not pieces or sum(len(piece) for piece in pieces) == 0:
+        pieces = [crops] if isinstance(crops, np.ndarray) else list(crops)
+        if sum(len(piece) for piece in pieces) == 0:
             return np.zeros((0, FEATURE_DIM), dtype=np.float32)
         batch = self._to_device(pieces).permute(0, 3, 1, 2).float().div_(255.0)
         batch = (batch - _MEAN.to(self.device)) / _STD.to(self.device)

@@ -93,7 +93,7 @@ def process_frame(frame: pd.DataFrame, config: Config, images_dir: str | None) -
 def embed_crops(crops: np.ndarray | Sequence[np.ndarray], config: Config) -> tuple[np.ndarray, float]:
     """CNN features of uint8 crops (N, S, S, 3), given as one array or as pieces in order, in
     ``cnn.batch_size`` chunks: (N, 2048) float32 and the seconds spent."""
-    pieces = [crops] if isinstance(crops, np.ndarray) else [piece for piece in crops if len(piece)]
+    pieces = [crops] if isinstance(crops, np.ndarray) else list(crops)
     total = sum(len(piece) for piece in pieces)
     features = np.zeros((total, CNN_FEATURE_DIM), dtype=np.float32)
     if not config.cnn.enabled or total == 0:
@@ -112,7 +112,8 @@ def embed_crops(crops: np.ndarray | Sequence[np.ndarray], config: Config) -> tup
 
 
 def _chunks(pieces: list[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
-    """Consecutive slices of the pieces, ``size`` rows per chunk (the last may be shorter); views, no copies."""
+    """Consecutive slices of the pieces, ``size`` rows per chunk (the last may be shorter; empty pieces add
+    nothing); views, no copies."""
     chunk: list[np.ndarray] = []
     room = size
     for piece in pieces:

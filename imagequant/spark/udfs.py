@@ -49,8 +49,6 @@ def crops_from_arrow(column: pa.Array, size: int) -> tuple[np.ndarray, np.ndarra
     data buffer: a view when they lie back to back (the usual case), else one gathered copy. Never a Python
     bytes object per row, which is what made the pandas UDF cost more than the GPU itself.
     """
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
     expected = size * size * 3
     offset_type = np.int64 if pa.types.is_large_binary(column.type) else np.int32
     _validity, offsets_buf, data_buf = column.buffers()
