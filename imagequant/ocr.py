@@ -651,7 +651,7 @@ def _memory_arena_enabled() -> Iterator[None]:
     """Builds RapidOCR's onnxruntime sessions with the CPU memory arena on.
 
     rapidocr_onnxruntime turns the arena off, so every model run maps and unmaps its buffers afresh (tens of
-    MB per detection); on real product images that cost 43% more CPU per image, mostly system time spent on
+    MB per detection); on real product images that cost 37% more CPU per image, mostly system time spent on
     page faults. The arena keeps the largest run's buffers alive per process instead. rapidocr builds its
     sessions from a static options hook, which is swapped only while they are built.
     """
