@@ -14,11 +14,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export OMP_THREAD_LIMIT ?= 1
 export PYSPARK_PYTHON := $(abspath $(PY))
 
-.PHONY: setup system-deps venv demo test lint bench clean help
+.PHONY: setup system-deps venv demo test test-fast test-model test-spark test-e2e lint bench clean help
 
 help:
 	@echo "make demo   - set up, then extract/train/predict/evaluate on generated sample data"
-	@echo "make test   - set up, then run the test suite"
+	@echo "make test   - set up, then run the test suite (all of tests/)"
+	@echo "make test-fast  - the unit tests alone (tests/unit: no Spark, no torch; about a minute)"
+	@echo "make test-model / test-spark / test-e2e - the torch, Spark and standalone-cluster tests alone"
 	@echo "make lint   - ruff check"
 	@echo "make bench  - run the benchmarks and refresh the README table"
 
@@ -74,6 +76,18 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+test-fast: setup
+	$(PY) -m pytest -q tests/unit
+
+test-model: setup
+	$(PY) -m pytest -q tests/model
+
+test-spark: setup
+	$(PY) -m pytest -q tests/spark
+
+test-e2e: setup
+	$(PY) -m pytest -q tests/e2e
 
 lint: setup
 	$(VENV)/bin/ruff check .

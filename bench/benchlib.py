@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import json
 import math
@@ -42,7 +43,8 @@ CHALLENGE = SHARED / "challenge"
 if str(REPO) not in sys.path:  # run from a checkout without installing the package
     sys.path.insert(0, str(REPO))
 
-from imagequant.ocr_eval import percentile  # noqa: E402  (one percentile for the library and benchmarks)
+# one percentile for the library and the benchmarks
+from imagequant.evaluation.ocr_recall import percentile  # noqa: E402
 
 # --- sizes and settings from the environment ---------------------------------------------------------
 
@@ -434,7 +436,7 @@ def _pool_init(factory: Callable[[], Any]) -> None:
 
 def _pool_one(path: str) -> OcrRun:
     from imagequant.imaging import ImageError, decode_image
-    from imagequant.ocr import OcrError
+    from imagequant.ocr.base import OcrError
 
     engine = _POOL_STATE["engine"]
     try:
@@ -497,7 +499,7 @@ def ocr_runs_cached(paths: Sequence[Path], engine: str, overrides: Sequence[str]
 def make_engine(engine: str, overrides: Sequence[str] = ()) -> Any:
     """The project's OCR engine ``engine`` built from the default configuration plus ``--set`` overrides."""
     from imagequant.config import load_config
-    from imagequant.ocr import get_engine
+    from imagequant.ocr.zoo import get_engine
 
     cfg = load_config(overrides=[f"ocr.engine={engine}", *overrides])
     return get_engine(cfg.ocr, cfg.imaging)
@@ -505,8 +507,8 @@ def make_engine(engine: str, overrides: Sequence[str] = ()) -> Any:
 
 def candidate_recall(images: Sequence[BenchImage], runs: Sequence[OcrRun]) -> dict[str, Any]:
     """Share of labeled rows whose label (value and unit) is among the candidates of the OCR tokens."""
-    from imagequant.candidates import extract_candidates
-    from imagequant.units import ENTITY_UNITS, parse_label
+    from imagequant.core.units import ENTITY_UNITS, parse_label
+    from imagequant.text.candidates import extract_candidates
 
     by_name = {r.name: r for r in runs}
     rows = hits = 0
@@ -572,8 +574,8 @@ def synthetic_examples(n: int, seed: int) -> list[Any]:
     """``n`` labeled RawExamples (candidates extracted by the real extractor), ~4 rows per group."""
     import numpy as np
 
-    from imagequant.candidates import extract_candidates
-    from imagequant.training import RawExample
+    from imagequant.text.candidates import extract_candidates
+    from imagequant.training.examples import RawExample
 
     rng = random.Random(seed)
     entities = list(_UNITS)
@@ -595,8 +597,9 @@ def quick_model(rows: int = 600, epochs: int = 3) -> Path:
         return Path(given)
     from imagequant.config import load_config
     from imagequant.errors import UsageError
-    from imagequant.model import load_model
-    from imagequant.training import settings_from_config, split_by_group, train_model
+    from imagequant.scoring.checkpoint import load_model
+    from imagequant.training.examples import split_by_group
+    from imagequant.training.fit import train_model
 
     out = work_dir("model") / f"synthetic-{rows}-{epochs}"
     with contextlib.suppress(UsageError, OSError, RuntimeError, ValueError, KeyError, TypeError):
@@ -606,9 +609,7 @@ def quick_model(rows: int = 600, epochs: int = 3) -> Path:
         return out
     log(f"training a model on {rows} synthetic rows ({epochs} epochs) in {out}")
     config = load_config()
-    settings = settings_from_config(config.train)
-    settings.epochs = epochs
-    settings.export = True
+    settings = dataclasses.replace(config.train, epochs=epochs, export=True)
     examples = synthetic_examples(rows, seed=3)
     train, val = split_by_group(examples, settings.val_fraction, settings.seed)
     if out.exists():

@@ -28,7 +28,7 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from imagequant.model import load_model
+    from imagequant.scoring.checkpoint import load_model
 
     rows = env_int("BENCH_INFER_ROWS", 2048)
     repeats = env_int("BENCH_REPEATS", 3)

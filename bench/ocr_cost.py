@@ -6,7 +6,7 @@ per worker (tesserocr), same settings and passes, same images; and the effect of
                                          # BENCH_OCR_SIZES=700:1600,1300:3000 (min_side:max_side)
 
 Candidate recall: the share of labeled rows whose label (value and unit) is among the candidates that
-imagequant.candidates extracts from the tokens. Times are CPU seconds per image on one core (the process
+imagequant.text.candidates extracts from the tokens. Times are CPU seconds per image on one core (the process
 plus its Tesseract children), engines pinned to one thread; wall medians are given too.
 """
 
@@ -54,17 +54,17 @@ def per_call_cost(pytess: Any, inproc: Any, calls: int = 15) -> dict[str, Any]:
 
     from PIL import Image, ImageDraw
 
-    from imagequant.ocr import _Deadline
+    from imagequant.ocr.base import Deadline
 
     img = Image.new("L", (320, 96), 255)
     ImageDraw.Draw(img).text((20, 30), "500 g", fill=0)
     out: dict[str, Any] = {"calls": calls}
     for name, engine in (("pytesseract", pytess), ("tesserocr", inproc)):
-        engine._run(img, engine._args, _Deadline(60.0))  # warm-up (the resident API loads its model here)
+        engine._run(img, engine._args, Deadline(60.0))  # warm-up (the resident API loads its model here)
         seconds = []
         for _ in range(calls):
             clock = Clock()
-            engine._run(img, engine._args, _Deadline(60.0))
+            engine._run(img, engine._args, Deadline(60.0))
             seconds.append(clock.cpu())
         out[name] = round(statistics.median(seconds), 4)
     return out
@@ -110,7 +110,6 @@ def main() -> int:
 
     try:
         import tesserocr
-        from tesserocr_engine import make_tesserocr
 
         version = tesserocr.tesseract_version().splitlines()[0]
     except ImportError as exc:
@@ -119,12 +118,12 @@ def main() -> int:
                                                   "`pip install tesserocr` (manylinux wheels bundle libtesseract)"}
         result.add("ocr", "tesserocr: not installed, skipped", None)
     if version:
-        calls = per_call_cost(make_engine("tesseract"), make_tesserocr())
+        calls = per_call_cost(make_engine("tesseract"), make_engine("tesserocr"))
         result.details["per_call_fixed_cost_s"] = calls
         result.add("ocr", "fixed cost of one Tesseract call, pytesseract vs tesserocr", calls["pytesseract"] * 1000, "ms",
                    note=f"tesserocr {calls['tesserocr'] * 1000:.1f} ms; median CPU of {calls['calls']} calls on a "
                         "small one-word image (process start + model load vs a resident API); an image takes 3-7 calls")
-        t_runs = run_ocr_pool(paths, make_tesserocr, workers, "tesserocr")
+        t_runs = run_ocr_pool(paths, functools.partial(make_engine, "tesserocr"), workers, "tesserocr")
         t = summarize(images, t_runs)
         t["library"] = version
         t["same_words_share"] = round(same_tokens(base_runs, t_runs), 3)

@@ -1,5 +1,5 @@
 """Scaling: the extract job (run_extract) in local[2] and local[1] against the plain single-process loop
-(imagequant.process.process_all_locally) over the same images, doing the same per-image work.
+(imagequant.pipeline.images.process_all_locally) over the same images, doing the same per-image work.
 
     .venv/bin/python bench/scaling.py     # BENCH_SCALING_IMAGES=48 BENCH_SCALING_LOCAL1_IMAGES=32
 
@@ -62,7 +62,7 @@ def loop_worker(catalog: str, images_dir: str, out_dir: str) -> dict[str, Any]:
     import pandas as pd
 
     from imagequant.catalog import read_catalog
-    from imagequant.process import process_all_locally
+    from imagequant.pipeline.images import process_all_locally
 
     config = bench_config("local[1]")
     started = time.perf_counter()

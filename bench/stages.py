@@ -95,10 +95,8 @@ def measure_decode(images: list[Any]) -> tuple[dict[str, list[float]], Any]:
 
     from imagequant.config import load_config
     from imagequant.imaging import decode_image, prepare_for_cnn, prepare_for_ocr
-    from imagequant.ocr import OcrTuning
-
     cfg = load_config()
-    upscale = OcrTuning().max_upscale
+    upscale = cfg.imaging.ocr_max_upscale
     out: dict[str, list[float]] = {"decode": [], "ocr_resize": [], "cnn_crop": []}
     crops = []
     for im in images:
@@ -118,11 +116,11 @@ def measure_decode(images: list[Any]) -> tuple[dict[str, list[float]], Any]:
 
 def measure_scoring(images: list[Any], runs: list[Any]) -> dict[str, Any]:
     """Candidates, the rule choice and the learned model's scoring, per labeled row."""
-    from imagequant import rules
-    from imagequant.candidates import extract_candidates
     from imagequant.config import load_config
-    from imagequant.model import load_model
-    from imagequant.units import ENTITY_UNITS
+    from imagequant.core.units import ENTITY_UNITS
+    from imagequant.scoring import rules
+    from imagequant.scoring.checkpoint import load_model
+    from imagequant.text.candidates import extract_candidates
 
     by_name = {r.name: r for r in runs}
     rows = [(by_name[im.name], row.entity) for im in images for row in im.rows

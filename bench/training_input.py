@@ -4,10 +4,10 @@ training run spent in the training loop itself.
     .venv/bin/python bench/training_input.py   # BENCH_TRAIN_ROWS=6000 BENCH_TRAIN_EPOCHS=2 BENCH_REPEATS=3
 
 A synthetic feature store (token rows made up in benchlib, random 2048-float CNN features) is written with
-pyarrow exactly as the extract job lays it out; imagequant.training.build_training_table (Spark) joins it
+pyarrow exactly as the extract job lays it out; imagequant.spark.training_table.build_training_table (Spark) joins it
 with the labeled catalog into the training table that training reads. Measured on that table:
 
-* rows/s of imagequant.training.iter_training_records with loader=petastorm and loader=pyarrow (the row
+* rows/s of imagequant.training.reader.iter_training_records with loader=petastorm and loader=pyarrow (the row
   dicts training consumes; best of BENCH_REPEATS) -- the goal is petastorm >= 0.8 of pyarrow;
 * rows/s of the bare columnar reads straight into torch tensors (Petastorm's batch reader, pyarrow's
   read_table), for reference;
@@ -38,10 +38,9 @@ def write_store(root: Path, rows: int, seed: int = 11) -> tuple[Path, Path]:
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from pyspark.sql.pandas.types import to_arrow_schema
 
     from imagequant.catalog import image_id
-    from imagequant.spark.store import IMAGE_SCHEMA, tokens_to_columns
+    from imagequant.core.schema import IMAGES, tokens_to_columns
 
     if root.exists():
         shutil.rmtree(root)
@@ -64,7 +63,7 @@ def write_store(root: Path, rows: int, seed: int = 11) -> tuple[Path, Path]:
         labeled.append({"image_link": link, "group_id": str(i // 4), "entity_name": entity, "entity_value": label})
     part = root / "store" / "images" / "batch=bench"
     part.mkdir(parents=True)
-    schema = to_arrow_schema(IMAGE_SCHEMA)
+    schema = IMAGES.arrow_schema()
     step = 2000
     for n, start in enumerate(range(0, rows, step)):
         table = pa.Table.from_pylist(records[start : start + step], schema)
@@ -84,7 +83,7 @@ def _layout(path: Path) -> dict[str, int]:
 
 def time_records(path: Path, loader: str) -> tuple[int, float]:
     """Rows and seconds to consume every record of the training table through training.py's loader."""
-    from imagequant.training import iter_training_records
+    from imagequant.training.reader import iter_training_records
 
     started = time.perf_counter()
     count = 0
@@ -157,8 +156,9 @@ def main() -> int:
     store, catalog = write_store(root / "data", rows)
 
     from imagequant.config import load_config
+    from imagequant.core.locations import local_path
     from imagequant.spark.session import build_session
-    from imagequant.training import build_training_table
+    from imagequant.spark.training_table import build_training_table
 
     config = load_config([REPO / "conf" / "local.yaml"],
                          ["spark.conf.spark.ui.enabled=false", f"train.epochs={epochs}", "train.export=false",
@@ -168,17 +168,18 @@ def main() -> int:
         started = time.perf_counter()
         table = build_training_table(spark, [catalog], store)
         table_s = time.perf_counter() - started
+        table_path = local_path(table.uri)
     finally:
         spark.stop()
-    result.details["training_table"] = {"path": str(table.path), "rows": table.rows, "usable": table.usable_rows,
+    result.details["training_table"] = {"path": str(table_path), "rows": table.rows, "usable": table.usable_rows,
                                         "seconds_to_build": round(table_s, 2),
-                                        "bytes": sum(f.stat().st_size for f in table.path.rglob("*.parquet")),
-                                        **_layout(table.path)}
+                                        "bytes": sum(f.stat().st_size for f in table_path.rglob("*.parquet")),
+                                        **_layout(table_path)}
     log(f"training table: {table.rows} rows in {table_s:.1f} s")
 
-    loaders = {name: best(time_records, table.path, repeats, name) for name in ("petastorm", "pyarrow")}
-    tensors = {"petastorm": best(time_tensors_petastorm, table.path, repeats),
-               "pyarrow": best(time_tensors_pyarrow, table.path, repeats)}
+    loaders = {name: best(time_records, table_path, repeats, name) for name in ("petastorm", "pyarrow")}
+    tensors = {"petastorm": best(time_tensors_petastorm, table_path, repeats),
+               "pyarrow": best(time_tensors_pyarrow, table_path, repeats)}
     result.details["records"] = loaders
     result.details["tensors"] = tensors
     p, a = loaders["petastorm"]["rows_per_s"], loaders["pyarrow"]["rows_per_s"]
@@ -192,22 +193,18 @@ def main() -> int:
                note=f"{tp:.0f} vs {ta:.0f} rows/s (CNN features only)")
 
     # The training job's parts, timed one by one with training.py's own functions (as train_from_table runs them).
-    from imagequant.training import (
-        examples_from_records,
-        iter_training_records,
-        settings_from_config,
-        split_by_group,
-        train_model,
-    )
+    from imagequant.training.examples import examples_from_records, split_by_group
+    from imagequant.training.fit import train_model
+    from imagequant.training.reader import iter_training_records
 
     out = root / "model"
     if out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
-    records = list(iter_training_records(table.path, config.train.loader))
+    records = list(iter_training_records(table_path, config.train.loader))
     t1 = time.perf_counter()
     examples, _skipped = examples_from_records(records)
-    settings = settings_from_config(config.train)
+    settings = config.train
     train, val = split_by_group(examples, settings.val_fraction, settings.seed)
     t2 = time.perf_counter()
     trained = train_model(train, val, config.model, settings, out, progress=False)

@@ -17,11 +17,13 @@ from urllib.parse import urlsplit
 import pandas as pd
 import pyarrow.parquet as pq
 
+from imagequant.core.schema import ROWS
+from imagequant.core.units import ENTITY_UNITS
 from imagequant.errors import CatalogError
-from imagequant.units import ENTITY_UNITS
 
 REQUIRED_COLUMNS = ("image_link", "group_id", "entity_name")
-ROW_COLUMNS = ("index", "image_link", "group_id", "entity_name", "entity_value", "image_id", "row_status", "row_error")
+# The rows table without what the extract run adds (its run id).
+ROW_COLUMNS = tuple(name for name in ROWS.names() if name != "run_id")
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,9 @@ def imagenet_weights_file() -> Path:
 
 
 def describe_weights(cfg: CnnConfig) -> str:
+    """What the images table records as ``cnn_weights``."""
+    if not cfg.enabled:
+        return "disabled"
     if cfg.weights == "random":
         return f"random(seed={cfg.seed})"
     return cfg.weights

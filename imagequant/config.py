@@ -27,7 +27,6 @@ class SparkConfig:
     master: str | None = None
     app_name: str = "imagequant"
     image_partitions_per_core: int = 8
-    default_cores: int = 2
     conf: dict[str, str] = field(default_factory=dict)
 
 
@@ -55,6 +54,7 @@ class ImagingConfig:
     max_pixels: int = 60_000_000
     ocr_min_side: int = 1000
     ocr_max_side: int = 2400
+    ocr_max_upscale: float = 3.0
     cnn_size: int = 224
 
 
@@ -66,6 +66,7 @@ class TesseractConfig:
     lang: str = "eng"
     extra_args: str = ""
     thread_limit: int = 1
+    preprocess: str = "gray"
 
 
 @dataclass
@@ -77,6 +78,7 @@ class RapidOcrConfig:
     det_upscale: float = 1.0
     min_side: int = 0
     memory_arena: bool = True
+    rotated_pass: bool = False
 
 
 @dataclass
@@ -85,7 +87,11 @@ class OcrConfig:
     timeout_s: float = 60.0
     min_confidence: float = 0.0
     rotated_pass: bool = True
+    rotated_angles: list[int] = field(default_factory=lambda: [90, 270])
     second_pass: bool = True
+    second_pass_max_regions: int = 4
+    second_pass_text_px: int = 48
+    split_letter_digit: bool = True
     tesseract: TesseractConfig = field(default_factory=TesseractConfig)
     rapidocr: RapidOcrConfig = field(default_factory=RapidOcrConfig)
 
@@ -112,10 +118,12 @@ class StoreConfig:
 class ModelConfig:
     kind: str = "hybrid"
     embed_dim: int = 48
+    entity_dim: int = 16
     hidden_dim: int = 96
     cnn_proj_dim: int = 32
     max_tokens: int = 160
     max_candidates: int = 48
+    mlp_dim: int = 128
     dropout: float = 0.1
 
 
@@ -161,8 +169,16 @@ class Config:
 
     def validate(self) -> Config:
         """Checks that cross fields or value ranges; raises ConfigError naming the key."""
+        from imagequant.ocr.zoo import ENGINE_NAMES
+
         checks: list[tuple[bool, str]] = [
-            (self.ocr.engine in ("tesseract", "rapidocr", "both"), "ocr.engine must be tesseract, rapidocr or both"),
+            (self.ocr.engine in ENGINE_NAMES, f"ocr.engine must be one of {', '.join(ENGINE_NAMES)}"),
+            (all(a in (90, 180, 270) for a in self.ocr.rotated_angles), "ocr.rotated_angles must be 90, 180 or 270"),
+            (self.ocr.second_pass_max_regions >= 0, "ocr.second_pass_max_regions must be >= 0"),
+            (self.ocr.second_pass_text_px > 0, "ocr.second_pass_text_px must be positive"),
+            (self.ocr.tesseract.preprocess in ("none", "gray", "autocontrast"),
+             "ocr.tesseract.preprocess must be none, gray or autocontrast"),
+            (self.imaging.ocr_max_upscale >= 1.0, "imaging.ocr_max_upscale must be >= 1"),
             (self.cnn.device in ("auto", "cpu", "cuda"), "cnn.device must be auto, cpu or cuda"),
             (self.cnn.batch_size > 0, "cnn.batch_size must be positive"),
             (self.fetch.max_retries >= 0, "fetch.max_retries must be >= 0"),

@@ -15,6 +15,8 @@ import struct
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from imagequant.errors import RecordedError
+
 log = logging.getLogger(__name__)
 
 IMAGE_ERROR_KINDS = ("decode_error", "truncated", "pixel_bomb", "empty")
@@ -24,15 +26,10 @@ IMAGE_ERROR_KINDS = ("decode_error", "truncated", "pixel_bomb", "empty")
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 
 
-class ImageError(Exception):
-    """An image that cannot be used. ``kind`` is one of IMAGE_ERROR_KINDS and is what gets recorded."""
+class ImageError(RecordedError):
+    """An image that cannot be used."""
 
-    def __init__(self, kind: str, message: str) -> None:
-        if kind not in IMAGE_ERROR_KINDS:
-            raise ValueError(f"unknown image error kind {kind!r}")
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
-        self.message = message
+    KINDS = IMAGE_ERROR_KINDS
 
 
 def _is_truncation(exc: BaseException) -> bool:

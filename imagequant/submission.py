@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from imagequant.units import ENTITY_UNITS, is_valid_prediction
+from imagequant.core.units import ENTITY_UNITS, is_valid_prediction
 
 SUBMISSION_COLUMNS = ["index", "prediction"]
 MAX_LISTED = 20  # offending rows listed per problem; the count is always given

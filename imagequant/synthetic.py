@@ -19,7 +19,7 @@ import functools
 import io
 import math
 import string
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,12 +28,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from imagequant.units import ENTITIES, ENTITY_UNITS, format_value
+from imagequant.core.entities import ENTITY_SPECS
+from imagequant.core.units import ENTITIES, ENTITY_UNITS, format_value
 
 DEFAULT_LINK_BASE = "https://images.example.com/sample/"
 DIFFICULTIES = ("easy", "mixed", "hard")
 
-DIMENSIONS = ("width", "depth", "height")
+# The lengths of a drawing, in drawing order.
+DIMENSIONS = tuple(name for name, spec in ENTITY_SPECS.items() if spec.dimension)
 
 T = TypeVar("T")
 
@@ -41,23 +43,10 @@ T = TypeVar("T")
 # Units: how often each is the label's unit, plausible value ranges and printed spellings.
 # --------------------------------------------------------------------------------------------------
 
-# Unit shares of the truth label, after the challenge's train-label statistics (CHALLENGE.md).
+# Unit shares of the truth label, after the challenge's train-label statistics (CHALLENGE.md); each
+# entity's renderer (RENDERERS, below) holds its own.
 _DIM_UNIT_SHARE = {"centimetre": 0.50, "inch": 0.34, "millimetre": 0.13, "metre": 0.01, "foot": 0.015,
                    "yard": 0.005}
-UNIT_SHARES: dict[str, dict[str, float]] = {
-    "width": _DIM_UNIT_SHARE,
-    "depth": _DIM_UNIT_SHARE,
-    "height": _DIM_UNIT_SHARE,
-    "item_weight": {"gram": 0.63, "kilogram": 0.12, "pound": 0.08, "ounce": 0.08, "milligram": 0.07,
-                    "microgram": 0.01, "ton": 0.01},
-    "maximum_weight_recommendation": {"kilogram": 0.43, "pound": 0.32, "gram": 0.12, "ton": 0.07,
-                                      "ounce": 0.05, "milligram": 0.01},
-    "voltage": {"volt": 0.97, "kilovolt": 0.02, "millivolt": 0.01},
-    "wattage": {"watt": 0.97, "kilowatt": 0.03},
-    "item_volume": {"millilitre": 0.47, "fluid ounce": 0.27, "litre": 0.12, "gallon": 0.04, "cup": 0.02,
-                    "pint": 0.02, "quart": 0.02, "cubic foot": 0.01, "cubic inch": 0.01,
-                    "centilitre": 0.01, "decilitre": 0.01},
-}
 
 
 @dataclass(frozen=True)
@@ -279,7 +268,7 @@ def layout_token_lines(lines: Sequence[tuple[Sequence[str], int]], confidences: 
     """OCR tokens of printed lines laid out top to bottom (``(words, text height)`` each, half a height
     between words, 25 px between lines, 640 px wide): what an engine would return for them, without an
     image. ``confidences`` gives each token's confidence in turn. Returns (tokens, (width, height))."""
-    from imagequant.ocr import OcrToken
+    from imagequant.core.tokens import OcrToken
 
     conf = iter(confidences)
     tokens = []
@@ -452,7 +441,7 @@ def _image_name(rng: np.random.Generator) -> str:
 
 
 def _sample_unit(rng: np.random.Generator, entity: str) -> str:
-    shares = UNIT_SHARES[entity]
+    shares = RENDERERS[entity].unit_shares
     return _pick(rng, list(shares), list(shares.values()))
 
 
@@ -498,33 +487,6 @@ def _alt_qty(rng: np.random.Generator, value: float, unit: str, prof: _Profile) 
     return _qty(rng, plain_number(float(alt)), other, prof)
 
 
-_PHRASES: dict[str, tuple[str, ...]] = {
-    "item_weight": ("{q}", "{q}", "Net Wt. {q}", "NET WT {Q}", "Net Weight: {q}", "NET WEIGHT {Q}",
-                    "Weight: {q}", "Net wt {q}", "Poids net {q}", "Item Weight {q}", "Nettogewicht {q}"),
-    "maximum_weight_recommendation": ("Max load {q}", "MAX LOAD: {Q}", "Load capacity {q}", "Holds up to {q}",
-                                      "Max. {q}", "Capacity: {q}", "Weight capacity {q}", "Supports up to {q}",
-                                      "MAX {Q}", "Max load: {q}"),
-    "voltage": ("{q}", "{q} DC", "Output: {q}", "Rated voltage: {q}", "Voltage {q}", "DC {q}", "{q}~ 50Hz",
-                "{q} AC", "Input {q}"),
-    "wattage": ("{q}", "{q}", "Power: {q}", "{q} Max", "Rated power {q}", "{q} LED", "Output power {q}",
-                "POWER {Q}"),
-    "item_volume": ("{q}", "{q}", "Contents: {q}", "Vol. {q}", "Capacity {q}", "{q} \u212e", "Volume: {q}"),
-    "width": ("{q}", "W: {q}", "Width {q}", "W {q}"),
-    "depth": ("{q}", "D: {q}", "Depth {q}", "L {q}"),
-    "height": ("{q}", "H: {q}", "Height {q}", "H {q}"),
-}
-_TABLE_NAMES = {
-    "item_weight": ("Item weight", "Weight", "Net weight", "Product weight"),
-    "maximum_weight_recommendation": ("Max load", "Load capacity", "Maximum weight", "Weight capacity"),
-    "voltage": ("Voltage", "Rated voltage", "Input voltage", "Output voltage"),
-    "wattage": ("Power", "Wattage", "Rated power", "Output power"),
-    "item_volume": ("Capacity", "Volume", "Contents"),
-    "width": ("Width", "Item width", "W"),
-    "depth": ("Depth", "Length", "D"),
-    "height": ("Height", "Item height", "H"),
-}
-
-
 def make_truth(rng: np.random.Generator, entity: str, difficulty: str = "mixed", unit: str | None = None,
                value: float | None = None) -> Truth:
     """Draw a value for ``entity`` (unit and value drawn too unless given) and a phrase printing it."""
@@ -539,66 +501,116 @@ def _make_truth(rng: np.random.Generator, entity: str, prof: _Profile, unit: str
     value = _sample_value(rng, entity, unit) if value is None else value
     number = _number_text(rng, value, prof)
     q = _qty(rng, number, unit, prof)
-    if _chance(rng, prof.p_dual) and entity in ("item_weight", "item_volume", *DIMENSIONS):
+    if _chance(rng, prof.p_dual) and RENDERERS[entity].dual:
         alt = _alt_qty(rng, value, unit, prof)
         if alt is not None:
             q = f"{q} ({alt})" if entity not in DIMENSIONS else _pick(rng, (f"{q} / {alt}", f"{q}\n{alt}"))
     if not phrase:
         return Truth(entity, value, unit, q, number)
-    template = _pick(rng, _PHRASES[entity])
+    template = _pick(rng, RENDERERS[entity].phrases)
     text = template.replace("{q}", q).replace("{Q}", q.upper())
     return Truth(entity, value, unit, text, number)
 
 
 def _confuser(rng: np.random.Generator, truth: Truth) -> str:
     """A same-entity number that is not the answer, as packaging prints them."""
-    e = truth.entity
-    if e == "item_weight":
-        return _pick(rng, (f"Serving size {_rint(rng, 10, 60)}g", "per 100 g", f"Protein {_rint(rng, 2, 30)}g",
-                           f"Sugar {_rint(rng, 1, 25)} g", f"{_rint(rng, 10, 40)} servings"))
-    if e == "item_volume":
-        return _pick(rng, (f"Serving size 1 cup ({_pick(rng, (200, 240, 250))} mL)", "Recycle 0.25 L",
-                           f"{_rint(rng, 5, 30)} ml per use", f"Serves {_rint(rng, 2, 8)}"))
-    if e == "voltage":
-        return _pick(rng, ("Input: 100-240V~ 50/60Hz", "AC 220-240V", f"{_rint(rng, 1, 5)}A",
-                           f"{_pick(rng, (1200, 2000, 2600, 3000, 5000))}mAh"))
-    if e == "wattage":
-        return _pick(rng, (f"Replaces {_pick(rng, (40, 60, 75, 100))}W", f"{_pick(rng, (470, 806, 1055))} lm",
-                           f"{_pick(rng, (2700, 3000, 4000, 6500))}K", "Energy class A+"))
-    if e == "maximum_weight_recommendation":
-        return _pick(rng, (f"Item weight {_rint(rng, 1, 9)}.{_rint(rng, 0, 9)} kg", f"{_rint(rng, 2, 6)} shelves",
-                           f"Tested {_pick(rng, (1000, 5000, 10000))} cycles"))
-    return _pick(rng, (f"Scale 1:{_rint(rng, 5, 20)}", f"Tolerance ±{_rint(rng, 1, 5)} mm"))
+    return _pick(rng, RENDERERS[truth.entity].confusers(rng))
+
+
+@dataclass(frozen=True)
+class EntityRenderer:
+    """How the generator prints one entity of :mod:`imagequant.core.entities`."""
+
+    unit_shares: dict[str, float]  # how often each unit is the label's unit
+    weight: float  # share of images whose main value is this entity (renormalised over those chosen)
+    scenes: tuple[tuple[str, float], ...]  # the scenes that can state it as their main value, with weights
+    phrases: tuple[str, ...]  # how a value is printed: {q} the quantity, {Q} in capitals
+    table_names: tuple[str, ...]  # its row name in a specification table
+    confusers: Callable[[np.random.Generator], tuple[str, ...]]  # same-entity numbers that are no answer
+    dual: bool = False  # the value may be printed in a second unit too ("17.6 oz (500 g)")
+
+
+def _dimension_confusers(rng: np.random.Generator) -> tuple[str, ...]:
+    return (f"Scale 1:{_rint(rng, 5, 20)}", f"Tolerance ±{_rint(rng, 1, 5)} mm")
+
+
+_DIMENSION_SCENES = (("dimension", 0.8), ("table", 0.2))
+
+# One renderer per entity, in the entity table's order; the confusers draw their numbers in the order
+# written, so a generated sample is the same for the same seed.
+RENDERERS: dict[str, EntityRenderer] = {
+    "width": EntityRenderer(_DIM_UNIT_SHARE, 0.17, _DIMENSION_SCENES, ("{q}", "W: {q}", "Width {q}", "W {q}"),
+                            ("Width", "Item width", "W"), _dimension_confusers, dual=True),
+    "depth": EntityRenderer(_DIM_UNIT_SHARE, 0.14, _DIMENSION_SCENES, ("{q}", "D: {q}", "Depth {q}", "L {q}"),
+                            ("Depth", "Length", "D"), _dimension_confusers, dual=True),
+    "height": EntityRenderer(_DIM_UNIT_SHARE, 0.19, _DIMENSION_SCENES, ("{q}", "H: {q}", "Height {q}", "H {q}"),
+                             ("Height", "Item height", "H"), _dimension_confusers, dual=True),
+    "item_weight": EntityRenderer(
+        {"gram": 0.63, "kilogram": 0.12, "pound": 0.08, "ounce": 0.08, "milligram": 0.07, "microgram": 0.01,
+         "ton": 0.01},
+        0.24, (("package", 0.7), ("table", 0.15), ("infographic", 0.15)),
+        ("{q}", "{q}", "Net Wt. {q}", "NET WT {Q}", "Net Weight: {q}", "NET WEIGHT {Q}", "Weight: {q}",
+         "Net wt {q}", "Poids net {q}", "Item Weight {q}", "Nettogewicht {q}"),
+        ("Item weight", "Weight", "Net weight", "Product weight"),
+        lambda rng: (f"Serving size {_rint(rng, 10, 60)}g", "per 100 g", f"Protein {_rint(rng, 2, 30)}g",
+                     f"Sugar {_rint(rng, 1, 25)} g", f"{_rint(rng, 10, 40)} servings"),
+        dual=True,
+    ),
+    "maximum_weight_recommendation": EntityRenderer(
+        {"kilogram": 0.43, "pound": 0.32, "gram": 0.12, "ton": 0.07, "ounce": 0.05, "milligram": 0.01},
+        0.06, (("shelf", 0.65), ("table", 0.2), ("infographic", 0.15)),
+        ("Max load {q}", "MAX LOAD: {Q}", "Load capacity {q}", "Holds up to {q}", "Max. {q}", "Capacity: {q}",
+         "Weight capacity {q}", "Supports up to {q}", "MAX {Q}", "Max load: {q}"),
+        ("Max load", "Load capacity", "Maximum weight", "Weight capacity"),
+        lambda rng: (f"Item weight {_rint(rng, 1, 9)}.{_rint(rng, 0, 9)} kg", f"{_rint(rng, 2, 6)} shelves",
+                     f"Tested {_pick(rng, (1000, 5000, 10000))} cycles"),
+    ),
+    "voltage": EntityRenderer(
+        {"volt": 0.97, "kilovolt": 0.02, "millivolt": 0.01},
+        0.07, (("device", 0.6), ("infographic", 0.2), ("table", 0.2)),
+        ("{q}", "{q} DC", "Output: {q}", "Rated voltage: {q}", "Voltage {q}", "DC {q}", "{q}~ 50Hz", "{q} AC",
+         "Input {q}"),
+        ("Voltage", "Rated voltage", "Input voltage", "Output voltage"),
+        lambda rng: ("Input: 100-240V~ 50/60Hz", "AC 220-240V", f"{_rint(rng, 1, 5)}A",
+                     f"{_pick(rng, (1200, 2000, 2600, 3000, 5000))}mAh"),
+    ),
+    "wattage": EntityRenderer(
+        {"watt": 0.97, "kilowatt": 0.03},
+        0.07, (("device", 0.45), ("infographic", 0.3), ("table", 0.25)),
+        ("{q}", "{q}", "Power: {q}", "{q} Max", "Rated power {q}", "{q} LED", "Output power {q}", "POWER {Q}"),
+        ("Power", "Wattage", "Rated power", "Output power"),
+        lambda rng: (f"Replaces {_pick(rng, (40, 60, 75, 100))}W", f"{_pick(rng, (470, 806, 1055))} lm",
+                     f"{_pick(rng, (2700, 3000, 4000, 6500))}K", "Energy class A+"),
+    ),
+    "item_volume": EntityRenderer(
+        {"millilitre": 0.47, "fluid ounce": 0.27, "litre": 0.12, "gallon": 0.04, "cup": 0.02, "pint": 0.02,
+         "quart": 0.02, "cubic foot": 0.01, "cubic inch": 0.01, "centilitre": 0.01, "decilitre": 0.01},
+        0.06, (("bottle", 0.8), ("table", 0.1), ("infographic", 0.1)),
+        ("{q}", "{q}", "Contents: {q}", "Vol. {q}", "Capacity {q}", "{q} \u212e", "Volume: {q}"),
+        ("Capacity", "Volume", "Contents"),
+        lambda rng: (f"Serving size 1 cup ({_pick(rng, (200, 240, 250))} mL)", "Recycle 0.25 L",
+                     f"{_rint(rng, 5, 30)} ml per use", f"Serves {_rint(rng, 2, 8)}"),
+        dual=True,
+    ),
+}
+_missing = [e for e in ENTITY_SPECS if e not in RENDERERS]
+if _missing or set(RENDERERS) - set(ENTITY_SPECS):
+    raise ValueError(f"the synthetic generator has no renderer for {_missing} "
+                     f"or renders entities the table lacks: {sorted(set(RENDERERS) - set(ENTITY_SPECS))}")
 
 
 # --------------------------------------------------------------------------------------------------
 # Specs: what one image shows.
 # --------------------------------------------------------------------------------------------------
 
-# Default entity mix of an image's main value: between the challenge's train and test shares.
-_ENTITY_WEIGHTS = {"height": 0.19, "width": 0.17, "depth": 0.14, "item_weight": 0.24,
-                   "maximum_weight_recommendation": 0.06, "voltage": 0.07, "wattage": 0.07, "item_volume": 0.06}
-# Scenes that can state each main entity, with weights.
-_SCENES_FOR: dict[str, tuple[tuple[str, float], ...]] = {
-    "item_weight": (("package", 0.7), ("table", 0.15), ("infographic", 0.15)),
-    "item_volume": (("bottle", 0.8), ("table", 0.1), ("infographic", 0.1)),
-    "maximum_weight_recommendation": (("shelf", 0.65), ("table", 0.2), ("infographic", 0.15)),
-    "voltage": (("device", 0.6), ("infographic", 0.2), ("table", 0.2)),
-    "wattage": (("device", 0.45), ("infographic", 0.3), ("table", 0.25)),
-    "width": (("dimension", 0.8), ("table", 0.2)),
-    "depth": (("dimension", 0.8), ("table", 0.2)),
-    "height": (("dimension", 0.8), ("table", 0.2)),
-}
-
-
 def make_spec(rng: np.random.Generator, difficulty: str = "mixed", entities: Iterable[str] | None = None,
               image_size: tuple[int, int] = (640, 1000)) -> ItemSpec:
     """Draw the content of one image whose main value is one of ``entities`` (default: all eight)."""
     prof = _profile(difficulty)
     allowed = _check_entities(entities)
-    weights = [_ENTITY_WEIGHTS[e] for e in allowed]
+    weights = [RENDERERS[e].weight for e in allowed]
     main = _pick(rng, allowed, weights)
-    scenes = _SCENES_FOR[main]
+    scenes = RENDERERS[main].scenes
     kind = _pick(rng, [s for s, _ in scenes], [w for _, w in scenes])
     size = _sample_size(rng, image_size)
 
@@ -1388,7 +1400,7 @@ def _paint_table(img: Image.Image, ctx: _Ctx) -> None:
                 rows.append(("Dimensions", t.text))
                 combo_done = True
             continue
-        rows.append((_pick(rng, _TABLE_NAMES[t.entity]), t.printed_text.replace("\n", " ")))
+        rows.append((_pick(rng, RENDERERS[t.entity].table_names), t.printed_text.replace("\n", " ")))
     others = [("Material", _pick(rng, ("Steel", "Plastic", "Wood", "Aluminium", "Cotton", "Glass"))),
               ("Color", _pick(rng, ("Black", "White", "Grey", "Red", "Blue", "Natural"))),
               ("Model", f"{_pick(rng, ('XK', 'TR', 'PL', 'HD'))}-{_rint(rng, 100, 9999)}"),

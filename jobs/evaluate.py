@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from imagequant.catalog import read_catalog  # noqa: E402
 from imagequant.cli import ArgumentParser, run_job  # noqa: E402
+from imagequant.core import locations  # noqa: E402
 from imagequant.errors import UsageError  # noqa: E402
 
 
@@ -32,14 +33,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--images-dir", help="folder of images named by the link's file name, for thumbnails")
     parser.add_argument("--worst", type=int, default=12, help="how many of the worst errors to show (default 12)")
     args = parser.parse_args(argv)
-    if args.store and not Path(args.store).is_dir():
+    local_store = locations.local_path(args.store) if args.store else None
+    if local_store is not None and not local_store.is_dir():
         raise UsageError(f"feature store {args.store} is not a folder")
     if args.images_dir and not Path(args.images_dir).is_dir():
         raise UsageError(f"--images-dir {args.images_dir} is not a folder")
     if args.worst < 0:
         raise UsageError("--worst must be 0 or more")
 
-    from imagequant.evaluation import evaluate, write_evaluation_report
+    from imagequant.evaluation.evaluate import evaluate, write_evaluation_report
 
     truth = read_catalog(args.truth)
     result, rows = evaluate(args.predictions, truth, args.store)

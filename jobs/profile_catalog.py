@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 1 <= args.bins_per_decade <= 100:
         parser.error("--bins-per-decade must be between 1 and 100")
 
-    from imagequant.profile import profile_catalog, write_profile_report
+    from imagequant.spark.profile import profile_catalog, write_profile_report
     from imagequant.spark.session import build_session
 
     started = time.monotonic()

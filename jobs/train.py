@@ -49,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from imagequant.spark.inference import require_store
     from imagequant.spark.session import build_session
-    from imagequant.training import prepare_training_table, train_from_table
+    from imagequant.spark.training_table import prepare_training_table
+    from imagequant.training.fit import train_from_table
 
     require_store(args.store)
     spark = build_session(config, "imagequant-train")

@@ -20,10 +20,10 @@ from pyspark.sql import functions as F
 from imagequant.catalog import ROW_COLUMNS, read_catalog
 from imagequant.cnn import check_weights, describe_weights
 from imagequant.config import Config
+from imagequant.core.schema import IMAGES, ROWS, STAGING_DIR
+from imagequant.spark.schema import IMAGE_SCHEMA, OCR_STAGE_SCHEMA, ROW_SCHEMA
 from imagequant.spark.session import CATALOG_ARROW_BATCH, default_parallelism, runtime_conf
 from imagequant.spark.store import (
-    IMAGE_SCHEMA,
-    ROW_SCHEMA,
     StoreFs,
     append_manifest,
     new_run_id,
@@ -31,7 +31,7 @@ from imagequant.spark.store import (
     recover,
     write_partition,
 )
-from imagequant.spark.udfs import STAGE1_SCHEMA, cnn_features_function, cnn_stage_schema, fetch_ocr_function
+from imagequant.spark.udfs import cnn_features_function, cnn_stage_schema, fetch_ocr_function
 
 
 @dataclass
@@ -101,15 +101,15 @@ def process_images(
     With ``separate_cnn_stage`` the CPU stage is persisted and the CNN runs as its own stage over
     ``config.spark`` GPU-sized partitions, so fetch/OCR use every core while the GPU stage runs one task per GPU.
     """
-    stage1 = todo.repartition(partitions).mapInPandas(fetch_ocr_function(config, images_dir), STAGE1_SCHEMA)
+    stage1 = todo.repartition(partitions).mapInPandas(fetch_ocr_function(config, images_dir), OCR_STAGE_SCHEMA)
     if separate_cnn_stage:
         stage1 = stage1.persist(StorageLevel.MEMORY_AND_DISK)
         stage1.count()
         stage1 = stage1.coalesce(max(1, config.cnn.stage_partitions))
-    with_cnn = stage1.mapInArrow(cnn_features_function(config), cnn_stage_schema(STAGE1_SCHEMA))
+    with_cnn = stage1.mapInArrow(cnn_features_function(config), cnn_stage_schema(OCR_STAGE_SCHEMA))
     return with_cnn.select(
-        *[F.col(c) for c in STAGE1_SCHEMA.fieldNames() if c != "cnn_input"],
-        F.lit(describe_weights(config.cnn) if config.cnn.enabled else "disabled").alias("cnn_weights"),
+        *[F.col(c) for c in OCR_STAGE_SCHEMA.fieldNames() if c != "cnn_input"],
+        F.lit(describe_weights(config.cnn)).alias("cnn_weights"),
         F.col("cnn_features"),
         F.col("seconds_cnn"),
         F.lit(run_id).alias("run_id"),
@@ -134,7 +134,7 @@ def run_extract(
     started = time.perf_counter()
     run_id = new_run_id()
     batch = run_date or run_id
-    summary = ExtractSummary(run_id=run_id, batch=batch, cnn_weights=describe_weights(config.cnn) if config.cnn.enabled else "disabled", ocr_engine=config.ocr.engine)
+    summary = ExtractSummary(run_id=run_id, batch=batch, cnn_weights=describe_weights(config.cnn), ocr_engine=config.ocr.engine)
     fs = StoreFs(spark, store)
     recover(fs)
 
@@ -159,16 +159,18 @@ def run_extract(
         partitions = max(1, min(summary.processed, cores * config.spark.image_partitions_per_core))
         images = process_images(todo, config, images_dir, run_id, partitions, config.cnn.separate_stage)
         files = max(1, summary.processed // max(1, config.store.rows_per_file) + 1)
-        write_partition(fs, images, "images", f"batch={batch}", run_id, compression, min(files, partitions))
-        written = spark.read.parquet(fs.path("images", f"batch={batch}"))
+        partition = f"{IMAGES.partition}={batch}"
+        write_partition(fs, images, IMAGES.name, partition, run_id, compression, min(files, partitions))
+        written = spark.read.parquet(fs.path(IMAGES.name, partition))
         counts = Counter({r["status"]: r["count"] for r in written.groupBy("status").count().collect()})
     summary.ok = counts.pop("ok", 0) + summary.already_ok
     summary.failed = dict(counts)
     rows_files = max(1, summary.rows // max(1, config.store.rows_per_file) + 1)
-    write_partition(fs, rows, "rows", f"run_date={run_date or 'undated'}", run_id, compression, rows_files)
+    write_partition(fs, rows, ROWS.name, f"{ROWS.partition}={run_date or 'undated'}", run_id, compression,
+                    rows_files)
     summary.seconds = time.perf_counter() - started
     append_manifest(fs, summary.to_json())
-    fs.delete(fs.path("_staging", run_id))
+    fs.delete(fs.path(STAGING_DIR, run_id))
     todo.unpersist()
     rows.unpersist()
     return summary

@@ -17,54 +17,36 @@ Output, one row per catalog row (``predictions.parquet``):
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.sql import SparkSession
+from pyspark.sql import types as T
 
-from imagequant import rules
-from imagequant.candidates import extract_candidates
+from imagequant.catalog import read_catalog
+from imagequant.core import locations
+from imagequant.core.schema import IMAGE_EVIDENCE, PREDICTIONS
+from imagequant.core.units import ENTITY_UNITS
 from imagequant.errors import UsageError
-from imagequant.model import EncodedExample, LoadedModel, image_size_of, load_model
-from imagequant.spark.store import TOKEN_FIELDS, tokens_from_record
-from imagequant.submission import check_submission, write_submission
-from imagequant.units import ENTITY_UNITS, format_prediction
+from imagequant.pipeline.rows import row_evidence, text_or_none
+from imagequant.scoring.base import ScoringRow
+from imagequant.scoring.zoo import RULES, load_scorer
+from imagequant.spark.schema import IMAGE_EVIDENCE_SCHEMA, PREDICTIONS_SCHEMA, ROW_SCHEMA
+from imagequant.spark.store import read_images
+from imagequant.submission import check_submission, read_submission, write_submission
 
-RULES = "rules"
-OUTPUT_COLUMNS = ["index", "prediction", "value", "unit", "score", "n_candidates", "status", "error"]
-OUTPUT_SCHEMA = ("index long, prediction string, value double, unit string, score double, "
-                 "n_candidates int, status string, error string")
 CHUNK_ROWS = 256  # rows scored per model call inside a worker (Arrow batches are smaller: image rows are big)
-
-_MODELS: dict[tuple[str, bool], LoadedModel] = {}
-_MODELS_LOCK = threading.Lock()
-
-
-def get_model(model_dir: str, exported: bool) -> LoadedModel:
-    """The checkpoint, loaded once per process (Python worker) and then served from the cache."""
-    key = (str(Path(model_dir).resolve()), exported)
-    with _MODELS_LOCK:
-        model = _MODELS.get(key)
-        if model is None:
-            model = load_model(key[0], exported=exported)
-            _MODELS[key] = model
-        return model
-
-
-def _text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    return str(value)
+OUTPUT_COLUMNS = PREDICTIONS.names()
 
 
 def _failed(index: int, status: str, error: str, n: int = 0) -> dict[str, Any]:
-    return {"index": index, "prediction": "", "value": None, "unit": None, "score": 0.0,
-            "n_candidates": n, "status": status, "error": error}
+    return PREDICTIONS.empty_record(index=index, value=None, unit=None, n_candidates=n, status=status, error=error)
 
 
 def predict_frame(frame: pd.DataFrame, model_spec: str, exported: bool, threshold: float | None) -> pd.DataFrame:
@@ -72,48 +54,41 @@ def predict_frame(frame: pd.DataFrame, model_spec: str, exported: bool, threshol
 
     ``frame`` has the catalog columns ``index, image_id, entity_name, row_status, row_error`` and the image
     columns ``image_status, image_error, width, height, tok_*, cnn_features`` (null when the image is not
-    in the store). ``threshold`` overrides the model's own (rules: default 0, answer whenever possible).
+    in the store). ``threshold`` overrides the scorer's own (rules: 0, answer whenever possible).
     """
-    model = None if model_spec == RULES else get_model(model_spec, exported)
+    scorer = load_scorer(model_spec, exported)
     out: list[dict[str, Any] | None] = []
-    pending: list[tuple[int, int, EncodedExample]] = []
+    pending: list[tuple[int, int, ScoringRow]] = []
     for record in frame.to_dict("records"):
         index = int(record["index"])
-        row_status = _text(record.get("row_status")) or "ok"
-        image_status = _text(record.get("image_status"))
-        entity = _text(record.get("entity_name"))
+        row_status = text_or_none(record.get("row_status")) or "ok"
+        image_status = text_or_none(record.get("image_status")) or ""
+        entity = text_or_none(record.get("entity_name")) or ""
         if row_status != "ok":
-            out.append(_failed(index, row_status, _text(record.get("row_error"))))
+            out.append(_failed(index, row_status, text_or_none(record.get("row_error")) or ""))
             continue
         if entity not in ENTITY_UNITS:
             out.append(_failed(index, "unknown_entity", f"entity_name {entity!r} is not a known entity"))
             continue
         if not image_status:
-            out.append(_failed(index, "image_missing", f"image {_text(record.get('image_id'))} is not in the "
-                                                       "feature store; run jobs/extract_features.py on this catalog first"))
+            out.append(_failed(index, "image_missing", f"image {text_or_none(record.get('image_id'))} is not in "
+                                                       "the feature store; run jobs/extract_features.py on this "
+                                                       "catalog first"))
             continue
         if image_status != "ok":
-            out.append(_failed(index, image_status, _text(record.get("image_error"))))
+            out.append(_failed(index, image_status, text_or_none(record.get("image_error")) or ""))
             continue
         try:
-            tokens = tokens_from_record(record)
-            size = image_size_of(tokens, int(record.get("width") or 0), int(record.get("height") or 0))
-            candidates = extract_candidates(tokens, entity, size)
-            if model is None:
-                best, conf = rules.choose(candidates, entity)
-                cut = 0.0 if threshold is None else threshold
-                text = format_prediction(best.value, best.unit, entity) if best and conf >= cut else ""
-                out.append({"index": index, "prediction": text, "value": best.value if best else None,
-                            "unit": best.unit if best else None, "score": float(conf),
-                            "n_candidates": len(candidates), "status": "ok", "error": ""})
-            else:
-                cnn = record.get("cnn_features")
-                pending.append((len(out), index, model.encode(tokens, size, entity, cnn, candidates)))
-                out.append(None)  # filled after the batched model call
+            evidence = row_evidence(record, entity)
         except Exception as exc:  # one bad row must not fail the job; it is reported in its status
             out.append(_failed(index, "predict_error", f"{type(exc).__name__}: {exc}"))
-    if model is not None and pending:
-        preds = model.predict([e for _, _, e in pending], threshold=threshold)
+            continue
+        row = ScoringRow(entity, evidence.tokens, evidence.image_size, evidence.candidates,
+                         record.get("cnn_features"))
+        pending.append((len(out), index, row))
+        out.append(None)  # filled after the batched scorer call
+    if pending:
+        preds = scorer.predict([row for _, _, row in pending], threshold=threshold)
         for (slot, index, _), pred in zip(pending, preds, strict=True):
             out[slot] = {"index": index, "prediction": pred.prediction, "value": pred.value, "unit": pred.unit,
                          "score": float(pred.score), "n_candidates": pred.n_candidates, "status": "ok",
@@ -168,12 +143,11 @@ class PredictSummary:
 
 def check_model_spec(model_spec: str, exported: bool) -> None:
     """Fails fast (UsageError) when the model directory is not a loadable checkpoint."""
-    if model_spec != RULES:
-        load_model(model_spec, exported=exported)
+    load_scorer(model_spec, exported)
 
 
 def run_predict(
-    spark: Any,
+    spark: SparkSession,
     catalog_path: str | Path,
     store: str | Path,
     model_spec: str,
@@ -183,50 +157,30 @@ def run_predict(
 ) -> PredictSummary:
     """Predicts every row of the catalog; writes predictions.parquet and submission.csv and checks the
     submission (problems listed in the summary)."""
-    from pyspark.sql import functions as F
-    from pyspark.sql import types as T
-
-    from imagequant.catalog import read_catalog
-    from imagequant.spark.store import IMAGE_SCHEMA, read_images
-
     started = time.perf_counter()
     catalog = read_catalog(catalog_path)
-    rows_schema = T.StructType([
-        T.StructField("index", T.LongType()),
-        T.StructField("image_id", T.StringType()),
-        T.StructField("entity_name", T.StringType()),
-        T.StructField("row_status", T.StringType()),
-        T.StructField("row_error", T.StringType()),
-    ])
+    row_fields = [ROW_SCHEMA[name] for name in ("index", "image_id", "entity_name", "row_status", "row_error")]
     parallelism = max(1, spark.sparkContext.defaultParallelism)
-    rows = spark.createDataFrame(catalog[[f.name for f in rows_schema.fields]], rows_schema)
+    rows = spark.createDataFrame(catalog[[f.name for f in row_fields]], T.StructType(row_fields))
     images = read_images(spark, store)
-    image_columns = ["width", "height", *[f"tok_{n}" for n, _ in TOKEN_FIELDS], "cnn_features"]
     if images is None:
-        empty_fields = [f for f in IMAGE_SCHEMA.fields if f.name in ("image_id", "status", "error", *image_columns)]
-        images = spark.createDataFrame([], T.StructType(empty_fields))
-    images = images.select(
-        "image_id", F.col("status").alias("image_status"), F.col("error").alias("image_error"), *image_columns
-    )
+        images = spark.createDataFrame([], IMAGE_EVIDENCE_SCHEMA)
+    images = images.select(*IMAGE_EVIDENCE.names()).withColumnRenamed("status", "image_status") \
+        .withColumnRenamed("error", "image_error")
     joined = rows.join(images, on="image_id", how="left").repartition(parallelism * 2)
-    scored = joined.mapInPandas(partition_scorer(str(model_spec), exported, threshold), OUTPUT_SCHEMA)
+    scored = joined.mapInPandas(partition_scorer(str(model_spec), exported, threshold), PREDICTIONS_SCHEMA)
     result = scored.toPandas().sort_values("index", kind="stable").reset_index(drop=True)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     pq.write_table(pa.Table.from_pandas(result, preserve_index=False), out / "predictions.parquet")
     write_submission(result, out / "submission.csv")
-    from imagequant.submission import read_submission
-
     problems = check_submission(read_submission(out / "submission.csv"), catalog)
     return PredictSummary(
         rows=len(result),
         answered=int((result["prediction"] != "").sum()),
         by_status={str(k): int(v) for k, v in result["status"].value_counts().items()},
-        model="rules" if model_spec == RULES else f"{model_spec} ({'exported' if exported else 'eager'})",
+        model=RULES if model_spec == RULES else f"{model_spec} ({'exported' if exported else 'eager'})",
         out_dir=out,
         seconds=time.perf_counter() - started,
         problems=problems,
@@ -235,5 +189,6 @@ def run_predict(
 
 def require_store(store: str | Path) -> None:
     """A store that does not exist is a usage error (a store without some images is not)."""
-    if "://" not in str(store) and not Path(store).exists():
+    path = locations.local_path(store)  # a remote store is checked by Spark when it is read
+    if path is not None and not path.exists():
         raise UsageError(f"store {store} does not exist; run jobs/extract_features.py on the catalog first")

@@ -1,5 +1,5 @@
 """The Python functions Spark runs in the extract job (mapInPandas for fetch/decode/OCR, mapInArrow for the
-CNN). Each wraps library functions of imagequant.process.
+CNN). Each wraps library functions of imagequant.pipeline.images.
 
 Per-worker state (the HTTP session, the OCR engine, the CNN) is cached at module level in the libraries, so
 it is built once per Python worker, which Spark reuses across tasks (spark.python.worker.reuse).
@@ -15,20 +15,15 @@ import pyarrow as pa
 from pyspark.sql import types as T
 
 from imagequant.config import Config
-from imagequant.process import embed_crops, process_frame
-from imagequant.spark.store import IMAGE_SCHEMA
+from imagequant.pipeline.images import embed_crops, process_frame
+from imagequant.spark.schema import IMAGE_SCHEMA, OCR_STAGE_SCHEMA
 
-_CNN_FIELDS = {"cnn_weights", "cnn_features", "seconds_cnn", "run_id", "processed_at"}
-STAGE1_SCHEMA = T.StructType(
-    [f for f in IMAGE_SCHEMA.fields if f.name not in _CNN_FIELDS and f.name != "seconds_ocr"]
-    + [T.StructField("seconds_ocr", T.DoubleType(), False), T.StructField("cnn_input", T.BinaryType(), False)]
-)
 CNN_OUTPUT_FIELDS = [IMAGE_SCHEMA["cnn_features"], IMAGE_SCHEMA["seconds_cnn"]]
 
 
 def fetch_ocr_function(config: Config, images_dir: str | None) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """mapInPandas function: distinct images (image_id, image_link) -> stage-one records (STAGE1_SCHEMA)."""
-    names = STAGE1_SCHEMA.fieldNames()
+    """mapInPandas function: distinct images (image_id, image_link) -> stage-one records (OCR_STAGE_SCHEMA)."""
+    names = OCR_STAGE_SCHEMA.fieldNames()
 
     def fetch_decode_ocr(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:

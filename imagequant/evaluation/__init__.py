@@ -1,0 +1,1 @@
+"""Scoring predictions against labels (the challenge F1 and error analysis) and measuring OCR recall."""

@@ -1,0 +1,523 @@
+"""Evaluation of a predictions file against a labeled catalog: the challenge F1, what went wrong, a report.
+
+Scoring is :mod:`imagequant.core.metrics` (the challenge's definition); this module lines predictions up with
+the truth, classifies every row's error kind, measures the candidate-recall ceiling from the feature
+store's OCR tokens, and writes ``metrics.json`` plus an HTML report.
+
+Error kinds, decided in this order for each row:
+
+- ``unlabeled``: the truth is empty (a true negative when the prediction is empty too);
+- ``bad_truth``: the truth is a range, unparseable or has a unit the entity does not allow: never matched;
+- ``correct``: the prediction equals the truth;
+- ``missing``: the row's index is absent from the predictions (counted as an empty prediction);
+- ``image_failed``: the image could not be fetched, decoded or read;
+- ``wrong_unit``: the right number, or the right quantity, in another unit;
+- ``no_candidate``: the truth is not among the image's candidates (the model could not get it);
+- ``abstained``: an empty prediction although the truth was among the candidates (or they are unknown);
+- ``wrong_candidate``: another of the image's candidates was chosen;
+- ``wrong_value``: a wrong answer when candidates are unknown (no feature store given).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from imagequant import report
+from imagequant.core import locations, metrics
+from imagequant.core.schema import IMAGES, MANIFEST_FILE, TOKEN_COLUMN_NAMES, canonical_images, check_manifest
+from imagequant.core.units import ENTITIES, format_value, is_valid_prediction, parse_label, to_base
+from imagequant.errors import UsageError
+from imagequant.pipeline.rows import row_evidence
+
+ERROR_KINDS: dict[str, str] = {
+    "correct": "prediction equals the truth",
+    "wrong_unit": "right number or quantity, another unit",
+    "wrong_candidate": "truth was among the candidates, another was chosen",
+    "wrong_value": "wrong answer (candidates unknown: no feature store)",
+    "no_candidate": "truth is not among the image's candidates",
+    "abstained": "empty answer although the truth was reachable (or candidates unknown)",
+    "missing": "index absent from the predictions (scored as empty)",
+    "image_failed": "image could not be fetched, decoded or read",
+    "bad_truth": "range, unparseable or disallowed-unit truth (never matched)",
+    "unlabeled": "empty truth",
+}
+KIND_COLORS: dict[str, str] = {
+    "correct": "#55A868", "wrong_unit": "#DD8452", "wrong_candidate": "#C44E52", "wrong_value": "#C44E52",
+    "no_candidate": "#8172B3", "abstained": "#CCB974", "missing": "#937860", "image_failed": "#8C8C8C",
+    "bad_truth": "#64B5CD", "unlabeled": "#DA8BC3",
+}
+STORE_COLUMNS = ("image_id", "image_link", "status", "error", "width", "height", "ocr_text", "processed_at",
+                 *TOKEN_COLUMN_NAMES)
+EMPTY = "(empty)"
+
+
+# --- inputs ----------------------------------------------------------------------------------------------
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """A submission CSV (index,prediction) or predictions Parquet (file or folder) as a DataFrame.
+
+    ``prediction`` is a string ("" when empty); ``index`` is int64 and unique. Other columns (value, unit,
+    score, n_candidates, status, error) are kept when present.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"predictions {path} do not exist")
+    try:
+        is_parquet = path.is_dir() or path.name.lower().endswith((".parquet", ".pq"))
+        if is_parquet:
+            frame = pq.read_table(str(path)).to_pandas()
+        else:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[], encoding="utf-8-sig")
+    except Exception as exc:  # pandas and pyarrow raise many types for a broken file
+        raise UsageError(f"predictions {path} cannot be read: {exc}") from exc
+    frame.columns = [str(c).strip() for c in frame.columns]
+    missing = [c for c in ("index", "prediction") if c not in frame.columns]
+    if missing:
+        raise UsageError(f"predictions {path} lack column(s) {', '.join(missing)}; found: {', '.join(frame.columns)}")
+    numbers = pd.to_numeric(frame["index"], errors="coerce")
+    if numbers.isna().any():
+        raise UsageError(f"predictions {path}: column index must hold integers; found {frame['index'][numbers.isna()].iloc[0]!r}")
+    frame["index"] = numbers.astype("int64")
+    duplicated = frame["index"][frame["index"].duplicated()]
+    if len(duplicated):
+        raise UsageError(f"predictions {path}: index {int(duplicated.iloc[0])} appears more than once "
+                         f"({duplicated.nunique()} duplicated indexes); the challenge would not score this file")
+    frame["prediction"] = [_clean(p) for p in frame["prediction"]]
+    return frame
+
+
+def _clean(text: object) -> str:
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return ""
+    return str(text).strip()
+
+
+@dataclass
+class Alignment:
+    """Predictions lined up with the truth: one row per truth row, and what did not line up."""
+
+    rows: pd.DataFrame
+    missing: list[int] = field(default_factory=list)  # truth indexes without a prediction
+    extra: list[int] = field(default_factory=list)  # prediction indexes not in the truth (ignored)
+
+
+def align(truth: pd.DataFrame, predictions: pd.DataFrame) -> Alignment:
+    """Joins predictions to the truth catalog on ``index``; a missing index is an empty prediction."""
+    keep = [c for c in ("index", "image_link", "image_id", "group_id", "entity_name", "entity_value") if c in truth]
+    rows = truth[keep].rename(columns={"entity_value": "truth"}).copy()
+    rows["truth"] = [_clean(t) for t in rows["truth"]]
+    extras = [c for c in ("value", "unit", "score", "n_candidates", "status", "error") if c in predictions]
+    rows = rows.merge(predictions[["index", "prediction", *extras]], on="index", how="left", indicator=True)
+    rows["missing"] = rows.pop("_merge") == "left_only"
+    rows["prediction"] = [_clean(p) for p in rows["prediction"]]
+    extra = sorted(set(predictions["index"]) - set(truth["index"]))
+    return Alignment(rows, missing=[int(i) for i in rows.loc[rows["missing"], "index"]], extra=[int(i) for i in extra])
+
+
+# --- feature store: OCR text and candidates ---------------------------------------------------------------
+
+
+def read_store_images(store: str | Path, image_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """The store's canonical images view through pyarrow (no Spark), at any store location: one row per
+    image_id (:func:`imagequant.core.schema.canonical_images`). Only the columns the evaluation needs are
+    read (not the CNN features)."""
+    filesystem, root = locations.arrow_filesystem(locations.join(store, IMAGES.name))
+    try:
+        dataset = ds.dataset(root, filesystem=filesystem, format="parquet", partitioning="hive")
+    except (FileNotFoundError, OSError) as exc:
+        raise UsageError(f"feature store {store} has no images table ({exc})") from exc
+    manifest = locations.read_text(locations.join(store, MANIFEST_FILE))
+    check_manifest(json.loads(manifest) if manifest else None, str(store))
+    columns = [c for c in STORE_COLUMNS if c in dataset.schema.names]
+    expression = ds.field("image_id").isin(list(image_ids)) if image_ids is not None else None
+    frame = dataset.to_table(columns=columns, filter=expression).to_pandas()
+    return canonical_images(frame) if len(frame) else frame
+
+
+def attach_candidates(rows: pd.DataFrame, images: pd.DataFrame, shown: int = 10) -> pd.DataFrame:
+    """Adds, per row, the image's store status, OCR text and candidates (as "value unit" strings).
+
+    Candidates come from :func:`imagequant.pipeline.rows.row_evidence` on the stored tokens, as training
+    and inference build them. ``candidate_hit`` says whether the truth is among them (metrics.candidate_hits).
+    """
+    by_id = {r["image_id"]: r for r in images.to_dict("records")} if len(images) else {}
+    statuses, texts, candidate_lists, counts = [], [], [], []
+    for image, entity in zip(rows["image_id"], rows["entity_name"], strict=True):
+        record = by_id.get(image)
+        if record is None:
+            statuses.append("not_in_store")
+            texts.append("")
+            candidate_lists.append([])
+            counts.append(0)
+            continue
+        statuses.append(str(record["status"]))
+        texts.append(str(record.get("ocr_text") or ""))
+        found = row_evidence(record, entity).candidates if entity in ENTITIES and record["status"] == "ok" else []
+        candidate_lists.append([f"{format_value(c.value)} {c.unit}" for c in found])
+        counts.append(len(found))
+    out = rows.copy()
+    out["image_status"] = statuses
+    out["ocr_text"] = texts
+    out["candidates"] = candidate_lists
+    out["candidate_count"] = counts
+    out["candidate_hit"] = metrics.candidate_hits(candidate_lists, list(out["truth"]))
+    out["candidates_shown"] = [c[:shown] for c in candidate_lists]
+    return out
+
+
+# --- per-row classification -----------------------------------------------------------------------------
+
+
+def _same_number_or_quantity(prediction: str, truth: str) -> bool:
+    """Whether an unequal prediction has the truth's number, or its quantity in another unit (within 1%)."""
+    p, t = parse_label(prediction), parse_label(truth)
+    if p.kind != "value" or t.kind != "value" or p.unit == t.unit:
+        return False
+    assert p.value is not None and t.value is not None and p.unit and t.unit
+    if math.isclose(p.value, t.value, rel_tol=1e-9):
+        return True
+    try:
+        (pb, pdim), (tb, tdim) = to_base(p.value, p.unit), to_base(t.value, t.unit)
+    except ValueError:
+        return False
+    return pdim == tdim and math.isclose(pb, tb, rel_tol=0.01)
+
+
+def _image_failed(status: object) -> bool:
+    text = _clean(status)
+    return bool(text) and text != "ok"
+
+
+def error_kind(row: Mapping[str, Any]) -> str:
+    """The error kind of one aligned row (see the module docstring for the order of the checks)."""
+    truth, prediction = row["truth"], row["prediction"]
+    if not truth:
+        return "unlabeled"
+    if parse_label(truth, row.get("entity_name")).kind != "value":
+        return "bad_truth"
+    if metrics.row_outcome(prediction, truth) == "tp":
+        return "correct"
+    if row.get("missing"):
+        return "missing"
+    status = row.get("image_status") if "image_status" in row else row.get("status")
+    if _image_failed(status):
+        return "image_failed"
+    if prediction and _same_number_or_quantity(prediction, truth):
+        return "wrong_unit"
+    hit = row.get("candidate_hit")
+    known = hit is not None and not (isinstance(hit, float) and math.isnan(hit))
+    if known and not hit:
+        return "no_candidate"
+    if not prediction:
+        return "abstained"
+    return "wrong_candidate" if known else "wrong_value"
+
+
+def classify(rows: pd.DataFrame) -> pd.DataFrame:
+    """Adds ``outcome`` (tp/fp/fn/tn), ``kind`` (error kind) and ``valid`` (prediction format) per row."""
+    out = rows.copy()
+    out["outcome"] = [metrics.row_outcome(p, t) for p, t in zip(out["prediction"], out["truth"], strict=True)]
+    out["kind"] = [error_kind(r) for r in out.to_dict("records")]
+    out["valid"] = [is_valid_prediction(p, e) for p, e in zip(out["prediction"], out["entity_name"], strict=True)]
+    return out
+
+
+# --- figures of merit -----------------------------------------------------------------------------------
+
+
+def _unit_of(text: str) -> str | None:
+    parsed = parse_label(text)
+    return parsed.unit if parsed.kind == "value" else None
+
+
+def unit_confusion(rows: pd.DataFrame) -> dict[str, Any]:
+    """Counts of (true unit, predicted unit) over rows with a plain truth; an empty prediction is "(empty)"."""
+    pairs: Counter[tuple[str, str]] = Counter()
+    for truth, prediction, entity in zip(rows["truth"], rows["prediction"], rows["entity_name"], strict=True):
+        parsed = parse_label(truth, entity)
+        if parsed.kind != "value" or parsed.unit is None:
+            continue
+        predicted = _unit_of(prediction) if prediction else EMPTY
+        pairs[(parsed.unit, predicted or "(invalid)")] += 1
+    true_units = sorted({t for t, _ in pairs}, key=lambda u: -sum(n for (t, _), n in pairs.items() if t == u))
+    # columns in the rows' order first, so a correct unit lies on the diagonal
+    others = sorted({p for _, p in pairs if p not in (EMPTY, "(invalid)") and p not in true_units},
+                    key=lambda u: -sum(n for (_, p), n in pairs.items() if p == u))
+    predicted_units = true_units + others
+    predicted_units += [u for u in ("(invalid)", EMPTY) if any(p == u for _, p in pairs)]
+    counts = [[pairs.get((t, p), 0) for p in predicted_units] for t in true_units]
+    return {"true_units": true_units, "predicted_units": predicted_units, "counts": counts}
+
+
+def threshold_analysis(rows: pd.DataFrame) -> dict[str, float] | None:
+    """The abstain threshold that would maximise F1 given the file's scores (predictions Parquet only).
+
+    Uses the best candidate's value/unit even where the row abstained, as the predictor writes them.
+    """
+    if not {"score", "value", "unit"} <= set(rows.columns):
+        return None
+    answers = []
+    for value, unit, prediction in zip(rows["value"], rows["unit"], rows["prediction"], strict=True):
+        has_value = value is not None and not (isinstance(value, float) and math.isnan(value)) and _clean(unit)
+        answers.append(f"{float(value)!r} {unit}" if has_value else prediction)
+    has_answer = [bool(a) for a in answers]
+    correct = [bool(a) and metrics.row_outcome(a, t) == "tp" for a, t in zip(answers, rows["truth"], strict=True)]
+    scores = pd.to_numeric(rows["score"], errors="coerce").fillna(0.0).tolist()
+    return metrics.best_threshold(scores, correct, has_answer, [bool(t) for t in rows["truth"]])
+
+
+def summarize(alignment: Alignment, rows: pd.DataFrame, with_candidates: bool) -> dict[str, Any]:
+    """metrics.json: overall and per-entity scores, error kinds, candidate recall, unit confusion."""
+    predictions, truths, entities = list(rows["prediction"]), list(rows["truth"]), list(rows["entity_name"])
+    overall = metrics.score(predictions, truths)
+    table = metrics.per_entity(entities, predictions, truths) if len(rows) else pd.DataFrame()
+    # to_dict keeps each column's type (iterrows would turn the counts into floats)
+    per_entity = {str(e): {k: _plain(v) for k, v in r.items()} for e, r in table.to_dict("index").items() if e != "all"}
+    kinds = Counter(rows["kind"])
+    kinds_per_entity = {
+        str(e): {k: int(n) for k, n in Counter(g["kind"]).most_common()} for e, g in rows.groupby("entity_name")
+    }
+    result: dict[str, Any] = {
+        "rows": len(rows),
+        **{k: _plain(v) for k, v in overall.items()},
+        "missing_predictions": len(alignment.missing),
+        "missing_indexes": alignment.missing[:50],
+        "extra_predictions": len(alignment.extra),
+        "extra_indexes": alignment.extra[:50],
+        "invalid_predictions": int((~rows["valid"]).sum()),
+        "per_entity": per_entity,
+        "error_kinds": {k: int(kinds[k]) for k in ERROR_KINDS if kinds[k]},
+        "error_kinds_per_entity": kinds_per_entity,
+        "candidate_recall": None,
+        "candidate_recall_per_entity": None,
+        "unit_confusion": unit_confusion(rows),
+        "best_threshold": threshold_analysis(rows),
+    }
+    if with_candidates:
+        result["candidate_recall"] = metrics.candidate_recall(list(rows["candidates"]), truths)
+        result["candidate_recall_per_entity"] = {
+            str(e): metrics.candidate_recall(list(g["candidates"]), list(g["truth"]))
+            for e, g in rows.groupby("entity_name")
+        }
+        result["image_status"] = {str(k): int(n) for k, n in Counter(rows["image_status"]).most_common()}
+    return result
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def evaluate(
+    predictions_path: str | Path,
+    truth: pd.DataFrame,
+    store: str | Path | None = None,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Scores a predictions file against a truth catalog (read_catalog output): (metrics, per-row frame)."""
+    if "entity_value" not in truth or truth["entity_value"].isna().all():
+        raise UsageError("the truth catalog has no labels (entity_value column missing or empty)")
+    alignment = align(truth, read_predictions(predictions_path))
+    rows = alignment.rows
+    if store is not None:
+        images = read_store_images(store, sorted(set(rows["image_id"])))
+        rows = attach_candidates(rows, images)
+    rows = classify(rows)
+    result = summarize(alignment, rows, with_candidates=store is not None)
+    return result, rows
+
+
+# --- report ----------------------------------------------------------------------------------------------
+
+
+ROW_COLUMNS = ("index", "entity_name", "group_id", "image_link", "truth", "prediction", "missing", "outcome", "kind",
+               "valid", "score", "status", "image_status", "candidate_hit", "candidate_count", "candidates")
+
+
+def write_rows(rows: pd.DataFrame, path: str | Path) -> Path:
+    """One line per truth row: its outcome (tp/fp/fn/tn), error kind and, with a store, its candidates."""
+    frame = rows[[c for c in ROW_COLUMNS if c in rows.columns]].copy()
+    if "candidates" in frame:
+        frame["candidates"] = ["; ".join(c) for c in frame["candidates"]]
+    frame.sort_values("index").to_csv(path, index=False)
+    return Path(path)
+
+
+def worst_errors(rows: pd.DataFrame, n: int = 12) -> pd.DataFrame:
+    """The rows most worth a look: confident wrong answers first (by score), then reachable abstentions."""
+    # a wrong answer on a range truth or a failed image is not the scorer's mistake: left out here
+    wrong = rows[(rows["outcome"] == "fp") & rows["kind"].isin(["wrong_unit", "wrong_candidate", "wrong_value",
+                                                                 "no_candidate"])].copy()
+    wrong["_rank"] = pd.to_numeric(wrong["score"], errors="coerce").fillna(-1.0) if "score" in wrong else -1.0
+    wrong = wrong.sort_values(["_rank", "index"], ascending=[False, True], kind="stable")
+    empty = rows[rows["kind"].isin(["abstained", "no_candidate"]) & (rows["prediction"] == "")].copy()
+    empty = empty.sort_values(["kind", "index"], kind="stable")
+    return pd.concat([wrong.drop(columns="_rank"), empty]).head(n)
+
+
+def _thumbnail(link: str, images_dir: Path, target: Path, size: int = 260) -> Path | None:
+    """A PNG thumbnail of the row's image, found in ``images_dir`` by the link's file name."""
+    from PIL import Image
+
+    name = PurePosixPath(urlsplit(link).path).name
+    source = images_dir / name if name else None
+    if source is None or not source.is_file():
+        return None
+    try:
+        with Image.open(source) as image:
+            image.thumbnail((size, size))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            image.convert("RGB").save(target, format="PNG")
+    except (OSError, ValueError):
+        return None
+    return target
+
+
+def _card(row: Mapping[str, Any], thumb: str | None) -> str:
+    lines = [f'<div class="card"><div><span class="kind">{html.escape(row["kind"])}</span> · index '
+             f'{int(row["index"])} · {html.escape(str(row["entity_name"]))}</div>']
+    if thumb:
+        lines.append(f'<img src="{html.escape(thumb)}" alt="image of row {int(row["index"])}">')
+    score = row.get("score")
+    score_text = f" (score {float(score):.3f})" if score is not None and not pd.isna(score) else ""
+    lines.append(f"<div>truth: <b>{html.escape(row['truth'] or '(empty)')}</b><br>"
+                 f"prediction: <b>{html.escape(row['prediction'] or '(empty)')}</b>{html.escape(score_text)}</div>")
+    if "candidates_shown" in row:
+        shown = row["candidates_shown"]
+        more = int(row.get("candidate_count") or 0) - len(shown)
+        text = ", ".join(shown) + (f" … (+{more})" if more > 0 else "") if len(shown) else "(none)"
+        lines.append(f"<div>candidates: {html.escape(text)}</div>")
+        status = str(row.get("image_status") or "")
+        if status and status != "ok":
+            lines.append(f"<div>image status: {html.escape(status)}</div>")
+        ocr = str(row.get("ocr_text") or "")
+        lines.append(f"<pre>{html.escape(ocr[:600] or '(no OCR text)')}</pre>")
+    link = str(row.get("image_link") or "")
+    lines.append(f'<div><a href="{html.escape(link)}">{html.escape(PurePosixPath(urlsplit(link).path).name)}</a></div>')
+    lines.append("</div>")
+    return "\n".join(lines)
+
+
+def write_evaluation_report(
+    result: Mapping[str, Any],
+    rows: pd.DataFrame,
+    report_dir: str | Path,
+    *,
+    images_dir: str | Path | None = None,
+    title_note: str = "",
+    worst: int = 12,
+) -> Path:
+    """Writes metrics.json, rows.csv (each row's outcome and error kind), the PNG figures, thumbnails and
+    report.html into ``report_dir``; returns the HTML path."""
+    out = Path(report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report.write_json(out / "metrics.json", result)
+    write_rows(rows, out / "rows.csv")
+    page = report.HtmlReport("Evaluation", title_note)
+
+    page.heading("Score")
+    recall_ceiling = result.get("candidate_recall")
+    page.key_values({
+        "F1 (challenge definition)": result["f1"],
+        "precision": result["precision"],
+        "recall": result["recall"],
+        "accuracy": result["accuracy"],
+        "rows": result["rows"],
+        "true positives": result["tp"], "false positives": result["fp"],
+        "false negatives": result["fn"], "true negatives": result["tn"],
+        "candidate recall (ceiling)": recall_ceiling if recall_ceiling is not None else "needs --store",
+        "invalid prediction strings": result["invalid_predictions"],
+    })
+    if result["missing_predictions"]:
+        shown = ", ".join(str(i) for i in result["missing_indexes"][:20])
+        page.note(f"{result['missing_predictions']:,} truth rows have no prediction and count as empty "
+                  f"predictions (indexes {shown}{', …' if result['missing_predictions'] > 20 else ''}). "
+                  "The challenge would not score such a file at all.")
+    if result["extra_predictions"]:
+        page.note(f"{result['extra_predictions']:,} predictions have an index that is not in the truth; "
+                  "they were ignored.")
+    if result["invalid_predictions"]:
+        page.note(f"{result['invalid_predictions']:,} predictions break the output format (plain decimal, one "
+                  "space, an allowed unit of the row's entity).")
+    best = result.get("best_threshold")
+    if best:
+        threshold = float(best["threshold"])
+        rule = (f"abstaining below {threshold:.4g}" if math.isfinite(threshold)
+                else "keeping every answer" if threshold < 0 else "abstaining on every row")
+        page.paragraph(f"With the file's scores, {rule} would give F1 {best['f1']:.4f} (precision "
+                       f"{best['precision']:.4f}, recall {best['recall']:.4f}); the best candidate of an "
+                       "abstaining row is counted as its answer.")
+
+    page.heading("Per entity")
+    per_entity: dict[str, Any] = result["per_entity"]
+    names = [e for e in ENTITIES if e in per_entity] + sorted(e for e in per_entity if e not in ENTITIES)
+    labels = [*names, "all"]
+    f1s = [per_entity[e]["f1"] for e in names] + [result["f1"]]
+    page.figure(report.bar_chart(
+        out / "f1_per_entity.png", labels, f1s, title="F1 per entity", xlabel="F1", xlim=(0.0, 1.0),
+        colors=[report.color(0)] * len(names) + [report.color(3)]))
+    ceiling = result.get("candidate_recall_per_entity") or {}
+    page.table(
+        ["entity", "rows", "F1", "precision", "recall", "accuracy", "tp", "fp", "fn", "tn", "candidate recall"],
+        [[e, per_entity[e]["n"], per_entity[e]["f1"], per_entity[e]["precision"], per_entity[e]["recall"],
+          per_entity[e]["accuracy"], per_entity[e]["tp"], per_entity[e]["fp"], per_entity[e]["fn"],
+          per_entity[e]["tn"], ceiling.get(e, "–")] for e in names]
+        + [["all", result["rows"], result["f1"], result["precision"], result["recall"], result["accuracy"],
+            result["tp"], result["fp"], result["fn"], result["tn"],
+            recall_ceiling if recall_ceiling is not None else "–"]],
+    )
+
+    page.heading("Error kinds")
+    kinds_per_entity: dict[str, dict[str, int]] = result["error_kinds_per_entity"]
+    present = list(result["error_kinds"])
+    page.figure(report.stacked_bars(
+        out / "error_kinds.png", labels,
+        {k: [kinds_per_entity.get(e, {}).get(k, 0) for e in names] + [result["error_kinds"].get(k, 0)]
+         for k in present},
+        title="Error kinds per entity", normalize=True, series_colors=KIND_COLORS))
+    page.table(["kind", "rows", "meaning"], [[k, n, ERROR_KINDS[k]] for k, n in result["error_kinds"].items()])
+    page.raw('<p>Every row\'s outcome (tp, fp, fn, tn) and error kind: <a href="rows.csv">rows.csv</a>.</p>')
+    if result.get("candidate_recall") is None:
+        page.note("No feature store was given (--store): candidates are unknown, so wrong answers are "
+                  "'wrong_value' and the candidate-recall ceiling is not measured.")
+
+    page.heading("Units: predicted against true")
+    confusion = result["unit_confusion"]
+    page.figure(report.heatmap(
+        out / "unit_confusion.png", confusion["counts"], confusion["true_units"], confusion["predicted_units"],
+        title="Unit confusion", xlabel="predicted unit", ylabel="true unit"),
+        "Rows with a plain truth; (empty) is an empty prediction, (invalid) one that does not parse.")
+
+    page.heading("Worst errors")
+    chosen = worst_errors(rows, worst)
+    thumbs_dir = out / "thumbs"
+    cards = []
+    for record in chosen.to_dict("records"):
+        thumb = None
+        if images_dir is not None:
+            made = _thumbnail(str(record.get("image_link") or ""), Path(images_dir),
+                              thumbs_dir / f"{int(record['index'])}.png")
+            thumb = made.relative_to(out).as_posix() if made else None
+        cards.append(_card(record, thumb))
+    if images_dir is None:
+        page.note("No --images-dir was given, so the worst errors are shown without thumbnails.")
+    if "candidates_shown" not in chosen:
+        page.note("No --store was given, so the OCR text and candidates of these rows are not shown.")
+    page.raw('<div class="cards">' + "\n".join(cards) + "</div>" if cards else "<p>No errors to show.</p>")
+    return page.write(out / "report.html")

@@ -1,0 +1,172 @@
+"""The OCR engine contract: errors, the deadline of one read, and the passes every engine runs.
+
+Each ``read`` runs under one deadline of ``ocr.timeout_s`` seconds covering all of its passes; an engine
+that outlives it raises :class:`OcrTimeout` (kind "ocr_timeout").
+
+Recall passes (each measured on real product images, see jobs/measure_ocr.py):
+- ``ocr.rotated_pass``: dimension drawings print heights vertically; the image is also read rotated by
+  ``ocr.rotated_angles`` and the tokens of those passes that contain digits are added, mapped back.
+- ``ocr.second_pass``: where a line holds a number with no unit after it (or a unit with no number before
+  it) the region is cropped, enlarged and read again; the new reading replaces the old one when it
+  completes a number+unit mention.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from PIL import Image
+
+from imagequant.config import ImagingConfig, OcrConfig
+from imagequant.core.tokens import Box, OcrToken, box_overlap, rotate_box_back, token_box
+from imagequant.errors import RecordedError
+from imagequant.ocr.merging import (
+    add_rotated_tokens,
+    holds_number_with_unit,
+    incomplete_mentions,
+    next_ids,
+    offset_ids,
+    reading_order,
+)
+
+OCR_ERROR_KINDS = ("ocr_timeout", "ocr_error")
+
+
+class OcrError(RecordedError):
+    """OCR that failed for one image."""
+
+    KINDS = OCR_ERROR_KINDS
+
+
+class OcrTimeout(OcrError):
+    """The engine did not finish one image within ``ocr.timeout_s``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("ocr_timeout", message)
+
+
+
+class Deadline:
+    """The time budget of one ``read`` call, shared by all of its passes."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self.end - time.monotonic()
+
+    def check(self, what: str) -> None:
+        if self.remaining() <= 0:
+            raise OcrTimeout(f"{what}: OCR exceeded {self.seconds:g} s")
+
+
+_ROTATIONS = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
+
+
+class OcrEngine:
+    """The public contract of an OCR engine: ``read(img) -> list[OcrToken]``, boxes in ``img``'s pixels.
+
+    A new engine subclasses this, sets ``name``, implements :meth:`read_pass` (one reading of one image) and
+    registers itself in :mod:`imagequant.ocr.zoo`. This class runs the passes around it under one deadline
+    of ``ocr.timeout_s``: the upright reading, the rotated passes (``ocr.rotated_pass``) and the second
+    look at incomplete mentions (``ocr.second_pass``).
+    """
+
+    name = "base"
+
+    def __init__(self, cfg: OcrConfig, imaging: ImagingConfig) -> None:
+        self.cfg = cfg
+        self.imaging = imaging
+        self.rotated_pass = cfg.rotated_pass
+
+    def read(self, img: Image.Image) -> list[OcrToken]:
+        if img.mode != "RGB":
+            img = img.convert("RGB")
+        return self.read_with_deadline(img, Deadline(self.cfg.timeout_s))
+
+    def read_with_deadline(self, img: Image.Image, deadline: Deadline) -> list[OcrToken]:
+        tokens = self.read_pass(img, deadline)
+        if self.rotated_pass:
+            rotated: list[OcrToken] = []
+            for angle in self.cfg.rotated_angles:
+                deadline.check(f"{self.name} rotated pass")
+                turned = img.transpose(_ROTATIONS[angle])
+                offset_line, offset_block = next_ids(rotated)
+                for t in self.read_pass(turned, deadline):
+                    box = rotate_box_back(token_box(t), angle, turned.size)
+                    rotated.append(
+                        dataclasses.replace(
+                            t, left=box[0], top=box[1], width=box[2], height=box[3],
+                            angle=(t.angle + angle) % 360,
+                            line=t.line + offset_line, block=t.block + offset_block,
+                        )
+                    )
+            tokens = add_rotated_tokens(tokens, rotated)
+        if self.cfg.second_pass:
+            tokens = self._second_pass(img, tokens, deadline)
+        keep = [t for t in tokens if t.text and t.conf >= self.cfg.min_confidence]
+        return reading_order(keep)
+
+    def read_pass(self, img: Image.Image, deadline: Deadline) -> list[OcrToken]:
+        """Tokens of one pass over ``img``, in ``img``'s pixel coordinates."""
+        raise NotImplementedError
+
+    def read_region(self, crop: Image.Image, deadline: Deadline) -> list[OcrToken]:
+        """Tokens of an enlarged crop holding one or a few lines of text (crop coordinates)."""
+        return self.read_pass(crop, deadline)
+
+    def reread_incomplete(self, img: Image.Image, tokens: list[OcrToken]) -> list[OcrToken]:
+        """The second pass alone: re-reads the regions of ``tokens`` holding incomplete mentions."""
+        return reading_order(self._second_pass(img.convert("RGB"), list(tokens), Deadline(self.cfg.timeout_s)))
+
+    def _second_pass(self, img: Image.Image, tokens: list[OcrToken], deadline: Deadline) -> list[OcrToken]:
+        """Crops each incomplete mention with its line neighbourhood, enlarges it to ~second_pass_text_px
+        high text and reads it again; the new tokens replace the old ones there only if they complete a
+        number+unit mention."""
+        triggers = [t for t in incomplete_mentions(tokens) if t.angle == 0]
+        # Larger print first: the headline value is usually the biggest number on the pack.
+        triggers.sort(key=lambda t: -t.height)
+        done: list[Box] = []
+        for trig in triggers:
+            if len(done) >= self.cfg.second_pass_max_regions:
+                break
+            h = max(trig.height, 4)
+            region = (
+                max(0, trig.left - 4 * h),
+                max(0, trig.top - h // 2),
+                min(img.width, trig.left + trig.width + 4 * h),
+                min(img.height, trig.top + trig.height + h // 2),
+            )
+            rbox = (region[0], region[1], region[2] - region[0], region[3] - region[1])
+            if any(box_overlap(rbox, d) > 0.5 for d in done) or rbox[2] < 2 or rbox[3] < 2:
+                continue
+            done.append(rbox)
+            deadline.check(f"{self.name} second pass")
+            factor = min(4.0, max(1.0, self.cfg.second_pass_text_px / h))
+            crop = img.crop(region)
+            if factor > 1.0:
+                crop = crop.resize(
+                    (max(1, round(crop.width * factor)), max(1, round(crop.height * factor))),
+                    Image.Resampling.LANCZOS,
+                )
+            fx, fy = crop.width / rbox[2], crop.height / rbox[3]
+            new = self.read_region(crop, deadline)
+            if not holds_number_with_unit(new):
+                continue
+            mapped = []
+            for t in new:
+                left = rbox[0] + int(round(t.left / fx))
+                top = rbox[1] + int(round(t.top / fy))
+                mapped.append(
+                    dataclasses.replace(
+                        t, left=left, top=top, width=max(1, int(round(t.width / fx))),
+                        height=max(1, int(round(t.height / fy))),
+                    )
+                )
+            # The new reading replaces the old tokens that lie inside the region.
+            kept = [t for t in tokens if box_overlap(token_box(t), rbox) <= 0.5 or t.angle != 0]
+            line_offset, block_offset = next_ids(kept)
+            tokens = kept + offset_ids(mapped, line_offset, block_offset)
+        return tokens

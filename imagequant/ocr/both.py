@@ -1,0 +1,29 @@
+"""The ``both`` engine: RapidOCR and Tesseract on the same image, their tokens merged."""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from imagequant.config import ImagingConfig, OcrConfig
+from imagequant.core.tokens import OcrToken
+from imagequant.ocr.base import Deadline, OcrEngine
+from imagequant.ocr.merging import merge_tokens
+from imagequant.ocr.rapidocr import RapidOcrEngine
+from imagequant.ocr.tesseract import TesseractEngine
+
+
+class BothEngine(OcrEngine):
+    """RapidOCR and Tesseract on the same image under one deadline, merged (RapidOCR's lines are the
+    primary ones); each runs its own passes."""
+
+    name = "both"
+
+    def __init__(self, cfg: OcrConfig, imaging: ImagingConfig) -> None:
+        super().__init__(cfg, imaging)
+        self.rapid = RapidOcrEngine(cfg, imaging)
+        self.tess = TesseractEngine(cfg, imaging)
+
+    def read_with_deadline(self, img: Image.Image, deadline: Deadline) -> list[OcrToken]:
+        first = self.rapid.read_with_deadline(img, deadline)
+        second = self.tess.read_with_deadline(img, deadline)
+        return merge_tokens(first, second)

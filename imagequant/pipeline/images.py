@@ -1,0 +1,162 @@
+"""The per-image work of the extract job, free of Spark: fetch, decode, OCR, CNN crop, CNN features.
+
+The Spark UDFs and the plain single-process loop (benchmarks, debugging) call the same functions, so both
+do exactly the same work per image.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from imagequant.config import Config
+from imagequant.core.schema import CNN_FEATURE_DIM, OCR_STAGE, tokens_to_columns
+from imagequant.core.tokens import ocr_text
+from imagequant.fetch import fetch_or_load
+from imagequant.imaging import ImageError, decode_image, prepare_for_cnn
+from imagequant.ocr.base import OcrError
+from imagequant.ocr.zoo import get_engine
+
+
+def _failed(image_id: str, link: str, kind: str, message: str, **extra: Any) -> dict[str, Any]:
+    return OCR_STAGE.empty_record(image_id=image_id, image_link=link, status=kind, error=message[:2000], **extra)
+
+
+def process_image(image_id: str, link: str, config: Config, images_dir: str | None) -> dict[str, Any]:
+    """Fetches, decodes and OCRs one image; never raises for a bad image (its status says what failed)."""
+    started = time.perf_counter()
+    try:
+        fetched = fetch_or_load(link, config.fetch, Path(images_dir) if images_dir else None)
+    except Exception as exc:  # a bug or an unforeseen library error must not fail the whole task
+        return _failed(image_id, link, "fetch_error", f"{type(exc).__name__}: {exc}")
+    fetch_seconds = time.perf_counter() - started
+    if not fetched.ok or fetched.data is None:
+        return _failed(image_id, link, fetched.error_kind or "fetch_error", fetched.message,
+                       seconds_fetch=fetch_seconds, source=fetched.source or "")
+    started = time.perf_counter()
+    try:
+        image = decode_image(fetched.data, config.imaging.max_pixels)
+        crop = prepare_for_cnn(image, config.imaging.cnn_size) if config.cnn.enabled else None
+    except ImageError as exc:
+        return _failed(image_id, link, exc.kind, str(exc), seconds_fetch=fetch_seconds, source=fetched.source)
+    except Exception as exc:
+        return _failed(image_id, link, "decode_error", f"{type(exc).__name__}: {exc}",
+                       seconds_fetch=fetch_seconds, source=fetched.source)
+    decode_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    engine_name = config.ocr.engine
+    try:
+        tokens = get_engine(config.ocr, config.imaging).read(image)
+    except OcrError as exc:
+        return _failed(image_id, link, exc.kind, str(exc), seconds_fetch=fetch_seconds,
+                       seconds_decode=decode_seconds, source=fetched.source,
+                       width=image.width, height=image.height, ocr_engine=engine_name)
+    except Exception as exc:
+        return _failed(image_id, link, "ocr_error", f"{type(exc).__name__}: {exc}", seconds_fetch=fetch_seconds,
+                       seconds_decode=decode_seconds, source=fetched.source,
+                       width=image.width, height=image.height, ocr_engine=engine_name)
+    return OCR_STAGE.empty_record(
+        image_id=image_id, image_link=link, status="ok", source=fetched.source,
+        width=image.width, height=image.height, ocr_engine=engine_name, ocr_text=ocr_text(tokens),
+        cnn_input=crop.tobytes() if crop is not None else b"",
+        seconds_fetch=fetch_seconds, seconds_decode=decode_seconds, seconds_ocr=time.perf_counter() - started,
+        **tokens_to_columns(tokens),
+    )
+
+
+def process_frame(frame: pd.DataFrame, config: Config, images_dir: str | None) -> pd.DataFrame:
+    """Stage one over a batch of distinct images (columns image_id, image_link)."""
+    records = [process_image(i, link, config, images_dir) for i, link in zip(frame["image_id"], frame["image_link"], strict=True)]
+    return pd.DataFrame.from_records(records, columns=OCR_STAGE.names())
+
+
+def embed_crops(crops: np.ndarray | Sequence[np.ndarray], config: Config) -> tuple[np.ndarray, float]:
+    """CNN features of uint8 crops (N, S, S, 3), given as one array or as pieces in order, in
+    ``cnn.batch_size`` chunks: (N, 2048) float32 and the seconds spent."""
+    pieces = [crops] if isinstance(crops, np.ndarray) else list(crops)
+    total = sum(len(piece) for piece in pieces)
+    features = np.zeros((total, CNN_FEATURE_DIM), dtype=np.float32)
+    if not config.cnn.enabled or total == 0:
+        return features, 0.0
+    # Imported here: torch takes seconds to import, and the fetch/OCR workers never need it.
+    from imagequant.cnn import get_extractor
+
+    started = time.perf_counter()
+    extractor = get_extractor(config.cnn)
+    row = 0
+    for chunk in _chunks(pieces, max(1, config.cnn.batch_size)):
+        embedded = extractor.embed(chunk)
+        features[row : row + len(embedded)] = embedded
+        row += len(embedded)
+    return features, time.perf_counter() - started
+
+
+def _chunks(pieces: list[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+    """Consecutive slices of the pieces, ``size`` rows per chunk (the last may be shorter; empty pieces add
+    nothing); views, no copies."""
+    chunk: list[np.ndarray] = []
+    room = size
+    for piece in pieces:
+        start = 0
+        while start < len(piece):
+            part = piece[start : start + room]
+            chunk.append(part)
+            start += len(part)
+            room -= len(part)
+            if room == 0:
+                yield chunk
+                chunk, room = [], size
+    if chunk:
+        yield chunk
+
+
+def embed_inputs(inputs: pd.Series, config: Config) -> tuple[pd.Series, float]:
+    """Stage two of the plain loop: CNN features for a batch of crop bytes (no input -> zeros)."""
+    size = config.imaging.cnn_size
+    present = [i for i, data in enumerate(inputs) if data is not None and len(data) == size * size * 3]
+    crops = np.stack([np.frombuffer(inputs.iloc[i], dtype=np.uint8).reshape(size, size, 3) for i in present]) \
+        if present else np.zeros((0, size, size, 3), dtype=np.uint8)
+    embedded, seconds = embed_crops(crops, config)
+    features = np.zeros((len(inputs), CNN_FEATURE_DIM), dtype=np.float32)
+    features[present] = embedded
+    return pd.Series(list(features)), seconds
+
+
+def finish_records(stage1: pd.DataFrame, features: pd.Series, seconds_cnn: float, config: Config, run_id: str) -> pd.DataFrame:
+    """Final images-table records: stage one plus features, with the CNN time shared among the batch."""
+    from imagequant.cnn import describe_weights
+
+    out = stage1.drop(columns=["cnn_input"]).copy()
+    out["cnn_weights"] = describe_weights(config.cnn)
+    out["cnn_features"] = list(features)
+    embedded = [len(data) > 0 for data in stage1["cnn_input"]]
+    out["seconds_cnn"] = [seconds_cnn / max(1, sum(embedded)) if e else 0.0 for e in embedded]
+    out["run_id"] = run_id
+    out["processed_at"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return out
+
+
+def process_all_locally(
+    images: Iterable[tuple[str, str]], config: Config, images_dir: str | None, run_id: str = "local"
+) -> Iterator[pd.DataFrame]:
+    """The plain single-process loop over the same code path (benchmarks compare Spark against it)."""
+    batch: list[tuple[str, str]] = []
+    for item in images:
+        batch.append(item)
+        if len(batch) >= config.cnn.batch_size:
+            yield _local_batch(batch, config, images_dir, run_id)
+            batch = []
+    if batch:
+        yield _local_batch(batch, config, images_dir, run_id)
+
+
+def _local_batch(batch: list[tuple[str, str]], config: Config, images_dir: str | None, run_id: str) -> pd.DataFrame:
+    stage1 = process_frame(pd.DataFrame(batch, columns=["image_id", "image_link"]), config, images_dir)
+    features, seconds = embed_inputs(stage1["cnn_input"], config)
+    return finish_records(stage1, features, seconds, config, run_id)

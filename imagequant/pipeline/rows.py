@@ -1,0 +1,43 @@
+"""One catalog row's evidence from its image's stored record: tokens -> image size -> candidates.
+
+Training, inference and evaluation all see a row through :func:`row_evidence`, so the three read the
+same candidates from the same stored tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from imagequant.core.schema import tokens_from_record
+from imagequant.core.tokens import OcrToken, image_size_of
+from imagequant.text.candidates import Candidate, extract_candidates
+
+
+@dataclass
+class RowEvidence:
+    tokens: list[OcrToken]
+    image_size: tuple[int, int]
+    candidates: list[Candidate]
+
+
+def image_tokens(record: Mapping[str, Any]) -> tuple[list[OcrToken], tuple[int, int]]:
+    """The stored tokens of an image record and its size (the tokens' extent when the size is unknown)."""
+    tokens = tokens_from_record(record)
+    return tokens, image_size_of(tokens, int(record.get("width") or 0), int(record.get("height") or 0))
+
+
+def row_evidence(record: Mapping[str, Any], entity: str) -> RowEvidence:
+    """The candidates for ``entity`` in the image record's tokens."""
+    tokens, size = image_tokens(record)
+    return RowEvidence(tokens, size, extract_candidates(tokens, entity, size))
+
+
+def text_or_none(value: Any) -> str | None:
+    """A cell as stripped text; None for null, NaN and blank cells."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = str(value).strip()
+    return text or None

@@ -1,0 +1,142 @@
+"""The rule baseline: score candidates with general evidence about packaging text, no training needed.
+
+The score is a sum of log-odds-like terms: the unit's share among the entity's labels (the entity table),
+whether the value is plausible for the entity, text size, a nearby keyword, recurrence of the same
+quantity, and for dimensions the printed letter (W/H/D), the position in an ``a x b x c`` group or the
+place of the label in a drawing (width under the object, depth right of it, height beside it).
+:func:`choose` squashes the best score to 0..1 so it can be thresholded for abstaining.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from imagequant.core.entities import ENTITY_SPECS
+from imagequant.text.candidates import Candidate
+
+_PRIOR_FLOOR = 0.001  # the prior of a unit absent from the entity's label statistics
+
+# The number as printed in its own unit: prefixed units are printed with numbers >= 1 ("0.2 kV" is
+# really "200 V"), and nobody prints "5000 mm" for a product dimension.
+PLAUSIBLE_PRINTED: dict[str, tuple[float, float]] = {
+    "kilovolt": (1.0, 1000.0),
+    "millivolt": (1.0, 1000.0),
+    "kilowatt": (0.5, 1000.0),
+    "microgram": (1.0, 100_000.0),
+    "milligram": (0.5, 100_000.0),
+    "ton": (0.1, 100.0),
+    "millimetre": (0.05, 3000.0),
+    "metre": (0.1, 50.0),
+    "yard": (0.1, 100.0),
+    "microlitre": (1.0, 100_000.0),
+}
+
+def _position_bonus(c: Candidate, entity: str) -> float:
+    """Conventions of "a x b x c" groups: width first, height last (W x D x H, L x W x H, W x H)."""
+    if c.xgroup_pos < 0:
+        return 0.0
+    last = c.xgroup_len - 1
+    if entity == "width":
+        return 0.6 if c.xgroup_pos == 0 else (0.2 if c.xgroup_len >= 3 and c.xgroup_pos == 1 else -0.2)
+    if entity == "height":
+        return 0.6 if c.xgroup_pos == last else -0.2
+    # depth: the middle of a triple (W x D x H), or the first of a triple (L x W x H)
+    if c.xgroup_len >= 3:
+        return 0.4 if c.xgroup_pos == 1 else (0.2 if c.xgroup_pos == 0 else -0.3)
+    return -0.1
+
+
+def _drawing_bonus(c: Candidate, entity: str) -> float:
+    """Where a drawing puts each measure: the width under the object (left of the bottom row), the depth
+    along the receding edge (right of that row), the height beside the object, above the row."""
+    if entity == "height":
+        return 0.6 if c.beside_row else (-0.6 if c.row_left or c.row_right else 0.0)
+    own, other = (c.row_left, c.row_right) if entity == "width" else (c.row_right, c.row_left)
+    return 0.6 if own else (-0.6 if other or c.beside_row else 0.0)
+
+
+def score_candidate(c: Candidate, entity: str, prior_weight: float = 0.7) -> float:
+    """Evidence that ``c`` is the row's answer (higher is better; about -10..+10)."""
+    spec = ENTITY_SPECS.get(entity)
+    if spec is None or c.unit not in spec.units or not c.value > 0 or not math.isfinite(c.value):
+        return -math.inf
+    prior = spec.unit_prior.get(c.unit, _PRIOR_FLOOR)
+    # damped: the label statistics are over all images, while an image that prints "mg" is a supplement
+    s = prior_weight * math.log(max(prior, _PRIOR_FLOOR))
+
+    lo, hi = spec.plausible_base
+    if not lo <= c.base_value <= hi:
+        s -= 3.0
+    plo, phi = PLAUSIBLE_PRINTED.get(c.unit, (0.0, math.inf))
+    if not plo <= c.value <= phi:
+        s -= 2.0
+
+    # prominent text is the headline quantity; log so a 3x taller number does not drown other evidence
+    # (dimensions less: a drawing prints its measures in one size, or the longest one largest)
+    s += (0.6 if spec.dimension else 1.2) * math.log(min(max(c.rel_height, 0.2), 8.0))
+    if c.keyword:
+        s += 1.5 if c.keyword_same_line or c.keyword_row else 1.0
+    if c.keyword_other:
+        s -= 1.5  # "Weight capacity 6 kg" when the item weight is asked
+    s += 0.7 * math.log(min(c.recurrence, 6))
+    if c.unit_inferred:
+        s -= 3.0  # a bare number is a guess (only emitted when the image has no unit mention at all)
+    elif not c.unit_explicit:
+        s -= 0.3
+    s += 0.3 * (c.conf - 0.5)
+    s -= 0.05 * min(c.rank, 10)  # mild preference for what comes first
+    if c.ocr_fixed:
+        s -= 0.3
+    if c.leading_zero:
+        s -= 1.5  # "02296 g", "06g": a digit lost or a stray mark read as 0, not a printed quantity
+    if c.fraction:
+        s -= 0.2
+    if c.in_parens:
+        s -= 0.2
+
+    if c.dual_secondary:
+        s -= 1.0  # "6.7in / 17cm", "17.6 oz (500 g)": the conversion follows the primary unit
+    if c.range_low:
+        s -= 0.8  # "100-240V" is labelled with its upper end
+    if c.range_high:
+        s += 0.2
+
+    if spec.dimension:
+        if c.dim_letter:
+            s += 1.5 if c.dim_letter in spec.letters else -1.0
+        elif c.xgroup_pos >= 0:
+            s += _position_bonus(c, entity)
+        else:
+            s += _drawing_bonus(c, entity)
+        if c.angle % 180 == 90:
+            # rotated text along a vertical edge measures a height, almost never a width or depth
+            s += 0.5 if entity == "height" else -1.0
+    elif c.xgroup_pos >= 0 and c.xgroup_pos < c.xgroup_len - 1:
+        s -= 0.5  # "2 x 500g": the count, not the quantity
+    return s
+
+
+def confidence(raw_score: float) -> float:
+    """Squash a raw score into 0..1 for thresholding (monotone, so thresholds transfer)."""
+    if raw_score == -math.inf:
+        return 0.0
+    return 1.0 / (1.0 + math.exp(-(raw_score + 1.0) / 2.0))
+
+
+def choose(candidates: Sequence[Candidate], entity: str) -> tuple[Candidate | None, float]:
+    """The best-scoring candidate and its confidence (0..1), or (None, 0.0) when there is none."""
+    best: Candidate | None = None
+    best_score = -math.inf
+    for c in candidates:
+        s = score_candidate(c, entity)
+        if s > best_score:
+            best, best_score = c, s
+    if best is None:
+        return None, 0.0
+    return best, confidence(best_score)
+
+
+def first_candidate(candidates: Sequence[Candidate]) -> Candidate | None:
+    """The reference rule: the first mention (reading order) with a unit allowed for the entity."""
+    return min(candidates, key=lambda c: c.rank) if candidates else None

@@ -1,0 +1,95 @@
+"""The training table: the labeled rows of some catalogs joined with their images in the store (Spark).
+
+Written as Parquet under ``STORE/_training/<catalogs-hash>/`` and read back by
+:func:`imagequant.training.reader.iter_training_records` (Petastorm or pyarrow).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from imagequant.catalog import read_catalog
+from imagequant.core import locations
+from imagequant.core.schema import CNN_FEATURE_DIM, TOKEN_COLUMN_NAMES, TRAINING, TRAINING_DIR
+from imagequant.errors import UsageError
+from imagequant.spark.schema import spark_schema
+from imagequant.spark.store import read_images
+from imagequant.training.reader import TrainingTable
+
+
+def catalogs_hash(paths: Sequence[str | Path]) -> str:
+    """First 16 hex of a SHA-1 over the catalogs' bytes, in the order given (their training table's name)."""
+    digest = hashlib.sha1()
+    for path in paths:
+        p = Path(path)
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        digest.update(f"catalog:{len(files)}\n".encode())
+        for f in files:
+            digest.update(f.relative_to(p).as_posix().encode() if p.is_dir() else b"")
+            with f.open("rb") as handle:
+                for chunk in iter(lambda h=handle: h.read(1 << 20), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+
+def build_training_table(spark: SparkSession, catalogs: Sequence[str | Path], store: str | Path) -> TrainingTable:
+    """Joins the labeled rows of ``catalogs`` with the store's canonical images view and writes the join
+    (:data:`imagequant.core.schema.TRAINING`) under ``STORE/_training/<catalogs-hash>/``, replacing an
+    earlier one."""
+    frames = []
+    for source, path in enumerate(catalogs):
+        frame = read_catalog(path)
+        if frame["entity_value"].isna().all():
+            raise UsageError(f"catalog {path} has no labels (entity_value); training needs a labeled catalog")
+        frame = frame[["index", "group_id", "entity_name", "entity_value", "image_id", "row_status"]].copy()
+        frame["source"] = source
+        frames.append(frame)
+    rows_pd = pd.concat(frames, ignore_index=True)
+    rows_pd = rows_pd[(rows_pd["row_status"] == "ok") & rows_pd["entity_value"].notna()]
+    row_columns = TRAINING.select("index", "group_id", "entity_name", "entity_value", "image_id", "source")
+    rows = spark.createDataFrame(rows_pd[row_columns.names()].astype({"source": "int32"}),
+                                 spark_schema(row_columns, nullable=True))
+    images = read_images(spark, store)
+    if images is None:
+        raise UsageError(f"store {store} holds no images table; run jobs/extract_features.py on the catalog first")
+    zeros = F.array_repeat(F.lit(0.0).cast("float"), CNN_FEATURE_DIM)
+    has_cnn = F.coalesce(F.size("cnn_features") == CNN_FEATURE_DIM, F.lit(False))
+    images = images.select(
+        "image_id", "status", "width", "height",
+        F.to_json(F.struct(*[F.col(name) for name in TOKEN_COLUMN_NAMES])).alias("tokens_json"),
+        has_cnn.alias("has_cnn"),
+        F.when(has_cnn, F.col("cnn_features")).otherwise(zeros).alias("cnn_features"),
+    )
+    image_defaults = {"status": F.lit("image_missing"), "width": F.lit(0), "height": F.lit(0),
+                      "tokens_json": F.lit("{}"), "has_cnn": F.lit(False), "cnn_features": zeros}
+    joined = rows.join(images, on="image_id", how="left").select(*[
+        F.coalesce(name, image_defaults[name]).alias(name) if name in image_defaults else F.col(name)
+        for name in TRAINING.names()
+    ])
+    out = locations.join(store, TRAINING_DIR, catalogs_hash(catalogs))
+    joined.coalesce(max(1, min(8, len(rows_pd) // 5000 + 1))).write.mode("overwrite").parquet(out)
+    counts = spark.read.parquet(out).groupBy("status").count().collect()
+    by_status = {r["status"]: int(r["count"]) for r in counts}
+    total = sum(by_status.values())
+    return TrainingTable(out, total, by_status.get("ok", 0), by_status.get("image_missing", 0),
+                         total - by_status.get("ok", 0) - by_status.get("image_missing", 0))
+
+
+def prepare_training_table(spark: SparkSession, catalogs: Sequence[str | Path], store: str | Path) -> TrainingTable:
+    """:func:`build_training_table`, refusing (UsageError) a join in which no row has a usable image."""
+    table = build_training_table(spark, catalogs, store)
+    if table.usable_rows == 0:
+        raise UsageError(
+            f"none of the {table.rows} labeled rows has a usable image in store {store} "
+            f"({table.missing_images} missing, {table.failed_images} failed); run jobs/extract_features.py "
+            "on these catalogs with this store first"
+        )
+    return table
+

@@ -1,0 +1,134 @@
+"""Training records -> examples: one labeled row with its tokens, candidates, CNN features and label.
+
+Which rows train what:
+
+* unlabeled rows, rows whose image failed (or is missing from the store) and rows of an unknown entity
+  are skipped (counted in ``metrics.json`` under ``skipped``);
+* rows whose label is a range, unparseable or in a unit the entity does not allow are KEPT with the
+  "no answer" target (no candidate can ever equal such a label, so abstaining is the best the model can
+  do) and count as non-empty truths in the validation F1, as the challenge counts them.
+
+Rows are split into train/validation (and cross-validation folds) by a hash of ``group_id``, so no product
+group is on both sides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from imagequant.core.schema import CNN_FEATURE_DIM, TOKEN_COLUMN_NAMES
+from imagequant.core.tokens import OcrToken
+from imagequant.core.units import ENTITY_UNITS
+from imagequant.errors import UsageError
+from imagequant.pipeline.rows import row_evidence, text_or_none
+from imagequant.text.candidates import Candidate
+
+
+@dataclass
+class RawExample:
+    """One labeled row with everything the model needs, before vocabulary encoding."""
+
+    index: int
+    group_id: str
+    entity: str
+    label: str | None
+    tokens: list[OcrToken]
+    image_size: tuple[int, int]
+    cnn: np.ndarray | None
+    candidates: list[Candidate]
+    source: int = 0  # which catalog it came from (several may be given)
+
+
+def image_record(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A training record with its tokens as the ``tok_*`` arrays (the training table holds them as one
+    JSON column); other records are returned as they are."""
+    if "tokens_json" not in record:
+        return record
+    text = record["tokens_json"]
+    columns = json.loads(text) if isinstance(text, str) and text else {}
+    present = bool(columns) and columns.get("tok_text") is not None
+    return {**record, **{name: (columns.get(name) or []) if present else [] for name in TOKEN_COLUMN_NAMES}}
+
+
+def examples_from_records(records: Iterable[Mapping[str, Any]]) -> tuple[list[RawExample], Counter[str]]:
+    """Turns training records into examples (sorted by source and index, whatever order they came in)
+    and counts the rows skipped by reason."""
+    examples: list[RawExample] = []
+    skipped: Counter[str] = Counter()
+    for record in records:
+        entity = text_or_none(record.get("entity_name")) or ""
+        label = text_or_none(record.get("entity_value"))
+        status = text_or_none(record.get("status")) or "image_missing"
+        if label is None:
+            skipped["unlabeled"] += 1
+            continue
+        if entity not in ENTITY_UNITS:
+            skipped["unknown_entity"] += 1
+            continue
+        if status != "ok":
+            skipped[status if status == "image_missing" else "image_failed"] += 1
+            continue
+        evidence = row_evidence(image_record(record), entity)
+        cnn = record.get("cnn_features")
+        has_cnn = bool(record.get("has_cnn", cnn is not None and len(cnn) == CNN_FEATURE_DIM))
+        examples.append(
+            RawExample(
+                index=int(record.get("index") or 0),
+                group_id=text_or_none(record.get("group_id")) or "",
+                entity=entity,
+                label=label,
+                tokens=evidence.tokens,
+                image_size=evidence.image_size,
+                cnn=np.asarray(cnn, dtype=np.float32) if has_cnn and cnn is not None else None,
+                candidates=evidence.candidates,
+                source=int(record.get("source") or 0),
+            )
+        )
+    examples.sort(key=lambda e: (e.source, e.index))
+    return examples, skipped
+
+
+def group_hash(group_id: str, seed: int) -> float:
+    """A stable number in [0, 1) for a group id (the same on every machine and Python run)."""
+    digest = hashlib.sha1(f"{seed}:{group_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_by_group(examples: Sequence[RawExample], val_fraction: float, seed: int
+                   ) -> tuple[list[RawExample], list[RawExample]]:
+    """(train, validation): every row of a group goes to the same side, chosen by :func:`group_hash`.
+
+    With one group only (or a split that leaves a side empty) rows are split by image instead; a single
+    row trains and validates on itself (reported as such in the metrics).
+    """
+    train = [e for e in examples if group_hash(e.group_id, seed) >= val_fraction]
+    val = [e for e in examples if group_hash(e.group_id, seed) < val_fraction]
+    if examples and (not train or not val):
+        def key(e: RawExample) -> str:
+            return " ".join(t.text for t in e.tokens[:20]) + f"|{e.image_size}|{e.index}"
+
+        train = [e for e in examples if group_hash(key(e), seed) >= val_fraction]
+        val = [e for e in examples if group_hash(key(e), seed) < val_fraction]
+    return train, val
+
+
+def group_folds(examples: Sequence[RawExample], folds: int, seed: int) -> list[list[RawExample]]:
+    """``folds`` disjoint parts of ``examples``; all rows of one group_id fall in the same part."""
+    if folds < 2:
+        raise UsageError(f"cross-validation needs at least 2 folds, got {folds}")
+    groups = sorted({e.group_id for e in examples}, key=lambda g: group_hash(g, seed))
+    if len(groups) < folds:
+        raise UsageError(f"{folds} folds need at least {folds} distinct group_id values, found {len(groups)}")
+    fold_of = {g: i % folds for i, g in enumerate(groups)}
+    parts: list[list[RawExample]] = [[] for _ in range(folds)]
+    for e in examples:
+        parts[fold_of[e.group_id]].append(e)
+    return parts
+

@@ -1,0 +1,397 @@
+"""Training the learned scorer: examples -> network, early-stopped on the validation F1 of the challenge.
+
+The examples come from the training table (:mod:`imagequant.training.examples`, read by
+:mod:`imagequant.training.reader`); rows are split into train/validation by product group; the model is
+trained with AdamW and early stopping on the validation F1, at the abstain threshold that maximises it
+(:func:`imagequant.core.metrics.best_threshold`), and kept only when a sign test shows it beats its
+rule-equivalent start.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from imagequant.config import Config, ModelConfig, TrainConfig
+from imagequant.core.metrics import best_threshold, candidate_recall, per_entity, score
+from imagequant.core.units import values_equal
+from imagequant.errors import UsageError
+from imagequant.scoring.base import Prediction, ScoringRow
+from imagequant.scoring.checkpoint import save_checkpoint
+from imagequant.scoring.decode import decode
+from imagequant.scoring.encode import INPUT_NAMES, EncodedExample, ModelParams, Vocab, encode_example
+from imagequant.scoring.network import build_model, collate, option_loss
+from imagequant.scoring.zoo import RuleScorer
+from imagequant.training.examples import RawExample, examples_from_records, group_folds, split_by_group
+from imagequant.training.reader import TrainingTable, iter_training_records
+
+# --- evaluation ----------------------------------------------------------------------------------------
+
+
+def _answers_right(answers: Sequence[str], labels: Sequence[str | None]) -> list[bool]:
+    """Which answers equal their row's label (an empty answer is never right)."""
+    return [bool(a) and values_equal(a, label or "") for a, label in zip(answers, labels, strict=True)]
+
+
+def threshold_report(preds: Sequence[Prediction], labels: Sequence[str | None]) -> dict[str, float]:
+    """Best abstain threshold and the F1 it gives, for predictions decoded without a threshold."""
+    answers = [p.prediction for p in preds]
+    return best_threshold(
+        scores=[p.score for p in preds],
+        correct=_answers_right(answers, labels),
+        has_answer=[bool(a) for a in answers],
+        gt_nonempty=[bool(label) for label in labels],
+    )
+
+
+def rule_predictions(examples: Sequence[RawExample]) -> list[Prediction]:
+    """The rule baseline's answers (no threshold applied), for comparison on the same rows."""
+    rows = [ScoringRow(e.entity, e.tokens, e.image_size, e.candidates, e.cnn) for e in examples]
+    return RuleScorer().predict(rows)
+
+
+def apply_threshold(preds: Sequence[Prediction], threshold: float) -> list[str]:
+    return [p.prediction if p.prediction and p.score >= threshold else "" for p in preds]
+
+
+def summary_at(preds: Sequence[Prediction], examples: Sequence[RawExample], threshold: float) -> dict[str, Any]:
+    """Challenge scores of predictions at a threshold, overall and per entity."""
+    answers = apply_threshold(preds, threshold)
+    labels = [e.label or "" for e in examples]
+    table = per_entity([e.entity for e in examples], answers, labels)
+    return {
+        "threshold": threshold,
+        **{k: v for k, v in score(answers, labels).items()},
+        "per_entity": {
+            entity: {"n": int(row["n"]), "f1": float(row["f1"]), "precision": float(row["precision"]),
+                     "recall": float(row["recall"])}
+            for entity, row in table.iterrows()
+        },
+    }
+
+
+# --- the training loop ---------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def line(self) -> str:
+        v = self.metrics["validation"]
+        r = self.metrics.get("rules_validation", {})
+        return (
+            f"trained {self.metrics['params']['kind']} model on {self.metrics['train_rows']} rows "
+            f"({self.metrics['epochs_run']} epochs, best {self.metrics['best_epoch']}): validation "
+            f"F1 {v['f1']:.3f} (P {v['precision']:.3f} R {v['recall']:.3f}, threshold {v['threshold']:.3f}) "
+            f"on {self.metrics['val_rows']} rows; rules F1 {r.get('f1', float('nan')):.3f}; "
+            f"saved to {self.model_dir}"
+        )
+
+
+@contextmanager
+def _deterministic() -> Iterator[None]:
+    """Deterministic kernels for the duration of training (restored afterwards)."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def encode_all(examples: Sequence[RawExample], vocab: Vocab, params: ModelParams) -> list[EncodedExample]:
+    return [
+        encode_example(e.tokens, e.image_size, e.entity, e.cnn, vocab, params, e.candidates, e.label)
+        for e in examples
+    ]
+
+
+def _predict_encoded(model: torch.nn.Module, encoded: Sequence[EncodedExample], params: ModelParams,
+                     batch_size: int = 128) -> tuple[list[Prediction], float]:
+    """Predictions without a threshold and the mean loss, in eval mode."""
+    model.eval()
+    preds: list[Prediction] = []
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(encoded), batch_size):
+            chunk = encoded[i : i + batch_size]
+            inputs, targets = collate(chunk, params)
+            logits = model(*(inputs[n] for n in INPUT_NAMES))
+            total += float(option_loss(logits, targets)) * len(chunk)
+            count += len(chunk)
+            probs = torch.softmax(logits, dim=1).numpy()
+            for e, row in zip(chunk, probs, strict=True):
+                k = len(e.candidates)
+                preds.append(decode(e, np.concatenate([row[:k], row[-1:]]), -math.inf))
+    return preds, total / max(1, count)
+
+
+@dataclass
+class FittedModel:
+    """A trained scorer with what predicting needs, before anything is written to disk."""
+
+    model: torch.nn.Module
+    vocab: Vocab
+    params: ModelParams
+    threshold: float
+    best_epoch: int
+    history: list[dict[str, Any]]
+
+    def predict(self, examples: Sequence[RawExample]) -> list[Prediction]:
+        """Predictions without a threshold (apply :attr:`threshold` with :func:`apply_threshold`)."""
+        preds, _ = _predict_encoded(self.model, encode_all(examples, self.vocab, self.params), self.params)
+        return preds
+
+
+def fit_model(
+    train_examples: Sequence[RawExample],
+    val_examples: Sequence[RawExample],
+    model_config: ModelConfig,
+    settings: TrainConfig,
+    progress: bool = True,
+) -> FittedModel:
+    """Trains on ``train_examples`` and keeps the epoch (and abstain threshold) with the best F1 on
+    ``val_examples`` (the training rows themselves when there are none)."""
+    if not train_examples:
+        raise UsageError("no training rows: every row was unlabeled, failed or missing from the store")
+    val_examples = list(val_examples) or list(train_examples)
+    vocab = Vocab.build((t.text for e in train_examples for t in e.tokens), settings.vocab_min_count,
+                        settings.vocab_max_size)
+    params = ModelParams.from_config(model_config, vocab_size=len(vocab))
+    train_enc = encode_all(train_examples, vocab, params)
+    val_enc = encode_all(val_examples, vocab, params)
+    labels = [e.label for e in val_examples]
+
+    rng = random.Random(settings.seed)
+    history: list[dict[str, Any]] = []
+    best_epoch, stale = 0, 0
+    with _deterministic():
+        model = build_model(params, seed=settings.seed)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
+                                      weight_decay=settings.weight_decay)
+        # Epoch 0 is the untrained network, which ranks candidates as the rule baseline does: training
+        # has to beat that on the validation rows to be kept.
+        preds, val_loss = _predict_encoded(model, val_enc, params)
+        best_report = base_report = threshold_report(preds, labels)
+        best_preds = base_preds = preds
+        best = (best_report["f1"], -val_loss)
+        best_state = base_state = copy.deepcopy(model.state_dict())
+        history.append({"epoch": 0, "train_loss": None, "val_loss": val_loss, "val_f1": best_report["f1"],
+                        "threshold": best_report["threshold"]})
+        for epoch in range(1, settings.epochs + 1):
+            model.train()
+            order = list(range(len(train_enc)))
+            rng.shuffle(order)
+            batches = [order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
+            total = 0.0
+            bar = tqdm(batches, desc=f"epoch {epoch}/{settings.epochs}", file=sys.stderr, leave=False,
+                       disable=not progress, unit="batch")
+            for batch in bar:
+                inputs, targets = collate([train_enc[i] for i in batch], params)
+                loss = option_loss(model(*(inputs[n] for n in INPUT_NAMES)), targets, settings.unanswerable_weight)
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+                optimizer.step()
+                total += loss.item() * len(batch)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            preds, val_loss = _predict_encoded(model, val_enc, params)
+            report = threshold_report(preds, labels)
+            entry = {"epoch": epoch, "train_loss": total / len(train_enc), "val_loss": val_loss,
+                     "val_f1": report["f1"], "threshold": report["threshold"]}
+            history.append(entry)
+            if progress:
+                print(f"epoch {epoch}: train loss {entry['train_loss']:.4f}, validation loss {val_loss:.4f}, "
+                      f"F1 {report['f1']:.4f}", file=sys.stderr, flush=True)
+            key = (report["f1"], -val_loss)
+            if key > best:
+                best, best_epoch, stale = key, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+                best_report, best_preds = report, preds
+            else:
+                stale += 1
+                if stale >= settings.patience:
+                    break
+        if best_epoch and not _gain_is_shown(base_preds, base_report, best_preds, best_report, labels, settings):
+            # A small gain on a few hundred validation rows is noise more often than not: keep the
+            # rule-equivalent start rather than corrections that are not shown to help.
+            best_state, best_report, best_epoch = base_state, base_report, 0
+        model.load_state_dict(best_state)
+    model.eval()
+    return FittedModel(model, vocab, params, float(best_report["threshold"]), best_epoch, history)
+
+
+def _gain_is_shown(base_preds: Sequence[Prediction], base_report: dict[str, float],
+                   trained_preds: Sequence[Prediction], trained_report: dict[str, float],
+                   labels: Sequence[str | None], settings: TrainConfig) -> bool:
+    """Does the trained network beat its rule-equivalent start on the validation rows by more than chance?
+
+    Its F1 must be ``min_gain`` higher, and (a sign test over the rows whose outcome changed) the rows it
+    gets right that the start got wrong must outnumber the reverse by ``min_gain_z`` standard deviations.
+    """
+    if trained_report["f1"] < base_report["f1"] + settings.min_gain:
+        return False
+    before = _answers_right(apply_threshold(base_preds, base_report["threshold"]), labels)
+    after = _answers_right(apply_threshold(trained_preds, trained_report["threshold"]), labels)
+    fixed = sum(a and not b for a, b in zip(after, before, strict=True))
+    broken = sum(b and not a for a, b in zip(after, before, strict=True))
+    return fixed - broken >= settings.min_gain_z * math.sqrt(fixed + broken)
+
+
+def ceiling(examples: Sequence[RawExample]) -> float:
+    """Share of labeled rows whose label equals one of their candidates: the best any chooser can do."""
+    return candidate_recall([e.candidates for e in examples], [e.label or "" for e in examples])
+
+
+def train_model(
+    train_examples: Sequence[RawExample],
+    val_examples: Sequence[RawExample],
+    model_config: ModelConfig,
+    settings: TrainConfig,
+    out_dir: str | Path,
+    progress: bool = True,
+    extra_metrics: Mapping[str, Any] | None = None,
+) -> TrainResult:
+    """Trains on ``train_examples``, early-stops on the F1 of ``val_examples`` and writes the checkpoint.
+
+    ``model_config`` is the configuration's ``model`` section (or anything with the same attributes).
+    With no validation rows the training rows are used to pick the epoch and threshold.
+    """
+    started = time.perf_counter()
+    validation_kind = "group split" if val_examples else "training rows (no validation rows)"
+    fitted = fit_model(train_examples, val_examples, model_config, settings, progress)
+    val_examples = list(val_examples) or list(train_examples)
+    labels = [e.label for e in val_examples]
+    preds = fitted.predict(val_examples)
+    rule_preds = rule_predictions(val_examples)
+    rule_report = threshold_report(rule_preds, labels)
+    metrics: dict[str, Any] = {
+        "train_rows": len(train_examples),
+        "val_rows": len(val_examples),
+        "validation": summary_at(preds, val_examples, fitted.threshold),
+        "validation_rows": validation_kind,
+        "rules_validation": summary_at(rule_preds, val_examples, rule_report["threshold"]),
+        "candidate_recall": ceiling(val_examples),
+        "best_epoch": fitted.best_epoch,
+        "epochs_run": len(fitted.history) - 1,
+        "history": fitted.history,
+        "params": {k: v for k, v in fitted.params.__dict__.items()},
+        "settings": settings.__dict__,
+        "vocab_size": len(fitted.vocab),
+        "seconds": round(time.perf_counter() - started, 2),
+        **(dict(extra_metrics) if extra_metrics else {}),
+    }
+    out = save_checkpoint(out_dir, fitted.model, fitted.vocab, fitted.params, fitted.threshold, metrics,
+                          export=settings.export)
+    return TrainResult(out, metrics, fitted.history)
+
+
+
+
+def cross_validate(examples: Sequence[RawExample], model_config: ModelConfig, settings: TrainConfig, folds: int,
+                   progress: bool = True) -> dict[str, Any]:
+    """Group k-fold: each fold is predicted by a model trained on the others (early-stopped and thresholded
+    on a group split of those), and by the rule baseline (threshold chosen the same way). Returns the
+    out-of-fold scores of both, overall and per entity, and the candidate-recall ceiling per entity."""
+    parts = group_folds(examples, folds, settings.seed)
+    rows: list[RawExample] = []
+    model_answers: list[str] = []
+    rule_answers: list[str] = []
+    per_fold = []
+    for k, test in enumerate(parts):
+        rest = [e for i, part in enumerate(parts) if i != k for e in part]
+        train, val = split_by_group(rest, settings.val_fraction, settings.seed + k)
+        fitted = fit_model(train, val, model_config, settings, progress=False)
+        inner_val = val or train
+        rule_threshold = threshold_report(rule_predictions(inner_val), [e.label for e in inner_val])["threshold"]
+        fold_model = apply_threshold(fitted.predict(test), fitted.threshold)
+        fold_rules = apply_threshold(rule_predictions(test), rule_threshold)
+        labels = [e.label or "" for e in test]
+        per_fold.append({"fold": k, "rows": len(test), "best_epoch": fitted.best_epoch,
+                         "model_f1": score(fold_model, labels)["f1"], "rules_f1": score(fold_rules, labels)["f1"]})
+        if progress:
+            f = per_fold[-1]
+            print(f"fold {k + 1}/{folds}: {f['rows']} rows, model F1 {f['model_f1']:.3f}, "
+                  f"rules F1 {f['rules_f1']:.3f} (best epoch {f['best_epoch']})", file=sys.stderr, flush=True)
+        rows += test
+        model_answers += fold_model
+        rule_answers += fold_rules
+    entities = [e.entity for e in rows]
+    labels = [e.label or "" for e in rows]
+    model_table = per_entity(entities, model_answers, labels)
+    rule_table = per_entity(entities, rule_answers, labels)
+    table = {}
+    for entity in model_table.index:
+        subset = [e for e in rows if (entity == "all" or e.entity == entity)]
+        table[entity] = {
+            "rows": int(model_table.loc[entity, "n"]),
+            "candidate_recall": ceiling(subset),
+            "rules_f1": float(rule_table.loc[entity, "f1"]),
+            "model_f1": float(model_table.loc[entity, "f1"]),
+        }
+    return {"folds": folds, "rows": len(rows), "model": score(model_answers, labels),
+            "rules": score(rule_answers, labels), "per_entity": table, "per_fold": per_fold}
+
+
+def render_cross_validation(cv: Mapping[str, Any]) -> str:
+    """The cross-validation result as a markdown table (one line per entity, then the overall line)."""
+    lines = [f"group {cv['folds']}-fold cross-validation over {cv['rows']} rows (out-of-fold predictions)", "",
+             "| entity | rows | candidate recall (ceiling) | rules F1 | model F1 |", "| --- | ---: | ---: | ---: | ---: |"]
+    table = cv["per_entity"]
+    for entity in [e for e in table if e != "all"] + ["all"]:
+        row = table[entity]
+        name = "**all**" if entity == "all" else entity
+        lines.append(f"| {name} | {row['rows']} | {row['candidate_recall']:.3f} | {row['rules_f1']:.3f} | "
+                     f"{row['model_f1']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def train_from_table(table: TrainingTable, out_dir: str | Path, config: Config, progress: bool = True,
+                     folds: int = 0) -> TrainResult:
+    """Reads a written training table and trains (no Spark needed).
+
+    With ``folds`` >= 2 a group k-fold cross-validation runs first; its table is printed and written to
+    ``cross_validation.json`` / ``cross_validation.md`` in the model directory.
+    """
+    settings = config.train
+    loader = settings.loader
+    started = time.perf_counter()
+    examples, skipped = examples_from_records(iter_training_records(table.uri, loader))
+    read_seconds = time.perf_counter() - started
+    cv = None
+    if folds:
+        cv = cross_validate(examples, config.model, settings, folds, progress)
+        print(render_cross_validation(cv), flush=True)
+    train, val = split_by_group(examples, settings.val_fraction, settings.seed)
+    extra = {
+        "loader": loader,
+        "read_seconds": round(read_seconds, 3),
+        "training_table": table.uri,
+        "table_rows": table.rows,
+        "table_missing_images": table.missing_images,
+        "table_failed_images": table.failed_images,
+        "skipped": dict(skipped),
+    }
+    if cv is not None:
+        extra["cross_validation"] = {k: cv[k] for k in ("folds", "rows", "model", "rules")}
+    result = train_model(train, val, config.model, settings, out_dir, progress, extra)
+    if cv is not None:
+        (result.model_dir / "cross_validation.json").write_text(json.dumps(cv, indent=2) + "\n")
+        (result.model_dir / "cross_validation.md").write_text(render_cross_validation(cv))
+    return result

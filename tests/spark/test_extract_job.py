@@ -1,0 +1,212 @@
+"""End to end: the extract job over a loopback server with every fault, shared images and a rerun."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from imagequant.catalog import image_id
+from imagequant.config import load_config
+from imagequant.core.units import parse_label
+from imagequant.spark.extract import run_extract
+from tests.httpserver import pixel_bomb_png, truncated_jpeg
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+TEST_SETTINGS = [
+    "fetch.allow_loopback=true", "fetch.read_timeout_s=1.0", "fetch.connect_timeout_s=1.0",
+    "fetch.max_retries=2", "fetch.backoff_s=0.05", "fetch.max_backoff_s=0.2", "fetch.max_retry_after_s=2",
+    "fetch.max_bytes=3000000", "imaging.max_pixels=40000000", "ocr.engine=tesseract", "cnn.batch_size=8",
+    "spark.image_partitions_per_core=2",
+]
+
+# (path, fault, expected image status)
+FAULTS = [
+    ("/faults/missing.jpg", {"kind": "status", "status": 404}, "http_status"),
+    ("/faults/flaky.jpg", {"kind": "fail_then_ok", "failures": 1, "status": 500}, "ok"),
+    ("/faults/busy.jpg", {"kind": "retry_after", "failures": 1, "retry_after": "1"}, "ok"),
+    ("/faults/slow.jpg", {"kind": "slow", "delay": 5.0}, "timeout"),
+    ("/faults/page.jpg", {"kind": "status", "status": 200, "content_type": "text/html"}, "not_image"),
+    ("/faults/loop-a.jpg", {"kind": "redirect", "location": "/faults/loop-b.jpg"}, "redirect_loop"),
+]
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    from imagequant.synthetic import generate_sample
+
+    out = tmp_path_factory.mktemp("sample")
+    labels = generate_sample(out, n_images=18, seed=1234, difficulty="easy")
+    labels.attrs["dir"] = out
+    return labels
+
+
+@pytest.fixture(scope="module")
+def catalog(sample: pd.DataFrame, image_server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Registers every sample image and every fault on the server; writes a labeled catalog CSV."""
+    images_dir = Path(sample.attrs["dir"]) / "images"
+    rows = []
+    for record in sample.to_dict("records"):
+        name = Path(record["image_link"]).name
+        url = image_server.add(f"/img/{name}", (images_dir / name).read_bytes())
+        rows.append({**record, "image_link": url, "expected": "ok"})
+    body = (images_dir / Path(sample["image_link"].iloc[0]).name).read_bytes()
+    for path, fault, expected in FAULTS:
+        params = dict(fault)
+        kind = params.pop("kind")
+        content_type = params.pop("content_type", "image/jpeg")
+        payload = b"<html><body>not an image</body></html>" if expected == "not_image" else body
+        url = image_server.add_fault(path, kind, body=payload, content_type=content_type, **params)
+        rows.append({"image_link": url, "group_id": "9", "entity_name": "item_weight", "entity_value": "",
+                     "expected": expected})
+    image_server.add_fault("/faults/loop-b.jpg", "redirect", location="/faults/loop-a.jpg")
+    for path, payload, expected in [
+        ("/faults/truncated.jpg", truncated_jpeg(), "truncated"),
+        ("/faults/bomb.png", pixel_bomb_png(), "pixel_bomb"),
+        ("/faults/huge.jpg", b"\xff\xd8\xff\xe0" + bytes(3_500_000), "too_large"),
+    ]:
+        url = image_server.add(path, payload)
+        rows.append({"image_link": url, "group_id": "9", "entity_name": "item_weight", "entity_value": "",
+                     "expected": expected})
+    # Bad rows are kept and marked, never dropped.
+    rows.append({"image_link": "", "group_id": "9", "entity_name": "item_weight", "entity_value": "",
+                 "expected": "bad_link"})
+    rows.append({"image_link": rows[0]["image_link"], "group_id": "9", "entity_name": "colour",
+                 "entity_value": "", "expected": "unknown_entity"})
+    frame = pd.DataFrame(rows)
+    path = tmp_path_factory.mktemp("catalog") / "catalog.csv"
+    frame.drop(columns=["expected"]).to_csv(path, index=False)
+    return {"path": path, "frame": frame}
+
+
+@pytest.fixture(scope="module")
+def first_run(spark, catalog, tmp_path_factory: pytest.TempPathFactory, image_server) -> dict[str, object]:
+    store = tmp_path_factory.mktemp("store")
+    images_dir = tmp_path_factory.mktemp("downloads")
+    config = load_config(overrides=TEST_SETTINGS)
+    summary = run_extract(spark, config, str(catalog["path"]), str(store), str(images_dir))
+    return {"store": store, "images_dir": images_dir, "summary": summary, "config": config}
+
+
+def _images(store: Path) -> pd.DataFrame:
+    return pq.ParquetDataset(str(store / "images")).read().to_pandas()
+
+
+def _rows(store: Path) -> pd.DataFrame:
+    return pq.ParquetDataset(str(store / "rows")).read().to_pandas()
+
+
+def test_every_row_once_with_its_status(first_run, catalog) -> None:
+    frame: pd.DataFrame = catalog["frame"]  # type: ignore[assignment]
+    rows = _rows(first_run["store"])
+    assert len(rows) == len(frame) >= 30
+    assert sorted(rows["index"]) == list(range(len(frame)))
+    images = _images(first_run["store"]).set_index("image_id")
+    assert images.index.is_unique
+    for index, expected in enumerate(frame["expected"]):
+        row = rows.loc[rows["index"] == index].iloc[0]
+        if expected in ("bad_link", "unknown_entity"):
+            assert row["row_status"] == expected and row["row_error"]
+            continue
+        assert row["row_status"] == "ok"
+        image = images.loc[row["image_id"]]
+        assert image["status"] == expected, (index, image["image_link"], image["error"])
+        assert (image["error"] == "") == (expected == "ok")
+
+
+def test_shared_images_processed_once(first_run, catalog) -> None:
+    frame: pd.DataFrame = catalog["frame"]  # type: ignore[assignment]
+    links = frame.loc[frame["expected"] != "bad_link", "image_link"]
+    assert links.duplicated().any(), "the sample should have images shared by several rows"
+    images = _images(first_run["store"])
+    served = frame.loc[frame["expected"].ne("bad_link") & frame["entity_name"].ne("colour"), "image_link"].nunique()
+    assert len(images) == served
+    summary = first_run["summary"]
+    assert summary.processed == served and summary.distinct_images == served
+
+
+def test_ocr_reads_printed_values_and_features_have_shape(first_run, catalog) -> None:
+    frame: pd.DataFrame = catalog["frame"]  # type: ignore[assignment]
+    images = _images(first_run["store"]).set_index("image_id")
+    clean = frame[(frame["expected"] == "ok") & frame["entity_value"].astype(bool)]
+    read = 0
+    for record in clean.to_dict("records"):
+        image = images.loc[image_id(record["image_link"])]
+        label = parse_label(record["entity_value"], record["entity_name"])
+        number = f"{label.value:g}"
+        read += number in image["ocr_text"].replace(",", ".")
+        assert len(image["cnn_features"]) == 2048
+        assert len(image["tok_text"]) == len(image["tok_left"]) > 0
+    assert read / len(clean) >= 0.8, f"OCR read {read} of {len(clean)} printed values"
+    failed = images[images["status"] != "ok"]
+    assert all(len(f) == 2048 and not any(f) for f in failed["cnn_features"])
+
+
+def test_rerun_fetches_nothing_and_equals_first(spark, first_run, catalog, image_server) -> None:
+    image_hits_before = {p: n for p, n in image_server.hits.items() if p.startswith("/img/")}
+    store = first_run["store"]
+    ok_before = _images(store).query("status == 'ok'").set_index("image_id").sort_index()
+    summary = run_extract(spark, first_run["config"], str(catalog["path"]), str(store), str(first_run["images_dir"]))
+    failed = sum(1 for e in catalog["frame"]["expected"] if e not in ("ok", "bad_link", "unknown_entity"))
+    # Only failed images are tried again; ok ones are served by the store, so no good image is fetched.
+    assert summary.processed == failed
+    image_hits_after = {p: n for p, n in image_server.hits.items() if p.startswith("/img/")}
+    assert image_hits_after == image_hits_before
+    from imagequant.spark.store import read_images
+
+    view = read_images(spark, str(store)).toPandas().set_index("image_id").sort_index()
+    ok_after = view[view["status"] == "ok"]
+    assert list(ok_after.index) == list(ok_before.index)
+    assert (ok_after["ocr_text"] == ok_before["ocr_text"]).all()
+
+
+def test_images_dir_serves_a_fresh_store_without_fetching(spark, first_run, catalog, image_server, tmp_path) -> None:
+    image_hits_before = {p: n for p, n in image_server.hits.items() if p.startswith("/img/")}
+    summary = run_extract(spark, first_run["config"], str(catalog["path"]), str(tmp_path / "store2"),
+                          str(first_run["images_dir"]))
+    assert summary.ok == first_run["summary"].ok
+    assert {p: n for p, n in image_server.hits.items() if p.startswith("/img/")} == image_hits_before
+
+
+def test_petastorm_reads_both_tables(first_run) -> None:
+    from petastorm import make_batch_reader
+
+    from imagequant.core.schema import TOKEN_FIELDS
+
+    store = first_run["store"]
+    # The tok_* arrays vary in length per image, which Petastorm's batch reader cannot stack into arrays:
+    # it reads every other column (training reads tokens through its own table, as JSON).
+    token_columns = {f"tok_{name}" for name, _ in TOKEN_FIELDS}
+    image_columns = [c for c in pq.ParquetDataset(str(store / "images")).schema.names if c not in token_columns]
+    for table, column, fields in (("images", "image_id", image_columns), ("rows", "index", None)):
+        seen = 0
+        with make_batch_reader((store / table).resolve().as_uri(), num_epochs=1, reader_pool_type="dummy",
+                               schema_fields=fields) as reader:
+            for batch in reader:
+                seen += len(getattr(batch, column))
+                if table == "images":
+                    assert batch.cnn_features.shape[1:] == (2048,)
+        assert seen == len(pq.ParquetDataset(str(store / table)).read())
+
+
+def test_cli_errors_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("link,entity\nx,y\n")
+    cases = [
+        ["--catalog", str(tmp_path / "missing.csv"), "--store", str(tmp_path / "s")],
+        ["--catalog", str(bad), "--store", str(tmp_path / "s")],
+        ["--catalog", str(bad)],
+        ["--catalog", str(bad), "--store", "s", "--set", "ocr.engine=nope"],
+    ]
+    for args in cases:
+        done = subprocess.run([sys.executable, str(REPO / "jobs" / "extract_features.py"), *args],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "error:" in done.stderr
+        assert "Traceback" not in done.stderr

@@ -1,0 +1,284 @@
+"""Training through Petastorm on a feature store, batch prediction in Spark, and the submission check."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from imagequant.catalog import image_id
+from imagequant.config import load_config
+from imagequant.core.schema import IMAGES, tokens_to_columns
+from imagequant.submission import check_submission, read_submission
+from tests.model.test_model import ENTITIES, synthetic_row
+
+REPO = Path(__file__).resolve().parents[2]
+LINK = "https://images.example.com/train/{}.jpg"
+
+IMAGES_ARROW_SCHEMA = IMAGES.arrow_schema()
+
+
+def _image_record(link: str, tokens: list, size: tuple[int, int], rng: random.Random, status: str = "ok",
+                  with_cnn: bool = True) -> dict[str, Any]:
+    ok = status == "ok"
+    return {
+        "image_id": image_id(link), "image_link": link, "status": status,
+        "error": "" if ok else "HTTP 404 Not Found", "source": "http" if ok else "",
+        "width": size[0] if ok else 0, "height": size[1] if ok else 0, "ocr_engine": "synthetic",
+        **tokens_to_columns(tokens if ok else []),
+        "ocr_text": " ".join(t.text for t in tokens) if ok else "", "cnn_weights": "random(seed=0)",
+        "cnn_features": [rng.random() for _ in range(2048)] if ok and with_cnn else [],
+        "seconds_fetch": 0.0, "seconds_decode": 0.0, "seconds_ocr": 0.0, "seconds_cnn": 0.0,
+        "run_id": "test", "processed_at": "2024-01-01T00:00:00Z",
+    }
+
+
+def make_store(root: Path, n: int, seed: int) -> tuple[Path, Path, Path]:
+    """A feature store of ``n`` synthetic images (written directly with pyarrow, as the extract job would)
+    plus a labeled catalog of them, and an unlabeled catalog with every kind of failing row added."""
+    rng = random.Random(seed)
+    records, rows = [], []
+    for i in range(n):
+        entity = ENTITIES[i % len(ENTITIES)]
+        tokens, size, label = synthetic_row(rng, entity, rng.random() > 0.1)
+        link = LINK.format(f"{seed}-{i}")
+        # a few images without CNN features (cnn disabled in one run): still trainable
+        records.append(_image_record(link, tokens, size, rng, with_cnn=i % 17 != 0))
+        rows.append({"image_link": link, "group_id": str(i // 3), "entity_name": entity, "entity_value": label})
+    failed_link = LINK.format(f"{seed}-failed")
+    records.append(_image_record(failed_link, [], (0, 0), rng, status="http_status"))
+    store = root / "store"
+    part = store / "images" / "batch=test"
+    part.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(records, IMAGES_ARROW_SCHEMA), part / "part-00000.parquet")
+    labeled = pd.DataFrame(rows + [
+        {"image_link": failed_link, "group_id": "x", "entity_name": "voltage", "entity_value": "12.0 volt"},
+        {"image_link": LINK.format("not-extracted"), "group_id": "y", "entity_name": "voltage",
+         "entity_value": "5.0 volt"},
+        {"image_link": rows[0]["image_link"], "group_id": "0", "entity_name": rows[0]["entity_name"],
+         "entity_value": "[1.0, 2.0] gram"},
+    ])
+    labeled_path = root / "labeled.csv"
+    labeled.to_csv(labeled_path, index=False)
+    catalog = labeled.drop(columns=["entity_value"])
+    extra = pd.DataFrame([
+        {"image_link": "", "group_id": "z", "entity_name": "width"},
+        {"image_link": rows[1]["image_link"], "group_id": "z", "entity_name": "colour"},
+    ])
+    catalog = pd.concat([catalog, extra], ignore_index=True)
+    catalog.insert(0, "index", range(100, 100 + len(catalog)))
+    catalog_path = root / "catalog.csv"
+    catalog.to_csv(catalog_path, index=False)
+    return store, labeled_path, catalog_path
+
+
+def _config(tmp: Path, *overrides: str) -> Any:
+    return load_config(overrides=[
+        "model.embed_dim=16", "model.hidden_dim=24", "model.cnn_proj_dim=8", "model.max_tokens=64",
+        "model.max_candidates=16", "train.epochs=4", "train.batch_size=16", "train.seed=5", *overrides,
+    ])
+
+
+@pytest.fixture(scope="module")
+def trained(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from imagequant.spark.training_table import prepare_training_table
+    from imagequant.training.fit import train_from_table
+
+    root = tmp_path_factory.mktemp("trainpredict")
+    store, labeled, catalog = make_store(root, 150, seed=8)
+    table = prepare_training_table(spark, [labeled], store)
+    config = _config(root)
+    result = train_from_table(table, root / "model", config, progress=False)
+    return {"root": root, "store": store, "labeled": labeled, "catalog": catalog, "table": table,
+            "result": result, "config": config}
+
+
+def test_training_through_petastorm(trained: dict[str, Any]) -> None:
+    table, result = trained["table"], trained["result"]
+    assert table.uri.rsplit("/", 1)[0] == (trained["store"] / "_training").resolve().as_uri()
+    assert table.rows == 153 and table.usable_rows == 151
+    assert (table.missing_images, table.failed_images) == (1, 1)
+    metrics = json.loads((result.model_dir / "metrics.json").read_text())
+    assert metrics["loader"] == "petastorm"
+    assert metrics["skipped"] == {"image_missing": 1, "image_failed": 1}
+    assert metrics["train_rows"] + metrics["val_rows"] == 151
+    assert metrics["validation"]["f1"] >= 0.85, metrics["history"]
+    assert {"weights.pt", "vocab.json", "config.json", "threshold.json", "model.pt2"} <= {
+        p.name for p in result.model_dir.iterdir()}
+
+
+def test_pyarrow_loader_reads_the_same_records(trained: dict[str, Any]) -> None:
+    from imagequant.training.examples import examples_from_records
+    from imagequant.training.reader import iter_training_records
+
+    path = trained["table"].uri
+    by_loader = {}
+    for loader in ("petastorm", "pyarrow"):
+        records = sorted(iter_training_records(path, loader), key=lambda r: (r["source"], r["index"]))
+        by_loader[loader] = records
+    a, b = by_loader["petastorm"], by_loader["pyarrow"]
+    assert len(a) == len(b) == 153
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["index"] == rb["index"] and ra["tokens_json"] == rb["tokens_json"]
+        assert ra["entity_value"] == rb["entity_value"] and bool(ra["has_cnn"]) == bool(rb["has_cnn"])
+        np.testing.assert_array_equal(np.asarray(ra["cnn_features"]), np.asarray(rb["cnn_features"]))
+    ea, _ = examples_from_records(a)
+    eb, _ = examples_from_records(b)
+    assert [(e.index, e.label, len(e.candidates)) for e in ea] == [(e.index, e.label, len(e.candidates)) for e in eb]
+    assert sum(e.cnn is None for e in ea) == 10  # rows of the 9 images written without CNN features
+
+
+def test_predict_writes_statuses_and_a_valid_submission(spark: Any, trained: dict[str, Any]) -> None:
+    from imagequant.spark.inference import run_predict
+
+    out = trained["root"] / "pred"
+    summary = run_predict(spark, trained["catalog"], trained["store"], str(trained["result"].model_dir), out,
+                          exported=True)
+    assert summary.problems == []
+    frame = pd.read_parquet(out / "predictions.parquet")
+    assert list(frame.columns) == ["index", "prediction", "value", "unit", "score", "n_candidates", "status", "error"]
+    catalog = pd.read_csv(trained["catalog"])
+    assert sorted(frame["index"]) == sorted(catalog["index"])
+    status = dict(zip(frame["index"], frame["status"], strict=True))
+    n = len(catalog)
+    assert status[100 + n - 5] == "http_status"
+    assert status[100 + n - 4] == "image_missing"
+    assert status[100 + n - 2] == "bad_link" and status[100 + n - 1] == "unknown_entity"
+    assert (frame["status"] == "ok").sum() == n - 4
+    failed = frame[frame["status"] != "ok"]
+    assert (failed["prediction"] == "").all() and failed["error"].str.len().gt(0).all()
+    # scored against the labels the rows came from, the predictions are mostly right
+    from imagequant.core.metrics import score
+
+    labels = pd.read_csv(trained["labeled"])["entity_value"].tolist()
+    answers = frame.sort_values("index")["prediction"].tolist()[: len(labels)]
+    assert score(answers, labels)["f1"] >= 0.85
+    sub = read_submission(out / "submission.csv")
+    assert list(sub.columns) == ["index", "prediction"] and len(sub) == n
+
+    # the rule baseline runs through the same UDF (eager vs exported agreement: test_model.py)
+    rules_summary = run_predict(spark, trained["catalog"], trained["store"], "rules", trained["root"] / "pred_rules")
+    assert rules_summary.problems == [] and rules_summary.answered > 0
+
+
+def test_model_cache_loads_once_per_process(trained: dict[str, Any]) -> None:
+    from imagequant.scoring.zoo import load_scorer
+
+    model_dir = str(trained["result"].model_dir)
+    first = load_scorer(model_dir, exported=False)
+    assert load_scorer(model_dir + "/", exported=False) is first
+    assert load_scorer(model_dir, exported=True) is not first
+
+
+# --- the submission check ----------------------------------------------------------------------------------
+
+
+def _catalog() -> pd.DataFrame:
+    return pd.DataFrame({"index": [0, 1, 2, 3], "entity_name": ["item_weight", "voltage", "width", "item_volume"]})
+
+
+def _write(tmp_path: Path, text: str) -> pd.DataFrame:
+    path = tmp_path / "submission.csv"
+    path.write_text(text)
+    return read_submission(path)
+
+
+def test_check_submission_accepts_a_valid_file(tmp_path: Path) -> None:
+    sub = _write(tmp_path, "index,prediction\n0,500.0 gram\n1,\n3,12.5 fluid ounce\n2,0.0005 metre\n")
+    assert check_submission(sub, _catalog()) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("index,prediction\n0,500.0 gram\n1,\n2,\n3,\n0,\n", "more than once: 0"),
+        ("index,prediction\n0,500.0 gram\n1,\n3,\n", "have no row: 2"),
+        ("index,prediction\n0,2 gms\n1,\n2,\n3,\n", "'2 gms'"),
+        ("index,prediction\n0,2.2e2 gram\n1,\n2,\n3,\n", "'2.2e2 gram'"),
+        ("index,prediction\n0,500.0  gram\n1,\n2,\n3,\n", "malformed"),
+        ("index,prediction\n0,5.0 volt\n1,\n2,\n3,\n", "allowed for item_weight"),
+        ("index,prediction\n0,\n1,\n2,\n3,\n9,\n", "not in the catalog: 9"),
+        ("index,prediction\n0,\n1,\n2,\nx,\n", "not integers"),
+        ("id,prediction\n0,\n1,\n2,\n3,\n", "columns must be exactly index,prediction"),
+    ],
+)
+def test_check_submission_rejects_broken_files(tmp_path: Path, text: str, fragment: str) -> None:
+    problems = check_submission(_write(tmp_path, text), _catalog())
+    assert problems and any(fragment in p for p in problems), problems
+
+
+# --- the job entry points: usage errors exit 2 before any Spark work --------------------------------------------
+
+
+def _job(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(REPO / "jobs" / f"{name}.py"), *args], capture_output=True,
+                          text=True, timeout=120, cwd=REPO)
+
+
+def test_jobs_reject_bad_arguments(tmp_path: Path) -> None:
+    unlabeled = tmp_path / "unlabeled.csv"
+    unlabeled.write_text("index,image_link,group_id,entity_name\n0,https://x.example/a.jpg,1,voltage\n")
+    cases = [
+        ("train", ["--store", str(tmp_path), "--model", str(tmp_path / "m")], "--catalog"),
+        ("train", ["--catalog", str(tmp_path / "none.csv"), "--store", str(tmp_path), "--model", "m"], "does not exist"),
+        ("train", ["--catalog", str(unlabeled), "--store", str(tmp_path), "--model", "m"], "entity_value"),
+        ("train", ["--catalog", str(unlabeled), "--store", "s", "--model", "m", "--set", "train.loader=x"],
+         "train.loader"),
+        ("predict", ["--catalog", str(unlabeled), "--store", str(tmp_path), "--model", str(tmp_path / "nomodel"),
+                     "--out", str(tmp_path / "o")], "does not exist"),
+        ("predict", ["--catalog", str(unlabeled), "--store", str(tmp_path / "nostore"), "--model", "rules",
+                     "--out", str(tmp_path / "o")], "store"),
+    ]
+    for name, args, fragment in cases:
+        done = _job(name, *args)
+        assert done.returncode == 2, (name, args, done.stderr)
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and fragment in last, done.stderr
+
+
+def test_train_predict_and_evaluate_accept_a_store_uri(spark: Any, trained: dict[str, Any]) -> None:
+    """Every job takes the store locations extract takes: here a file:// URI instead of a path."""
+    from imagequant.catalog import read_catalog
+    from imagequant.evaluation.evaluate import evaluate
+    from imagequant.spark.inference import require_store, run_predict
+    from imagequant.spark.training_table import prepare_training_table
+    from imagequant.training.reader import iter_training_records
+
+    uri = trained["store"].resolve().as_uri()
+    require_store(uri)
+    table = prepare_training_table(spark, [trained["labeled"]], uri)
+    assert table.uri.startswith(uri + "/_training/") and table.usable_rows == 151
+    assert len(list(iter_training_records(table.uri, "pyarrow"))) == 153
+    out = trained["root"] / "pred_uri"
+    summary = run_predict(spark, trained["catalog"], uri, "rules", out)
+    assert summary.problems == [] and summary.answered > 0
+    by_path = run_predict(spark, trained["catalog"], trained["store"], "rules", trained["root"] / "pred_path")
+    assert (pd.read_csv(out / "submission.csv").equals(pd.read_csv(by_path.out_dir / "submission.csv")))
+    result, rows = evaluate(out / "submission.csv", read_catalog(trained["labeled"]), uri)
+    assert result["rows"] > 0 and rows["candidate_count"].sum() > 0
+
+
+def test_a_store_of_another_format_is_refused(spark: Any, trained: dict[str, Any], tmp_path: Path) -> None:
+    import shutil
+
+    from imagequant.core.schema import STORE_FORMAT, StoreFormatError
+    from imagequant.spark.store import read_images
+
+    store = tmp_path / "future-store"
+    shutil.copytree(trained["store"] / "images", store / "images")
+    (store / "_manifest.json").write_text(json.dumps({"format": STORE_FORMAT + 1, "runs": []}))
+    with pytest.raises(StoreFormatError, match=f"reads format {STORE_FORMAT}"):
+        read_images(spark, store)
+    done = _job("predict", "--catalog", str(trained["catalog"]), "--store", str(store), "--model", "rules",
+                "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: store ")

@@ -1,0 +1,93 @@
+"""The package layout keeps its promises: pure steps load without Spark, torch or PIL, and only
+imagequant/spark/ imports pyspark."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "imagequant"
+
+# Runs in a fresh interpreter where importing any of the blocked packages fails.
+_BLOCKED_RUN = r'''
+import sys
+
+BLOCKED = ("pyspark", "torch", "torchvision", "PIL")
+
+
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is blocked in this test")
+        return None
+
+
+sys.meta_path.insert(0, Blocker())
+
+import imagequant.core.entities, imagequant.core.locations, imagequant.core.metrics  # noqa: E401
+import imagequant.core.schema, imagequant.core.tokens, imagequant.core.units  # noqa: E401
+import imagequant.text.candidates, imagequant.text.features  # noqa: E401
+import imagequant.scoring.base, imagequant.scoring.rules, imagequant.scoring.zoo  # noqa: E401
+import imagequant.ocr.zoo, imagequant.config  # noqa: E401
+from imagequant.core.tokens import OcrToken
+from imagequant.scoring.base import ScoringRow
+from imagequant.scoring.zoo import load_scorer
+from imagequant.text.candidates import extract_candidates
+
+tokens = [OcrToken("Net", 90, 10, 10, 40, 20, 0, 0, 0), OcrToken("Wt", 90, 55, 10, 30, 20, 0, 0, 1),
+          OcrToken("500g", 90, 90, 10, 60, 20, 0, 0, 2)]
+candidates = extract_candidates(tokens, "item_weight", (400, 300))
+[prediction] = load_scorer("rules").predict([ScoringRow("item_weight", tokens, (400, 300), candidates)])
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+print(prediction.prediction, loaded)
+'''
+
+
+def test_pure_steps_import_without_spark_torch_or_pil() -> None:
+    done = subprocess.run([sys.executable, "-c", _BLOCKED_RUN], capture_output=True, text=True, timeout=120,
+                          cwd=PACKAGE.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "500.0 gram []"
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """Modules imported at module level (not inside functions or TYPE_CHECKING blocks)."""
+    tree = ast.parse(path.read_text(), str(path))
+    found: set[str] = set()
+
+    def visit(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+            elif isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.unparse(node.test):
+                visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+
+    visit(tree.body)
+    return found
+
+
+def test_only_the_spark_package_imports_pyspark() -> None:
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if PACKAGE / "spark" in path.parents:
+            continue
+        if any(name.split(".")[0] == "pyspark" for name in _top_level_imports(path)):
+            offenders.append(str(path.relative_to(PACKAGE.parent)))
+    assert offenders == []
+
+
+def test_pure_packages_import_no_framework_at_top_level() -> None:
+    offenders = []
+    for folder in ("core", "text"):
+        for path in sorted((PACKAGE / folder).rglob("*.py")):
+            frameworks = {n.split(".")[0] for n in _top_level_imports(path)} & {"pyspark", "torch", "PIL"}
+            if frameworks:
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}: {sorted(frameworks)}")
+    assert offenders == []
