@@ -384,19 +384,24 @@ def worst_errors(rows: pd.DataFrame, n: int = 12) -> pd.DataFrame:
 
 
 def _thumbnail(link: str, images_dir: Path, target: Path, size: int = 260) -> Path | None:
-    """A PNG thumbnail of the row's image, found in ``images_dir`` by the link's file name."""
+    """A PNG thumbnail of the row's image, found in ``images_dir`` as the extract job saved it for this
+    link, else by the link's file name."""
     from PIL import Image
 
-    name = PurePosixPath(urlsplit(link).path).name
-    source = images_dir / name if name else None
-    if source is None or not source.is_file():
+    from imagequant.fetch import find_cached_image
+    from imagequant.imaging import DEFAULT_MAX_PIXELS
+
+    source = find_cached_image(link, images_dir) if link.strip() else None
+    if source is None:
         return None
     try:
         with Image.open(source) as image:
+            if image.width * image.height > DEFAULT_MAX_PIXELS:
+                return None  # a report must not decode a pixel bomb
             image.thumbnail((size, size))
             target.parent.mkdir(parents=True, exist_ok=True)
             image.convert("RGB").save(target, format="PNG")
-    except (OSError, ValueError):
+    except (OSError, ValueError, Image.DecompressionBombError):
         return None
     return target
 

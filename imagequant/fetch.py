@@ -815,22 +815,54 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
 _SAFE_SUFFIX = re.compile(r"\.[a-z0-9]{1,5}")
 
 
-def image_file_name(url: str) -> str:
-    """The local file name for an image link: the URL path's basename when it is a plain, safe name
-    (``.../images/I/61I9XdN6OFL.jpg`` -> ``61I9XdN6OFL.jpg``), else ``url-<sha256 prefix><suffix>``."""
-    text = url if isinstance(url, str) else repr(url)
+def _link_basename(text: str) -> str:
     try:
         path = urlsplit(text.strip()).path
     except ValueError:
         path = ""
-    base = unquote(path.rsplit("/", 1)[-1])
+    return unquote(path.rsplit("/", 1)[-1])
+
+
+def _suffix_of(base: str) -> str:
+    suffix = os.path.splitext(base)[1].lower()
+    return suffix if _SAFE_SUFFIX.fullmatch(suffix) else ".img"
+
+
+def image_file_name(url: str) -> str:
+    """The readable file name of an image link, the layout the challenge's downloader writes: the URL
+    path's basename when it is a plain, safe name (``.../images/I/61I9XdN6OFL.jpg`` -> ``61I9XdN6OFL.jpg``),
+    else ``url-<sha256 prefix><suffix>``. Links that differ only in host or query share it, so the job only
+    reads such files (placed by the user), never writes them: see ``cache_file_name``."""
+    text = url if isinstance(url, str) else repr(url)
+    base = _link_basename(text)
     if _SAFE_NAME.fullmatch(base):
         return base
-    suffix = os.path.splitext(base)[1].lower()
-    if not _SAFE_SUFFIX.fullmatch(suffix):
-        suffix = ".img"
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    return f"url-{digest}{suffix}"
+    return f"url-{digest}{_suffix_of(base)}"
+
+
+def cache_file_name(url: str) -> str:
+    """The file name under which ``fetch_or_load`` saves a downloaded image: the readable stem, ``~`` and
+    24 hex digits of the SHA-256 of the whole link (``61I9XdN6OFL~<digest>.jpg``), so two different links
+    never share a file. ``~`` never occurs in an ``image_file_name``, so a saved file is never taken for a
+    user-placed one, and no crafted link's plain basename can name another link's saved file."""
+    text = (url if isinstance(url, str) else repr(url)).strip()
+    base = _link_basename(text)
+    stem = os.path.splitext(base)[0] if _SAFE_NAME.fullmatch(base) else "url"
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return f"{stem[:100] or 'url'}~{digest}{_suffix_of(base)}"
+
+
+def cached_image_paths(url: str, images_dir: Path | str) -> list[Path]:
+    """Where an image link may already be in ``images_dir``, in lookup order: the file the job saved for
+    exactly this link, then the readable name a user may have placed there (the downloader's layout)."""
+    folder = Path(images_dir)
+    return [folder / cache_file_name(url), folder / image_file_name(url)]
+
+
+def find_cached_image(url: str, images_dir: Path | str) -> Path | None:
+    """The first file of ``cached_image_paths`` that exists, or None."""
+    return next((p for p in cached_image_paths(url, images_dir) if p.is_file()), None)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -851,23 +883,28 @@ def fetch_or_load(url: str, cfg: FetchConfig, images_dir: Path | str | None,
                   session: requests.Session | None = None) -> FetchResult:
     """The image from ``images_dir`` when it is already there, else fetched and saved there.
 
-    A cached file that does not look like an image is ignored and replaced. Failures are never cached.
+    Lookup: the file saved for exactly this link (``cache_file_name``), then a user-placed file named by
+    the link's basename (``image_file_name``). Downloads are saved under ``cache_file_name`` only, so one
+    link's bytes are never served for another. A file that does not look like an image is ignored (a saved
+    one is replaced). Failures are never cached.
     """
     started = time.monotonic()
     target: Path | None = None
     if images_dir is not None and isinstance(url, str) and url.strip():
-        target = Path(images_dir) / image_file_name(url)
-        try:
-            data = target.read_bytes()
-        except FileNotFoundError:
-            data = None
-        except OSError as exc:
-            log.warning("cannot read cached image %s: %s", target, exc)
-            data = None
-        if data is not None and image_format(data) is not None:
-            return FetchResult(ok=True, data=data, status_code=None, error_kind=None,
-                               message=f"{len(data)} bytes from {target}", attempts=0,
-                               seconds=time.monotonic() - started, source="cache", final_url=url)
+        candidates = cached_image_paths(url, images_dir)
+        target = candidates[0]
+        for path in candidates:
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("cannot read cached image %s: %s", path, exc)
+                continue
+            if image_format(data) is not None:
+                return FetchResult(ok=True, data=data, status_code=None, error_kind=None,
+                                   message=f"{len(data)} bytes from {path}", attempts=0,
+                                   seconds=time.monotonic() - started, source="cache", final_url=url)
     result = fetch_image(url, cfg, session)
     if result.ok and target is not None and result.data is not None:
         try:

@@ -22,8 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = job_parser("extract_features", __doc__.splitlines()[0])
     parser.add_argument("--catalog", required=True, help="catalog CSV (.csv/.csv.gz) or Parquet, challenge format")
     parser.add_argument("--store", required=True, help="feature store directory (created if missing)")
-    parser.add_argument("--images-dir", help="local image folder: looked up by the link's file name first, "
-                        "and receives every downloaded image")
+    parser.add_argument("--images-dir", help="local image folder: receives every downloaded image (named by "
+                        "the link and its hash); a file named by the link's file name is used when none was saved")
     parser.add_argument("--run-date", help="YYYY-MM-DD: partition this run's output by date; a rerun of the "
                         "date replaces its partition")
     parser.add_argument("--max-failure-ratio", type=float, default=None,
