@@ -32,7 +32,6 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from imagequant import metrics, report
 from imagequant.errors import UsageError
@@ -68,29 +67,26 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     ``prediction`` is a string ("" when empty); ``index`` is int64 and unique. Other columns (value, unit,
     score, n_candidates, status, error) are kept when present.
     """
+    from imagequant.catalog import check_unique_index, parse_index_column, read_table_strict
+
     path = Path(path)
     if not path.exists():
         raise UsageError(f"predictions {path} do not exist")
-    try:
-        is_parquet = path.is_dir() or path.name.lower().endswith((".parquet", ".pq"))
-        if is_parquet:
-            frame = pq.read_table(str(path)).to_pandas()
-        else:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[], encoding="utf-8-sig")
-    except Exception as exc:  # pandas and pyarrow raise many types for a broken file
-        raise UsageError(f"predictions {path} cannot be read: {exc}") from exc
-    frame.columns = [str(c).strip() for c in frame.columns]
+    is_parquet = path.is_dir() or path.name.lower().endswith((".parquet", ".pq"))
+    # Strict like the catalogs: a row wider than the header is an error naming its line, not a shifted table.
+    frame, where = read_table_strict(path, "parquet" if is_parquet else "csv", f"predictions {path}",
+                                     parquet_as_text=False)
     missing = [c for c in ("index", "prediction") if c not in frame.columns]
     if missing:
         raise UsageError(f"predictions {path} lack column(s) {', '.join(missing)}; found: {', '.join(frame.columns)}")
-    numbers = pd.to_numeric(frame["index"], errors="coerce")
-    if numbers.isna().any():
-        raise UsageError(f"predictions {path}: column index must hold integers; found {frame['index'][numbers.isna()].iloc[0]!r}")
-    frame["index"] = numbers.astype("int64")
+    frame["index"] = parse_index_column(list(frame["index"]), f"predictions {path}", where)
     duplicated = frame["index"][frame["index"].duplicated()]
     if len(duplicated):
-        raise UsageError(f"predictions {path}: index {int(duplicated.iloc[0])} appears more than once "
-                         f"({duplicated.nunique()} duplicated indexes); the challenge would not score this file")
+        try:
+            check_unique_index(frame["index"].tolist(), f"predictions {path}", where)
+        except UsageError as exc:
+            raise UsageError(f"{exc}; {duplicated.nunique()} duplicated indexes, the challenge would not score "
+                             "this file") from None
     frame["prediction"] = [_clean(p) for p in frame["prediction"]]
     return frame
 
@@ -345,6 +341,10 @@ def evaluate(
     """Scores a predictions file against a truth catalog (read_catalog output): (metrics, per-row frame)."""
     if "entity_value" not in truth or truth["entity_value"].isna().all():
         raise UsageError("the truth catalog has no labels (entity_value column missing or empty)")
+    repeated = truth["index"][truth["index"].duplicated()]
+    if len(repeated):
+        # One truth per index: a repeated one would be scored twice against the same prediction.
+        raise UsageError(f"the truth catalog: index {int(repeated.iloc[0])} appears more than once")
     alignment = align(truth, read_predictions(predictions_path))
     rows = alignment.rows
     if store is not None:
