@@ -8,6 +8,7 @@ never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -171,6 +172,9 @@ class Config:
         """Checks that cross fields or value ranges; raises ConfigError naming the key."""
         from imagequant.ocr.zoo import ENGINE_NAMES
 
+        for ok, message in self._range_checks():
+            if not ok:
+                raise ConfigError(message)
         checks: list[tuple[bool, str]] = [
             (self.ocr.engine in ENGINE_NAMES, f"ocr.engine must be one of {', '.join(ENGINE_NAMES)}"),
             (all(a in (90, 180, 270) for a in self.ocr.rotated_angles), "ocr.rotated_angles must be 90, 180 or 270"),
@@ -178,7 +182,8 @@ class Config:
             (self.ocr.second_pass_text_px > 0, "ocr.second_pass_text_px must be positive"),
             (self.ocr.tesseract.preprocess in ("none", "gray", "autocontrast"),
              "ocr.tesseract.preprocess must be none, gray or autocontrast"),
-            (self.imaging.ocr_max_upscale >= 1.0, "imaging.ocr_max_upscale must be >= 1"),
+            (_finite(self.imaging.ocr_max_upscale) and self.imaging.ocr_max_upscale >= 1.0,
+             "imaging.ocr_max_upscale must be >= 1"),
             (self.cnn.device in ("auto", "cpu", "cuda"), "cnn.device must be auto, cpu or cuda"),
             (self.cnn.batch_size > 0, "cnn.batch_size must be positive"),
             (self.fetch.max_retries >= 0, "fetch.max_retries must be >= 0"),
@@ -202,6 +207,83 @@ class Config:
             if not ok:
                 raise ConfigError(message)
         return self
+
+    def _range_checks(self) -> list[tuple[bool, str]]:
+        """Every numeric setting that cannot work: zero or negative sizes and counts, negative, NaN or
+        infinite times, scores outside their scale."""
+        f, im, ocr, rc, tc, cnn, m, t = (self.fetch, self.imaging, self.ocr, self.ocr.rapidocr, self.ocr.tesseract,
+                                         self.cnn, self.model, self.train)
+        checks: list[tuple[bool, str]] = []
+
+        def positive(key: str, value: float) -> None:
+            checks.append((_finite(value) and value > 0, f"{key} must be a positive number, got {value!r}"))
+
+        def at_least(key: str, value: float, low: float) -> None:
+            checks.append((_finite(value) and value >= low, f"{key} must be >= {low:g}, got {value!r}"))
+
+        def between(key: str, value: float, low: float, high: float) -> None:
+            checks.append((_finite(value) and low <= value <= high,
+                           f"{key} must be between {low:g} and {high:g}, got {value!r}"))
+
+        at_least("spark.image_partitions_per_core", self.spark.image_partitions_per_core, 1)
+        positive("fetch.connect_timeout_s", f.connect_timeout_s)
+        positive("fetch.read_timeout_s", f.read_timeout_s)
+        at_least("fetch.max_retries", f.max_retries, 0)
+        at_least("fetch.backoff_s", f.backoff_s, 0)
+        at_least("fetch.max_backoff_s", f.max_backoff_s, 0)
+        at_least("fetch.max_retry_after_s", f.max_retry_after_s, 0)
+        positive("fetch.max_bytes", f.max_bytes)
+        at_least("fetch.max_redirects", f.max_redirects, 0)
+        at_least("fetch.pool_size", f.pool_size, 1)
+        at_least("fetch.per_host_concurrency", f.per_host_concurrency, 1)
+        checks.append((bool(f.user_agent) and f.user_agent.isprintable(),
+                       "fetch.user_agent must be non-empty printable text (no line breaks)"))
+        checks.append((bool(f.allowed_schemes) and all(x.lower() in ("http", "https") for x in f.allowed_schemes),
+                       f"fetch.allowed_schemes may only hold http and https, got {f.allowed_schemes!r}"))
+        positive("imaging.max_pixels", im.max_pixels)
+        positive("imaging.ocr_min_side", im.ocr_min_side)
+        positive("imaging.ocr_max_side", im.ocr_max_side)
+        checks.append((im.ocr_min_side <= im.ocr_max_side,
+                       f"imaging.ocr_min_side ({im.ocr_min_side}) must not exceed imaging.ocr_max_side ({im.ocr_max_side})"))
+        positive("imaging.cnn_size", im.cnn_size)
+        resize_to = round(im.cnn_size * 256 / 224) if im.cnn_size > 0 else 0
+        checks.append((resize_to * resize_to <= im.max_pixels,
+                       f"imaging.cnn_size {im.cnn_size} needs {resize_to}x{resize_to} pixels, over imaging.max_pixels"))
+        positive("ocr.timeout_s", ocr.timeout_s)
+        between("ocr.min_confidence", ocr.min_confidence, 0, 100)
+        between("ocr.tesseract.oem", tc.oem, 0, 3)
+        at_least("ocr.tesseract.thread_limit", tc.thread_limit, 1)
+        checks.append((bool(tc.lang.strip()), "ocr.tesseract.lang must name a language pack, e.g. eng"))
+        between("ocr.rapidocr.text_score", rc.text_score, 0, 1)
+        checks.append((_finite(rc.det_upscale), f"ocr.rapidocr.det_upscale must be a finite number, got {rc.det_upscale!r}"))
+        at_least("cnn.seed", cnn.seed, 0)
+        checks.append((cnn.seed < 2**32, f"cnn.seed must be below 2**32, got {cnn.seed}"))
+        at_least("cnn.torch_threads", cnn.torch_threads, 1)
+        at_least("cnn.stage_partitions", cnn.stage_partitions, 1)
+        at_least("store.rows_per_file", self.store.rows_per_file, 1)
+        for key in ("embed_dim", "entity_dim", "hidden_dim", "cnn_proj_dim", "max_tokens", "max_candidates", "mlp_dim"):
+            at_least(f"model.{key}", getattr(m, key), 1)
+        checks.append((_finite(m.dropout) and 0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout!r}"))
+        at_least("train.epochs", t.epochs, 1)
+        at_least("train.batch_size", t.batch_size, 1)
+        positive("train.learning_rate", t.learning_rate)
+        at_least("train.weight_decay", t.weight_decay, 0)
+        at_least("train.patience", t.patience, 0)
+        at_least("train.seed", t.seed, 0)
+        at_least("train.vocab_min_count", t.vocab_min_count, 1)
+        at_least("train.vocab_max_size", t.vocab_max_size, 1)
+        positive("train.grad_clip", t.grad_clip)
+        at_least("train.unanswerable_weight", t.unanswerable_weight, 0)
+        checks.append((_finite(t.min_gain), f"train.min_gain must be a finite number, got {t.min_gain!r}"))
+        at_least("train.min_gain_z", t.min_gain_z, 0)
+        threshold = self.predict.abstain_threshold
+        checks.append((threshold is None or _finite(threshold),
+                       f"predict.abstain_threshold must be a finite number or null, got {threshold!r}"))
+        return checks
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -268,9 +350,13 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"configuration file {path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
+    except ValueError as exc:  # e.g. a path with a NUL byte
+        raise ConfigError(f"cannot read configuration file {path}: {exc}") from exc
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:

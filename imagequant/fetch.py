@@ -50,6 +50,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError, ReadTimeoutError
+from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.util import connection as urllib3_connection
 
 from imagequant.config import FetchConfig
@@ -102,9 +103,6 @@ _REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 _NO_RETRY_5XX = frozenset({501, 505})
 _CHUNK = 64 * 1024
 _MAGIC_LEN = 12
-# A server that drips bytes just inside the read timeout could hold a worker for ever: the whole answer
-# must arrive within connect timeout + this many read timeouts.
-_BODY_DEADLINE_READS = 4
 _DRAIN_LIMIT = 64 * 1024
 
 
@@ -293,6 +291,74 @@ def check_url(url: str, cfg: FetchConfig) -> str | None:
     return None if outcome is None else outcome.message
 
 
+# ---------------------------------------------------------------------------------- attempt deadline
+
+# The watchdog of the attempt running in this thread; the connection classes below hand it their sockets.
+_WATCH = threading.local()
+
+
+class _AttemptWatchdog:
+    """Ends one attempt at its deadline, whatever the server does.
+
+    Read timeouts apply per receive, so a server that sends one byte a second (in the headers or the
+    body) never lets one expire. At the deadline this shuts the attempt's socket down, which wakes any
+    blocked connect, TLS handshake, header or body read at once; the attempt then reports ``timeout``.
+    """
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.fired = False
+        self._finished = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
+        self._timer.daemon = True
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def watch(self, sock: Any) -> None:
+        if not isinstance(sock, socket.socket):
+            return
+        with self._lock:
+            if self._finished:
+                return
+            self._sockets.append(sock)
+            if self.fired:
+                _shutdown(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self.fired = True
+            for sock in self._sockets:
+                _shutdown(sock)
+
+    def __enter__(self) -> _AttemptWatchdog:
+        _WATCH.current = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._finished = True  # from here on the sockets may go back to the pool untouched
+            self._sockets.clear()
+        _WATCH.current = None
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # The plain socket's shutdown, also for an SSLSocket: it only ends the stream (whose reader then sees
+    # end of file or an error) and leaves the SSL object to the thread that is using it.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _current_watchdog() -> _AttemptWatchdog | None:
+    return getattr(_WATCH, "current", None)
+
+
 # ------------------------------------------------------------------------------- pinned connections
 
 
@@ -323,21 +389,39 @@ class _CheckedConnectMixin:
                 if reason:
                     raise RefusedAddress(f"{host} resolves to {reason}")
         last_error: OSError | None = None
+        watchdog = _current_watchdog()
         for _family, text, _ip in addresses:
+            timeout = self.timeout
+            if watchdog is not None:
+                # Each address gets the connect timeout, but never past the attempt's deadline.
+                remaining = watchdog.remaining()
+                if remaining <= 0:
+                    raise ConnectTimeoutError(self, f"Connection to {self.host} timed out (attempt deadline)")
+                timeout = min(timeout, remaining) if isinstance(timeout, (int, float)) else remaining
             try:
                 # A numeric host: urllib3's create_connection does no DNS lookup of its own here.
                 sock = urllib3_connection.create_connection(
-                    (text, self.port), self.timeout, source_address=self.source_address,
+                    (text, self.port), timeout, source_address=self.source_address,
                     socket_options=self.socket_options,
                 )
             except OSError as exc:
                 last_error = exc
                 continue
+            if watchdog is not None:
+                watchdog.watch(sock)  # from here the TLS handshake is bounded too
             sys.audit("http.client.connect", self, self.host, self.port)
             return sock
         if isinstance(last_error, socket.timeout):
             raise ConnectTimeoutError(self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})")
         raise NewConnectionError(self, f"Failed to establish a new connection: {last_error or 'no address'}")  # type: ignore[arg-type]
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        # A pooled connection was opened by an earlier attempt: hand its socket to this attempt's watchdog
+        # before the status line and headers are read.
+        watchdog = _current_watchdog()
+        if watchdog is not None:
+            watchdog.watch(getattr(self, "sock", None))
+        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
 
 
 @cache
@@ -550,7 +634,10 @@ def _classify(exc: BaseException) -> _Outcome:
 
 
 def _read_body(response: requests.Response, cfg: FetchConfig, deadline: float) -> _Outcome:
-    """Streams a 2xx body, enforcing max_bytes, the overall deadline and the image magic bytes."""
+    """Streams a 2xx body, enforcing max_bytes, the attempt's deadline and the image magic bytes.
+
+    The watchdog ends a read that is still blocked at the deadline; the check between chunks is for a
+    session whose connections the watchdog does not know."""
     declared = response.headers.get("Content-Length")
     if declared is not None and declared.strip().isdigit() and int(declared) > cfg.max_bytes:
         return _fail("too_large", f"Content-Length {int(declared)} exceeds max_bytes {cfg.max_bytes}",
@@ -577,60 +664,101 @@ def _read_body(response: requests.Response, cfg: FetchConfig, deadline: float) -
     return _Outcome(ok=True, data=data, status=response.status_code, message=f"{len(data)} bytes")
 
 
-def _try_once(url: str, cfg: FetchConfig, policy: AddressPolicy, session: requests.Session) -> _Outcome:
-    """One request for one URL: checks, then the request under the per-host limit."""
+def _attempt_timeout(cfg: FetchConfig) -> float:
+    """The longest one attempt may take, from its start to its last body byte."""
+    return cfg.connect_timeout_s + cfg.read_timeout_s
+
+
+def _fetch_budget(cfg: FetchConfig) -> float:
+    """The longest one image may take over all its attempts (retries and redirect hops together)."""
+    return (max(0, cfg.max_retries) + 1) * _attempt_timeout(cfg)
+
+
+def _deadline_passed(what: str) -> _Outcome:
+    return _fail("timeout", f"{what}: the fetch ran out of time", retryable=False)
+
+
+def _try_once(url: str, cfg: FetchConfig, policy: AddressPolicy, session: requests.Session,
+              budget_end: float | None = None) -> _Outcome:
+    """One request for one URL: checks, then the request under the per-host limit, all within one attempt's
+    time (connect + read timeout) and never past ``budget_end`` (the whole fetch's deadline)."""
     refused = _check(url, policy)
     if refused is not None:
         return refused
     parts = urlsplit(url)
     host_key = f"{_normalize_host(parts.hostname or '')}:{parts.port or parts.scheme}"
-    started = time.monotonic()
-    deadline = started + cfg.connect_timeout_s + _BODY_DEADLINE_READS * cfg.read_timeout_s
-    with _host_semaphore(host_key, cfg.per_host_concurrency):
-        try:
-            response = session.get(url, stream=True, allow_redirects=False,
-                                   timeout=(cfg.connect_timeout_s, cfg.read_timeout_s))
-        except RefusedAddress as exc:
-            return _fail("refused_address", str(exc))
-        except (requests.RequestException, ValueError, OSError) as exc:
-            return _classify(exc)
-        try:
-            status = response.status_code
-            if status in _REDIRECT_CODES:
-                location = response.headers.get("Location", "").strip()
-                if not location:
-                    return _fail("bad_redirect", f"HTTP {status} without a Location header", status=status)
-                _drain(response)
-                return _Outcome(status=status, location=location, message=f"HTTP {status} to {location}")
-            if status == 429 or (500 <= status <= 599 and status not in _NO_RETRY_5XX):
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                _drain(response)
-                return _fail("http_status", f"HTTP {status} {response.reason or ''}".strip(), status=status,
-                             retryable=True, retry_after=retry_after)
-            if not 200 <= status <= 299:
-                _drain(response)
-                return _fail("http_status", f"HTTP {status} {response.reason or ''}".strip(), status=status)
-            try:
-                return _read_body(response, cfg, deadline)
-            except (requests.RequestException, ReadTimeoutError, OSError) as exc:
-                outcome = _classify(exc)
-                outcome.status = status
-                return outcome
-        finally:
-            response.close()
+    semaphore = _host_semaphore(host_key, cfg.per_host_concurrency)
+    wait = None if budget_end is None else budget_end - time.monotonic()
+    if wait is not None and (wait <= 0 or not semaphore.acquire(timeout=wait)):
+        return _deadline_passed("waiting for a connection slot to the host")
+    if wait is None:
+        semaphore.acquire()
+    try:
+        deadline = time.monotonic() + _attempt_timeout(cfg)
+        if budget_end is not None:
+            deadline = min(deadline, budget_end)
+        with _AttemptWatchdog(deadline) as watchdog:
+            outcome = _request(url, cfg, session, deadline)
+            if watchdog.fired and outcome.location is None and outcome.kind not in ("timeout", "http_status"):
+                # Whatever the cut-off read looked like (end of file, reset, a short body), it was the deadline.
+                return _fail("timeout", f"no complete answer within {_attempt_timeout(cfg):g} s "
+                             "(connect + read timeout)", retryable=True, status=outcome.status)
+            return outcome
+    finally:
+        semaphore.release()
 
 
-def _fetch_hop(url: str, cfg: FetchConfig, policy: AddressPolicy, session: requests.Session) -> tuple[_Outcome, int]:
+def _request(url: str, cfg: FetchConfig, session: requests.Session, deadline: float) -> _Outcome:
+    """The request itself and its answer (redirect, status or body) as an outcome."""
+    try:
+        response = session.get(url, stream=True, allow_redirects=False,
+                               timeout=(cfg.connect_timeout_s, cfg.read_timeout_s))
+    except RefusedAddress as exc:
+        return _fail("refused_address", str(exc))
+    except (requests.RequestException, Urllib3HTTPError, ValueError, OSError) as exc:
+        return _classify(exc)
+    try:
+        status = response.status_code
+        if status in _REDIRECT_CODES:
+            location = response.headers.get("Location", "").strip()
+            if not location:
+                return _fail("bad_redirect", f"HTTP {status} without a Location header", status=status)
+            _drain(response)
+            return _Outcome(status=status, location=location, message=f"HTTP {status} to {location}")
+        if status == 429 or (500 <= status <= 599 and status not in _NO_RETRY_5XX):
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            _drain(response)
+            return _fail("http_status", f"HTTP {status} {response.reason or ''}".strip(), status=status,
+                         retryable=True, retry_after=retry_after)
+        if not 200 <= status <= 299:
+            _drain(response)
+            return _fail("http_status", f"HTTP {status} {response.reason or ''}".strip(), status=status)
+        try:
+            return _read_body(response, cfg, deadline)
+        except (requests.RequestException, Urllib3HTTPError, OSError) as exc:
+            outcome = _classify(exc)
+            outcome.status = status
+            return outcome
+    finally:
+        response.close()
+
+
+def _fetch_hop(url: str, cfg: FetchConfig, policy: AddressPolicy, session: requests.Session,
+               budget_end: float | None = None) -> tuple[_Outcome, int]:
     """One URL with bounded retries; returns the last outcome and the number of tries counted."""
     tries = 0
     for retry in range(max(0, cfg.max_retries) + 1):
-        outcome = _try_once(url, cfg, policy, session)
+        outcome = _try_once(url, cfg, policy, session, budget_end)
         tries += 1 if outcome.counted else 0
         if not outcome.retryable or retry >= cfg.max_retries:
             if tries > 1 and not outcome.ok and outcome.location is None:
                 outcome.message += f" (gave up after {tries} attempts)"
             return outcome, tries
         delay = backoff_delay(cfg, url, retry, outcome.retry_after)
+        if budget_end is not None and time.monotonic() + delay >= budget_end:
+            # Sleeping would use up the fetch's time: the last answer stands.
+            outcome.message += f" (gave up after {tries} attempts: no time left for another)"
+            return outcome, tries
         log.debug("retrying %s in %.2fs after %s: %s", url, delay, outcome.kind, outcome.message)
         time.sleep(delay)
     raise AssertionError("unreachable")  # the loop always returns on its last pass
@@ -639,9 +767,12 @@ def _fetch_hop(url: str, cfg: FetchConfig, policy: AddressPolicy, session: reque
 def fetch_image(url: str, cfg: FetchConfig, session: requests.Session | None = None) -> FetchResult:
     """Downloads one image with safe-fetch checks, retries, size cap and manual, checked redirects.
 
-    Never raises for network or content problems: they come back as a FetchResult with ok=False.
+    Never raises for network or content problems: they come back as a FetchResult with ok=False. One
+    attempt ends within connect + read timeout, the whole fetch (retries, backoff and redirect hops) within
+    (max_retries + 1) attempts' time; past either it is a ``timeout``.
     """
     started = time.monotonic()
+    budget_end = started + _fetch_budget(cfg)
     policy = AddressPolicy.from_config(cfg)
     session = session if session is not None else get_session(cfg)
     attempts = 0
@@ -656,7 +787,9 @@ def fetch_image(url: str, cfg: FetchConfig, session: requests.Session | None = N
                            final_url=final if isinstance(final, str) else "")
 
     while True:
-        outcome, tries = _fetch_hop(current, cfg, policy, session)
+        if time.monotonic() >= budget_end:
+            return done(_deadline_passed(f"after {redirects} redirects"), current)
+        outcome, tries = _fetch_hop(current, cfg, policy, session, budget_end)
         attempts += tries
         if outcome.location is None:
             return done(outcome, current)
@@ -682,22 +815,54 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
 _SAFE_SUFFIX = re.compile(r"\.[a-z0-9]{1,5}")
 
 
-def image_file_name(url: str) -> str:
-    """The local file name for an image link: the URL path's basename when it is a plain, safe name
-    (``.../images/I/61I9XdN6OFL.jpg`` -> ``61I9XdN6OFL.jpg``), else ``url-<sha256 prefix><suffix>``."""
-    text = url if isinstance(url, str) else repr(url)
+def _link_basename(text: str) -> str:
     try:
         path = urlsplit(text.strip()).path
     except ValueError:
         path = ""
-    base = unquote(path.rsplit("/", 1)[-1])
+    return unquote(path.rsplit("/", 1)[-1])
+
+
+def _suffix_of(base: str) -> str:
+    suffix = os.path.splitext(base)[1].lower()
+    return suffix if _SAFE_SUFFIX.fullmatch(suffix) else ".img"
+
+
+def image_file_name(url: str) -> str:
+    """The readable file name of an image link, the layout the challenge's downloader writes: the URL
+    path's basename when it is a plain, safe name (``.../images/I/61I9XdN6OFL.jpg`` -> ``61I9XdN6OFL.jpg``),
+    else ``url-<sha256 prefix><suffix>``. Links that differ only in host or query share it, so the job only
+    reads such files (placed by the user), never writes them: see ``cache_file_name``."""
+    text = url if isinstance(url, str) else repr(url)
+    base = _link_basename(text)
     if _SAFE_NAME.fullmatch(base):
         return base
-    suffix = os.path.splitext(base)[1].lower()
-    if not _SAFE_SUFFIX.fullmatch(suffix):
-        suffix = ".img"
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    return f"url-{digest}{suffix}"
+    return f"url-{digest}{_suffix_of(base)}"
+
+
+def cache_file_name(url: str) -> str:
+    """The file name under which ``fetch_or_load`` saves a downloaded image: the readable stem, ``~`` and
+    24 hex digits of the SHA-256 of the whole link (``61I9XdN6OFL~<digest>.jpg``), so two different links
+    never share a file. ``~`` never occurs in an ``image_file_name``, so a saved file is never taken for a
+    user-placed one, and no crafted link's plain basename can name another link's saved file."""
+    text = (url if isinstance(url, str) else repr(url)).strip()
+    base = _link_basename(text)
+    stem = os.path.splitext(base)[0] if _SAFE_NAME.fullmatch(base) else "url"
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return f"{stem[:100] or 'url'}~{digest}{_suffix_of(base)}"
+
+
+def cached_image_paths(url: str, images_dir: Path | str) -> list[Path]:
+    """Where an image link may already be in ``images_dir``, in lookup order: the file the job saved for
+    exactly this link, then the readable name a user may have placed there (the downloader's layout)."""
+    folder = Path(images_dir)
+    return [folder / cache_file_name(url), folder / image_file_name(url)]
+
+
+def find_cached_image(url: str, images_dir: Path | str) -> Path | None:
+    """The first file of ``cached_image_paths`` that exists, or None."""
+    return next((p for p in cached_image_paths(url, images_dir) if p.is_file()), None)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -718,23 +883,28 @@ def fetch_or_load(url: str, cfg: FetchConfig, images_dir: Path | str | None,
                   session: requests.Session | None = None) -> FetchResult:
     """The image from ``images_dir`` when it is already there, else fetched and saved there.
 
-    A cached file that does not look like an image is ignored and replaced. Failures are never cached.
+    Lookup: the file saved for exactly this link (``cache_file_name``), then a user-placed file named by
+    the link's basename (``image_file_name``). Downloads are saved under ``cache_file_name`` only, so one
+    link's bytes are never served for another. A file that does not look like an image is ignored (a saved
+    one is replaced). Failures are never cached.
     """
     started = time.monotonic()
     target: Path | None = None
     if images_dir is not None and isinstance(url, str) and url.strip():
-        target = Path(images_dir) / image_file_name(url)
-        try:
-            data = target.read_bytes()
-        except FileNotFoundError:
-            data = None
-        except OSError as exc:
-            log.warning("cannot read cached image %s: %s", target, exc)
-            data = None
-        if data is not None and image_format(data) is not None:
-            return FetchResult(ok=True, data=data, status_code=None, error_kind=None,
-                               message=f"{len(data)} bytes from {target}", attempts=0,
-                               seconds=time.monotonic() - started, source="cache", final_url=url)
+        candidates = cached_image_paths(url, images_dir)
+        target = candidates[0]
+        for path in candidates:
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("cannot read cached image %s: %s", path, exc)
+                continue
+            if image_format(data) is not None:
+                return FetchResult(ok=True, data=data, status_code=None, error_kind=None,
+                                   message=f"{len(data)} bytes from {path}", attempts=0,
+                                   seconds=time.monotonic() - started, source="cache", final_url=url)
     result = fetch_image(url, cfg, session)
     if result.ok and target is not None and result.data is not None:
         try:

@@ -8,8 +8,10 @@ errors (not gray-filled), and every Pillow mode is brought to RGB in a way that 
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
+import math
 import struct
 
 import numpy as np
@@ -20,6 +22,19 @@ from imagequant.errors import RecordedError
 log = logging.getLogger(__name__)
 
 IMAGE_ERROR_KINDS = ("decode_error", "truncated", "pixel_bomb", "empty")
+
+#: imaging.max_pixels' default: the most pixels one image may have, decoded or after any resize step.
+DEFAULT_MAX_PIXELS = 60_000_000
+
+# The formats the fetcher accepts (fetch.image_format). Others (ICO, ICNS, ...) may decode an embedded image
+# larger than the size their header declares, which would slip past the header check.
+_DECODE_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+
+
+@functools.cache
+def _open_formats() -> tuple[str, ...]:
+    Image.init()
+    return tuple(f for f in _DECODE_FORMATS if f in Image.OPEN)  # MPO opens through JPEG in some versions
 
 # Modes that carry an alpha channel; they are composited on white because product text is usually dark
 # on a transparent (meant-to-be-white) background, and dropping alpha would turn that background black.
@@ -90,19 +105,19 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def decode_image(data: bytes, max_pixels: int = 60_000_000) -> Image.Image:
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decodes image bytes to an upright 8-bit RGB image or raises ``ImageError``.
 
     The pixel-count guard reads only the header (``Image.open`` is lazy) so a small file declaring a huge
     canvas is refused before any memory is allocated for it. It does not rely on Pillow's process-wide
     ``Image.MAX_IMAGE_PIXELS`` (that still refuses images over twice its value, reported as pixel_bomb too).
     Truncated files raise kind "truncated" as long as ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays False,
-    which this project never changes.
+    which this project never changes. Only the formats the fetcher accepts are opened.
     """
     if not data:
         raise ImageError("empty", "no image bytes")
     try:
-        im = Image.open(io.BytesIO(data))
+        im = Image.open(io.BytesIO(data), formats=_open_formats())
     except Image.DecompressionBombError as exc:
         raise ImageError("pixel_bomb", str(exc)) from exc
     except UnidentifiedImageError as exc:
@@ -126,6 +141,8 @@ def decode_image(data: bytes, max_pixels: int = 60_000_000) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as exc:
         kind = "truncated" if _is_truncation(exc) else "decode_error"
         raise ImageError(kind, f"cannot decode {im.format or 'image'} pixels: {exc}") from exc
+    if im.width * im.height > max_pixels:  # a decoder that grew the image past its header's size
+        raise ImageError("pixel_bomb", f"decoded {im.width}x{im.height} exceeds {max_pixels} pixels")
 
     try:
         # Phone photos and some scans store the sensor orientation in EXIF; OCR needs upright text.
@@ -136,6 +153,51 @@ def decode_image(data: bytes, max_pixels: int = 60_000_000) -> Image.Image:
         return to_rgb(im)
     except (OSError, ValueError) as exc:
         raise ImageError("decode_error", f"cannot convert mode {im.mode} to RGB: {exc}") from exc
+
+
+def resize_target(
+    size: tuple[int, int],
+    *,
+    scale: float | None = None,
+    short_side: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    what: str = "resize",
+) -> tuple[int, int]:
+    """The (width, height) an image of ``size`` gets from one resize step; raises ``ImageError``
+    ("pixel_bomb") when that would exceed ``max_pixels``, before any pixel is allocated.
+
+    ``scale``: both sides times the factor, rounded, at least 1 px each (the OCR and detector resizes).
+    ``short_side``: the short side becomes ``short_side`` and the long side keeps the aspect ratio,
+    truncated, as torchvision's ``Resize(int)`` computes it (the CNN resize). An image within the decode
+    limit can still explode here: 2 x 20,000,000 pixels brought to a 256 px short side is 256 x 2.56e9.
+    """
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise ImageError("empty", f"cannot {what} an image of {width}x{height} pixels")
+    if (scale is None) == (short_side is None):
+        raise ValueError("give exactly one of scale and short_side")
+    if scale is not None:
+        if not math.isfinite(scale) or scale <= 0:
+            raise ValueError(f"{what}: scale must be a positive finite number, got {scale!r}")
+        exact_w, exact_h = width * scale, height * scale
+        if not math.isfinite(exact_w * exact_h) or exact_w * exact_h > 2.0 * max_pixels + 1e6:
+            # Far over the bound: refused before rounding (which cannot take an infinite size).
+            raise ImageError("pixel_bomb", f"{what} of {width}x{height} by {scale:g} would exceed {max_pixels} pixels")
+        new_w, new_h = max(1, round(exact_w)), max(1, round(exact_h))
+    else:
+        assert short_side is not None
+        if short_side <= 0:
+            raise ValueError(f"{what}: short_side must be positive, got {short_side!r}")
+        if width <= height:
+            new_w, new_h = short_side, int(short_side * height / width)
+        else:
+            new_w, new_h = int(short_side * width / height), short_side
+    if new_w * new_h > max_pixels:
+        raise ImageError(
+            "pixel_bomb",
+            f"{what} of {width}x{height} to {int(new_w)}x{int(new_h)} would exceed {max_pixels} pixels",
+        )
+    return int(new_w), int(new_h)
 
 
 def ocr_scale(size: tuple[int, int], min_side: int, max_side: int, max_upscale: float = 4.0) -> float:
@@ -152,36 +214,35 @@ def ocr_scale(size: tuple[int, int], min_side: int, max_side: int, max_upscale: 
 
 
 def prepare_for_ocr(
-    img: Image.Image, min_side: int = 1000, max_side: int = 2400, max_upscale: float = 4.0
+    img: Image.Image, min_side: int = 1000, max_side: int = 2400, max_upscale: float = 4.0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[Image.Image, float]:
     """Resizes an RGB image for OCR; returns (image, scale) where OCR box / scale = original pixels.
 
     Images whose short side is under ``min_side`` are enlarged (LANCZOS, at most ``max_upscale`` times);
     images whose long side is over ``max_side`` are reduced. The long-side cap wins over the upscale.
+    A result over ``max_pixels`` raises ImageError("pixel_bomb").
     """
     scale = ocr_scale(img.size, min_side, max_side, max_upscale)
     if abs(scale - 1.0) < 1e-3:
         return img, 1.0
-    new_size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    new_size = resize_target(img.size, scale=scale, max_pixels=max_pixels, what="OCR resize")
     resample = Image.Resampling.LANCZOS if scale > 1.0 else Image.Resampling.BOX
     # Report the scale actually applied (rounding moves it slightly) so boxes map back exactly.
     return img.resize(new_size, resample), new_size[0] / img.width
 
 
-def prepare_for_cnn(img: Image.Image, size: int = 224) -> np.ndarray:
+def prepare_for_cnn(img: Image.Image, size: int = 224, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The torchvision eval transform without normalisation: resize short side to size*256/224, centre crop.
 
-    Returns a uint8 array of shape (size, size, 3). Normalisation is the CNN module's job.
+    Returns a uint8 array of shape (size, size, 3). Normalisation is the CNN module's job. A resized image
+    over ``max_pixels`` (a very tall or wide image) raises ImageError("pixel_bomb") before resizing.
     """
+    resize_to = int(round(size * 256 / 224))
+    # Same arithmetic as torchvision.transforms.functional.resize with an int size.
+    new_w, new_h = resize_target(img.size, short_side=resize_to, max_pixels=max_pixels, what="CNN resize")
     if img.mode != "RGB":
         img = to_rgb(img)
-    resize_to = int(round(size * 256 / 224))
-    w, h = img.size
-    # Same arithmetic as torchvision.transforms.functional.resize with an int size.
-    if w <= h:
-        new_w, new_h = resize_to, int(resize_to * h / w)
-    else:
-        new_w, new_h = int(resize_to * w / h), resize_to
     resized = img.resize((max(new_w, size), max(new_h, size)), Image.Resampling.BILINEAR, reducing_gap=None)
     rw, rh = resized.size
     left = int(round((rw - size) / 2.0))

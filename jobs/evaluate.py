@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from imagequant.evaluation.evaluate import evaluate, write_evaluation_report
 
-    truth = read_catalog(args.truth)
+    truth = read_catalog(args.truth, unique_index=True)  # each truth row is scored by its index
     result, rows = evaluate(args.predictions, truth, args.store)
     result["predictions_file"] = str(args.predictions)
     result["truth_file"] = str(args.truth)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from imagequant.catalog import inspect_catalog  # noqa: E402
+from imagequant.catalog import read_catalog  # noqa: E402
 from imagequant.cli import EXIT_FAILED, config_from_args, job_parser, run_job  # noqa: E402
 from imagequant.errors import UsageError  # noqa: E402
 
@@ -22,15 +22,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = job_parser("extract_features", __doc__.splitlines()[0])
     parser.add_argument("--catalog", required=True, help="catalog CSV (.csv/.csv.gz) or Parquet, challenge format")
     parser.add_argument("--store", required=True, help="feature store directory (created if missing)")
-    parser.add_argument("--images-dir", help="local image folder: looked up by the link's file name first, "
-                        "and receives every downloaded image")
+    parser.add_argument("--images-dir", help="local image folder: receives every downloaded image (named by "
+                        "the link and its hash); a file named by the link's file name is used when none was saved")
     parser.add_argument("--run-date", help="YYYY-MM-DD: partition this run's output by date; a rerun of the "
                         "date replaces its partition")
     parser.add_argument("--max-failure-ratio", type=float, default=None,
                         help="exit 1 (after writing everything) when more than this share of images failed")
     args = parser.parse_args(argv)
     config = config_from_args(args)
-    inspect_catalog(args.catalog)
+    read_catalog(args.catalog)  # every row checked (columns, index values) before Spark starts
     if args.run_date and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.run_date):
         raise UsageError(f"--run-date must be YYYY-MM-DD, got {args.run_date!r}")
     if args.max_failure_ratio is not None and not 0.0 <= args.max_failure_ratio <= 1.0:

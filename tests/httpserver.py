@@ -33,6 +33,8 @@ from typing import Any
 
 from PIL import Image
 
+from imagequant.config import FetchConfig
+
 FAULT_KINDS = frozenset(
     {"status", "fail_then_ok", "retry_after", "slow", "stall_body", "short_read", "chunked", "redirect"}
 )
@@ -304,3 +306,22 @@ class ImageServer:
     def _end(self, path: str) -> None:
         with self._lock:
             self.in_flight[path] -= 1
+
+
+def fetch_config(**overrides: object) -> FetchConfig:
+    """A fast fetch configuration for tests: loopback allowed (the servers are on 127.0.0.1), tiny backoff."""
+    values: dict[str, object] = {
+        "connect_timeout_s": 2.0,
+        "read_timeout_s": 2.0,
+        "max_retries": 2,
+        "backoff_s": 0.01,
+        "max_backoff_s": 0.05,
+        "max_retry_after_s": 2.0,
+        "max_bytes": 200_000,
+        "max_redirects": 3,
+        "pool_size": 4,
+        "per_host_concurrency": 4,
+        "allow_loopback": True,
+    }
+    values.update(overrides)
+    return FetchConfig(**values)  # type: ignore[arg-type]

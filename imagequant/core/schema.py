@@ -12,6 +12,8 @@ Layout of a store (``STORE`` is a local path or any URI that Spark and pyarrow c
     STORE/_manifest.json                      {"format": STORE_FORMAT, "runs": [one summary per run]}
     STORE/_training/<catalogs-hash>/          TRAINING: labeled rows joined with their images
     STORE/_staging/<run_id>/...               work in progress, invisible to readers
+    STORE/_lock.json                          the extract run writing the store now (one at a time)
+    STORE/_quarantine/<table>/...             damaged Parquet files moved out of the tables
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ STORE_FORMAT = 1
 MANIFEST_FILE = "_manifest.json"
 TRAINING_DIR = "_training"
 STAGING_DIR = "_staging"
+LOCK_FILE = "_lock.json"
+QUARANTINE_DIR = "_quarantine"
 
 # ResNet-50's pooled feature length. Every images row holds exactly this many floats (zeros when the image
 # failed), so the column is fixed-size.

@@ -32,8 +32,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from imagequant import report
 from imagequant.core import locations, metrics
@@ -73,29 +73,26 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     ``prediction`` is a string ("" when empty); ``index`` is int64 and unique. Other columns (value, unit,
     score, n_candidates, status, error) are kept when present.
     """
+    from imagequant.catalog import check_unique_index, parse_index_column, read_table_strict
+
     path = Path(path)
     if not path.exists():
         raise UsageError(f"predictions {path} do not exist")
-    try:
-        is_parquet = path.is_dir() or path.name.lower().endswith((".parquet", ".pq"))
-        if is_parquet:
-            frame = pq.read_table(str(path)).to_pandas()
-        else:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[], encoding="utf-8-sig")
-    except Exception as exc:  # pandas and pyarrow raise many types for a broken file
-        raise UsageError(f"predictions {path} cannot be read: {exc}") from exc
-    frame.columns = [str(c).strip() for c in frame.columns]
+    is_parquet = path.is_dir() or path.name.lower().endswith((".parquet", ".pq"))
+    # Strict like the catalogs: a row wider than the header is an error naming its line, not a shifted table.
+    frame, where = read_table_strict(path, "parquet" if is_parquet else "csv", f"predictions {path}",
+                                     parquet_as_text=False)
     missing = [c for c in ("index", "prediction") if c not in frame.columns]
     if missing:
         raise UsageError(f"predictions {path} lack column(s) {', '.join(missing)}; found: {', '.join(frame.columns)}")
-    numbers = pd.to_numeric(frame["index"], errors="coerce")
-    if numbers.isna().any():
-        raise UsageError(f"predictions {path}: column index must hold integers; found {frame['index'][numbers.isna()].iloc[0]!r}")
-    frame["index"] = numbers.astype("int64")
+    frame["index"] = parse_index_column(list(frame["index"]), f"predictions {path}", where)
     duplicated = frame["index"][frame["index"].duplicated()]
     if len(duplicated):
-        raise UsageError(f"predictions {path}: index {int(duplicated.iloc[0])} appears more than once "
-                         f"({duplicated.nunique()} duplicated indexes); the challenge would not score this file")
+        try:
+            check_unique_index(frame["index"].tolist(), f"predictions {path}", where)
+        except UsageError as exc:
+            raise UsageError(f"{exc}; {duplicated.nunique()} duplicated indexes, the challenge would not score "
+                             "this file") from None
     frame["prediction"] = [_clean(p) for p in frame["prediction"]]
     return frame
 
@@ -135,16 +132,20 @@ def read_store_images(store: str | Path, image_ids: Sequence[str] | None = None)
     """The store's canonical images view through pyarrow (no Spark), at any store location: one row per
     image_id (:func:`imagequant.core.schema.canonical_images`). Only the columns the evaluation needs are
     read (not the CNN features)."""
+    manifest = locations.read_text(locations.join(store, MANIFEST_FILE))
+    check_manifest(json.loads(manifest) if manifest else None, str(store))
     filesystem, root = locations.arrow_filesystem(locations.join(store, IMAGES.name))
     try:
         dataset = ds.dataset(root, filesystem=filesystem, format="parquet", partitioning="hive")
-    except (FileNotFoundError, OSError) as exc:
-        raise UsageError(f"feature store {store} has no images table ({exc})") from exc
-    manifest = locations.read_text(locations.join(store, MANIFEST_FILE))
-    check_manifest(json.loads(manifest) if manifest else None, str(store))
-    columns = [c for c in STORE_COLUMNS if c in dataset.schema.names]
-    expression = ds.field("image_id").isin(list(image_ids)) if image_ids is not None else None
-    frame = dataset.to_table(columns=columns, filter=expression).to_pandas()
+        columns = [c for c in STORE_COLUMNS if c in dataset.schema.names]
+        expression = ds.field("image_id").isin(list(image_ids)) if image_ids is not None else None
+        frame = dataset.to_table(columns=columns, filter=expression).to_pandas()
+    except FileNotFoundError as exc:
+        raise UsageError(f"feature store {store} has no images table ({exc})") from None
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise UsageError(f"feature store {store}: the images table cannot be read ({exc}); when a file is "
+                         "damaged, run jobs/extract_features.py on this store: it moves a damaged images file "
+                         "to _quarantine/ and processes its images again") from None
     return canonical_images(frame) if len(frame) else frame
 
 
@@ -333,6 +334,10 @@ def evaluate(
     """Scores a predictions file against a truth catalog (read_catalog output): (metrics, per-row frame)."""
     if "entity_value" not in truth or truth["entity_value"].isna().all():
         raise UsageError("the truth catalog has no labels (entity_value column missing or empty)")
+    repeated = truth["index"][truth["index"].duplicated()]
+    if len(repeated):
+        # One truth per index: a repeated one would be scored twice against the same prediction.
+        raise UsageError(f"the truth catalog: index {int(repeated.iloc[0])} appears more than once")
     alignment = align(truth, read_predictions(predictions_path))
     rows = alignment.rows
     if store is not None:
@@ -372,19 +377,24 @@ def worst_errors(rows: pd.DataFrame, n: int = 12) -> pd.DataFrame:
 
 
 def _thumbnail(link: str, images_dir: Path, target: Path, size: int = 260) -> Path | None:
-    """A PNG thumbnail of the row's image, found in ``images_dir`` by the link's file name."""
+    """A PNG thumbnail of the row's image, found in ``images_dir`` as the extract job saved it for this
+    link, else by the link's file name."""
     from PIL import Image
 
-    name = PurePosixPath(urlsplit(link).path).name
-    source = images_dir / name if name else None
-    if source is None or not source.is_file():
+    from imagequant.fetch import find_cached_image
+    from imagequant.imaging import DEFAULT_MAX_PIXELS
+
+    source = find_cached_image(link, images_dir) if link.strip() else None
+    if source is None:
         return None
     try:
         with Image.open(source) as image:
+            if image.width * image.height > DEFAULT_MAX_PIXELS:
+                return None  # a report must not decode a pixel bomb
             image.thumbnail((size, size))
             target.parent.mkdir(parents=True, exist_ok=True)
             image.convert("RGB").save(target, format="PNG")
-    except (OSError, ValueError):
+    except (OSError, ValueError, Image.DecompressionBombError):
         return None
     return target
 

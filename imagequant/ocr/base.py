@@ -21,6 +21,7 @@ from PIL import Image
 from imagequant.config import ImagingConfig, OcrConfig
 from imagequant.core.tokens import Box, OcrToken, box_overlap, rotate_box_back, token_box
 from imagequant.errors import RecordedError
+from imagequant.imaging import ImageError, resize_target
 from imagequant.ocr.merging import (
     add_rotated_tokens,
     holds_number_with_unit,
@@ -147,10 +148,12 @@ class OcrEngine:
             factor = min(4.0, max(1.0, self.cfg.second_pass_text_px / h))
             crop = img.crop(region)
             if factor > 1.0:
-                crop = crop.resize(
-                    (max(1, round(crop.width * factor)), max(1, round(crop.height * factor))),
-                    Image.Resampling.LANCZOS,
-                )
+                try:
+                    enlarged = resize_target(crop.size, scale=factor, max_pixels=self.imaging.max_pixels,
+                                             what="second-pass enlargement")
+                except ImageError:
+                    continue  # too large to enlarge: this optional pass skips the region
+                crop = crop.resize(enlarged, Image.Resampling.LANCZOS)
             fx, fy = crop.width / rbox[2], crop.height / rbox[3]
             new = self.read_region(crop, deadline)
             if not holds_number_with_unit(new):

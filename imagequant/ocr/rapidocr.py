@@ -21,7 +21,7 @@ from PIL import Image
 
 from imagequant.config import ImagingConfig, OcrConfig
 from imagequant.core.tokens import OcrToken, scale_box, token_box
-from imagequant.imaging import prepare_for_ocr
+from imagequant.imaging import prepare_for_ocr, resize_target
 from imagequant.ocr.base import Deadline, OcrEngine, OcrError, OcrTimeout
 from imagequant.ocr.merging import clean_text, split_line_words
 
@@ -170,7 +170,8 @@ class RapidOcrEngine(OcrEngine):
         work = img
         min_side = self.cfg.rapidocr.min_side
         if min_side and min(img.size) < min_side:
-            work, scale = prepare_for_ocr(img, min_side, max(min_side * 3, max(img.size)), self.imaging.ocr_max_upscale)
+            work, scale = prepare_for_ocr(img, min_side, max(min_side * 3, max(img.size)), self.imaging.ocr_max_upscale,
+                                          max_pixels=self.imaging.max_pixels)
         tokens = self._read_array(np.ascontiguousarray(np.asarray(work)[:, :, ::-1]), deadline)
         if scale == 1.0:
             return tokens
@@ -189,10 +190,12 @@ class RapidOcrEngine(OcrEngine):
         det_scale = min(max(1.0, self.cfg.rapidocr.det_upscale), det_max / max(h, w)) if det_max else 1.0
         det_img = bgr
         if det_scale != 1.0:
+            det_size = resize_target((w, h), scale=det_scale, max_pixels=self.imaging.max_pixels,
+                                     what="detector resize")
             det_img = cv2.resize(
-                bgr, (max(1, round(w * det_scale)), max(1, round(h * det_scale))),
-                interpolation=cv2.INTER_AREA if det_scale < 1.0 else cv2.INTER_CUBIC,
+                bgr, det_size, interpolation=cv2.INTER_AREA if det_scale < 1.0 else cv2.INTER_CUBIC,
             )
+        self._check_detector_input(det_img.shape[1], det_img.shape[0])
         with self._models.lock, self._watchdog(deadline):
             # Very flat or very short images get the letterbox RapidOCR itself would add.
             det_img, record = ocr.maybe_add_letterbox(det_img, {})
@@ -228,6 +231,19 @@ class RapidOcrEngine(OcrEngine):
             tokens.extend(self._line_tokens(text, score, quad, flip, line, (w, h)))
             line += 1
         return tokens
+
+    def _check_detector_input(self, w: int, h: int) -> None:
+        """Refuses (ImageError "pixel_bomb") a detector input RapidOCR itself would blow up: it pads flat
+        images and enlarges the short side to limit_side_len (736), so a tall, narrow image (1 x 1280 after
+        the detector resize) would become 736 x 942,080 pixels. Mirrors RapidOCR's own arithmetic."""
+        ocr, det = self._ocr, self._ocr.text_det
+        min_height = getattr(ocr, "min_height", 30)
+        ratio_limit = getattr(ocr, "width_height_ratio", 8)
+        if h <= min_height or (ratio_limit != -1 and w / h > ratio_limit):
+            h = max(h, max(int(w / ratio_limit), min_height) * 2)
+        limit = getattr(det, "limit_side_len", 736)
+        enlarge = limit / min(w, h) if getattr(det, "limit_type", "min") == "min" and min(w, h) < limit else 1.0
+        resize_target((w, h), scale=enlarge, max_pixels=self.imaging.max_pixels, what="RapidOCR detector input")
 
     def _line_tokens(
         self, text: str, score: float, quad: np.ndarray, flipped: bool, line: int, size: tuple[int, int]

@@ -82,7 +82,8 @@ class TesseractEngine(OcrEngine):
 
     def read_pass(self, img: Image.Image, deadline: Deadline) -> list[OcrToken]:
         prepared, scale = prepare_for_ocr(
-            img, self.imaging.ocr_min_side, self.imaging.ocr_max_side, self.imaging.ocr_max_upscale
+            img, self.imaging.ocr_min_side, self.imaging.ocr_max_side, self.imaging.ocr_max_upscale,
+            max_pixels=self.imaging.max_pixels,
         )
         tokens = self._run(prepared, self._args, deadline)
         for args in self._extra_args:

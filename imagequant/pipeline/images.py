@@ -42,7 +42,7 @@ def process_image(image_id: str, link: str, config: Config, images_dir: str | No
     started = time.perf_counter()
     try:
         image = decode_image(fetched.data, config.imaging.max_pixels)
-        crop = prepare_for_cnn(image, config.imaging.cnn_size) if config.cnn.enabled else None
+        crop = prepare_for_cnn(image, config.imaging.cnn_size, config.imaging.max_pixels) if config.cnn.enabled else None
     except ImageError as exc:
         return _failed(image_id, link, exc.kind, str(exc), seconds_fetch=fetch_seconds, source=fetched.source)
     except Exception as exc:
@@ -53,7 +53,7 @@ def process_image(image_id: str, link: str, config: Config, images_dir: str | No
     engine_name = config.ocr.engine
     try:
         tokens = get_engine(config.ocr, config.imaging).read(image)
-    except OcrError as exc:
+    except (OcrError, ImageError) as exc:  # ImageError: an OCR resize step that would be too large
         return _failed(image_id, link, exc.kind, str(exc), seconds_fetch=fetch_seconds,
                        seconds_decode=decode_seconds, source=fetched.source,
                        width=image.width, height=image.height, ocr_engine=engine_name)

@@ -173,13 +173,20 @@ def load_model(directory: str | Path, exported: bool = False) -> LoadedModel:
         threshold = float(json.loads((root / THRESHOLD_FILE).read_text())["threshold"])
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(f"model directory {root} is incomplete: {exc}") from exc
-    if exported:
-        path = root / EXPORTED_FILE
-        if not path.exists():
-            raise UsageError(f"{path} is missing (trained with train.export=false?); use the eager model")
-        module: Any = torch.export.load(str(path)).module()
-    else:
-        model = CandidateScorer(params)
-        model.load_state_dict(torch.load(root / WEIGHTS_FILE, map_location="cpu", weights_only=True))
-        module = model.eval()
+    path = root / (EXPORTED_FILE if exported else WEIGHTS_FILE)
+    if not path.is_file():
+        hint = "trained with train.export=false? predict with --eager" if exported else "retrain the model"
+        raise UsageError(f"{path} is missing ({hint})")
+    # torch raises many kinds of error for a truncated or foreign file (zip, pickle, shape mismatches)
+    try:
+        if exported:
+            module: Any = torch.export.load(str(path)).module()
+        else:
+            model = CandidateScorer(params)
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            module = model.eval()
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise UsageError(f"{path} cannot be loaded ({type(exc).__name__}: {first}); the file is damaged or "
+                         "does not belong to this checkpoint: retrain the model or restore the file") from None
     return LoadedModel(root, params, vocab, threshold, module, exported)

@@ -24,11 +24,16 @@ from imagequant.core.schema import IMAGES, ROWS, STAGING_DIR
 from imagequant.spark.schema import IMAGE_SCHEMA, OCR_STAGE_SCHEMA, ROW_SCHEMA
 from imagequant.spark.session import CATALOG_ARROW_BATCH, default_parallelism, runtime_conf
 from imagequant.spark.store import (
+    StoreDamaged,
     StoreFs,
     append_manifest,
+    images_file,
     new_run_id,
+    quarantine,
     read_images,
     recover,
+    reporting_damage,
+    store_lock,
     write_partition,
 )
 from imagequant.spark.udfs import cnn_features_function, cnn_stage_schema, fetch_ocr_function
@@ -45,6 +50,7 @@ class ExtractSummary:
     processed: int = 0
     ok: int = 0
     failed: dict[str, int] = field(default_factory=dict)
+    quarantined: list[str] = field(default_factory=list)  # damaged images files moved out of the store
     seconds: float = 0.0
     cnn_weights: str = ""
     ocr_engine: str = ""
@@ -66,6 +72,7 @@ class ExtractSummary:
             f"ok={self.ok} failed={sum(self.failed.values())} ({failed}) "
             f"images_per_second={self.images_per_second:.2f} seconds={self.seconds:.1f} "
             f"ocr={self.ocr_engine} cnn_weights={self.cnn_weights}"
+            + (f" quarantined={len(self.quarantined)} (damaged files moved to _quarantine/)" if self.quarantined else "")
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -136,17 +143,48 @@ def run_extract(
     batch = run_date or run_id
     summary = ExtractSummary(run_id=run_id, batch=batch, cnn_weights=describe_weights(config.cnn), ocr_engine=config.ocr.engine)
     fs = StoreFs(spark, store)
-    recover(fs)
+    with store_lock(fs, run_id):
+        recover(fs)  # safe: no other run can be writing while this one holds the lock
+        _extract(spark, fs, config, catalog, store, images_dir, run_date, summary, started)
+    return summary
 
+
+# A damaged images file is moved aside and its images are processed again; past this many the store
+# needs a person.
+MAX_QUARANTINED_FILES = 20
+
+
+def _images_to_process(spark: SparkSession, fs: StoreFs, store: str, rows: DataFrame, batch: str,
+                       summary: ExtractSummary) -> DataFrame:
+    """The images of ``rows`` not yet ok in the store, cached and counted; a damaged images file met on
+    the way is quarantined (its images are simply processed again)."""
+    while True:
+        try:
+            with reporting_damage(store):
+                existing = read_images(spark, store, exclude_batch=batch)
+                todo = images_to_process(rows, existing).cache()
+                summary.processed = todo.count()
+            return todo
+        except StoreDamaged as exc:
+            relative = images_file(exc.path)
+            if relative is None or len(summary.quarantined) >= MAX_QUARANTINED_FILES:
+                raise
+            moved = quarantine(fs, relative)
+            summary.quarantined.append(moved)
+            log(f"warning: {exc.path} is not a readable Parquet file; moved it to {moved} and its images "
+                "will be processed again")
+
+
+def _extract(spark: SparkSession, fs: StoreFs, config: Config, catalog: str, store: str,
+             images_dir: str | None, run_date: str | None, summary: ExtractSummary, started: float) -> None:
+    run_id, batch = summary.run_id, summary.batch
     rows = load_rows(spark, catalog, run_id).cache()
     status_counts = {r["row_status"]: r["count"] for r in rows.groupBy("row_status").count().collect()}
     summary.rows = sum(status_counts.values())
     summary.bad_rows = {k: v for k, v in status_counts.items() if k != "ok"}
     summary.distinct_images = rows.where(F.col("row_status") == "ok").select("image_id").distinct().count()
 
-    existing = read_images(spark, store, exclude_batch=batch)
-    todo = images_to_process(rows, existing).cache()
-    summary.processed = todo.count()
+    todo = _images_to_process(spark, fs, store, rows, batch, summary)
     summary.already_ok = summary.distinct_images - summary.processed
     log(f"catalog {catalog}: {summary.rows} rows, {summary.distinct_images} distinct images, "
         f"{summary.already_ok} already ok in the store, {summary.processed} to process (batch {batch})")
@@ -166,11 +204,10 @@ def run_extract(
     summary.ok = counts.pop("ok", 0) + summary.already_ok
     summary.failed = dict(counts)
     rows_files = max(1, summary.rows // max(1, config.store.rows_per_file) + 1)
-    write_partition(fs, rows, ROWS.name, f"{ROWS.partition}={run_date or 'undated'}", run_id, compression,
-                    rows_files)
+    # Keyed by the batch like the images: a dated rerun replaces its rows, undated runs never replace each other's.
+    write_partition(fs, rows, ROWS.name, f"{ROWS.partition}={batch}", run_id, compression, rows_files)
     summary.seconds = time.perf_counter() - started
     append_manifest(fs, summary.to_json())
     fs.delete(fs.path(STAGING_DIR, run_id))
     todo.unpersist()
     rows.unpersist()
-    return summary

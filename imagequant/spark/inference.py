@@ -38,7 +38,7 @@ from imagequant.pipeline.rows import row_evidence, text_or_none
 from imagequant.scoring.base import ScoringRow
 from imagequant.scoring.zoo import RULES, load_scorer
 from imagequant.spark.schema import IMAGE_EVIDENCE_SCHEMA, PREDICTIONS_SCHEMA, ROW_SCHEMA
-from imagequant.spark.store import read_images
+from imagequant.spark.store import read_images, reporting_damage
 from imagequant.submission import check_submission, read_submission, write_submission
 
 CHUNK_ROWS = 256  # rows scored per model call inside a worker (Arrow batches are smaller: image rows are big)
@@ -169,7 +169,8 @@ def run_predict(
         .withColumnRenamed("error", "image_error")
     joined = rows.join(images, on="image_id", how="left").repartition(parallelism * 2)
     scored = joined.mapInPandas(partition_scorer(str(model_spec), exported, threshold), PREDICTIONS_SCHEMA)
-    result = scored.toPandas().sort_values("index", kind="stable").reset_index(drop=True)
+    with reporting_damage(store):
+        result = scored.toPandas().sort_values("index", kind="stable").reset_index(drop=True)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from pyspark import SparkConf
 from pyspark.sql import SparkSession
 
 from imagequant.config import Config
+from imagequant.errors import UsageError
 
 # Settings the pipeline relies on; the YAML's spark.conf may override any of them.
 BASE_SPARK_CONF: dict[str, str] = {
@@ -33,19 +35,88 @@ def effective_master(conf: SparkConf, config: Config) -> str:
     return config.spark.master or "local[*]"
 
 
+# Sizes Spark parses with JavaUtils.byteStringAs ("512m", "2g", "1024"): checked here, because the JVM
+# rejects a bad one only while the SparkContext starts, with a Java stack trace in the log.
+_SIZE_KEY = re.compile(r"(\.memory|\.memoryOverhead|\.maxResultSize|\.offHeap\.size|\.maxSize(InFlight)?"
+                       r"|\.buffer(\.max)?|\.maxPartitionBytes|\.autoBroadcastJoinThreshold)$")
+_BYTE_STRING = re.compile(r"[0-9]+(b|k|kb|m|mb|g|gb|t|tb|p|pb)?")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+# Whole-number settings and the values Spark accepts for them.
+_INT_KEYS: tuple[tuple[re.Pattern[str], str, int], ...] = (
+    (re.compile(r"(\.cores|\.partitions|\.parallelism|\.maxFailures)$"), "a positive whole number", 1),
+    (re.compile(r"\.instances$"), "a whole number >= 0", 0),
+    (re.compile(r"\.maxRecordsPerBatch$"), "a whole number", -(2**31)),
+)
+
+
+def check_spark_settings(settings: Mapping[str, str]) -> None:
+    """UsageError naming the first setting whose value the JVM would refuse at start-up, for the kinds that
+    can be told without it: sizes (``spark.executor.memory=lots``) and counts (``...partitions=-1``)."""
+    for key, value in settings.items():
+        text = str(value).strip().lower()
+        if _SIZE_KEY.search(key) and not (_BYTE_STRING.fullmatch(text) or (key.endswith("Threshold") and text == "-1")):
+            raise UsageError(f"spark.conf.{key}={value!r} is not a size Spark can read (e.g. 512m, 4g)")
+        for pattern, wanted, low in _INT_KEYS:
+            if pattern.search(key) and not (_INTEGER.fullmatch(text) and low <= int(text) < 2**31):
+                raise UsageError(f"spark.conf.{key}={value!r} must be {wanted}")
+
+
+def _first_line(exc: BaseException, keys: list[str] | None = None) -> str:
+    """The message of a (py4j / JVM) failure without its Java stack trace: the first line naming one of
+    ``keys`` when there is one, else the first line that is not stack trace."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("at ", "...", "JVM stacktrace",
+                                                               "An error occurred while calling"))]
+    naming = [line for line in useful if any(k in line for k in keys or [])]
+    return (naming or useful or lines or [type(exc).__name__])[0].lstrip(": ")[:300]
+
+
+def _rejected(exc: BaseException, settings: Mapping[str, str]) -> UsageError:
+    """A UsageError naming the settings a JVM failure points at (by key, else by a distinctive value),
+    else all of them."""
+    message = str(exc)
+    named = [k for k in settings if k in message]
+    if not named:
+        named = [k for k, v in settings.items()
+                 if len(str(v).strip()) >= 2 and not str(v).strip().isdigit()
+                 and re.search(rf"(?<![\w.-]){re.escape(str(v).strip())}(?![\w.-])", message)]
+    shown = ", ".join(f"spark.conf.{k}={settings[k]!r}" for k in named) if named else \
+        "one of " + ", ".join(f"spark.conf.{k}" for k in settings)
+    return UsageError(f"Spark rejected the configuration ({shown}): {_first_line(exc, named)}")
+
+
+def _check_sql_settings(spark: SparkSession, settings: Mapping[str, str]) -> None:
+    """Setting a SQL option at run time makes Spark check its type and range (a bad one passed at start-up
+    would only fail at the first query); options that cannot be changed at run time are left as they are."""
+    try:
+        spark.conf.get("spark.sql.shuffle.partitions")  # builds the session state, which reads every SQL option
+    except Exception as exc:  # noqa: BLE001 - py4j and pyspark raise many types for a refused value
+        raise _rejected(exc, settings) from None
+    for key, value in settings.items():
+        if not key.startswith("spark.sql."):
+            continue
+        try:
+            if spark.conf.isModifiable(key):
+                spark.conf.set(key, value)
+        except Exception as exc:  # noqa: BLE001
+            raise UsageError(f"Spark rejected spark.conf.{key}={value!r}: {_first_line(exc, [key])}") from None
+
+
 def build_session(config: Config, app_name: str | None = None) -> SparkSession:
     """Creates (or reuses) the session with the configuration's Spark settings applied.
 
     A master set in code would silently override spark-submit's ``--master``, so the configured master is
-    used only when none was given on the command line.
+    used only when none was given on the command line. A setting Spark refuses is a UsageError naming it.
     """
+    settings = {key: str(value) for key, value in {**BASE_SPARK_CONF, **config.spark.conf}.items()}
+    check_spark_settings(settings)
     conf = SparkConf()
     # Under spark-submit (PYSPARK_GATEWAY_PORT set) the JVM already holds --master; a SparkConf made before
     # the context cannot see it, and setting one here would override spark-submit's.
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
         conf.setMaster(effective_master(conf, config))
     conf.setAppName(app_name or config.spark.app_name)
-    for key, value in {**BASE_SPARK_CONF, **config.spark.conf}.items():
+    for key, value in settings.items():
         conf.set(key, value)
     # Workers must run the interpreter that has our packages (the project's .venv), not the system one.
     python = os.environ.get("PYSPARK_PYTHON") or sys.executable
@@ -53,8 +124,19 @@ def build_session(config: Config, app_name: str | None = None) -> SparkSession:
         conf.set("spark.pyspark.python", python)
     os.environ.setdefault("PYSPARK_PYTHON", python)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    spark = SparkSession.builder.config(conf=conf).getOrCreate()
-    spark.sparkContext.setLogLevel(os.environ.get("IMAGEQUANT_SPARK_LOG_LEVEL", "WARN"))
+    try:
+        spark = SparkSession.builder.config(conf=conf).getOrCreate()
+    except Exception as exc:  # noqa: BLE001 - the JVM's refusal arrives as py4j / pyspark errors of many types
+        raise _rejected(exc, config.spark.conf or settings) from None
+    try:
+        spark.sparkContext.setLogLevel(os.environ.get("IMAGEQUANT_SPARK_LOG_LEVEL", "WARN"))
+        _check_sql_settings(spark, settings)
+    except UsageError:
+        spark.stop()
+        raise
+    except Exception as exc:  # noqa: BLE001
+        spark.stop()
+        raise _rejected(exc, config.spark.conf or settings) from None
     return spark
 
 

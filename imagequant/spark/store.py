@@ -12,9 +12,13 @@ FileSystem API), so the store works on HDFS or S3 as locally.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +27,20 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from imagequant.core import locations
-from imagequant.core.schema import IMAGES, MANIFEST_FILE, ROWS, STAGING_DIR, STORE_FORMAT, check_manifest
+from imagequant.core.schema import (
+    IMAGES,
+    LOCK_FILE,
+    MANIFEST_FILE,
+    QUARANTINE_DIR,
+    ROWS,
+    STAGING_DIR,
+    STORE_FORMAT,
+    check_manifest,
+)
+from imagequant.errors import UsageError
 from imagequant.spark.schema import IMAGE_SCHEMA
+
+log = logging.getLogger(__name__)
 
 
 class StoreFs:
@@ -76,6 +92,21 @@ class StoreFs:
         finally:
             stream.close()
 
+    def create_new(self, path: str, text: str) -> bool:
+        """Writes a small file only when none is there: False when one already is (an atomic test-and-set
+        on HDFS and local file systems)."""
+        try:
+            stream = self._fs.create(self._Path(path), False)
+        except Exception:
+            if self.exists(path):
+                return False
+            raise
+        try:
+            stream.write(bytearray(text.encode("utf-8")))
+        finally:
+            stream.close()
+        return True
+
     def write_text(self, path: str, text: str) -> None:
         """Writes a small file atomically: a temporary file renamed over the target."""
         tmp = path + ".tmp"
@@ -86,6 +117,126 @@ class StoreFs:
             stream.close()
         self.delete(path)
         self.rename(tmp, path)
+
+
+class StoreInUse(UsageError):
+    """Another extract run holds the store."""
+
+
+class StoreDamaged(UsageError):
+    """A file of the store cannot be read as Parquet."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "java_exception", None) or exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+@contextmanager
+def store_lock(fs: StoreFs, run_id: str) -> Iterator[None]:
+    """Holds ``STORE/_lock.json`` for one extract run, so two runs never write one store at once: a second
+    run is refused (StoreInUse, naming the run that holds it). A lock left by a run of this host whose
+    process is gone is taken over. Creating the lock is also the first write, so a store that cannot be
+    written is found here, before any image is fetched."""
+    path = fs.path(LOCK_FILE)
+    holder = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
+              "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        fs.mkdirs(fs.root)
+        taken = fs.create_new(path, json.dumps(holder))
+        if not taken and _holder_is_gone(fs.read_text(path)):
+            log.warning("taking over %s: the run that held it is gone", path)
+            fs.delete(path)
+            taken = fs.create_new(path, json.dumps(holder))
+    except Exception as exc:  # Hadoop reports permissions and missing mounts as Java exceptions
+        raise UsageError(f"store {fs.root} cannot be written ({_first_line(exc)}); nothing was fetched") from None
+    if not taken:
+        other = _read_holder(fs.read_text(path))
+        raise StoreInUse(
+            f"store {fs.root} is in use by extract run {other.get('run_id', '?')} (host {other.get('host', '?')}, "
+            f"pid {other.get('pid', '?')}, since {other.get('started_at', '?')}); wait for it to finish, or "
+            f"remove {path} if that run is dead"
+        )
+    try:
+        yield
+    finally:
+        if _read_holder(fs.read_text(path)).get("run_id") == run_id:
+            fs.delete(path)
+
+
+def _read_holder(text: str | None) -> dict[str, Any]:
+    try:
+        holder = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _holder_is_gone(text: str | None) -> bool:
+    """Whether the lock's run was on this host and its process no longer exists."""
+    holder = _read_holder(text)
+    pid = holder.get("pid")
+    if holder.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+# Spark and pyarrow messages of a file that is no Parquet file, or whose footer or pages cannot be read.
+_DAMAGE = re.compile(r"not a Parquet file|magic number|magic bytes|read footer|ParquetDecodingException|"
+                     r"Corrupt|Invalid: Parquet|Couldn't deserialize thrift|FAILED_READ_FILE\.(?!FILE_NOT_EXIST)",
+                     re.IGNORECASE)
+_PARQUET_PATH = re.compile(r"(?:[a-z][a-z0-9+.-]*:)?/[^\s'\",;:}\]\[]*?\.parquet")
+
+
+def damaged_file(exc: BaseException) -> str | None:
+    """The store file a read failed on when the failure says the file is no readable Parquet file."""
+    text = str(exc)
+    if not _DAMAGE.search(text):
+        return None
+    found = _PARQUET_PATH.search(text)
+    return found.group(0) if found else None
+
+
+@contextmanager
+def reporting_damage(store: str | Path) -> Iterator[None]:
+    """Turns a read that fails on a damaged store file into one StoreDamaged error naming the file."""
+    try:
+        yield
+    except Exception as exc:
+        path = damaged_file(exc)
+        if path is None:
+            raise
+        raise StoreDamaged(
+            f"store {store}: {path} is not a readable Parquet file ({_first_line(exc)}); run "
+            f"jobs/extract_features.py on this store, which moves a damaged images file to "
+            f"{QUARANTINE_DIR}/ and processes its images again, or restore the file from a backup", path,
+        ) from None
+
+
+def images_file(path: str) -> str | None:
+    """``images/batch=.../part-....parquet`` when ``path`` is a file of the images table, else None."""
+    marker = f"/{IMAGES.name}/{IMAGES.partition}="
+    at = path.rfind(marker)
+    return path[at + 1 :] if at >= 0 else None
+
+
+def quarantine(fs: StoreFs, relative: str) -> str:
+    """Moves the store file at ``relative`` to ``STORE/_quarantine/<relative>``; returns where it went."""
+    target = fs.path(QUARANTINE_DIR, relative)
+    fs.mkdirs(target.rsplit("/", 1)[0])
+    fs.delete(target)
+    fs.rename(fs.path(relative), target)
+    return target
 
 
 def recover(fs: StoreFs) -> None:

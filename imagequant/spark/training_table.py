@@ -19,7 +19,7 @@ from imagequant.core import locations
 from imagequant.core.schema import CNN_FEATURE_DIM, TOKEN_COLUMN_NAMES, TRAINING, TRAINING_DIR
 from imagequant.errors import UsageError
 from imagequant.spark.schema import spark_schema
-from imagequant.spark.store import read_images
+from imagequant.spark.store import read_images, reporting_damage
 from imagequant.training.reader import TrainingTable
 
 
@@ -74,7 +74,8 @@ def build_training_table(spark: SparkSession, catalogs: Sequence[str | Path], st
         for name in TRAINING.names()
     ])
     out = locations.join(store, TRAINING_DIR, catalogs_hash(catalogs))
-    joined.coalesce(max(1, min(8, len(rows_pd) // 5000 + 1))).write.mode("overwrite").parquet(out)
+    with reporting_damage(store):
+        joined.coalesce(max(1, min(8, len(rows_pd) // 5000 + 1))).write.mode("overwrite").parquet(out)
     counts = spark.read.parquet(out).groupBy("status").count().collect()
     by_status = {r["status"]: int(r["count"]) for r in counts}
     total = sum(by_status.values())

@@ -300,6 +300,32 @@ def test_checkpoint_export_matches_eager_and_learns(tmp_path: Path) -> None:
     np.testing.assert_allclose(eager.logits(enc[:1])[0], exported.logits(enc[:1])[0], atol=1e-5, rtol=0)
 
 
+def test_a_damaged_or_missing_model_file_is_one_usage_error(tmp_path: Path) -> None:
+    import shutil
+
+    examples = synthetic_examples(60, 5)
+    train, val = split_by_group(examples, 0.25, seed=3)
+    good = train_model(train, val, small_model_config(), tiny_settings(epochs=1), tmp_path / "good",
+                       progress=False).model_dir
+    for name, exported in ((WEIGHTS_FILE, False), (EXPORTED_FILE, True)):
+        truncated = tmp_path / f"truncated-{name}"
+        shutil.copytree(good, truncated)
+        data = (good / name).read_bytes()
+        (truncated / name).write_bytes(data[: len(data) // 2])
+        with pytest.raises(UsageError, match=f"{name} cannot be loaded.*retrain the model or restore"):
+            load_model(truncated, exported=exported)
+        missing = tmp_path / f"missing-{name}"
+        shutil.copytree(good, missing)
+        (missing / name).unlink()
+        with pytest.raises(UsageError, match=f"{name} is missing"):
+            load_model(missing, exported=exported)
+    foreign = tmp_path / "foreign"
+    shutil.copytree(good, foreign)
+    torch.save({"something": torch.zeros(3)}, foreign / WEIGHTS_FILE)
+    with pytest.raises(UsageError, match="does not belong to this checkpoint"):
+        load_model(foreign, exported=False)
+
+
 def test_model_learns_context_the_rules_miss(tmp_path: Path) -> None:
     examples = synthetic_examples(240, 41, p_unanswerable=0.0, tricky=True)
     train, val = split_by_group(examples, 0.25, seed=3)

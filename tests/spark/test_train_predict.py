@@ -282,3 +282,18 @@ def test_a_store_of_another_format_is_refused(spark: Any, trained: dict[str, Any
                 "--out", str(tmp_path / "out"))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: store ")
+
+
+def test_predict_refuses_a_truncated_model_file_with_one_error_line(trained: dict[str, Any],
+                                                                    tmp_path: Path) -> None:
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(trained["result"].model_dir, model)
+    data = (model / "model.pt2").read_bytes()
+    (model / "model.pt2").write_bytes(data[: len(data) // 3])
+    done = _job("predict", "--catalog", str(trained["catalog"]), "--store", str(trained["store"]), "--model",
+                str(model), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "model.pt2 cannot be loaded" in last

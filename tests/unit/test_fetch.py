@@ -27,6 +27,7 @@ from imagequant.fetch import (
     FetchResult,
     RefusedAddress,
     backoff_delay,
+    cache_file_name,
     check_url,
     fetch_image,
     fetch_or_load,
@@ -35,28 +36,20 @@ from imagequant.fetch import (
     image_format,
     parse_retry_after,
 )
-from tests.httpserver import HTML_PAGE, ImageServer, pixel_bomb_png, tiny_jpeg, tiny_png, truncated_jpeg
+from tests.httpserver import (
+    HTML_PAGE,
+    ImageServer,
+    fetch_config,
+    pixel_bomb_png,
+    tiny_jpeg,
+    tiny_png,
+    truncated_jpeg,
+)
 
 JPEG = tiny_jpeg()
 
 
-def make_cfg(**overrides: object) -> FetchConfig:
-    """A fast test configuration: loopback allowed (the server is on 127.0.0.1), tiny backoff."""
-    values: dict[str, object] = {
-        "connect_timeout_s": 2.0,
-        "read_timeout_s": 2.0,
-        "max_retries": 2,
-        "backoff_s": 0.01,
-        "max_backoff_s": 0.05,
-        "max_retry_after_s": 2.0,
-        "max_bytes": 200_000,
-        "max_redirects": 3,
-        "pool_size": 4,
-        "per_host_concurrency": 4,
-        "allow_loopback": True,
-    }
-    values.update(overrides)
-    return FetchConfig(**values)  # type: ignore[arg-type]
+make_cfg = fetch_config
 
 
 @pytest.fixture(scope="module")
@@ -545,25 +538,25 @@ def test_images_dir_cache_fetches_once(server: ImageServer, tmp_path: Path) -> N
     url = server.url("/images/I/61I9XdN6OFL.jpg")
     first = ok(fetch_or_load(url, make_cfg(), tmp_path))
     assert first.source == "http"
-    assert (tmp_path / "61I9XdN6OFL.jpg").read_bytes() == JPEG
+    assert (tmp_path / cache_file_name(url)).read_bytes() == JPEG
     second = ok(fetch_or_load(url, make_cfg(), tmp_path))
     assert (second.source, second.data, second.attempts) == ("cache", JPEG, 0)
     assert server.hits["/images/I/61I9XdN6OFL.jpg"] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["61I9XdN6OFL.jpg"]  # no temporary files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [cache_file_name(url)]  # no temporary files left
 
 
 def test_images_dir_never_caches_failures_and_replaces_junk(server: ImageServer, tmp_path: Path) -> None:
     server.add_fault("/gone.jpg", "status", status=404)
     assert fetch_or_load(server.url("/gone.jpg"), make_cfg(), tmp_path).error_kind == "http_status"
-    assert not (tmp_path / "gone.jpg").exists()
+    assert list(tmp_path.iterdir()) == []
     (tmp_path / "junk.jpg").write_bytes(HTML_PAGE)  # e.g. an error page saved by another tool
     server.add("/junk.jpg", JPEG)
     assert ok(fetch_or_load(server.url("/junk.jpg"), make_cfg(), tmp_path)).source == "http"
-    assert (tmp_path / "junk.jpg").read_bytes() == JPEG
+    assert (tmp_path / cache_file_name(server.url("/junk.jpg"))).read_bytes() == JPEG
     fresh = tmp_path / "new" / "deeper"
     server.add("/deep.jpg", JPEG)
     ok(fetch_or_load(server.url("/deep.jpg"), make_cfg(), fresh))
-    assert (fresh / "deep.jpg").is_file()
+    assert (fresh / cache_file_name(server.url("/deep.jpg"))).is_file()
 
 
 def test_images_dir_none_always_fetches(server: ImageServer) -> None:
