@@ -14,7 +14,7 @@ Usage: ./submit.sh JOB [job arguments] [--master URL] [--conf FILE]...
        ./submit.sh JOB --help        the job's own options (no Spark started)
 
 Runs jobs/JOB.py under spark-submit in client mode (the driver runs here). JOB is one of the files in
-jobs/: extract_features, train, predict, evaluate, profile_catalog, make_sample, measure_ocr.
+jobs/: extract_features, train, predict, evaluate, profile_catalog, make_sample, measure_ocr, compact_store.
 
 Options read by submit.sh (any order, mixed with the job's arguments):
   --master URL           Spark master: local[N], spark://HOST:PORT (standalone), yarn, k8s://https://HOST:PORT.

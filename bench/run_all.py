@@ -40,6 +40,7 @@ BENCHMARKS: list[tuple[str, int]] = [
     ("dedup", 600),
     ("gpu_cnn", 600),
     ("inference", 600),
+    ("compaction", 600),
 ]
 README = REPO / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"

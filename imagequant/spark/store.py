@@ -71,6 +71,10 @@ class StoreFs:
         if not self._fs.rename(self._Path(source), self._Path(target)):
             raise OSError(f"could not rename {source} to {target}")
 
+    def size(self, path: str) -> int:
+        """Bytes under ``path`` (0 when it does not exist)."""
+        return int(self._fs.getContentSummary(self._Path(path)).getLength()) if self.exists(path) else 0
+
     def list_dirs(self, path: str) -> list[str]:
         if not self.exists(path):
             return []
