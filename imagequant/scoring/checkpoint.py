@@ -6,8 +6,11 @@ and predicts with the eager module or the exported program.
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -161,6 +164,18 @@ def read_params(directory: str | Path) -> ModelParams:
     return params
 
 
+@contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Holds back a library logger's warnings (torch.export logs a whole traceback before raising)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def load_model(directory: str | Path, exported: bool = False) -> LoadedModel:
     """Loads a checkpoint directory; ``exported`` serves model.pt2 (torch.export) instead of eager weights."""
     root = Path(directory)
@@ -177,14 +192,18 @@ def load_model(directory: str | Path, exported: bool = False) -> LoadedModel:
     if not path.is_file():
         hint = "trained with train.export=false? predict with --eager" if exported else "retrain the model"
         raise UsageError(f"{path} is missing ({hint})")
-    # torch raises many kinds of error for a truncated or foreign file (zip, pickle, shape mismatches)
+    # Both files are zip archives: a truncated one is refused before torch, which would log its own traceback.
+    # torch raises many kinds of error for a file damaged inside or from another model (zip, pickle, shapes).
     try:
-        if exported:
-            module: Any = torch.export.load(str(path)).module()
-        else:
-            model = CandidateScorer(params)
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            module = model.eval()
+        if not zipfile.is_zipfile(path):
+            raise ValueError("not a zip archive (truncated?)")
+        with _quiet_logger("torch.export"):
+            if exported:
+                module: Any = torch.export.load(str(path)).module()
+            else:
+                model = CandidateScorer(params)
+                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+                module = model.eval()
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise UsageError(f"{path} cannot be loaded ({type(exc).__name__}: {first}); the file is damaged or "
