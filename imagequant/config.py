@@ -150,7 +150,12 @@ class TrainConfig:
 @dataclass
 class PredictConfig:
     use_exported: bool = True
-    abstain_threshold: float | None = None
+    min_score: float | None = None
+    abstain_threshold: float | None = None  # the older name of min_score, any finite number
+
+    def cut(self) -> float | None:
+        """The score below which predict leaves a row empty; None: the scorer's own (F1-best) threshold."""
+        return self.min_score if self.min_score is not None else self.abstain_threshold
 
 
 @dataclass
@@ -279,6 +284,11 @@ class Config:
         threshold = self.predict.abstain_threshold
         checks.append((threshold is None or _finite(threshold),
                        f"predict.abstain_threshold must be a finite number or null, got {threshold!r}"))
+        min_score = self.predict.min_score
+        checks.append((min_score is None or (_finite(min_score) and 0.0 <= min_score <= 1.0),
+                       f"predict.min_score must be between 0 and 1 or null, got {min_score!r}"))
+        checks.append((min_score is None or threshold is None,
+                       "set predict.min_score or predict.abstain_threshold (its older name), not both"))
         return checks
 
 
