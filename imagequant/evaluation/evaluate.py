@@ -2,7 +2,8 @@
 
 Scoring is :mod:`imagequant.core.metrics` (the challenge's definition); this module lines predictions up with
 the truth, classifies every row's error kind, measures the candidate-recall ceiling from the feature
-store's OCR tokens, and writes ``metrics.json`` plus an HTML report.
+store's OCR tokens, measures precision against coverage over score thresholds (predictions Parquet), and
+writes ``metrics.json`` plus an HTML report whose thumbnails mark the chosen and the true mention.
 
 Error kinds, decided in this order for each row:
 
