@@ -14,7 +14,9 @@ Usage: ./submit.sh JOB [job arguments] [--master URL] [--conf FILE]...
        ./submit.sh JOB --help        the job's own options (no Spark started)
 
 Runs jobs/JOB.py under spark-submit in client mode (the driver runs here). JOB is one of the files in
-jobs/: extract_features, train, predict, evaluate, profile_catalog, make_sample, measure_ocr, compact_store.
+jobs/: extract_features, train, predict, evaluate, profile_catalog, make_sample, measure_ocr, compact_store,
+explain. explain needs no Spark: it runs directly with the driver's Python (seconds), and the Spark options
+below do not apply to it.
 
 Options read by submit.sh (any order, mixed with the job's arguments):
   --master URL           Spark master: local[N], spark://HOST:PORT (standalone), yarn, k8s://https://HOST:PORT.
@@ -58,6 +60,7 @@ Examples:
       --executor-python /opt/imagequant/.venv/bin/python --catalog hdfs:///cat.csv --store hdfs:///store \
       --run-date 2024-05-01 --max-failure-ratio 0.05
   ./submit.sh train --catalog labels.csv --store S --model M
+  ./submit.sh explain --image photo.jpg --entity item_weight --out /tmp/explain
 TXT
 }
 
@@ -106,6 +109,20 @@ DRIVER_PY="${IMAGEQUANT_PYTHON:-$VENV_PY}"
 
 # The job's own help needs no Spark.
 [[ $WANT_HELP -eq 1 ]] && exec "$DRIVER_PY" "$JOB_FILE" --help
+
+# Jobs that never start Spark run directly: spark-submit would only add a JVM's start-up to them.
+if [[ $JOB == explain ]]; then
+  [[ -z $MASTER && -z $EXEC_PY && -z $ARCHIVE && ${#SPARK_ARGS[@]} -eq 0 ]] \
+    || die "$JOB runs without Spark: --master, --executor-python, --archive and --spark-arg do not apply"
+  DIRECT=("$DRIVER_PY" "$JOB_FILE" "${JOB_ARGS[@]+"${JOB_ARGS[@]}"}")
+  for conf in "${CONFS[@]+"${CONFS[@]}"}"; do DIRECT+=(--conf "$conf"); done
+  if [[ $DRY_RUN -eq 1 ]]; then
+    printf '%q ' "${DIRECT[@]}"; echo
+    exit 0
+  fi
+  export OMP_THREAD_LIMIT="${OMP_THREAD_LIMIT:-1}"
+  exec "${DIRECT[@]}"
+fi
 
 SPARK_SUBMIT="$(dirname "$DRIVER_PY")/spark-submit"
 [[ -x $SPARK_SUBMIT ]] || SPARK_SUBMIT="$(command -v spark-submit || true)"

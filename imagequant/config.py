@@ -150,7 +150,7 @@ class TrainConfig:
 @dataclass
 class PredictConfig:
     use_exported: bool = True
-    abstain_threshold: float | None = None
+    min_score: float | None = None  # rows scoring below are left empty; None: the scorer's own threshold
 
 
 @dataclass
@@ -276,9 +276,9 @@ class Config:
         at_least("train.unanswerable_weight", t.unanswerable_weight, 0)
         checks.append((_finite(t.min_gain), f"train.min_gain must be a finite number, got {t.min_gain!r}"))
         at_least("train.min_gain_z", t.min_gain_z, 0)
-        threshold = self.predict.abstain_threshold
-        checks.append((threshold is None or _finite(threshold),
-                       f"predict.abstain_threshold must be a finite number or null, got {threshold!r}"))
+        min_score = self.predict.min_score
+        checks.append((min_score is None or (_finite(min_score) and 0.0 <= min_score <= 1.0),
+                       f"predict.min_score must be between 0 and 1 or null, got {min_score!r}"))
         return checks
 
 

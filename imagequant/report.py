@@ -226,6 +226,43 @@ def column_chart(
         return save_figure(fig, path)
 
 
+def line_chart(
+    path: str | Path,
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    xlim: tuple[float, float] | None = None,
+    ylim: tuple[float, float] | None = None,
+    hlines: Sequence[float] = (),
+    emphasis: str | None = None,
+) -> Path:
+    """One line per series (x, y); ``emphasis`` names a series drawn thicker and black (e.g. "all"),
+    ``hlines`` are dotted reference levels (e.g. target precisions)."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(7.0, 4.4))
+        drawn = [(name, xy) for name, xy in series.items() if len(xy[0])]
+        if not drawn:
+            _empty_panel(ax, "no data")
+        else:
+            for i, (name, (xs, ys)) in enumerate(drawn):
+                main = name == emphasis
+                ax.plot(list(xs), list(ys), marker="." if len(xs) < 200 else None, label=name,
+                        color="#222222" if main else color(i), linewidth=2.2 if main else 1.2, zorder=3 if main else 2)
+            for level in hlines:
+                ax.axhline(level, color="#888888", linestyle=":", linewidth=1.0)
+            if xlim:
+                ax.set_xlim(*xlim)
+            if ylim:
+                ax.set_ylim(*ylim)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.legend(loc="lower left", ncol=2)
+        ax.set_title(title)
+        return save_figure(fig, path)
+
+
 def bar_grid(
     path: str | Path,
     panels: Sequence[tuple[str, Sequence[str], Sequence[float]]],

@@ -1,7 +1,7 @@
 """Predict: catalog rows + their images in the feature store -> predictions.parquet and submission.csv.
 
     spark-submit jobs/predict.py --catalog PATH --store DIR --model DIR|rules --out DIR [--eager]
-                                 [--conf FILE] [--set k=v]
+                                 [--min-score S] [--conf FILE] [--set k=v]
 
 The store must already hold the catalog's images (jobs/extract_features.py); rows whose image is not
 there get status image_missing and an empty prediction. ``--model rules`` uses the rule baseline. The
@@ -31,8 +31,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--eager", action="store_true",
                         help="score with the eager PyTorch module instead of the exported program (model.pt2)")
+    parser.add_argument("--min-score", type=float, metavar="S",
+                        help="leave rows scoring below S (0..1) empty, for catalog use; overrides "
+                             "predict.min_score (default: the scorer's own F1-best threshold)")
     args = parser.parse_args(argv)
     config = config_from_args(args)
+    if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:  # also refuses nan
+        raise UsageError(f"--min-score must be between 0 and 1, got {args.min_score!r}")
+    cut = args.min_score if args.min_score is not None else config.predict.min_score
     inspect_catalog(args.catalog)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out} exists and is not a directory")
@@ -45,8 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     require_store(args.store)
     spark = build_session(config, "imagequant-predict")
     try:
-        summary = run_predict(spark, args.catalog, args.store, args.model, args.out, exported,
-                              config.predict.abstain_threshold)
+        summary = run_predict(spark, args.catalog, args.store, args.model, args.out, exported, cut)
     finally:
         spark.stop()
     print(summary.line(), flush=True)

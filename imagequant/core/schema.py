@@ -225,6 +225,18 @@ TRAINING = Table(
     ),
 )
 
+# What predict says about the chosen mention; null on rows without one.
+EVIDENCE_COLUMNS = (
+    Column("evidence_text", "string", nullable=True),
+    Column("evidence_left", "int", nullable=True),
+    Column("evidence_top", "int", nullable=True),
+    Column("evidence_width", "int", nullable=True),
+    Column("evidence_height", "int", nullable=True),
+    Column("evidence_angle", "int", nullable=True),
+    Column("reasons", "string", nullable=True),
+)
+EVIDENCE_COLUMN_NAMES = tuple(c.name for c in EVIDENCE_COLUMNS)
+
 # predict's output, one row per catalog row.
 PREDICTIONS = Table(
     "predictions",
@@ -237,6 +249,10 @@ PREDICTIONS = Table(
         Column("n_candidates", "int"),
         Column("status", "string"),
         Column("error", "string"),
+        # the mention the value was read from (null without one): its text, its box in original-image
+        # pixels, the rotation of the OCR pass that read it, and the rules' reasons (comma-separated, the
+        # vocabulary of imagequant.scoring.rules.REASONS)
+        *EVIDENCE_COLUMNS,
     ),
 )
 

@@ -2,7 +2,8 @@
 
 Scoring is :mod:`imagequant.core.metrics` (the challenge's definition); this module lines predictions up with
 the truth, classifies every row's error kind, measures the candidate-recall ceiling from the feature
-store's OCR tokens, and writes ``metrics.json`` plus an HTML report.
+store's OCR tokens, measures precision against coverage over score thresholds (predictions Parquet), and
+writes ``metrics.json`` plus an HTML report whose thumbnails mark the chosen and the true mention.
 
 Error kinds, decided in this order for each row:
 
@@ -37,7 +38,14 @@ import pyarrow.dataset as ds
 
 from imagequant import report
 from imagequant.core import locations, metrics
-from imagequant.core.schema import IMAGES, MANIFEST_FILE, TOKEN_COLUMN_NAMES, canonical_images, check_manifest
+from imagequant.core.schema import (
+    EVIDENCE_COLUMN_NAMES,
+    IMAGES,
+    MANIFEST_FILE,
+    TOKEN_COLUMN_NAMES,
+    canonical_images,
+    check_manifest,
+)
 from imagequant.core.units import ENTITIES, format_value, is_valid_prediction, parse_label, to_base
 from imagequant.errors import UsageError
 from imagequant.pipeline.rows import row_evidence
@@ -117,7 +125,8 @@ def align(truth: pd.DataFrame, predictions: pd.DataFrame) -> Alignment:
     keep = [c for c in ("index", "image_link", "image_id", "group_id", "entity_name", "entity_value") if c in truth]
     rows = truth[keep].rename(columns={"entity_value": "truth"}).copy()
     rows["truth"] = [_clean(t) for t in rows["truth"]]
-    extras = [c for c in ("value", "unit", "score", "n_candidates", "status", "error") if c in predictions]
+    extras = [c for c in ("value", "unit", "score", "n_candidates", "status", "error", *EVIDENCE_COLUMN_NAMES)
+              if c in predictions]
     rows = rows.merge(predictions[["index", "prediction", *extras]], on="index", how="left", indicator=True)
     rows["missing"] = rows.pop("_merge") == "left_only"
     rows["prediction"] = [_clean(p) for p in rows["prediction"]]
@@ -157,20 +166,30 @@ def attach_candidates(rows: pd.DataFrame, images: pd.DataFrame, shown: int = 10)
     """
     by_id = {r["image_id"]: r for r in images.to_dict("records")} if len(images) else {}
     statuses, texts, candidate_lists, counts = [], [], [], []
-    for image, entity in zip(rows["image_id"], rows["entity_name"], strict=True):
+    truth_boxes: list[Box | None] = []
+    prediction_boxes: list[Box | None] = []
+    for image, entity, truth, prediction in zip(rows["image_id"], rows["entity_name"], rows["truth"],
+                                                rows["prediction"], strict=True):
         record = by_id.get(image)
         if record is None:
             statuses.append("not_in_store")
             texts.append("")
             candidate_lists.append([])
             counts.append(0)
+            truth_boxes.append(None)
+            prediction_boxes.append(None)
             continue
         statuses.append(str(record["status"]))
         texts.append(str(record.get("ocr_text") or ""))
         found = row_evidence(record, entity).candidates if entity in ENTITIES and record["status"] == "ok" else []
-        candidate_lists.append([f"{format_value(c.value)} {c.unit}" for c in found])
+        names = [f"{format_value(c.value)} {c.unit}" for c in found]
+        candidate_lists.append(names)
         counts.append(len(found))
+        truth_boxes.append(_box_of(found, names, truth))
+        prediction_boxes.append(_box_of(found, names, prediction))
     out = rows.copy()
+    out["truth_box"] = truth_boxes
+    out["prediction_box"] = prediction_boxes  # where a submission CSV's answer was printed (no evidence columns)
     out["image_status"] = statuses
     out["ocr_text"] = texts
     out["candidates"] = candidate_lists
@@ -178,6 +197,29 @@ def attach_candidates(rows: pd.DataFrame, images: pd.DataFrame, shown: int = 10)
     out["candidate_hit"] = metrics.candidate_hits(candidate_lists, list(out["truth"]))
     out["candidates_shown"] = [c[:shown] for c in candidate_lists]
     return out
+
+
+Box = tuple[int, int, int, int]  # left, top, width, height in original-image pixels
+
+
+def _box_of(found: Sequence[Any], names: Sequence[str], label: str) -> Box | None:
+    """The box of the first candidate equal to ``label`` (as the challenge compares), or None."""
+    if not label:
+        return None
+    for c, hit in zip(found, metrics.candidate_hits([[n] for n in names], [label] * len(names)), strict=True):
+        if hit:
+            return int(c.left), int(c.top), int(c.width), int(c.height)
+    return None
+
+
+def chosen_box(row: Mapping[str, Any]) -> Box | None:
+    """The box of the mention the row's value was read from: predict's evidence columns, else (a
+    submission CSV with a store) the first candidate equal to the prediction."""
+    values = [row.get(f"evidence_{k}") for k in ("left", "top", "width", "height")]
+    if all(v is not None and not pd.isna(v) for v in values):
+        return int(values[0]), int(values[1]), int(values[2]), int(values[3])  # type: ignore[arg-type]
+    box = row.get("prediction_box")
+    return box if isinstance(box, tuple) else None
 
 
 # --- per-row classification -----------------------------------------------------------------------------
@@ -271,14 +313,104 @@ def threshold_analysis(rows: pd.DataFrame) -> dict[str, float] | None:
     """
     if not {"score", "value", "unit"} <= set(rows.columns):
         return None
+    answers, scores = _best_answers(rows)
+    has_answer = [bool(a) for a in answers]
+    correct = [bool(a) and metrics.row_outcome(a, t) == "tp" for a, t in zip(answers, rows["truth"], strict=True)]
+    return metrics.best_threshold(scores, correct, has_answer, [bool(t) for t in rows["truth"]])
+
+
+COVERAGE_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+TARGET_PRECISIONS = (0.95, 0.90)
+
+
+def _best_answers(rows: pd.DataFrame) -> tuple[list[str], list[float]]:
+    """Each row's best answer (its value and unit even where it abstained, as predict writes them) and
+    score."""
     answers = []
     for value, unit, prediction in zip(rows["value"], rows["unit"], rows["prediction"], strict=True):
         has_value = value is not None and not (isinstance(value, float) and math.isnan(value)) and _clean(unit)
         answers.append(f"{float(value)!r} {unit}" if has_value else prediction)
-    has_answer = [bool(a) for a in answers]
-    correct = [bool(a) and metrics.row_outcome(a, t) == "tp" for a, t in zip(answers, rows["truth"], strict=True)]
-    scores = pd.to_numeric(rows["score"], errors="coerce").fillna(0.0).tolist()
-    return metrics.best_threshold(scores, correct, has_answer, [bool(t) for t in rows["truth"]])
+    return answers, pd.to_numeric(rows["score"], errors="coerce").fillna(0.0).tolist()
+
+
+@dataclass
+class CoverageCurve:
+    """Precision against coverage when rows scoring below a threshold are left empty, at every distinct
+    score (in decreasing order): ``coverage`` is the answered share of the rows with a truth, ``precision``
+    the right share of the answered ones."""
+
+    rows: int  # rows with a truth
+    thresholds: np.ndarray
+    answered: np.ndarray
+    right: np.ndarray
+
+    @property
+    def coverage(self) -> np.ndarray:
+        return self.answered / self.rows if self.rows else np.zeros(len(self.answered))
+
+    @property
+    def precision(self) -> np.ndarray:
+        return np.divide(self.right, self.answered, out=np.zeros(len(self.right)), where=self.answered > 0)
+
+    def at(self, threshold: float) -> dict[str, float]:
+        """The point of answering the rows scoring >= ``threshold``."""
+        kept = int(np.searchsorted(-self.thresholds, -threshold, side="right"))  # thresholds >= threshold
+        answered = int(self.answered[kept - 1]) if kept else 0
+        right = int(self.right[kept - 1]) if kept else 0
+        return _point(threshold, answered, right, self.rows)
+
+    def reaching(self, precision: float) -> dict[str, float] | None:
+        """The threshold with the highest coverage whose precision is at least ``precision``, or None."""
+        ok = np.flatnonzero(self.precision >= precision - 1e-12)
+        if not len(ok):
+            return None
+        i = int(ok[-1])  # thresholds decrease, so coverage grows along the curve
+        return _point(float(self.thresholds[i]), int(self.answered[i]), int(self.right[i]), self.rows)
+
+
+def _point(threshold: float, answered: int, right: int, rows: int) -> dict[str, float]:
+    return {"threshold": threshold, "coverage": answered / rows if rows else 0.0,
+            "precision": right / answered if answered else math.nan, "answered": answered, "right": right}
+
+
+def coverage_curve(rows: pd.DataFrame) -> CoverageCurve:
+    """The curve over rows with a truth (a range truth counts as never right, as the challenge scores it)."""
+    labeled = rows[[bool(t) for t in rows["truth"]]]
+    answers, scores = _best_answers(labeled)
+    has = np.array([bool(a) for a in answers], dtype=bool)
+    right = np.array([bool(a) and metrics.row_outcome(a, t) == "tp"
+                      for a, t in zip(answers, labeled["truth"], strict=True)], dtype=bool)
+    s = np.asarray(scores, dtype=float)[has]
+    order = np.argsort(-s, kind="stable")
+    s, ok = s[order], right[has][order]
+    last_of_tie = np.flatnonzero(np.append(s[1:] != s[:-1], True)) if len(s) else np.array([], dtype=int)
+    return CoverageCurve(len(labeled), s[last_of_tie], last_of_tie + 1, np.cumsum(ok)[last_of_tie])
+
+
+def coverage_analysis(rows: pd.DataFrame) -> dict[str, Any] | None:
+    """Coverage and precision over score thresholds, overall and per entity (predictions Parquet only: a
+    submission CSV has no score). ``table`` holds the :data:`COVERAGE_GRID` points, ``at_precision`` the
+    highest coverage reaching each of :data:`TARGET_PRECISIONS`."""
+    if not {"score", "value", "unit"} <= set(rows.columns):
+        return None
+
+    def describe(part: pd.DataFrame) -> dict[str, Any]:
+        curve = coverage_curve(part)
+        return {"rows": curve.rows, "table": [curve.at(t) for t in COVERAGE_GRID],
+                "at_precision": {f"{p:.2f}": curve.reaching(p) for p in TARGET_PRECISIONS}}
+
+    result = describe(rows)
+    result["per_entity"] = {str(e): describe(g) for e, g in rows.groupby("entity_name")}
+    return result
+
+
+def coverage_sentence(point: Mapping[str, Any] | None, target: float) -> str:
+    """'for 95% precision: answering 62% of rows, 96% are right (min score 0.73)', from a coverage_analysis
+    point."""
+    if point is None:
+        return f"for {target:.0%} precision: no minimum score gets there"
+    return (f"for {target:.0%} precision: answering {point['coverage']:.0%} of rows, {point['precision']:.0%} are "
+            f"right (min score {point['threshold']:.4g})")
 
 
 def summarize(alignment: Alignment, rows: pd.DataFrame, with_candidates: bool) -> dict[str, Any]:
@@ -307,6 +439,7 @@ def summarize(alignment: Alignment, rows: pd.DataFrame, with_candidates: bool) -
         "candidate_recall_per_entity": None,
         "unit_confusion": unit_confusion(rows),
         "best_threshold": threshold_analysis(rows),
+        "coverage": coverage_analysis(rows),
     }
     if with_candidates:
         result["candidate_recall"] = metrics.candidate_recall(list(rows["candidates"]), truths)
@@ -352,7 +485,8 @@ def evaluate(
 
 
 ROW_COLUMNS = ("index", "entity_name", "group_id", "image_link", "truth", "prediction", "missing", "outcome", "kind",
-               "valid", "score", "status", "image_status", "candidate_hit", "candidate_count", "candidates")
+               "valid", "score", "evidence_text", "reasons", "status", "image_status", "candidate_hit",
+               "candidate_count", "candidates")
 
 
 def write_rows(rows: pd.DataFrame, path: str | Path) -> Path:
@@ -376,10 +510,31 @@ def worst_errors(rows: pd.DataFrame, n: int = 12) -> pd.DataFrame:
     return pd.concat([wrong.drop(columns="_rank"), empty]).head(n)
 
 
-def _thumbnail(link: str, images_dir: Path, target: Path, size: int = 260) -> Path | None:
+# Thumbnail box colours: the chosen mention (right, wrong, held back below the threshold), the truth's.
+BOX_RIGHT, BOX_WRONG, BOX_HELD, BOX_TRUTH = "#1a9850", "#d73027", "#f0a000", "#2166ac"
+
+
+def thumbnail_boxes(row: Mapping[str, Any]) -> list[tuple[Box, str]]:
+    """What a row's thumbnail draws: the chosen mention's box (green when right, red when wrong, amber when
+    the row abstained below the threshold) and, for a wrong row, the true value's box (blue) when the truth
+    was among the candidates."""
+    boxes: list[tuple[Box, str]] = []
+    chosen = chosen_box(row)
+    right = row.get("outcome") == "tp"
+    if chosen is not None:
+        boxes.append((chosen, BOX_RIGHT if right else BOX_WRONG if row.get("prediction") else BOX_HELD))
+    truth = row.get("truth_box")
+    if not right and isinstance(truth, tuple) and truth != chosen:
+        boxes.append((truth, BOX_TRUTH))
+    return boxes
+
+
+def _thumbnail(link: str, images_dir: Path, target: Path, size: int = 260,
+               boxes: Sequence[tuple[Box, str]] = ()) -> Path | None:
     """A PNG thumbnail of the row's image, found in ``images_dir`` as the extract job saved it for this
-    link, else by the link's file name."""
-    from PIL import Image
+    link, else by the link's file name, with ``boxes`` (original-image pixels, as OCR read the decoded
+    image) drawn scaled to it."""
+    from PIL import Image, ImageDraw, ImageOps
 
     from imagequant.fetch import find_cached_image
     from imagequant.imaging import DEFAULT_MAX_PIXELS
@@ -388,12 +543,21 @@ def _thumbnail(link: str, images_dir: Path, target: Path, size: int = 260) -> Pa
     if source is None:
         return None
     try:
-        with Image.open(source) as image:
-            if image.width * image.height > DEFAULT_MAX_PIXELS:
+        with Image.open(source) as opened:
+            if opened.width * opened.height > DEFAULT_MAX_PIXELS:
                 return None  # a report must not decode a pixel bomb
-            image.thumbnail((size, size))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            image.convert("RGB").save(target, format="PNG")
+            # OCR boxes are in the decoded image's frame, which has the EXIF orientation applied
+            image = (ImageOps.exif_transpose(opened) or opened).convert("RGB")
+        width, height = image.size
+        image.thumbnail((size, size))
+        if boxes and width and height:
+            sx, sy = image.width / width, image.height / height
+            draw = ImageDraw.Draw(image)
+            for (left, top, w, h), colour in boxes:
+                draw.rectangle((left * sx - 2, top * sy - 2, (left + w) * sx + 2, (top + h) * sy + 2),
+                               outline=colour, width=2)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image.save(target, format="PNG")
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
     return target
@@ -408,6 +572,12 @@ def _card(row: Mapping[str, Any], thumb: str | None) -> str:
     score_text = f" (score {float(score):.3f})" if score is not None and not pd.isna(score) else ""
     lines.append(f"<div>truth: <b>{html.escape(row['truth'] or '(empty)')}</b><br>"
                  f"prediction: <b>{html.escape(row['prediction'] or '(empty)')}</b>{html.escape(score_text)}</div>")
+    evidence = row.get("evidence_text")
+    if isinstance(evidence, str) and evidence:
+        angle = row.get("evidence_angle")
+        turned = f", read turned {int(angle)}°" if angle is not None and not pd.isna(angle) and int(angle) else ""
+        lines.append(f"<div>read from: <code>{html.escape(evidence)}</code>{html.escape(turned)}; reasons: "
+                     f"{html.escape(str(row.get('reasons') or '(none)'))}</div>")
     if "candidates_shown" in row:
         shown = row["candidates_shown"]
         more = int(row.get("candidate_count") or 0) - len(shown)
@@ -422,6 +592,52 @@ def _card(row: Mapping[str, Any], thumb: str | None) -> str:
     lines.append(f'<div><a href="{html.escape(link)}">{html.escape(PurePosixPath(urlsplit(link).path).name)}</a></div>')
     lines.append("</div>")
     return "\n".join(lines)
+
+
+def _coverage_section(page: report.HtmlReport, coverage: Mapping[str, Any] | None, rows: pd.DataFrame,
+                      names: Sequence[str], out: Path) -> None:
+    """Precision against coverage over score thresholds: the sentence a catalog owner acts on, the table,
+    the plot, and each entity's operating points."""
+    page.heading("Confidence: precision against coverage")
+    if coverage is None:
+        page.note("The predictions are a submission CSV, which has no score: give predict's "
+                  "predictions.parquet to see precision against coverage over score thresholds.")
+        return
+    points = coverage["at_precision"]
+    page.paragraph("Leaving rows below a minimum score empty (predict --min-score S): "
+                   + "; ".join(coverage_sentence(points[f"{p:.2f}"], p) for p in TARGET_PRECISIONS)
+                   + f". Over the {coverage['rows']:,} rows with a truth; coverage is the answered share of them, "
+                   "precision the right share of the answered ones. An abstaining row's best candidate "
+                   "counts as its answer when its score reaches the threshold.")
+    page.table(["min score", "coverage", "precision", "answered", "right"],
+               [[p["threshold"], p["coverage"], p["precision"], p["answered"], p["right"]]
+                for p in coverage["table"]])
+    series = {}
+    for name in names:
+        curve = coverage_curve(rows[rows["entity_name"] == name])
+        series[name] = (curve.coverage.tolist(), curve.precision.tolist())
+    overall = coverage_curve(rows)
+    series["all"] = (overall.coverage.tolist(), overall.precision.tolist())
+    page.figure(report.line_chart(
+        out / "precision_coverage.png", series, title="Precision against coverage", xlabel="coverage (answered share)",
+        ylabel="precision (right share of answered)", xlim=(0.0, 1.0), ylim=(0.0, 1.02), hlines=TARGET_PRECISIONS,
+        emphasis="all"),
+        "Each point is a minimum score: rows scoring below it are left empty. Dotted: 95% and 90% precision.")
+    per_entity = coverage["per_entity"]
+    table_rows = []
+    for name in [*names, "all"]:
+        part = coverage if name == "all" else per_entity.get(name)
+        if part is None:
+            continue
+        cells: list[Any] = [name, part["rows"]]
+        for p in TARGET_PRECISIONS:
+            point = part["at_precision"][f"{p:.2f}"]
+            cells += [point["coverage"], point["threshold"]] if point else ["–", "–"]
+        everything = part["table"][0]  # min score 0: every best candidate answered
+        cells += [everything["coverage"], everything["precision"]]
+        table_rows.append(cells)
+    page.table(["entity", "rows", "coverage at 95%", "min score", "coverage at 90%", "min score",
+                "coverage (all answered)", "precision (all answered)"], table_rows)
 
 
 def write_evaluation_report(
@@ -474,9 +690,11 @@ def write_evaluation_report(
                        f"{best['precision']:.4f}, recall {best['recall']:.4f}); the best candidate of an "
                        "abstaining row is counted as its answer.")
 
-    page.heading("Per entity")
     per_entity: dict[str, Any] = result["per_entity"]
     names = [e for e in ENTITIES if e in per_entity] + sorted(e for e in per_entity if e not in ENTITIES)
+    _coverage_section(page, result.get("coverage"), rows, names, out)
+
+    page.heading("Per entity")
     labels = [*names, "all"]
     f1s = [per_entity[e]["f1"] for e in names] + [result["f1"]]
     page.figure(report.bar_chart(
@@ -522,11 +740,16 @@ def write_evaluation_report(
         thumb = None
         if images_dir is not None:
             made = _thumbnail(str(record.get("image_link") or ""), Path(images_dir),
-                              thumbs_dir / f"{int(record['index'])}.png")
+                              thumbs_dir / f"{int(record['index'])}.png", boxes=thumbnail_boxes(record))
             thumb = made.relative_to(out).as_posix() if made else None
         cards.append(_card(record, thumb))
     if images_dir is None:
         page.note("No --images-dir was given, so the worst errors are shown without thumbnails.")
+    else:
+        page.raw(f'<p>Boxes: <span style="color:{BOX_RIGHT}">■</span> the chosen mention when right, '
+                 f'<span style="color:{BOX_WRONG}">■</span> when wrong, <span style="color:{BOX_HELD}">■</span> '
+                 f'the best mention of a row left empty, <span style="color:{BOX_TRUTH}">■</span> the true '
+                 "value's mention when it was among the candidates.</p>")
     if "candidates_shown" not in chosen:
         page.note("No --store was given, so the OCR text and candidates of these rows are not shown.")
     page.raw('<div class="cards">' + "\n".join(cards) + "</div>" if cards else "<p>No errors to show.</p>")

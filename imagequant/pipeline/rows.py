@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from imagequant.core.schema import tokens_from_record
+from imagequant.core.schema import EVIDENCE_COLUMN_NAMES, tokens_from_record
 from imagequant.core.tokens import OcrToken, image_size_of
+from imagequant.scoring.rules import reasons
 from imagequant.text.candidates import Candidate, extract_candidates
 
 
@@ -33,6 +34,21 @@ def row_evidence(record: Mapping[str, Any], entity: str) -> RowEvidence:
     """The candidates for ``entity`` in the image record's tokens."""
     tokens, size = image_tokens(record)
     return RowEvidence(tokens, size, extract_candidates(tokens, entity, size))
+
+
+def evidence_fields(candidate: Candidate | None, entity: str) -> dict[str, Any]:
+    """The predictions row's evidence columns for the chosen mention (all None without one)."""
+    if candidate is None:
+        return dict.fromkeys(EVIDENCE_COLUMN_NAMES)
+    return {
+        "evidence_text": candidate.text,
+        "evidence_left": int(candidate.left),
+        "evidence_top": int(candidate.top),
+        "evidence_width": int(candidate.width),
+        "evidence_height": int(candidate.height),
+        "evidence_angle": int(candidate.angle),
+        "reasons": ",".join(reasons(candidate, entity)),
+    }
 
 
 def text_or_none(value: Any) -> str | None:

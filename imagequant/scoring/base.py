@@ -36,6 +36,9 @@ class Prediction:
     score: float  # the model's probability of that quantity, or the rules' confidence; 0 without any
     n_candidates: int
     no_answer: float  # the model's probability of "no answer" (0 for the rules)
+    # the mention the answer was read from (the first one, when the model pooled several): the evidence a
+    # reviewer checks; None without a candidate
+    candidate: Candidate | None = None
 
 
 class Scorer(Protocol):

@@ -25,7 +25,7 @@ def decode(example: EncodedExample, probs: np.ndarray, threshold: float) -> Pred
     key = max(pooled, key=lambda kk: pooled[kk])  # dict order breaks ties: the earliest mention wins
     best, score = first[key], pooled[key]
     text = format_prediction(best.value, best.unit, example.entity) if score >= threshold else ""
-    return Prediction(text, best.value, best.unit, score, example.n_candidates_found, no_answer)
+    return Prediction(text, best.value, best.unit, score, example.n_candidates_found, no_answer, best)
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

@@ -137,6 +137,61 @@ def choose(candidates: Sequence[Candidate], entity: str) -> tuple[Candidate | No
     return best, confidence(best_score)
 
 
+# The vocabulary of :func:`reasons`, in the order they are listed (README: "Why this answer").
+REASONS: tuple[str, ...] = (
+    "keyword", "keyword_line", "keyword_row", "dim_letter:<letter>", "xgroup:first", "xgroup:middle",
+    "xgroup:last", "drawing:row_left", "drawing:row_right", "drawing:beside_row", "drawing:vertical",
+    "unit_prior", "prominent", "recurrence", "dual_primary", "range_high", "only_candidate", "first_mention",
+)
+_COMMON_UNIT = 0.2  # a unit this common among the entity's labels is itself evidence (unit_prior)
+_PROMINENT = 1.5  # text this much taller than the image's median token is its headline (prominent)
+
+
+def reasons(c: Candidate, entity: str) -> list[str]:
+    """The evidence terms of :func:`score_candidate` that speak for ``c``, named in the :data:`REASONS`
+    vocabulary and in that order: what a reviewer checks first. Penalties are not listed (they explain why
+    other candidates lost, not why this one won). Framework-free, so inference and explain share it."""
+    spec = ENTITY_SPECS.get(entity)
+    if spec is None:
+        return []
+    out: list[str] = []
+    if c.keyword:
+        out.append("keyword")
+        if c.keyword_same_line:
+            out.append("keyword_line")
+        if c.keyword_row:
+            out.append("keyword_row")
+    if spec.dimension:
+        if c.dim_letter:
+            if c.dim_letter in spec.letters:
+                out.append(f"dim_letter:{c.dim_letter}")
+        elif c.xgroup_pos >= 0:
+            if _position_bonus(c, entity) > 0:
+                last = c.xgroup_len - 1
+                out.append("xgroup:first" if c.xgroup_pos == 0 else "xgroup:last" if c.xgroup_pos == last
+                           else "xgroup:middle")
+        elif _drawing_bonus(c, entity) > 0:
+            out.append("drawing:beside_row" if c.beside_row else "drawing:row_left" if c.row_left
+                       else "drawing:row_right")
+        if c.angle % 180 == 90 and entity == "height":
+            out.append("drawing:vertical")
+    if not c.unit_inferred and spec.unit_prior.get(c.unit, 0.0) >= _COMMON_UNIT:
+        out.append("unit_prior")
+    if c.rel_height >= _PROMINENT:
+        out.append("prominent")
+    if c.recurrence >= 2:
+        out.append("recurrence")
+    if c.dual_primary:
+        out.append("dual_primary")
+    if c.range_high:
+        out.append("range_high")
+    if c.n_candidates == 1:
+        out.append("only_candidate")
+    elif c.rank == 0:
+        out.append("first_mention")
+    return out
+
+
 def first_candidate(candidates: Sequence[Candidate]) -> Candidate | None:
     """The reference rule: the first mention (reading order) with a unit allowed for the entity."""
     return min(candidates, key=lambda c: c.rank) if candidates else None

@@ -33,7 +33,7 @@ class RuleScorer:
             best, conf = rules.choose(row.candidates, row.entity)
             text = format_prediction(best.value, best.unit, row.entity) if best is not None and conf >= cut else ""
             out.append(Prediction(text, best.value if best else None, best.unit if best else None, float(conf),
-                                  len(row.candidates), 0.0))
+                                  len(row.candidates), 0.0, best))
         return out
 
 

@@ -12,7 +12,10 @@ Output, one row per catalog row (``predictions.parquet``):
   given even when the score is below the threshold so thresholds can be studied afterwards;
 * ``n_candidates``: candidates found for the row's entity;
 * ``status``: ``ok``, the row's problem (``bad_link``, ``unknown_entity``), the image's (``http_status``,
-  ``decode_error``, ...), ``image_missing``, or ``predict_error``; ``error``: the message.
+  ``decode_error``, ...), ``image_missing``, or ``predict_error``; ``error``: the message;
+* ``evidence_text``, ``evidence_left/top/width/height``, ``evidence_angle``, ``reasons``: the mention the
+  value was read from (its OCR text, box in original-image pixels, OCR pass rotation) and why it was chosen
+  (:func:`imagequant.scoring.rules.reasons`); null without a candidate, kept when abstaining.
 """
 
 from __future__ import annotations
@@ -31,10 +34,10 @@ from pyspark.sql import types as T
 
 from imagequant.catalog import read_catalog
 from imagequant.core import locations
-from imagequant.core.schema import IMAGE_EVIDENCE, PREDICTIONS
+from imagequant.core.schema import EVIDENCE_COLUMN_NAMES, IMAGE_EVIDENCE, PREDICTIONS
 from imagequant.core.units import ENTITY_UNITS
 from imagequant.errors import UsageError
-from imagequant.pipeline.rows import row_evidence, text_or_none
+from imagequant.pipeline.rows import evidence_fields, row_evidence, text_or_none
 from imagequant.scoring.base import ScoringRow
 from imagequant.scoring.zoo import RULES, load_scorer
 from imagequant.spark.schema import IMAGE_EVIDENCE_SCHEMA, PREDICTIONS_SCHEMA, ROW_SCHEMA
@@ -46,7 +49,8 @@ OUTPUT_COLUMNS = PREDICTIONS.names()
 
 
 def _failed(index: int, status: str, error: str, n: int = 0) -> dict[str, Any]:
-    return PREDICTIONS.empty_record(index=index, value=None, unit=None, n_candidates=n, status=status, error=error)
+    return PREDICTIONS.empty_record(index=index, value=None, unit=None, n_candidates=n, status=status, error=error,
+                                    **evidence_fields(None, ""))
 
 
 def predict_frame(frame: pd.DataFrame, model_spec: str, exported: bool, threshold: float | None) -> pd.DataFrame:
@@ -89,12 +93,20 @@ def predict_frame(frame: pd.DataFrame, model_spec: str, exported: bool, threshol
         out.append(None)  # filled after the batched scorer call
     if pending:
         preds = scorer.predict([row for _, _, row in pending], threshold=threshold)
-        for (slot, index, _), pred in zip(pending, preds, strict=True):
+        for (slot, index, scored), pred in zip(pending, preds, strict=True):
             out[slot] = {"index": index, "prediction": pred.prediction, "value": pred.value, "unit": pred.unit,
                          "score": float(pred.score), "n_candidates": pred.n_candidates, "status": "ok",
-                         "error": ""}
-    result = pd.DataFrame([r for r in out if r is not None], columns=OUTPUT_COLUMNS)
-    return result.astype({"index": "int64", "value": "float64", "score": "float64", "n_candidates": "int32"})
+                         "error": "", **evidence_fields(pred.candidate, scored.entity)}
+    return typed(pd.DataFrame([r for r in out if r is not None], columns=OUTPUT_COLUMNS))
+
+
+def typed(result: pd.DataFrame) -> pd.DataFrame:
+    """The predictions frame with the declared column types; the evidence box columns are nullable integers
+    (a row without a mention has no box, and 0 would be a real pixel position; Spark's toPandas would
+    otherwise hand them back as floats)."""
+    boxes = {name: "Int32" for name in EVIDENCE_COLUMN_NAMES if PREDICTIONS[name].kind == "int"}
+    return result.astype({"index": "int64", "value": "float64", "score": "float64", "n_candidates": "int32",
+                          **boxes})
 
 
 def partition_scorer(model_spec: str, exported: bool, threshold: float | None, torch_threads: int = 1
@@ -170,7 +182,7 @@ def run_predict(
     joined = rows.join(images, on="image_id", how="left").repartition(parallelism * 2)
     scored = joined.mapInPandas(partition_scorer(str(model_spec), exported, threshold), PREDICTIONS_SCHEMA)
     with reporting_damage(store):
-        result = scored.toPandas().sort_values("index", kind="stable").reset_index(drop=True)
+        result = typed(scored.toPandas().sort_values("index", kind="stable").reset_index(drop=True))
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -62,7 +62,7 @@ REPO = Path(__file__).resolve().parents[2]
     ("train.epochs=0", "train.epochs"),
     ("train.batch_size=0", "train.batch_size"),
     ("train.grad_clip=-1", "train.grad_clip"),
-    ("predict.abstain_threshold=.nan", "predict.abstain_threshold"),
+    ("predict.min_score=.nan", "predict.min_score"),
 ])
 def test_values_that_cannot_work_are_rejected_with_their_name(setting: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -72,7 +72,7 @@ def test_values_that_cannot_work_are_rejected_with_their_name(setting: str, key:
 def test_working_edge_values_are_accepted() -> None:
     config = load_config(overrides=["fetch.backoff_s=0", "fetch.max_retries=0", "fetch.max_redirects=0",
                                     "imaging.ocr_min_side=2400", "ocr.min_confidence=100",
-                                    "predict.abstain_threshold=0.5", "train.patience=0"])
+                                    "predict.min_score=0.5", "train.patience=0"])
     assert config.imaging.ocr_min_side == config.imaging.ocr_max_side == 2400
     for name in ("default.yaml", "local.yaml", "cluster.yaml"):
         load_config([REPO / "conf" / name])

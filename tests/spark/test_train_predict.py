@@ -145,7 +145,9 @@ def test_predict_writes_statuses_and_a_valid_submission(spark: Any, trained: dic
                           exported=True)
     assert summary.problems == []
     frame = pd.read_parquet(out / "predictions.parquet")
-    assert list(frame.columns) == ["index", "prediction", "value", "unit", "score", "n_candidates", "status", "error"]
+    assert list(frame.columns) == ["index", "prediction", "value", "unit", "score", "n_candidates", "status", "error",
+                                   "evidence_text", "evidence_left", "evidence_top", "evidence_width",
+                                   "evidence_height", "evidence_angle", "reasons"]
     catalog = pd.read_csv(trained["catalog"])
     assert sorted(frame["index"]) == sorted(catalog["index"])
     status = dict(zip(frame["index"], frame["status"], strict=True))

@@ -1,0 +1,258 @@
+"""Explain one image: what OCR read, every candidate with its evidence and scores, and the choice.
+
+This is what a person runs when a prediction looks wrong (``jobs/explain.py``, ``./submit.sh explain``):
+the same steps as extract and predict on one image, in one process, without Spark or a feature store.
+The image is a local file or a URL fetched under the configured safe-fetch rules (a private or loopback
+address is refused before any connection unless ``fetch.allow_private`` / ``fetch.allow_loopback`` say
+otherwise).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from imagequant.config import Config
+from imagequant.core.entities import ENTITY_SPECS
+from imagequant.core.tokens import OcrToken, ocr_text
+from imagequant.core.units import format_prediction, format_value
+from imagequant.errors import UsageError
+from imagequant.scoring import rules
+from imagequant.scoring.base import Prediction, ScoringRow
+from imagequant.scoring.zoo import RULES, load_scorer
+from imagequant.text.candidates import Candidate, extract_candidates
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+# Boolean evidence of a Candidate shown by name when set; the rest of the evidence is shown as values.
+_SHOWN_VALUES = ("rel_height", "conf", "recurrence", "rank", "line_index")
+
+
+@dataclass
+class CandidateView:
+    """One candidate as explain shows it."""
+
+    candidate: Candidate
+    rule_score: float  # rules.score_candidate: the raw sum of evidence terms
+    rule_confidence: float  # its monotone squash to 0..1 (the rules' score column)
+    probability: float | None  # the model's probability of this mention (None with the rules)
+
+    @property
+    def quantity(self) -> str:
+        return f"{format_value(self.candidate.value)} {self.candidate.unit}"
+
+
+@dataclass
+class Explanation:
+    source: str
+    entity: str
+    image_size: tuple[int, int]
+    engine: str
+    tokens: list[OcrToken]
+    candidates: list[CandidateView]  # in reading order (rank)
+    prediction: Prediction
+    scorer: str
+    threshold: float
+
+    def chosen(self) -> CandidateView | None:
+        picked = self.prediction.candidate
+        return next((v for v in self.candidates if v.candidate is picked), None)
+
+    def text(self) -> str:
+        """The report explain prints."""
+        width, height = self.image_size
+        lines = ocr_text(self.tokens).splitlines()
+        out = [f"image: {self.source} ({width}x{height}); OCR engine {self.engine}: {len(self.tokens)} tokens "
+               f"in {len(lines)} lines", "", "OCR lines:"]
+        out += [f"  {text}" for text in lines] or ["  (no text read)"]
+        with_model = any(v.probability is not None for v in self.candidates)
+        out += ["", f"candidates for {self.entity}: {len(self.candidates)} (scorer {self.scorer})"]
+        for i, view in enumerate(self.candidates):
+            c = view.candidate
+            model = f" p={view.probability:.3f}" if view.probability is not None else (" p=-" if with_model else "")
+            mark = "*" if view is self.chosen() else " "
+            out.append(f" {mark}{i + 1:>2}. {view.quantity:<22} text {c.text!r} box {box_text(c)} angle {c.angle} "
+                       f"rule {view.rule_score:+.2f} (conf {view.rule_confidence:.3f}){model}")
+            out.append(f"      evidence: {', '.join(evidence_flags(c)) or '(none)'}")
+        out += ["", self.choice_line()]
+        return "\n".join(out) + "\n"
+
+    def choice_line(self) -> str:
+        p = self.prediction
+        c = p.candidate
+        if c is None:
+            return f"choice: (empty) - no candidate for {self.entity}"
+        where = f"read from {c.text!r} at {box_text(c)} (angle {c.angle})"
+        why = ",".join(rules.reasons(c, self.entity)) or "(none)"
+        if not p.prediction:
+            best = format_prediction(c.value, c.unit, self.entity)
+            return (f"choice: (empty) - the best, {best}, scored {p.score:.3f}, below the minimum score "
+                    f"{self.threshold:.3f}; {where}; reasons: {why}")
+        return f"choice: {p.prediction} (score {p.score:.3f}) {where}; reasons: {why}"
+
+
+def box_text(c: Candidate) -> str:
+    return f"({c.left},{c.top},{c.width},{c.height})"
+
+
+def evidence_flags(c: Candidate) -> list[str]:
+    """A candidate's evidence as short names: the flags that are set, then its position and size figures."""
+    out: list[str] = []
+    for f in dataclasses.fields(c):
+        value = getattr(c, f.name)
+        if f.type in ("bool", bool) and value and f.name != "unit_explicit":
+            out.append(f.name)
+    if not c.unit_explicit:
+        out.append("unit_not_printed")
+    if c.dim_letter:
+        out.append(f"dim_letter={c.dim_letter}")
+    if c.xgroup_pos >= 0:
+        out.append(f"xgroup={c.xgroup_pos + 1}/{c.xgroup_len}")
+    out += [f"{name}={_short(getattr(c, name))}" for name in _SHOWN_VALUES]
+    return out
+
+
+def _short(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+# --- the steps ---------------------------------------------------------------------------------------------
+
+
+def is_url(source: str) -> bool:
+    return "://" in source and bool(urlsplit(source).scheme)
+
+
+def load_image_bytes(source: str, config: Config) -> bytes:
+    """A local file's bytes, or the URL's through the safe fetcher. Refused, unreachable or missing images
+    are UsageError (one ``error:`` line, exit 2)."""
+    from imagequant.fetch import check_url, fetch_image
+
+    if is_url(source):
+        refused = check_url(source, config.fetch)  # decides before any connection is opened
+        if refused is not None:
+            raise UsageError(f"--image {source} is refused by the safe-fetch rules: {refused} (see fetch.allow_loopback, "
+                             "fetch.allow_private and fetch.allowed_hosts)")
+        fetched = fetch_image(source, config.fetch)
+        if not fetched.ok or fetched.data is None:
+            raise UsageError(f"--image {source} could not be fetched ({fetched.error_kind}): {fetched.message}")
+        return fetched.data
+    path = Path(source)
+    if not path.is_file():
+        raise UsageError(f"--image {source} is neither a file nor a URL")
+    size = path.stat().st_size
+    if size > config.fetch.max_bytes:  # the same cap a download has
+        raise UsageError(f"--image {source} has {size} bytes, over fetch.max_bytes ({config.fetch.max_bytes})")
+    return path.read_bytes()
+
+
+def decode(data: bytes, source: str, config: Config) -> Image.Image:
+    from imagequant.imaging import ImageError, decode_image
+
+    try:
+        return decode_image(data, config.imaging.max_pixels)
+    except ImageError as exc:
+        raise UsageError(f"--image {source} cannot be read as an image ({exc.kind}): {exc}") from None
+
+
+def _cnn_features(image: Image.Image, config: Config) -> Any:
+    """The image's CNN features as extract computes them (a trained model reads them); None when disabled."""
+    if not config.cnn.enabled:
+        return None
+    import numpy as np
+
+    from imagequant.imaging import prepare_for_cnn
+    from imagequant.pipeline.images import embed_crops
+
+    crop = prepare_for_cnn(image, config.imaging.cnn_size, config.imaging.max_pixels)
+    features, _ = embed_crops(np.asarray(crop)[None], config)
+    return features[0]
+
+
+def _probabilities(scorer: Any, row: ScoringRow) -> list[float | None]:
+    """The model's probability of each candidate (those past the model's max_candidates get None)."""
+    model = scorer.model
+    encoded = model.encode(row.tokens, row.image_size, row.entity, row.cnn, row.candidates)
+    probs = model.probabilities([encoded])[0]
+    kept = len(encoded.candidates)
+    return [float(probs[i]) if i < kept else None for i in range(len(row.candidates))]
+
+
+def explain_image(image: Image.Image, source: str, entity: str, config: Config, model_spec: str = RULES,
+                  exported: bool = True) -> Explanation:
+    """OCR with the configured engine, the entity's candidates, the scorer's choice and each candidate's
+    scores, for one decoded image."""
+    from imagequant.ocr.zoo import get_engine
+
+    if entity not in ENTITY_SPECS:
+        raise UsageError(f"--entity {entity!r} is not a known entity ({', '.join(ENTITY_SPECS)})")
+    scorer = load_scorer(model_spec, exported)  # a bad model directory fails before the OCR's seconds
+    tokens = get_engine(config.ocr, config.imaging).read(image)
+    size = (image.width, image.height)
+    candidates = extract_candidates(tokens, entity, size)
+    cnn = _cnn_features(image, config) if model_spec != RULES else None
+    row = ScoringRow(entity, tokens, size, candidates, cnn)
+    threshold = config.predict.min_score
+    [prediction] = scorer.predict([row], threshold=threshold)
+    probabilities = _probabilities(scorer, row) if model_spec != RULES else [None] * len(candidates)
+    views = []
+    for c, p in zip(candidates, probabilities, strict=True):
+        raw = rules.score_candidate(c, entity)
+        views.append(CandidateView(c, raw, rules.confidence(raw), p))
+    return Explanation(source, entity, size, config.ocr.engine, tokens, views, prediction,
+                       RULES if model_spec == RULES else str(model_spec),
+                       scorer.threshold if threshold is None else threshold)
+
+
+def annotated_name(source: str, entity: str) -> str:
+    """The PNG's file name: the image's readable name and the entity."""
+    from imagequant.fetch import image_file_name
+
+    stem = Path(image_file_name(source) if is_url(source) else Path(source).name).stem or "image"
+    return f"{stem}.{entity}.explain.png"
+
+
+def annotate(image: Image.Image, explanation: Explanation, path: str | Path) -> Path:
+    """A PNG of the image with every candidate's box numbered as in the printed list, the choice in green
+    (amber when it scored below the minimum score), the others in grey-blue."""
+    from PIL import ImageDraw, ImageFont
+
+    picture = image.convert("RGB")
+    draw = ImageDraw.Draw(picture)
+    line = max(2, round(max(picture.size) / 400))
+    font = ImageFont.load_default(size=max(12, round(max(picture.size) / 50)))
+    chosen = explanation.chosen()
+    # the choice last, so its box is drawn over any overlapping ones
+    order = sorted(range(len(explanation.candidates)), key=lambda i: explanation.candidates[i] is chosen)
+    for i in order:
+        view = explanation.candidates[i]
+        c = view.candidate
+        if view is chosen:
+            colour = "#1a9850" if explanation.prediction.prediction else "#f0a000"
+        else:
+            colour = "#4a7ab0"
+        box = (c.left - line, c.top - line, c.left + c.width + line, c.top + c.height + line)
+        draw.rectangle(box, outline=colour, width=line * (2 if view is chosen else 1))
+        label = f"{i + 1}" + (f" {explanation.prediction.prediction or 'held back'}" if view is chosen else "")
+        at = (box[0], max(0, box[1] - font.size - 2 * line))
+        draw.rectangle(draw.textbbox(at, label, font=font), fill="white")
+        draw.text(at, label, fill=colour, font=font)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(target, format="PNG")
+    return target
+
+
+def run_explain(source: str, entity: str, config: Config, model_spec: str = RULES, exported: bool = True,
+                out_dir: str | Path | None = None) -> tuple[Explanation, Path | None]:
+    """The whole of explain: load, decode, explain, and with ``out_dir`` the annotated PNG."""
+    if entity not in ENTITY_SPECS:
+        raise UsageError(f"--entity {entity!r} is not a known entity ({', '.join(ENTITY_SPECS)})")
+    image = decode(load_image_bytes(source, config), source, config)
+    explanation = explain_image(image, source, entity, config, model_spec, exported)
+    written = annotate(image, explanation, Path(out_dir) / annotated_name(source, entity)) if out_dir else None
+    return explanation, written

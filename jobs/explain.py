@@ -1,0 +1,56 @@
+"""Explain one image: the OCR lines, every candidate with its evidence and scores, and the choice.
+
+    ./submit.sh explain --image PATH_OR_URL --entity item_weight [--model DIR|rules] [--out DIR] [--eager]
+                        [--conf FILE] [--set k=v]
+
+No Spark and no feature store: the image is read (a local file, or a URL fetched under the configured
+safe-fetch rules), decoded, OCR'd with the configured engine and scored as predict would score it. With
+--out DIR an annotated PNG (every candidate's box, numbered as printed; the choice highlighted) is
+written there. A refused, unreachable or unreadable image is an ``error:`` line and exit 2; an OCR
+failure exits 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from imagequant.cli import EXIT_FAILED, config_from_args, job_parser, run_job  # noqa: E402
+from imagequant.errors import UsageError  # noqa: E402
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = job_parser("explain", __doc__.splitlines()[0])
+    parser.add_argument("--image", required=True, metavar="PATH_OR_URL", help="an image file or an http(s) link")
+    parser.add_argument("--entity", required=True, help="the entity to read, e.g. item_weight")
+    parser.add_argument("--model", default="rules", metavar="DIR|rules",
+                        help="model directory written by jobs/train.py, or 'rules' (default)")
+    parser.add_argument("--out", metavar="DIR", help="write the annotated PNG into this folder")
+    parser.add_argument("--eager", action="store_true",
+                        help="score with the eager PyTorch module instead of the exported program (model.pt2)")
+    args = parser.parse_args(argv)
+    config = config_from_args(args)
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} exists and is not a directory")
+
+    from imagequant.imaging import ImageError
+    from imagequant.ocr.base import OcrError
+    from imagequant.pipeline.explain import run_explain
+
+    exported = bool(config.predict.use_exported) and not args.eager
+    try:
+        explanation, written = run_explain(args.image, args.entity, config, args.model, exported, args.out)
+    except (OcrError, ImageError) as exc:  # the image is fine, reading it failed: not a usage error
+        print(f"error: OCR of {args.image} failed ({exc.kind}): {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(explanation.text(), end="", flush=True)
+    if written is not None:
+        print(f"annotated: {written}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    run_job(main)
