@@ -86,12 +86,9 @@ def main() -> int:
     rows, stored = write_nights(store, nights, per_night, seed=3)
     import pandas as pd
 
-    labeled = root / "labeled.csv"
-    pd.DataFrame(rows).to_csv(labeled, index=False)
-    catalog = root / "catalog.csv"
-    unlabeled = pd.DataFrame(rows).drop(columns=["entity_value"])
-    unlabeled.insert(0, "index", range(len(unlabeled)))
-    unlabeled.to_csv(catalog, index=False)
+    from imagequant.synthetic import write_catalogs
+
+    labeled, catalog, _truth = write_catalogs(pd.DataFrame(rows), root)
     log(f"compaction: {nights} batches, {stored} image rows, {len(rows)} catalog rows in {store}")
 
     from imagequant.config import load_config

@@ -1516,10 +1516,18 @@ def generate_sample(out_dir: Path, n_images: int, seed: int, link_base: str = DE
                 rows.append({"image_link": link, "group_id": item.group_id, "entity_name": t.entity,
                              "entity_value": t.label})
     labels = pd.DataFrame(rows, columns=["image_link", "group_id", "entity_name", "entity_value"])
-    labels.to_csv(out_dir / "labels.csv", index=False, lineterminator="\n")
+    write_catalogs(labels, out_dir)
+    return labels
+
+
+def write_catalogs(labels: pd.DataFrame, out_dir: Path) -> tuple[Path, Path, Path]:
+    """Writes a labeled catalog's three files under ``out_dir``: ``labels.csv`` as given, ``catalog.csv``
+    (the same rows unlabeled, index = row number) and ``truth.csv`` (index,entity_value); returns them."""
+    paths = (out_dir / "labels.csv", out_dir / "catalog.csv", out_dir / "truth.csv")
+    labels.to_csv(paths[0], index=False, lineterminator="\n")
     catalog = labels.drop(columns=["entity_value"]).copy()
     catalog.insert(0, "index", range(len(catalog)))
-    catalog.to_csv(out_dir / "catalog.csv", index=False, lineterminator="\n")
+    catalog.to_csv(paths[1], index=False, lineterminator="\n")
     truth = pd.DataFrame({"index": range(len(labels)), "entity_value": labels["entity_value"]})
-    truth.to_csv(out_dir / "truth.csv", index=False, lineterminator="\n")
-    return labels
+    truth.to_csv(paths[2], index=False, lineterminator="\n")
+    return paths

@@ -17,6 +17,7 @@ from imagequant.core.schema import IMAGES
 from imagequant.spark import compact
 from imagequant.spark.compact import run_compact
 from imagequant.spark.store import StoreFs, StoreInUse, read_images, store_lock
+from imagequant.synthetic import write_catalogs
 from tests.model.test_model import ENTITIES
 from tests.spark.test_train_predict import LINK, _image_record, synthetic_row
 
@@ -52,12 +53,7 @@ def _nightly_store(root: Path) -> tuple[Path, Path, Path]:
         part = store / "images" / f"batch={night}"
         part.mkdir(parents=True)
         pq.write_table(pa.Table.from_pylist(records, IMAGES.arrow_schema()), part / "part-00000.parquet")
-    labeled = root / "labeled.csv"
-    pd.DataFrame(rows).to_csv(labeled, index=False)
-    catalog = root / "catalog.csv"
-    unlabeled = pd.DataFrame(rows).drop(columns=["entity_value"])
-    unlabeled.insert(0, "index", range(len(unlabeled)))
-    unlabeled.to_csv(catalog, index=False)
+    labeled, catalog, _truth = write_catalogs(pd.DataFrame(rows), root)
     return store, labeled, catalog
 
 
