@@ -178,19 +178,9 @@ class Config:
         checks: list[tuple[bool, str]] = [
             (self.ocr.engine in ENGINE_NAMES, f"ocr.engine must be one of {', '.join(ENGINE_NAMES)}"),
             (all(a in (90, 180, 270) for a in self.ocr.rotated_angles), "ocr.rotated_angles must be 90, 180 or 270"),
-            (self.ocr.second_pass_max_regions >= 0, "ocr.second_pass_max_regions must be >= 0"),
-            (self.ocr.second_pass_text_px > 0, "ocr.second_pass_text_px must be positive"),
             (self.ocr.tesseract.preprocess in ("none", "gray", "autocontrast"),
              "ocr.tesseract.preprocess must be none, gray or autocontrast"),
-            (_finite(self.imaging.ocr_max_upscale) and self.imaging.ocr_max_upscale >= 1.0,
-             "imaging.ocr_max_upscale must be >= 1"),
             (self.cnn.device in ("auto", "cpu", "cuda"), "cnn.device must be auto, cpu or cuda"),
-            (self.cnn.batch_size > 0, "cnn.batch_size must be positive"),
-            (self.fetch.max_retries >= 0, "fetch.max_retries must be >= 0"),
-            (self.fetch.max_bytes > 0, "fetch.max_bytes must be positive"),
-            (self.fetch.connect_timeout_s > 0 and self.fetch.read_timeout_s > 0, "fetch timeouts must be positive"),
-            (self.imaging.max_pixels > 0, "imaging.max_pixels must be positive"),
-            (self.ocr.timeout_s > 0, "ocr.timeout_s must be positive"),
             (0 <= self.ocr.tesseract.psm <= 13 and all(0 <= p <= 13 for p in self.ocr.tesseract.extra_psm),
              "ocr.tesseract.psm and extra_psm must be page segmentation modes 0-13"),
             (self.ocr.rapidocr.threads >= 1, "ocr.rapidocr.threads must be >= 1"),
@@ -250,6 +240,10 @@ class Config:
         checks.append((resize_to * resize_to <= im.max_pixels,
                        f"imaging.cnn_size {im.cnn_size} needs {resize_to}x{resize_to} pixels, over imaging.max_pixels"))
         positive("ocr.timeout_s", ocr.timeout_s)
+        at_least("ocr.second_pass_max_regions", ocr.second_pass_max_regions, 0)
+        positive("ocr.second_pass_text_px", ocr.second_pass_text_px)
+        at_least("imaging.ocr_max_upscale", im.ocr_max_upscale, 1)
+        at_least("cnn.batch_size", cnn.batch_size, 1)
         between("ocr.min_confidence", ocr.min_confidence, 0, 100)
         between("ocr.tesseract.oem", tc.oem, 0, 3)
         at_least("ocr.tesseract.thread_limit", tc.thread_limit, 1)
