@@ -75,7 +75,7 @@ class RapidOcrConfig:
     threads: int = 1
     text_score: float = 0.3
     use_angle_cls: bool = True
-    det_max_side: int = 1280
+    det_max_side: int = 960
     det_upscale: float = 1.0
     min_side: int = 0
     memory_arena: bool = True
@@ -90,6 +90,10 @@ class OcrConfig:
     rotated_pass: bool = True
     rotated_angles: list[int] = field(default_factory=lambda: [90, 270])
     second_pass: bool = True
+    second_pass_targeted: bool = True
+    second_pass_detail: bool = True
+    second_pass_detail_max_side: int = 1300
+    second_pass_rotated: bool = True
     second_pass_max_regions: int = 4
     second_pass_text_px: int = 48
     split_letter_digit: bool = True
@@ -242,6 +246,7 @@ class Config:
         positive("ocr.timeout_s", ocr.timeout_s)
         at_least("ocr.second_pass_max_regions", ocr.second_pass_max_regions, 0)
         positive("ocr.second_pass_text_px", ocr.second_pass_text_px)
+        at_least("ocr.second_pass_detail_max_side", ocr.second_pass_detail_max_side, 0)
         at_least("imaging.ocr_max_upscale", im.ocr_max_upscale, 1)
         at_least("cnn.batch_size", cnn.batch_size, 1)
         between("ocr.min_confidence", ocr.min_confidence, 0, 100)

@@ -250,3 +250,31 @@ def prepare_for_cnn(img: Image.Image, size: int = 224, max_pixels: int = DEFAULT
     cropped = resized.crop((left, top, left + size, top + size))
     arr = np.asarray(cropped, dtype=np.uint8)
     return np.ascontiguousarray(arr)
+
+
+# Dimension lines are found on a copy whose longer side is at most this (finer detail adds glyph strokes,
+# not lines), and only segments at least this share of the longer side are kept, the longest first.
+SEGMENT_DETECT_SIDE = 1000
+SEGMENT_MIN_SHARE = 0.03
+SEGMENT_MAX_COUNT = 300
+
+
+def line_segments(img: Image.Image) -> list[float]:
+    """Straight line segments of the image (OpenCV's line segment detector on the grayscale), as a flat
+    ``x1, y1, x2, y2, ...`` list in original-image pixels rounded to 0.1 px: what dimension drawings are
+    read by (``imagequant.core.geometry``). About 0.06 CPU s for a 1500 px image."""
+    import cv2
+
+    scale = min(1.0, SEGMENT_DETECT_SIDE / max(1, max(img.size)))
+    gray = img.convert("L")
+    if scale < 1.0:
+        gray = gray.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                           Image.Resampling.BOX)
+    found = cv2.createLineSegmentDetector().detect(np.asarray(gray))[0]
+    if found is None:
+        return []
+    segments = found.reshape(-1, 4).astype(np.float64) / scale
+    lengths = np.hypot(segments[:, 2] - segments[:, 0], segments[:, 3] - segments[:, 1])
+    keep = np.argsort(-lengths, kind="stable")[: SEGMENT_MAX_COUNT]
+    keep = keep[lengths[keep] >= SEGMENT_MIN_SHARE * max(img.size)]
+    return [round(float(v), 1) for v in segments[keep].reshape(-1)]

@@ -71,7 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"images folder {args.images_dir} does not exist")
         if not args.quiet:
             print(f"OCR of {len(images)} images with {cfg.ocr.engine}, {args.workers} worker(s)", flush=True)
-        results = run_ocr(images, args.images_dir, cfg, workers=args.workers, progress=not args.quiet)
+        asked: dict[str, list[str]] = {}
+        for r in rows:
+            asked.setdefault(r.image_file, []).append(r.entity)
+        results = run_ocr(images, args.images_dir, cfg, workers=args.workers, progress=not args.quiet,
+                          entities=asked)
         if args.tokens_out:
             write_tokens(results, args.tokens_out)
     settings = {"ocr": dataclasses.asdict(cfg.ocr), "imaging": dataclasses.asdict(cfg.imaging)}

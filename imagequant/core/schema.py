@@ -127,6 +127,13 @@ TOKEN_FIELDS: tuple[tuple[str, str], ...] = (
 TOKEN_COLUMNS = tuple(Column(f"tok_{name}", f"list<{kind}>") for name, kind in TOKEN_FIELDS)
 TOKEN_COLUMN_NAMES = tuple(c.name for c in TOKEN_COLUMNS)
 
+# The drawn line segments of the image (flat x1, y1, x2, y2, ... in original pixels): dimension drawings are
+# read by which line a measure labels (imagequant.core.geometry). Null in stores written before it existed.
+LINE_SEGMENTS = Column("line_segments", "list<float>", nullable=True)
+# What a row's candidates are computed from, besides the image size: the tokens and the line segments.
+READING_COLUMNS = (*TOKEN_COLUMNS, LINE_SEGMENTS)
+READING_COLUMN_NAMES = tuple(c.name for c in READING_COLUMNS)
+
 
 def tokens_to_columns(tokens: Sequence[OcrToken]) -> dict[str, list[Any]]:
     """The image's tokens as the parallel ``tok_*`` arrays of the images table."""
@@ -165,8 +172,11 @@ IMAGES = Table(
         Column("width", "int"),
         Column("height", "int"),
         Column("ocr_engine", "string"),
-        *TOKEN_COLUMNS,
+        *READING_COLUMNS,
         Column("ocr_text", "string"),
+        # the OCR passes run on the image, "+"-joined (upright, regions, detail, rotated): a second look
+        # shows here; empty in stores written before it existed
+        Column("ocr_passes", "string", nullable=True),
         Column("cnn_weights", "string"),
         Column("cnn_features", "list<float>"),
         Column("seconds_fetch", "double"),
@@ -201,7 +211,7 @@ CNN_STAGE_COLUMNS = ("cnn_weights", "cnn_features", "seconds_cnn", "run_id", "pr
 OCR_STAGE = IMAGES.without(*CNN_STAGE_COLUMNS, name="ocr_stage").plus(Column("cnn_input", "binary"))
 
 # What inference and evaluation read of an image: its status, size and tokens (and the features).
-IMAGE_EVIDENCE = IMAGES.select("image_id", "status", "error", "width", "height", *TOKEN_COLUMN_NAMES,
+IMAGE_EVIDENCE = IMAGES.select("image_id", "status", "error", "width", "height", *READING_COLUMN_NAMES,
                                "cnn_features", name="image_evidence")
 
 # The training table: labeled rows joined with their image. Token arrays travel as one JSON column and

@@ -42,7 +42,7 @@ from imagequant.core.schema import (
     EVIDENCE_COLUMN_NAMES,
     IMAGES,
     MANIFEST_FILE,
-    TOKEN_COLUMN_NAMES,
+    READING_COLUMN_NAMES,
     canonical_images,
     check_manifest,
 )
@@ -68,7 +68,7 @@ KIND_COLORS: dict[str, str] = {
     "bad_truth": "#64B5CD", "unlabeled": "#DA8BC3",
 }
 STORE_COLUMNS = ("image_id", "image_link", "status", "error", "width", "height", "ocr_text", "processed_at",
-                 *TOKEN_COLUMN_NAMES)
+                 *READING_COLUMN_NAMES)
 EMPTY = "(empty)"
 
 
@@ -145,8 +145,10 @@ def read_store_images(store: str | Path, image_ids: Sequence[str] | None = None)
     check_manifest(json.loads(manifest) if manifest else None, str(store))
     filesystem, root = locations.arrow_filesystem(locations.join(store, IMAGES.name))
     try:
-        dataset = ds.dataset(root, filesystem=filesystem, format="parquet", partitioning="hive")
-        columns = [c for c in STORE_COLUMNS if c in dataset.schema.names]
+        # The declared schema, so files written before a column existed read it as null.
+        schema = IMAGES.arrow_schema().append(pa.field(str(IMAGES.partition), pa.string()))
+        dataset = ds.dataset(root, filesystem=filesystem, format="parquet", partitioning="hive", schema=schema)
+        columns = list(STORE_COLUMNS)
         expression = ds.field("image_id").isin(list(image_ids)) if image_ids is not None else None
         frame = dataset.to_table(columns=columns, filter=expression).to_pandas()
     except FileNotFoundError as exc:

@@ -20,7 +20,7 @@ import os
 import re
 import statistics
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,11 +133,16 @@ class ImageResult:
     size: tuple[int, int] = (0, 0)
     error: str | None = None  # error kind
     tokens: list[OcrToken] = field(default_factory=list)
+    passes: list[str] = field(default_factory=list)  # the OCR passes run (a second look adds "regions", ...)
+
+    @property
+    def second_look(self) -> bool:
+        return "regions" in self.passes
 
     def to_json(self) -> dict[str, Any]:
         return {
             "image_file": self.image_file, "seconds": round(self.seconds, 4), "wall": round(self.wall, 4),
-            "size": list(self.size),
+            "size": list(self.size), "passes": self.passes,
             "error": self.error, "tokens": [t.to_dict() for t in self.tokens],
         }
 
@@ -145,7 +150,7 @@ class ImageResult:
     def from_json(cls, data: dict[str, Any]) -> ImageResult:
         return cls(
             image_file=data["image_file"], seconds=float(data["seconds"]), wall=float(data.get("wall", 0.0)),
-            size=tuple(data["size"]),
+            size=tuple(data["size"]), passes=list(data.get("passes", [])),
             error=data.get("error"), tokens=[OcrToken.from_dict(t) for t in data.get("tokens", [])],
         )
 
@@ -200,10 +205,12 @@ class _Clock:
         return time.perf_counter() - self._wall
 
 
-def _measure_one(image_file: str) -> ImageResult:
+def _measure_one(job: tuple[str, tuple[str, ...]]) -> ImageResult:
     from imagequant.imaging import ImageError, decode_image
     from imagequant.ocr.base import OcrError
+    from imagequant.pipeline.images import lacks_candidates
 
+    image_file, entities = job
     engine, cfg = _WORKER["engine"], _WORKER["cfg"]
     path = os.path.join(_WORKER["images_dir"], image_file)
     clock = _Clock()
@@ -211,8 +218,9 @@ def _measure_one(image_file: str) -> ImageResult:
         with open(path, "rb") as fh:
             data = fh.read()
         img = decode_image(data, cfg.imaging.max_pixels)
-        tokens = engine.read(img)
-        return ImageResult(image_file, clock.cpu(), clock.wall(), img.size, None, tokens)
+        # as the extract job reads it: the second look where the entities asked of the image lack a candidate
+        reading = engine.read_passes(img, lacks_candidates(entities, img.size))
+        return ImageResult(image_file, clock.cpu(), clock.wall(), img.size, None, reading.tokens, reading.passes)
     except FileNotFoundError:
         return ImageResult(image_file, clock.cpu(), clock.wall(), error="missing_file")
     except (ImageError, OcrError) as exc:
@@ -225,19 +233,22 @@ def run_ocr(
     cfg: Config,
     workers: int = 2,
     progress: bool = False,
+    entities: Mapping[str, Sequence[str]] | None = None,
 ) -> list[ImageResult]:
-    """OCR every image with ``workers`` processes, each timing its own images on one core."""
+    """OCR every image with ``workers`` processes, each timing its own images on one core. ``entities``:
+    the entity names asked of each image (the second look's target; absent: any entity)."""
     cfg = one_core(cfg)
+    jobs = [(f, tuple((entities or {}).get(f, ()))) for f in image_files]
     args = (cfg, str(images_dir))
     results: list[ImageResult] = []
     if workers <= 1:
         _worker_init(*args)
-        it: Iterable[ImageResult] = map(_measure_one, image_files)
+        it: Iterable[ImageResult] = map(_measure_one, jobs)
         pool = None
     else:
         # spawn: a fresh interpreter per worker, no onnxruntime threads inherited through fork.
         pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=args)
-        it = pool.imap_unordered(_measure_one, image_files, chunksize=1)
+        it = pool.imap_unordered(_measure_one, jobs, chunksize=1)
     try:
         for i, res in enumerate(it, 1):
             results.append(res)
@@ -283,6 +294,9 @@ class EvalReport:
     seconds_p90: float
     seconds_mean: float
     wall_median: float
+    second_look_share: float  # share of the read images that got the second look
+    second_look_seconds_mean: float  # mean CPU seconds of those images (the others: first_seconds_mean)
+    first_seconds_mean: float
     overall: GroupStats
     per_entity: dict[str, GroupStats]
     row_hits: list[dict[str, Any]] = field(default_factory=list)
@@ -297,6 +311,9 @@ class EvalReport:
             "images": self.images, "errors": self.errors,
             "seconds_per_image": {"median": round(self.seconds_median, 3), "p90": round(self.seconds_p90, 3),
                                   "mean": round(self.seconds_mean, 3), "wall_median": round(self.wall_median, 3)},
+            "second_look": {"share": round(self.second_look_share, 4),
+                            "seconds_mean_with": round(self.second_look_seconds_mean, 3),
+                            "seconds_mean_without": round(self.first_seconds_mean, 3)},
             "overall": stats(self.overall),
             "per_entity": {k: stats(v) for k, v in sorted(self.per_entity.items())},
             "rows": self.row_hits,
@@ -339,6 +356,8 @@ def score(
         row_hits.append({"image_file": row.image_file, "entity": row.entity, "label": row.label,
                          "candidate": cand_hit, "number": num_hit})
     secs = [r.seconds for r in results if r.error is None]
+    looked = [r.seconds for r in results if r.error is None and r.second_look]
+    plain = [r.seconds for r in results if r.error is None and not r.second_look]
     errors: dict[str, int] = {}
     for r in results:
         if r.error:
@@ -348,6 +367,9 @@ def score(
         seconds_median=statistics.median(secs) if secs else 0.0, seconds_p90=percentile(secs, 0.9),
         seconds_mean=statistics.fmean(secs) if secs else 0.0,
         wall_median=statistics.median([r.wall for r in results if r.error is None] or [0.0]),
+        second_look_share=len(looked) / len(secs) if secs else 0.0,
+        second_look_seconds_mean=statistics.fmean(looked) if looked else 0.0,
+        first_seconds_mean=statistics.fmean(plain) if plain else 0.0,
         overall=overall, per_entity=per_entity, row_hits=row_hits,
     )
 
@@ -360,6 +382,8 @@ def render_markdown(report: EvalReport) -> str:
         f"- CPU seconds per image (decode + OCR, engine threads = 1, i.e. one core): median "
         f"{report.seconds_median:.2f}, p90 {report.seconds_p90:.2f}, mean {report.seconds_mean:.2f} "
         f"(wall median {report.wall_median:.2f})",
+        f"- second look: {report.second_look_share:.1%} of the images (mean CPU s {report.second_look_seconds_mean:.2f} "
+        f"for those, {report.first_seconds_mean:.2f} for the others)",
         f"- settings: `{json.dumps(report.settings, sort_keys=True)}`",
         "",
         "| entity | rows | single-value labels | candidate recall | number-anywhere recall |",

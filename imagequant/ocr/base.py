@@ -3,18 +3,26 @@
 Each ``read`` runs under one deadline of ``ocr.timeout_s`` seconds covering all of its passes; an engine
 that outlives it raises :class:`OcrTimeout` (kind "ocr_timeout").
 
-Recall passes (each measured on real product images, see jobs/measure_ocr.py):
+Passes (each measured on real product images, see jobs/measure_ocr.py):
+- the upright reading, always;
 - ``ocr.rotated_pass``: dimension drawings print heights vertically; the image is also read rotated by
-  ``ocr.rotated_angles`` and the tokens of those passes that contain digits are added, mapped back.
-- ``ocr.second_pass``: where a line holds a number with no unit after it (or a unit with no number before
-  it) the region is cropped, enlarged and read again; the new reading replaces the old one when it
-  completes a number+unit mention.
+  ``ocr.rotated_angles`` and the tokens of those passes that contain digits are added, mapped back;
+- ``ocr.second_pass``, the second look, only where it can pay: with ``ocr.second_pass_targeted`` only for
+  an image whose asked-for entities have no plausible candidate yet (the caller says so through
+  ``wants_more``), step by step until they have one:
+  1. ``regions``: where a line holds a number with no unit after it (or a unit with no number before it)
+     the region is cropped, enlarged and read again; the new reading replaces the old one when it
+     completes a number+unit mention;
+  2. ``detail`` (``ocr.second_pass_detail``): the whole image read again in more detail (engine-specific:
+     the detector at full resolution for large images, the image enlarged for small ones), merged in;
+  3. ``rotated`` (``ocr.second_pass_rotated``): the rotated passes, when the first reading had none.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Sequence
 
 from PIL import Image
 
@@ -26,6 +34,7 @@ from imagequant.ocr.merging import (
     add_rotated_tokens,
     holds_number_with_unit,
     incomplete_mentions,
+    merge_tokens,
     next_ids,
     offset_ids,
     reading_order,
@@ -65,14 +74,29 @@ class Deadline:
 
 _ROTATIONS = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
 
+# Given the tokens read so far, whether the image still lacks what it was read for (a plausible candidate
+# for each entity asked of it); the pipeline builds it from the catalog rows of the image.
+WantsMore = Callable[[Sequence[OcrToken]], bool]
+
+# The names of the passes, as the images table's ``ocr_passes`` column lists them.
+PASS_NAMES = ("upright", "rotated", "regions", "detail")
+
+
+@dataclasses.dataclass
+class Reading:
+    """The tokens of one image and the passes that were run to read them, in order."""
+
+    tokens: list[OcrToken]
+    passes: list[str]
+
 
 class OcrEngine:
     """The public contract of an OCR engine: ``read(img) -> list[OcrToken]``, boxes in ``img``'s pixels.
 
     A new engine subclasses this, sets ``name``, implements :meth:`read_pass` (one reading of one image) and
-    registers itself in :mod:`imagequant.ocr.zoo`. This class runs the passes around it under one deadline
-    of ``ocr.timeout_s``: the upright reading, the rotated passes (``ocr.rotated_pass``) and the second
-    look at incomplete mentions (``ocr.second_pass``).
+    registers itself in :mod:`imagequant.ocr.zoo`; it may override :meth:`read_detail` (the second look's
+    closer reading). This class runs the passes around them under one deadline of ``ocr.timeout_s``: the
+    upright reading, the rotated passes (``ocr.rotated_pass``) and the second look (``ocr.second_pass``).
     """
 
     name = "base"
@@ -82,33 +106,79 @@ class OcrEngine:
         self.imaging = imaging
         self.rotated_pass = cfg.rotated_pass
 
-    def read(self, img: Image.Image) -> list[OcrToken]:
+    def read(self, img: Image.Image, wants_more: WantsMore | None = None) -> list[OcrToken]:
+        """The tokens of ``img``. ``wants_more`` targets the second look (None: the image is read as if
+        it still lacked everything, so every configured step runs)."""
+        return self.read_passes(img, wants_more).tokens
+
+    def read_passes(self, img: Image.Image, wants_more: WantsMore | None = None) -> Reading:
+        """:meth:`read`, also saying which passes ran."""
         if img.mode != "RGB":
             img = img.convert("RGB")
-        return self.read_with_deadline(img, Deadline(self.cfg.timeout_s))
+        return self.read_with_deadline(img, Deadline(self.cfg.timeout_s), wants_more)
 
-    def read_with_deadline(self, img: Image.Image, deadline: Deadline) -> list[OcrToken]:
+    def read_with_deadline(self, img: Image.Image, deadline: Deadline, wants_more: WantsMore | None = None) -> Reading:
+        passes = ["upright"]
         tokens = self.read_pass(img, deadline)
         if self.rotated_pass:
-            rotated: list[OcrToken] = []
-            for angle in self.cfg.rotated_angles:
-                deadline.check(f"{self.name} rotated pass")
-                turned = img.transpose(_ROTATIONS[angle])
-                offset_line, offset_block = next_ids(rotated)
-                for t in self.read_pass(turned, deadline):
-                    box = rotate_box_back(token_box(t), angle, turned.size)
-                    rotated.append(
-                        dataclasses.replace(
-                            t, left=box[0], top=box[1], width=box[2], height=box[3],
-                            angle=(t.angle + angle) % 360,
-                            line=t.line + offset_line, block=t.block + offset_block,
-                        )
-                    )
-            tokens = add_rotated_tokens(tokens, rotated)
-        if self.cfg.second_pass:
+            tokens = self._rotated_passes(img, tokens, deadline)
+            passes.append("rotated")
+        cfg = self.cfg
+
+        def lacking() -> bool:
+            return not cfg.second_pass_targeted or wants_more is None or wants_more(tokens)
+
+        if cfg.second_pass and lacking():
             tokens = self._second_pass(img, tokens, deadline)
-        keep = [t for t in tokens if t.text and t.conf >= self.cfg.min_confidence]
-        return reading_order(keep)
+            passes.append("regions")
+            if cfg.second_pass_detail and lacking():
+                detail = self.read_detail(img, deadline)
+                if detail is not None:
+                    tokens = merge_tokens(tokens, detail)
+                    passes.append("detail")
+            if cfg.second_pass_rotated and not self.rotated_pass and lacking():
+                tokens = self._rotated_passes(img, tokens, deadline)
+                passes.append("rotated")
+        keep = [t for t in tokens if t.text and t.conf >= cfg.min_confidence]
+        return Reading(reading_order(keep), passes)
+
+    def _rotated_passes(self, img: Image.Image, tokens: list[OcrToken], deadline: Deadline) -> list[OcrToken]:
+        """Adds the digit-bearing lines of the image read rotated by each of ``ocr.rotated_angles``."""
+        rotated: list[OcrToken] = []
+        for angle in self.cfg.rotated_angles:
+            deadline.check(f"{self.name} rotated pass")
+            turned = img.transpose(_ROTATIONS[angle])
+            offset_line, offset_block = next_ids(rotated)
+            for t in self.read_pass(turned, deadline):
+                box = rotate_box_back(token_box(t), angle, turned.size)
+                rotated.append(
+                    dataclasses.replace(
+                        t, left=box[0], top=box[1], width=box[2], height=box[3],
+                        angle=(t.angle + angle) % 360,
+                        line=t.line + offset_line, block=t.block + offset_block,
+                    )
+                )
+        return add_rotated_tokens(tokens, rotated)
+
+    def read_detail(self, img: Image.Image, deadline: Deadline) -> list[OcrToken] | None:
+        """The second look's closer reading of the whole image, in ``img``'s pixels; None when the engine has
+        nothing closer to offer for this image. Here: an image whose longer side is at most
+        ``ocr.second_pass_detail_max_side`` is enlarged 2x and read again (small print gets the pixels the
+        detector needs); larger images are left to engines that can do better."""
+        if max(img.size) > self.cfg.second_pass_detail_max_side:
+            return None
+        return self._read_enlarged(img, 2.0, deadline)
+
+    def _read_enlarged(self, img: Image.Image, factor: float, deadline: Deadline) -> list[OcrToken] | None:
+        try:
+            size = resize_target(img.size, scale=factor, max_pixels=self.imaging.max_pixels,
+                                 what="second-look enlargement")
+        except ImageError:
+            return None  # too large to enlarge: this optional pass skips the image
+        deadline.check(f"{self.name} detail pass")
+        enlarged = img.resize(size, Image.Resampling.LANCZOS)
+        fx, fy = enlarged.width / img.width, enlarged.height / img.height
+        return [_scaled_back(t, fx, fy) for t in self.read_pass(enlarged, deadline)]
 
     def read_pass(self, img: Image.Image, deadline: Deadline) -> list[OcrToken]:
         """Tokens of one pass over ``img``, in ``img``'s pixel coordinates."""
@@ -119,7 +189,7 @@ class OcrEngine:
         return self.read_pass(crop, deadline)
 
     def reread_incomplete(self, img: Image.Image, tokens: list[OcrToken]) -> list[OcrToken]:
-        """The second pass alone: re-reads the regions of ``tokens`` holding incomplete mentions."""
+        """The second look's first step alone: re-reads the regions of ``tokens`` holding incomplete mentions."""
         return reading_order(self._second_pass(img.convert("RGB"), list(tokens), Deadline(self.cfg.timeout_s)))
 
     def _second_pass(self, img: Image.Image, tokens: list[OcrToken], deadline: Deadline) -> list[OcrToken]:
@@ -158,18 +228,17 @@ class OcrEngine:
             new = self.read_region(crop, deadline)
             if not holds_number_with_unit(new):
                 continue
-            mapped = []
-            for t in new:
-                left = rbox[0] + int(round(t.left / fx))
-                top = rbox[1] + int(round(t.top / fy))
-                mapped.append(
-                    dataclasses.replace(
-                        t, left=left, top=top, width=max(1, int(round(t.width / fx))),
-                        height=max(1, int(round(t.height / fy))),
-                    )
-                )
+            mapped = [_scaled_back(t, fx, fy, rbox[0], rbox[1]) for t in new]
             # The new reading replaces the old tokens that lie inside the region.
             kept = [t for t in tokens if box_overlap(token_box(t), rbox) <= 0.5 or t.angle != 0]
             line_offset, block_offset = next_ids(kept)
             tokens = kept + offset_ids(mapped, line_offset, block_offset)
         return tokens
+
+
+def _scaled_back(t: OcrToken, fx: float, fy: float, dx: int = 0, dy: int = 0) -> OcrToken:
+    """A token read on a copy enlarged by (fx, fy) (and cut at (dx, dy)), in the original's pixels."""
+    return dataclasses.replace(
+        t, left=dx + int(round(t.left / fx)), top=dy + int(round(t.top / fy)),
+        width=max(1, int(round(t.width / fx))), height=max(1, int(round(t.height / fy))),
+    )

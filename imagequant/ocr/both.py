@@ -5,8 +5,7 @@ from __future__ import annotations
 from PIL import Image
 
 from imagequant.config import ImagingConfig, OcrConfig
-from imagequant.core.tokens import OcrToken
-from imagequant.ocr.base import Deadline, OcrEngine
+from imagequant.ocr.base import Deadline, OcrEngine, Reading, WantsMore
 from imagequant.ocr.merging import merge_tokens
 from imagequant.ocr.rapidocr import RapidOcrEngine
 from imagequant.ocr.tesseract import TesseractEngine
@@ -23,7 +22,8 @@ class BothEngine(OcrEngine):
         self.rapid = RapidOcrEngine(cfg, imaging)
         self.tess = TesseractEngine(cfg, imaging)
 
-    def read_with_deadline(self, img: Image.Image, deadline: Deadline) -> list[OcrToken]:
-        first = self.rapid.read_with_deadline(img, deadline)
-        second = self.tess.read_with_deadline(img, deadline)
-        return merge_tokens(first, second)
+    def read_with_deadline(self, img: Image.Image, deadline: Deadline, wants_more: WantsMore | None = None) -> Reading:
+        first = self.rapid.read_with_deadline(img, deadline, wants_more)
+        second = self.tess.read_with_deadline(img, deadline, wants_more)
+        passes = [*(f"rapidocr:{p}" for p in first.passes), *(f"tesseract:{p}" for p in second.passes)]
+        return Reading(merge_tokens(first.tokens, second.tokens), passes)

@@ -108,10 +108,9 @@ def add_rotated_tokens(upright: Sequence[OcrToken], rotated: Sequence[OcrToken])
     for t in rotated:
         if (t.angle, t.line) not in digit_lines:
             continue
-        dup = any(
-            box_overlap(token_box(u), token_box(t)) > 0.5 and similar_text(u.text, t.text) and u.conf >= t.conf
-            for u in upright
-        )
+        # a rotated reading of text already read (a RapidOCR pass turns horizontal lines of a rotated image
+        # back itself) is the same text, whichever reading is more confident
+        dup = any(box_overlap(token_box(u), token_box(t)) > 0.5 and similar_text(u.text, t.text) for u in upright)
         if not dup:
             out.append(dataclasses.replace(t, line=t.line + line_offset, block=t.block + block_offset))
     return out

@@ -111,6 +111,19 @@ def _rapid_models(threads: int, use_cls: bool, memory_arena: bool) -> _RapidMode
     return models
 
 
+def _is_vertical(quad: np.ndarray) -> bool:
+    """Whether RapidOCR turns this box's crop a quarter turn (CCW) before reading it: crops at least 1.5x
+    taller than wide, measured with the same integer crop size as its get_crop_img_list."""
+    p0, p1, p2, p3 = (quad[i].astype(np.float64) for i in range(4))
+    crop_w = int(max(np.linalg.norm(p0 - p1), np.linalg.norm(p2 - p3)))
+    crop_h = int(max(np.linalg.norm(p0 - p3), np.linalg.norm(p1 - p2)))
+    return crop_w > 0 and crop_h / crop_w >= 1.5
+
+
+def _bgr(img: Image.Image) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(img)[:, :, ::-1])
+
+
 class RapidOcrEngine(OcrEngine):
     """RapidOCR (PP-OCRv4 det + cls + rec on onnxruntime), split into word tokens.
 
@@ -172,7 +185,7 @@ class RapidOcrEngine(OcrEngine):
         if min_side and min(img.size) < min_side:
             work, scale = prepare_for_ocr(img, min_side, max(min_side * 3, max(img.size)), self.imaging.ocr_max_upscale,
                                           max_pixels=self.imaging.max_pixels)
-        tokens = self._read_array(np.ascontiguousarray(np.asarray(work)[:, :, ::-1]), deadline)
+        tokens = self._read_array(_bgr(work), deadline)
         if scale == 1.0:
             return tokens
         out = []
@@ -181,12 +194,20 @@ class RapidOcrEngine(OcrEngine):
             out.append(dataclasses.replace(t, left=b[0], top=b[1], width=b[2], height=b[3]))
         return out
 
-    def _read_array(self, bgr: np.ndarray, deadline: Deadline) -> list[OcrToken]:
+    def read_detail(self, img: Image.Image, deadline: Deadline) -> list[OcrToken] | None:
+        """A large image's first reading detected on a reduced copy: now at full resolution (at most twice
+        the first reading's side). Small images: enlarged, as every engine does."""
+        det_max = self.cfg.rapidocr.det_max_side
+        if det_max and max(img.size) > det_max:
+            return self._read_array(_bgr(img), deadline, det_max_side=min(max(img.size), 2 * det_max))
+        return super().read_detail(img, deadline)
+
+    def _read_array(self, bgr: np.ndarray, deadline: Deadline, det_max_side: int | None = None) -> list[OcrToken]:
         import cv2
 
         ocr = self._ocr
         h, w = bgr.shape[:2]
-        det_max = self.cfg.rapidocr.det_max_side
+        det_max = self.cfg.rapidocr.det_max_side if det_max_side is None else det_max_side
         det_scale = min(max(1.0, self.cfg.rapidocr.det_upscale), det_max / max(h, w)) if det_max else 1.0
         det_img = bgr
         if det_scale != 1.0:
@@ -222,6 +243,7 @@ class RapidOcrEngine(OcrEngine):
                 flipped = [("180" in str(label) and float(score) > thresh) for label, score in cls_res]
             deadline.check("rapidocr classification")
             rec_res, _ = ocr.text_rec(crops)
+            rec_res, flipped = self._both_ways(crops, quads, list(rec_res), flipped, deadline)
         tokens: list[OcrToken] = []
         line = 0
         for quad, flip, res in zip(quads, flipped, rec_res, strict=True):
@@ -232,10 +254,26 @@ class RapidOcrEngine(OcrEngine):
             line += 1
         return tokens
 
+    def _both_ways(self, crops: list[np.ndarray], quads: list[np.ndarray], rec_res: list[Any],
+                   flipped: list[bool], deadline: Deadline) -> tuple[list[Any], list[bool]]:
+        """Vertical labels (a drawing's heights) read both ways: RapidOCR turns a tall box a quarter turn one
+        way and its classifier is trained on upright lines, so each tall box is also recognised turned
+        the other way (a half turn of the crop) and the reading with the higher score is kept."""
+        tall = [i for i, q in enumerate(quads) if _is_vertical(q)]
+        if not tall:
+            return rec_res, flipped
+        deadline.check("rapidocr vertical lines")
+        turned, _ = self._ocr.text_rec([np.ascontiguousarray(np.rot90(crops[i], 2)) for i in tall])
+        for i, other in zip(tall, turned, strict=True):
+            if float(other[1]) > float(rec_res[i][1]):
+                rec_res[i] = other
+                flipped[i] = not flipped[i]
+        return rec_res, flipped
+
     def _check_detector_input(self, w: int, h: int) -> None:
         """Refuses (ImageError "pixel_bomb") a detector input RapidOCR itself would blow up: it pads flat
-        images and enlarges the short side to limit_side_len (736), so a tall, narrow image (1 x 1280 after
-        the detector resize) would become 736 x 942,080 pixels. Mirrors RapidOCR's own arithmetic."""
+        images and enlarges the short side to limit_side_len (736), so a tall, narrow image (1 x 960 after
+        the detector resize) would become 736 x 706,560 pixels. Mirrors RapidOCR's own arithmetic."""
         ocr, det = self._ocr, self._ocr.text_det
         min_height = getattr(ocr, "min_height", 30)
         ratio_limit = getattr(ocr, "width_height_ratio", 8)
@@ -249,12 +287,7 @@ class RapidOcrEngine(OcrEngine):
         self, text: str, score: float, quad: np.ndarray, flipped: bool, line: int, size: tuple[int, int]
     ) -> list[OcrToken]:
         p0, p1, p2, p3 = (quad[i].astype(np.float64) for i in range(4))
-        # Same integer crop size as RapidOCR's get_crop_img_list, so "vertical" matches its decision.
-        crop_w = int(max(np.linalg.norm(p0 - p1), np.linalg.norm(p2 - p3)))
-        crop_h = int(max(np.linalg.norm(p0 - p3), np.linalg.norm(p1 - p2)))
-        # RapidOCR turns crops at least 1.5x taller than wide by 90 degrees CCW: the text runs down the box.
-        vertical = crop_w > 0 and crop_h / crop_w >= 1.5
-        if vertical:
+        if _is_vertical(quad):
             e1a, e1b, e2a, e2b = p0, p3, p1, p2
             angle = 270 if flipped else 90
         else:

@@ -16,20 +16,42 @@ import numpy as np
 import pandas as pd
 
 from imagequant.config import Config
+from imagequant.core.entities import ENTITIES
 from imagequant.core.schema import CNN_FEATURE_DIM, OCR_STAGE, tokens_to_columns
-from imagequant.core.tokens import ocr_text
+from imagequant.core.tokens import OcrToken, ocr_text
 from imagequant.fetch import fetch_or_load
-from imagequant.imaging import ImageError, decode_image, prepare_for_cnn
-from imagequant.ocr.base import OcrError
+from imagequant.imaging import ImageError, decode_image, line_segments, prepare_for_cnn
+from imagequant.ocr.base import OcrError, WantsMore
 from imagequant.ocr.zoo import get_engine
+from imagequant.scoring.rules import plausible
+from imagequant.text.candidates import extract_candidates
+
+
+def lacks_candidates(entities: Sequence[str], image_size: tuple[int, int]) -> WantsMore:
+    """The second look's target: tokens that leave any of ``entities`` without a plausible candidate (no
+    known entity given: tokens with no plausible candidate for any entity)."""
+    known = [e for e in entities if e in ENTITIES]
+
+    def lacking(tokens: Sequence[OcrToken], entity: str) -> bool:
+        return not any(plausible(c, entity) for c in extract_candidates(list(tokens), entity, image_size))
+
+    def wants_more(tokens: Sequence[OcrToken]) -> bool:
+        if known:
+            return any(lacking(tokens, e) for e in known)
+        return all(lacking(tokens, e) for e in ENTITIES)
+
+    return wants_more
 
 
 def _failed(image_id: str, link: str, kind: str, message: str, **extra: Any) -> dict[str, Any]:
     return OCR_STAGE.empty_record(image_id=image_id, image_link=link, status=kind, error=message[:2000], **extra)
 
 
-def process_image(image_id: str, link: str, config: Config, images_dir: str | None) -> dict[str, Any]:
-    """Fetches, decodes and OCRs one image; never raises for a bad image (its status says what failed)."""
+def process_image(image_id: str, link: str, config: Config, images_dir: str | None,
+                  entities: Sequence[str] = ()) -> dict[str, Any]:
+    """Fetches, decodes and OCRs one image; never raises for a bad image (its status says what failed).
+    ``entities`` are those the catalog asks of the image: the second look is spent where they lack a
+    candidate (none given: any entity)."""
     started = time.perf_counter()
     try:
         fetched = fetch_or_load(link, config.fetch, Path(images_dir) if images_dir else None)
@@ -52,7 +74,8 @@ def process_image(image_id: str, link: str, config: Config, images_dir: str | No
     started = time.perf_counter()
     engine_name = config.ocr.engine
     try:
-        tokens = get_engine(config.ocr, config.imaging).read(image)
+        reading = get_engine(config.ocr, config.imaging).read_passes(image, lacks_candidates(entities, image.size))
+        segments = line_segments(image)
     except (OcrError, ImageError) as exc:  # ImageError: an OCR resize step that would be too large
         return _failed(image_id, link, exc.kind, str(exc), seconds_fetch=fetch_seconds,
                        seconds_decode=decode_seconds, source=fetched.source,
@@ -63,16 +86,20 @@ def process_image(image_id: str, link: str, config: Config, images_dir: str | No
                        width=image.width, height=image.height, ocr_engine=engine_name)
     return OCR_STAGE.empty_record(
         image_id=image_id, image_link=link, status="ok", source=fetched.source,
-        width=image.width, height=image.height, ocr_engine=engine_name, ocr_text=ocr_text(tokens),
+        width=image.width, height=image.height, ocr_engine=engine_name, ocr_text=ocr_text(reading.tokens),
+        ocr_passes="+".join(reading.passes), line_segments=segments,
         cnn_input=crop.tobytes() if crop is not None else b"",
         seconds_fetch=fetch_seconds, seconds_decode=decode_seconds, seconds_ocr=time.perf_counter() - started,
-        **tokens_to_columns(tokens),
+        **tokens_to_columns(reading.tokens),
     )
 
 
 def process_frame(frame: pd.DataFrame, config: Config, images_dir: str | None) -> pd.DataFrame:
-    """Stage one over a batch of distinct images (columns image_id, image_link)."""
-    records = [process_image(i, link, config, images_dir) for i, link in zip(frame["image_id"], frame["image_link"], strict=True)]
+    """Stage one over a batch of distinct images (columns image_id, image_link, and optionally entities:
+    the entity names the catalog asks of each image)."""
+    wanted = frame["entities"] if "entities" in frame else [()] * len(frame)
+    records = [process_image(i, link, config, images_dir, list(e) if e is not None else ())
+               for i, link, e in zip(frame["image_id"], frame["image_link"], wanted, strict=True)]
     return pd.DataFrame.from_records(records, columns=OCR_STAGE.names())
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from imagequant.core.geometry import Segment, segments_from_flat
 from imagequant.core.schema import EVIDENCE_COLUMN_NAMES, tokens_from_record
 from imagequant.core.tokens import OcrToken, image_size_of
 from imagequant.scoring.rules import reasons
@@ -22,6 +23,7 @@ class RowEvidence:
     tokens: list[OcrToken]
     image_size: tuple[int, int]
     candidates: list[Candidate]
+    segments: list[Segment]
 
 
 def image_tokens(record: Mapping[str, Any]) -> tuple[list[OcrToken], tuple[int, int]]:
@@ -31,9 +33,10 @@ def image_tokens(record: Mapping[str, Any]) -> tuple[list[OcrToken], tuple[int, 
 
 
 def row_evidence(record: Mapping[str, Any], entity: str) -> RowEvidence:
-    """The candidates for ``entity`` in the image record's tokens."""
+    """The candidates for ``entity`` in the image record's tokens, linked to its drawn lines."""
     tokens, size = image_tokens(record)
-    return RowEvidence(tokens, size, extract_candidates(tokens, entity, size))
+    segments = segments_from_flat(record.get("line_segments"))
+    return RowEvidence(tokens, size, extract_candidates(tokens, entity, size, segments=segments), segments)
 
 
 def evidence_fields(candidate: Candidate | None, entity: str) -> dict[str, Any]:

@@ -56,6 +56,38 @@ def _drawing_bonus(c: Candidate, entity: str) -> float:
     return 0.6 if own else (-0.6 if other or c.beside_row else 0.0)
 
 
+def _plausible_magnitude(c: Candidate, entity: str) -> bool:
+    lo, hi = ENTITY_SPECS[entity].plausible_base
+    return lo <= c.base_value <= hi
+
+
+def _plausible_printed(c: Candidate) -> bool:
+    lo, hi = PLAUSIBLE_PRINTED.get(c.unit, (0.0, math.inf))
+    return lo <= c.value <= hi
+
+
+def plausible(c: Candidate, entity: str) -> bool:
+    """Whether ``c`` could be the row's answer at all: a printed unit of the entity and a magnitude that
+    fits it. An image whose candidates for an asked-for entity are all implausible gets a second look."""
+    spec = ENTITY_SPECS.get(entity)
+    return (spec is not None and c.unit in spec.units and c.value > 0 and math.isfinite(c.value)
+            and not c.unit_inferred and _plausible_magnitude(c, entity) and _plausible_printed(c))
+
+
+# Which way the line a measure labels runs, per entity (the share of each among real drawings' labels:
+# heights are drawn vertical, widths horizontal; depths run any way, a diagonal most often in perspective).
+_LINE_TERMS: dict[str, dict[str, float]] = {
+    "height": {"vertical": 1.0, "horizontal": -1.0, "diagonal": -0.5},
+    "width": {"horizontal": 1.0, "vertical": -1.0, "diagonal": -0.5},
+    "depth": {"diagonal": 1.0, "vertical": -0.5, "horizontal": 0.0},
+}
+
+
+def _line_bonus(c: Candidate, entity: str) -> float:
+    """The drawn line the label sits beside: a vertical one measures a height, a horizontal one a width."""
+    return _LINE_TERMS.get(entity, {}).get(c.line_orientation, 0.0)
+
+
 def score_candidate(c: Candidate, entity: str, prior_weight: float = 0.7) -> float:
     """Evidence that ``c`` is the row's answer (higher is better; about -10..+10)."""
     spec = ENTITY_SPECS.get(entity)
@@ -65,11 +97,9 @@ def score_candidate(c: Candidate, entity: str, prior_weight: float = 0.7) -> flo
     # damped: the label statistics are over all images, while an image that prints "mg" is a supplement
     s = prior_weight * math.log(max(prior, _PRIOR_FLOOR))
 
-    lo, hi = spec.plausible_base
-    if not lo <= c.base_value <= hi:
+    if not _plausible_magnitude(c, entity):
         s -= 3.0
-    plo, phi = PLAUSIBLE_PRINTED.get(c.unit, (0.0, math.inf))
-    if not plo <= c.value <= phi:
+    if not _plausible_printed(c):
         s -= 2.0
 
     # prominent text is the headline quantity; log so a 3x taller number does not drown other evidence
@@ -108,7 +138,7 @@ def score_candidate(c: Candidate, entity: str, prior_weight: float = 0.7) -> flo
         elif c.xgroup_pos >= 0:
             s += _position_bonus(c, entity)
         else:
-            s += _drawing_bonus(c, entity)
+            s += _drawing_bonus(c, entity) + _line_bonus(c, entity)
         if c.angle % 180 == 90:
             # rotated text along a vertical edge measures a height, almost never a width or depth
             s += 0.5 if entity == "height" else -1.0
@@ -140,7 +170,8 @@ def choose(candidates: Sequence[Candidate], entity: str) -> tuple[Candidate | No
 # The vocabulary of :func:`reasons`, in the order they are listed (README: "Why this answer").
 REASONS: tuple[str, ...] = (
     "keyword", "keyword_line", "keyword_row", "dim_letter:<letter>", "xgroup:first", "xgroup:middle",
-    "xgroup:last", "drawing:row_left", "drawing:row_right", "drawing:beside_row", "drawing:vertical",
+    "xgroup:last", "drawing:row_left", "drawing:row_right", "drawing:beside_row", "line:horizontal",
+    "line:vertical", "line:diagonal", "drawing:vertical",
     "unit_prior", "prominent", "recurrence", "dual_primary", "range_high", "only_candidate", "first_mention",
 )
 _COMMON_UNIT = 0.2  # a unit this common among the entity's labels is itself evidence (unit_prior)
@@ -170,9 +201,12 @@ def reasons(c: Candidate, entity: str) -> list[str]:
                 last = c.xgroup_len - 1
                 out.append("xgroup:first" if c.xgroup_pos == 0 else "xgroup:last" if c.xgroup_pos == last
                            else "xgroup:middle")
-        elif _drawing_bonus(c, entity) > 0:
-            out.append("drawing:beside_row" if c.beside_row else "drawing:row_left" if c.row_left
-                       else "drawing:row_right")
+        else:
+            if _drawing_bonus(c, entity) > 0:
+                out.append("drawing:beside_row" if c.beside_row else "drawing:row_left" if c.row_left
+                           else "drawing:row_right")
+            if _line_bonus(c, entity) > 0:
+                out.append(f"line:{c.line_orientation}")
         if c.angle % 180 == 90 and entity == "height":
             out.append("drawing:vertical")
     if not c.unit_inferred and spec.unit_prior.get(c.unit, 0.0) >= _COMMON_UNIT:

@@ -92,8 +92,12 @@ def load_rows(spark: SparkSession, catalog: str, run_id: str) -> DataFrame:
 
 
 def images_to_process(rows: DataFrame, existing: DataFrame | None) -> DataFrame:
-    """Transform: the distinct images of servable rows that are not yet ``ok`` in the store."""
-    wanted = rows.where(F.col("row_status") == "ok").select("image_id", "image_link").dropDuplicates(["image_id"])
+    """Transform: the distinct images of servable rows that are not yet ``ok`` in the store, each with the
+    entities its rows ask for (the OCR's second look is spent where those lack a candidate)."""
+    wanted = rows.where(F.col("row_status") == "ok").groupBy("image_id").agg(
+        F.first("image_link").alias("image_link"),
+        F.array_sort(F.collect_set("entity_name")).alias("entities"),
+    )
     if existing is None:
         return wanted
     done = existing.where(F.col("status") == "ok").select("image_id")

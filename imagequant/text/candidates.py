@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from imagequant.core.entities import entity_spec
+from imagequant.core.geometry import Segment, labelled_line
 from imagequant.core.tokens import OcrToken
 from imagequant.core.units import (
     UNIT_ALIASES,
@@ -84,6 +85,9 @@ class Candidate:
     row_left: bool = False  # leftmost of a bottom row that holds labels apart from each other
     row_right: bool = False  # rightmost of such a row
     beside_row: bool = False  # above the bottom row and outside its horizontal extent (a height on a side)
+    # --- the drawn line it labels (imagequant.core.geometry), when the image has line segments ---
+    line_orientation: str = ""  # "horizontal", "vertical", "diagonal", or "" when it labels no line
+    line_length: float = 0.0  # that line's length as a share of the image's longer side
 
 
 # --- token geometry ------------------------------------------------------------------------------------
@@ -215,9 +219,19 @@ _ZERO_OZ_RE = re.compile(r"(?<=[0-9])0(?=[zZ](?![A-Za-z]))")
 _ONE_BEFORE_UNIT_RE = re.compile(r"(?<![A-Za-z0-9.,])[lI](?=(?:kg|KG|Kg|mg|MG|ml|mL|ML|oz|OZ|lbs?|LBS?)(?![A-Za-z]))")
 
 
+# "5Og", "1OOW": a capital O after a digit and before a unit is a 0; "l5kg", "I2V": a lone l or I starting a
+# number is a 1
+_ZERO_BEFORE_UNIT_RE = re.compile(r"(?<=[0-9])O+(?=(?:g|kg|KG|Kg|mg|MG|ml|mL|ML|mm|cm|CM|MM|W|V)(?![A-Za-z]))")
+_ONE_BEFORE_DIGIT_RE = re.compile(
+    r"(?<![A-Za-z0-9.,])[lI](?=[0-9]+(?:[.,][0-9]+)?\s?(?i:kg|mg|g|ml|oz|lbs?|v|w|cm|mm|in)(?![A-Za-z]))"
+)
+
+
 def repair_digits(text: str) -> str:
     """Repair OCR slips inside digit runs (same length, so character offsets survive)."""
     text = _SLIP_RE.sub(lambda m: "".join(_SLIP[ch] for ch in m.group(0)), text)
+    text = _ZERO_BEFORE_UNIT_RE.sub(lambda m: "0" * len(m.group(0)), text)
+    text = _ONE_BEFORE_DIGIT_RE.sub("1", text)
     return _ONE_BEFORE_UNIT_RE.sub("1", _ZERO_OZ_RE.sub("o", text))
 
 
@@ -293,9 +307,42 @@ _NUM_RE = re.compile(r"(?<![0-9])(?:[0-9]+(?:[.,][0-9]+)*|\.[0-9]+)")
 # "30 x 20", and "W30 x H20" where a dimension letter precedes the next value
 _XSEP_RE = re.compile(r"\s*[xX×*]\s*(?:[WHDLwhdl]\s*[:=]?\s*)?")
 _RANGE_RE = re.compile(r"\s*(?:-|–|—|~|\s(?:to|TO|To)\s)\s*")
-_SLASH_RE = re.compile(r"\s*/\s*")
 _DIM_LETTER_RE = re.compile(r"(?:^|[^A-Za-z]|(?<=[0-9])[xX])([WHDLwhdl])\s*[:=.]?\s*$")
 _FRACTION_DENOMS = {2, 3, 4, 8, 16, 32, 64}
+_SLASH_RE = re.compile(r"\s*[/\u2044]\s*")  # also the fraction slash that Unicode folding makes of "½"
+# Printed fraction glyphs; a glyph right after a digit is the fraction part of a mixed number ("12½").
+_FRACTION_GLYPHS = {"½": "1/2", "⅓": "1/3", "⅔": "2/3", "¼": "1/4", "¾": "3/4", "⅛": "1/8", "⅜": "3/8",
+                    "⅝": "5/8", "⅞": "7/8"}
+
+
+def expand_fraction_glyphs(text: str) -> str:
+    """``12½`` -> ``12 1/2``, ``¾`` -> ``3/4``: fraction glyphs as the digits the mention grammar reads."""
+    if not any(ch in _FRACTION_GLYPHS for ch in text):
+        return text
+    out: list[str] = []
+    for ch in text:
+        glyph = _FRACTION_GLYPHS.get(ch)
+        if glyph is None:
+            out.append(ch)
+        else:
+            out.append((" " if out and out[-1][-1:].isdigit() else "") + glyph)
+    return "".join(out)
+
+
+def _glued_mixed_number(numerator: str, denominator: str) -> float | None:
+    """``121/2`` -> 12.5: a mixed number whose space the OCR lost (or Unicode folding of ``12½``), told
+    from a fraction by being improper (nobody prints 121/2 for 60.5). The fraction part is the longest
+    proper tail of the numerator's digits: ``115/16`` -> 1 15/16, ``33/4`` -> 3 3/4."""
+    if not (numerator.isdigit() and denominator.isdigit()) or len(numerator) < 2:
+        return None
+    den = int(denominator)
+    if den not in _FRACTION_DENOMS or int(numerator) <= den:
+        return None
+    for k in range(len(numerator) - 1, 0, -1):
+        tail = numerator[-k:]
+        if tail[0] != "0" and 0 < int(tail) < den:
+            return int(numerator[:-k]) + int(tail) / den
+    return None
 _SYMBOL_UNITS = {'"', "″", "''", "”", "“", "‟", "′′", "'", "′", "’"}
 
 @dataclass
@@ -314,7 +361,7 @@ def _build_line(tokens: Sequence[OcrToken], idxs: list[int]) -> _Line:
         if n:
             raw_parts.append(" ")
             char_tok.append(-1)
-        text = tokens[i].text.strip()
+        text = expand_fraction_glyphs(tokens[i].text.strip())
         raw_parts.append(text)
         char_tok.extend([i] * len(text))
     raw = "".join(raw_parts)
@@ -398,6 +445,11 @@ def _find_mentions(s: str) -> list[_Mention]:
 
         if kind == "slash" and len(chain) == 2 and units[0] is None and units[1] is not None:
             a, b = chain[0].group(0), chain[1].group(0)
+            mixed = _glued_mixed_number(a, b)
+            if mixed is not None:
+                out.append(_Mention(mixed, units[1].group("unit"), chain[0].start(), units[1].end(),
+                                    chain[0].start(), chain[1].end(), fraction=True))
+                continue
             if a.isdigit() and b.isdigit() and int(b) in _FRACTION_DENOMS and 0 < int(a) < int(b):
                 value = int(a) / int(b)
                 start = chain[0].start()
@@ -499,8 +551,10 @@ def extract_candidates(
     entity: str,
     image_size: tuple[int, int],
     unitless_fallback: bool = False,
+    segments: Sequence[Segment] = (),
 ) -> list[Candidate]:
-    """All candidates for ``entity`` in reading order; ``image_size`` is (width, height).
+    """All candidates for ``entity`` in reading order; ``image_size`` is (width, height); ``segments`` are
+    the image's drawn line segments, which dimension candidates are linked to (the line each labels).
 
     With ``unitless_fallback`` an image without any unit mention yields its bare numbers instead, read
     in the entity's most common unit (``unit_inferred``): when every row has a truth, a wrong answer
@@ -543,6 +597,12 @@ def extract_candidates(
         c.rank = rank
         c.n_candidates = len(out)
     _place_among_others(out)
+    if segments and spec.dimension:
+        for c in out:
+            link = labelled_line((c.left, c.top, c.width, c.height), c.rel_height * median_h, segments,
+                                 (img_w, img_h))
+            if link is not None:
+                c.line_orientation, c.line_length = link.orientation, link.length
     # compare each candidate only with those that same_quantity's widest tolerance can reach
     by_base = sorted(out, key=lambda o: o.base_value)
     bases = [o.base_value for o in by_base]

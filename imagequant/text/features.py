@@ -9,7 +9,7 @@ from imagequant.text.candidates import Candidate
 
 _UNIT_INDEX = {u: i for i, u in enumerate(ALL_UNITS)}
 _DIM_LETTERS = ("w", "h", "d", "l")
-_SCALAR_FEATURES = 42 + len(_DIM_LETTERS)
+_SCALAR_FEATURES = 46 + len(_DIM_LETTERS)
 CANDIDATE_FEATURE_DIM = _SCALAR_FEATURES + len(ALL_UNITS)
 
 
@@ -66,6 +66,10 @@ def candidate_features(c: Candidate) -> list[float]:
         float(c.beside_row),
         float(c.keyword_row),
         float(c.keyword_other),
+        float(c.line_orientation == "horizontal"),
+        float(c.line_orientation == "vertical"),
+        float(c.line_orientation == "diagonal"),
+        clip(c.line_length),
     ]
     assert len(feats) == _SCALAR_FEATURES
     unit_hot = [0.0] * len(ALL_UNITS)

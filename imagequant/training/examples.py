@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from imagequant.core.schema import CNN_FEATURE_DIM, TOKEN_COLUMN_NAMES
+from imagequant.core.schema import CNN_FEATURE_DIM, READING_COLUMN_NAMES
 from imagequant.core.tokens import OcrToken
 from imagequant.core.units import ENTITY_UNITS
 from imagequant.errors import UsageError
@@ -47,14 +47,14 @@ class RawExample:
 
 
 def image_record(record: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A training record with its tokens as the ``tok_*`` arrays (the training table holds them as one
-    JSON column); other records are returned as they are."""
+    """A training record with its tokens as the ``tok_*`` arrays and its line segments (the training table
+    holds them as one JSON column); other records are returned as they are."""
     if "tokens_json" not in record:
         return record
     text = record["tokens_json"]
     columns = json.loads(text) if isinstance(text, str) and text else {}
     present = bool(columns) and columns.get("tok_text") is not None
-    return {**record, **{name: (columns.get(name) or []) if present else [] for name in TOKEN_COLUMN_NAMES}}
+    return {**record, **{name: (columns.get(name) or []) if present else [] for name in READING_COLUMN_NAMES}}
 
 
 def examples_from_records(records: Iterable[Mapping[str, Any]]) -> tuple[list[RawExample], Counter[str]]:

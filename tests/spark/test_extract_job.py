@@ -210,3 +210,26 @@ def test_cli_errors_exit_2(tmp_path: Path) -> None:
         assert done.returncode == 2, (args, done.stderr)
         assert "error:" in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_each_image_records_its_passes_and_line_segments(first_run, catalog) -> None:
+    images = _images(first_run["store"])
+    ok = images[images["status"] == "ok"]
+    assert len(ok) and all(p.split("+")[0] == "upright" for p in ok["ocr_passes"])
+    # the second look is spent only where the rows asked of an image lack a candidate
+    assert all(set(p.split("+")) <= {"upright", "rotated", "regions", "detail"} for p in ok["ocr_passes"])
+    assert all(len(s) % 4 == 0 for s in ok["line_segments"])
+    assert any(len(s) for s in ok["line_segments"])
+
+
+def test_images_to_process_carries_the_entities_asked_of_each_image(spark) -> None:
+    from imagequant.spark.extract import images_to_process
+
+    rows = spark.createDataFrame(
+        [("a", "http://x/a.jpg", "width", "ok"), ("a", "http://x/a.jpg", "height", "ok"),
+         ("a", "http://x/a.jpg", "width", "ok"), ("b", "http://x/b.jpg", "voltage", "ok"),
+         ("c", "http://x/c.jpg", "voltage", "bad_link")],
+        "image_id string, image_link string, entity_name string, row_status string",
+    )
+    todo = {r["image_id"]: (r["image_link"], list(r["entities"])) for r in images_to_process(rows, None).collect()}
+    assert todo == {"a": ("http://x/a.jpg", ["height", "width"]), "b": ("http://x/b.jpg", ["voltage"])}

@@ -342,3 +342,35 @@ def test_number_with_its_unit_on_the_line_below_or_beside() -> None:
     ]
     left_half = OcrToken("Grams", 90.0, 130, 120, 70, 25, 1, 1, 0)
     assert extract_candidates([big, left_half], "item_weight", IMAGE) == []
+
+
+@pytest.mark.parametrize(
+    ("words", "entity", "expected"),
+    [
+        # fraction glyphs, and the forms OCR and Unicode folding make of them
+        (["12½", "inch"], "width", [(12.5, "inch")]),
+        (["12", "½", "inch"], "width", [(12.5, "inch")]),
+        (["¾", "inch"], "width", [(0.75, "inch")]),
+        (["121/2", "inch"], "height", [(12.5, "inch")]),
+        (["121\u20442", "inch"], "height", [(12.5, "inch")]),
+        (["115/16", "in"], "depth", [(1.9375, "inch")]),
+        (["33/4in"], "width", [(3.75, "inch")]),
+        (["13/16", "inch"], "width", [(0.8125, "inch")]),  # a proper fraction stays one
+        # l / I read for 1 and O for 0 next to digits and units
+        (["l5kg"], "item_weight", [(15.0, "kilogram")]),
+        (["I2V"], "voltage", [(12.0, "volt")]),
+        (["5Og"], "item_weight", [(50.0, "gram")]),
+        (["1OOW"], "wattage", [(100.0, "watt")]),
+        # units glued to the next word
+        (["42WMAX"], "wattage", [(42.0, "watt")]),
+        (["15MGerving"], "item_weight", [(15.0, "milligram")]),
+    ],
+)
+def test_print_forms_real_images_need(words: list[str], entity: str, expected: list[tuple[float, str]]) -> None:
+    assert found(words, entity) == expected
+
+
+def test_a_number_and_its_unit_stacked_on_two_lines() -> None:
+    tokens = [OcrToken("350", 95.0, 100, 100, 120, 60, 1, 0, 0), OcrToken("LBS", 95.0, 110, 170, 60, 20, 1, 1, 0)]
+    assert [(c.value, c.unit) for c in extract_candidates(tokens, "maximum_weight_recommendation", IMAGE)] == [
+        (350.0, "pound")]

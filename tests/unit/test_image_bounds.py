@@ -129,7 +129,7 @@ def test_rapidocr_detector_input_of_a_tall_narrow_image_is_refused(tmp_path: Pat
     from imagequant.ocr.zoo import get_engine
     from imagequant.pipeline.images import process_image
 
-    # 10 x 200,000: the detector copy is 1 x 1280, which RapidOCR would enlarge to 736 x 942,080.
+    # 10 x 200,000: the detector copy is 1 x 960, which RapidOCR would enlarge to 736 x 706,560.
     engine = get_engine(OcrConfig(engine="rapidocr", rotated_pass=False, second_pass=False), ImagingConfig())
     with pytest.raises(ImageError) as info:
         engine.read(Image.new("RGB", (10, 200_000), "white"))

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from imagequant.config import ImagingConfig, OcrConfig, TesseractConfig
 from imagequant.core.tokens import OcrToken, box_overlap, rotate_box_back
-from imagequant.ocr.base import OcrError
+from imagequant.ocr.base import Deadline, OcrError
 from imagequant.ocr.merging import (
     add_rotated_tokens,
     incomplete_mentions,
@@ -150,7 +150,7 @@ def test_rapidocr_enlarged_detection_finds_small_print_in_image_pixels() -> None
     small_box = draw.textbbox(small_xy, "Output power 2200 watts", font=_font(8))
     plain = get_engine(_cfg("rapidocr"), IMAGING).read(img)
     enlarging_cfg = _cfg("rapidocr")
-    enlarging_cfg.rapidocr = dataclasses.replace(enlarging_cfg.rapidocr, det_upscale=2.0)
+    enlarging_cfg.rapidocr = dataclasses.replace(enlarging_cfg.rapidocr, det_upscale=2.0, det_max_side=1280)
     enlarging = get_engine(enlarging_cfg, IMAGING)
     enlarged = enlarging.read(img)
     assert not _find(plain, r"^2200$"), [t.text for t in plain]
@@ -442,3 +442,72 @@ def test_engine_knobs_are_typed_configuration_keys() -> None:
     with pytest.raises(ConfigError, match="extra_psm"):
         load_config(overrides=["ocr.tesseract.extra_psm=[14]"])
     assert load_config(overrides=["ocr.rapidocr.memory_arena=false"]).ocr.rapidocr.memory_arena is False
+
+
+def _vertical_label(clockwise: bool) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """'76 cm' printed along a vertical dimension line, reading bottom to top or (clockwise) top to bottom."""
+    img = Image.new("RGB", (500, 600), "white")
+    strip = Image.new("RGB", (330, 100), "white")
+    ImageDraw.Draw(strip).text((15, 10), "76 cm", fill="black", font=_font(70))
+    vertical = strip.rotate(-90 if clockwise else 90, expand=True)
+    img.paste(vertical, (150, 120))
+    ImageDraw.Draw(img).line((270, 100, 270, 500), fill="black", width=3)
+    return img, (150, 120, 150 + vertical.width, 120 + vertical.height)
+
+
+@needs_rapidocr
+@pytest.mark.parametrize("clockwise", [False, True])
+def test_rapidocr_reads_vertical_labels_turned_either_way(clockwise: bool) -> None:
+    img, region = _vertical_label(clockwise)
+    tokens = get_engine(_cfg("rapidocr"), IMAGING).read(img)
+    found = _find(tokens, r"^76")
+    assert found, [t.text for t in tokens]
+    assert " ".join(t.text for t in tokens if t.line == found[0].line).replace(" ", "").lower() == "76cm"
+    assert found[0].angle == (90 if clockwise else 270) and _inside(found[0], region, slack=15)
+
+
+def _small_print() -> Image.Image:
+    img = Image.new("RGB", (420, 160), "white")
+    ImageDraw.Draw(img).text((20, 60), "Net Wt 250 g", fill="black", font=_font(22))
+    return img
+
+
+@needs_rapidocr
+def test_the_second_look_runs_only_where_the_first_reading_lacks_something() -> None:
+    img = _small_print()
+    engine = get_engine(_cfg("rapidocr", second_pass=True, second_pass_detail_max_side=1300), IMAGING)
+    satisfied = engine.read_passes(img, lambda tokens: False)
+    assert satisfied.passes == ["upright"]
+    lacking = engine.read_passes(img, lambda tokens: True)
+    # every step of the second look, in order; the rotated passes because the first reading had none
+    assert lacking.passes == ["upright", "regions", "detail", "rotated"]
+    # the closer reading is merged, not duplicated, and mapped back to the image's pixels
+    values = _find(lacking.tokens, r"^250")
+    assert len(values) == 1 and values[0].left + values[0].width <= img.width
+    untargeted = get_engine(_cfg("rapidocr", second_pass=True, second_pass_targeted=False), IMAGING)
+    assert "regions" in untargeted.read_passes(img, lambda tokens: False).passes
+
+
+@needs_rapidocr
+def test_the_second_look_stops_once_the_entities_have_a_candidate() -> None:
+    from imagequant.pipeline.images import lacks_candidates
+
+    img = _small_print()
+    engine = get_engine(_cfg("rapidocr", second_pass=True), IMAGING)
+    # the weight is read at once: no second look for it; a voltage is not printed: every step runs
+    assert engine.read_passes(img, lacks_candidates(["item_weight"], img.size)).passes == ["upright"]
+    assert engine.read_passes(img, lacks_candidates(["voltage"], img.size)).passes[1:] == ["regions", "detail",
+                                                                                             "rotated"]
+
+
+@needs_rapidocr
+def test_the_detail_pass_of_a_large_image_detects_at_full_resolution() -> None:
+    img = Image.new("RGB", (2400, 1200), "white")
+    ImageDraw.Draw(img).text((1500, 1000), "12 V", fill="black", font=_font(18))
+    engine = get_engine(_cfg("rapidocr"), IMAGING)
+    first = engine.read(img)
+    detail = engine.read_detail(img, Deadline(30.0))
+    assert detail is not None
+    found = _find(detail, r"^12")
+    assert found, ([t.text for t in first], [t.text for t in detail])
+    assert 1490 <= found[0].left <= 1530 and 990 <= found[0].top <= 1030
