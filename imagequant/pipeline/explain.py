@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from imagequant.config import Config
 from imagequant.core.entities import ENTITY_SPECS
+from imagequant.core.geometry import segments_from_flat
 from imagequant.core.tokens import OcrToken, ocr_text
 from imagequant.core.units import format_prediction, format_value
 from imagequant.errors import UsageError
@@ -186,14 +187,15 @@ def explain_image(image: Image.Image, source: str, entity: str, config: Config, 
                   exported: bool = True) -> Explanation:
     """OCR with the configured engine, the entity's candidates, the scorer's choice and each candidate's
     scores, for one decoded image."""
-    from imagequant.ocr.zoo import get_engine
+    from imagequant.pipeline.images import read_image
 
     if entity not in ENTITY_SPECS:
         raise UsageError(f"--entity {entity!r} is not a known entity ({', '.join(ENTITY_SPECS)})")
     scorer = load_scorer(model_spec, exported)  # a bad model directory fails before the OCR's seconds
-    tokens = get_engine(config.ocr, config.imaging).read(image)
+    reading, flat_segments = read_image(image, config, [entity])
+    tokens = reading.tokens
     size = (image.width, image.height)
-    candidates = extract_candidates(tokens, entity, size)
+    candidates = extract_candidates(tokens, entity, size, segments=segments_from_flat(flat_segments))
     cnn = _cnn_features(image, config) if model_spec != RULES else None
     row = ScoringRow(entity, tokens, size, candidates, cnn)
     threshold = config.predict.min_score

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from imagequant.config import Config
 from imagequant.core.entities import ENTITIES
@@ -21,7 +22,7 @@ from imagequant.core.schema import CNN_FEATURE_DIM, OCR_STAGE, tokens_to_columns
 from imagequant.core.tokens import OcrToken, ocr_text
 from imagequant.fetch import fetch_or_load
 from imagequant.imaging import ImageError, decode_image, line_segments, prepare_for_cnn
-from imagequant.ocr.base import OcrError, WantsMore
+from imagequant.ocr.base import OcrError, Reading, WantsMore
 from imagequant.ocr.zoo import get_engine
 from imagequant.scoring.rules import plausible
 from imagequant.text.candidates import extract_candidates
@@ -45,6 +46,13 @@ def lacks_candidates(entities: Sequence[str], image_size: tuple[int, int]) -> Wa
 
 def _failed(image_id: str, link: str, kind: str, message: str, **extra: Any) -> dict[str, Any]:
     return OCR_STAGE.empty_record(image_id=image_id, image_link=link, status=kind, error=message[:2000], **extra)
+
+
+def read_image(image: Image.Image, config: Config, entities: Sequence[str] = ()) -> tuple[Reading, list[float]]:
+    """What the store keeps of a decoded image's text and drawing: the OCR reading (its second look spent
+    where ``entities`` lack a candidate) and the line segments. The extract job and explain share it."""
+    reading = get_engine(config.ocr, config.imaging).read_passes(image, lacks_candidates(entities, image.size))
+    return reading, line_segments(image)
 
 
 def process_image(image_id: str, link: str, config: Config, images_dir: str | None,
@@ -74,8 +82,7 @@ def process_image(image_id: str, link: str, config: Config, images_dir: str | No
     started = time.perf_counter()
     engine_name = config.ocr.engine
     try:
-        reading = get_engine(config.ocr, config.imaging).read_passes(image, lacks_candidates(entities, image.size))
-        segments = line_segments(image)
+        reading, segments = read_image(image, config, entities)
     except (OcrError, ImageError) as exc:  # ImageError: an OCR resize step that would be too large
         return _failed(image_id, link, exc.kind, str(exc), seconds_fetch=fetch_seconds,
                        seconds_decode=decode_seconds, source=fetched.source,
