@@ -14,7 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export OMP_THREAD_LIMIT ?= 1
 export PYSPARK_PYTHON := $(abspath $(PY))
 
-.PHONY: setup system-deps venv demo test test-fast test-model test-spark test-e2e lint bench clean help
+.PHONY: setup system-deps venv demo test test-fast test-model test-spark test-e2e lint bench docker-check clean help
 
 help:
 	@echo "make demo   - set up, then extract/train/predict/evaluate on generated sample data"
@@ -23,6 +23,7 @@ help:
 	@echo "make test-model / test-spark / test-e2e - the torch, Spark and standalone-cluster tests alone"
 	@echo "make lint   - ruff check"
 	@echo "make bench  - run the benchmarks and refresh the README table"
+	@echo "make docker-check - build docker/Dockerfile with buildah from a local Debian base, run its checks (slow)"
 
 setup: system-deps venv
 
@@ -94,6 +95,10 @@ lint: setup
 
 bench: setup
 	$(PY) bench/run_all.py
+
+# Not part of `make test`: a first build takes minutes and ~8 GB. Needs no .venv: all of it runs in the image.
+docker-check:
+	$(SUDO) bash docker/check.sh
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache build

@@ -403,6 +403,26 @@ def test_docker_files_refer_to_what_exists() -> None:
         assert service["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
 
 
+def test_docker_base_image_and_check() -> None:
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    before_from, after_from = dockerfile.split("\nFROM ", 1)
+    args = dict(line.removeprefix("ARG ").split("=", 1) for line in before_from.splitlines()
+                if line.startswith("ARG ") and "=" in line)
+    # Users get the official Python image of the version that SPARK_HOME names; make docker-check swaps it.
+    assert args["BASE_IMAGE"] == "python:${PYTHON_VERSION}-slim-bookworm"
+    assert after_from.startswith("${BASE_IMAGE}\n")
+    # The build installs Debian's python3 where the base has none, and uses it by that name.
+    assert "python3-venv" in after_from and "RUN python3 -m venv .venv" in after_from
+
+    # make docker-check runs docker/check.sh (not part of make test), which runs check-in-image.sh in the image.
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^docker-check:\n\t\$\(SUDO\) bash docker/check\.sh$", makefile, re.M)
+    assert "docker-check" not in re.search(r"^test:.*$", makefile, re.M).group(0)
+    assert "docker/check-in-image.sh" in (DOCKER / "check.sh").read_text()
+    for script in ("check.sh", "check-in-image.sh"):
+        subprocess.run(["bash", "-n", str(DOCKER / script)], check=True, timeout=30)
+
+
 def test_entrypoint_commands(tmp_path: Path) -> None:
     script = str(DOCKER / "entrypoint.sh")
     env = {"PATH": os.environ["PATH"], "SPARK_HOME": str(SPARK_HOME)}
