@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -670,3 +671,293 @@ def spark_stage_times(spark: Any) -> list[dict[str, Any]]:
         })
     out.sort(key=lambda s: s["stage_id"])
     return out
+
+
+# --- a loopback file server ------------------------------------------------------------------------------
+
+
+class FileServer:
+    """Serves the files under ``root`` over HTTP/1.1 (keep-alive) on 127.0.0.1, an ephemeral port, from a
+    thread pool. Files are read from disk per request, so thousands of images cost no memory here (the
+    tests' ImageServer holds every body in memory). The fetcher needs ``fetch.allow_loopback=true``."""
+
+    def __init__(self, root: Path) -> None:
+        import functools
+        from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(SimpleHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the fetcher's pooled session expects of a CDN
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            block_on_close = False
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client hanging up on a keep-alive connection is not an error worth printing
+
+        self.root = Path(root)
+        self._httpd = Server(("127.0.0.1", 0), functools.partial(Handler, directory=str(self.root)))
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="FileServer", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    def url(self, relative: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{relative.lstrip('/')}"
+
+    def __enter__(self) -> FileServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+# --- a process tree's CPU and memory, sampled from /proc ---------------------------------------------------
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+@dataclass
+class ProcessRecord:
+    """One process of a monitored tree: what it is, its CPU seconds and resident memory as last seen."""
+
+    pid: int
+    ppid: int
+    start: int  # start time in clock ticks since boot: tells a reused pid from the process first seen
+    comm: str
+    cmdline: str
+    role: str = "other"
+    libraries: set[str] = field(default_factory=set)  # "onnxruntime", "torch": which stage's code it holds
+    cpu_s: float = 0.0
+    rss_peak: int = 0
+    pss_peak: int = 0
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    maps_checked: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "role": self.role, "libraries": sorted(self.libraries), "comm": self.comm,
+                "cpu_s": round(self.cpu_s, 2), "rss_peak_mib": round(self.rss_peak / 2**20, 1),
+                "pss_peak_mib": round(self.pss_peak / 2**20, 1),
+                "seconds_alive": round(self.last_seen - self.first_seen, 1)}
+
+
+def _read_stat(pid: int) -> tuple[int, int, float, int] | None:
+    """(ppid, start ticks, CPU seconds of the process itself, RSS bytes) from /proc/<pid>/stat."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes().decode(errors="replace")
+    except OSError:
+        return None
+    fields = raw[raw.rfind(")") + 2:].split()  # the command name may hold spaces and parentheses
+    # fields[0] is field 3 of proc(5): ppid is field 4, utime 14, stime 15, starttime 22, rss 24
+    return int(fields[1]), int(fields[19]), (int(fields[11]) + int(fields[12])) / _CLK_TCK, int(fields[21]) * _PAGE
+
+
+def _read_pss(pid: int) -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class ProcessTreeMonitor:
+    """Samples a process and every descendant every ``interval`` seconds from a thread: CPU seconds and
+    peak resident memory (RSS, and PSS, which shares the pages forked workers have in common) per process,
+    and the peak of the tree's total. Roles: ``python_driver`` (the root), ``jvm``, ``pyspark_daemon``,
+    ``python_worker`` (forked by the daemon; its mapped libraries say whose code it holds: onnxruntime for
+RapidOCR, torch for the CNN; a reused worker may hold both), ``other``.
+
+    A process's CPU time is read while it runs, so up to one interval of it is missed when it exits
+    between samples; a process that lives less than one interval may be missed whole (the Spark launcher
+    scripts). A process stays in the tree once seen, even if it is re-parented when its parent exits first.
+    PSS is read every ``pss_interval`` seconds only: the kernel walks a process's page tables for it (~17 ms
+    for a worker holding torch), which every half second would take a tenth of a core from the job.
+    """
+
+    def __init__(self, root_pid: int, interval: float = 0.5, pss_interval: float = 5.0) -> None:
+        self.root = root_pid
+        self.interval = interval
+        self.pss_interval = pss_interval
+        self.sampler_cpu_s = 0.0  # the sampling's own cost (it shares the machine with the job)
+        self._pss_at = -math.inf
+        self.records: dict[tuple[int, int], ProcessRecord] = {}
+        self.samples = 0
+        self.peak_rss_total = 0
+        self.peak_pss_total = 0
+        self.timeline: list[tuple[float, int, int]] = []  # (seconds, RSS total, PSS total), every ~5 s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ProcessTreeMonitor", daemon=True)
+        self._t0 = time.perf_counter()
+        self._machine0: dict[str, float] = {}
+        self._machine1: dict[str, float] = {}
+
+    def __enter__(self) -> ProcessTreeMonitor:
+        self._machine0 = machine_cpu()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._machine1 = machine_cpu()
+
+    def _run(self) -> None:
+        last_timeline = -math.inf
+        while True:
+            self.sample()
+            now = time.perf_counter() - self._t0
+            if now - last_timeline >= 5.0:
+                self.timeline.append((round(now, 1), self._rss_now, self._pss_now))
+                last_timeline = now
+            if self._stop.wait(self.interval):
+                self.sample()  # the last state before the caller reads the figures
+                return
+
+    def sample(self) -> None:
+        cpu0 = time.thread_time()
+        try:
+            self._sample()
+        finally:
+            self.sampler_cpu_s += time.thread_time() - cpu0
+
+    def _sample(self) -> None:
+        stats: dict[int, tuple[int, int, float, int]] = {}
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                stat = _read_stat(int(entry.name))
+                if stat is not None:
+                    stats[int(entry.name)] = stat
+        known = {pid for pid, start in self.records if pid in stats and stats[pid][1] == start}
+        tree = {self.root} | known
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _start, _cpu, _rss) in stats.items():
+            children.setdefault(ppid, []).append(pid)
+        todo = list(tree)
+        while todo:
+            for child in children.get(todo.pop(), []):
+                if child not in tree:
+                    tree.add(child)
+                    todo.append(child)
+        now = time.perf_counter() - self._t0
+        with_pss = now - self._pss_at >= self.pss_interval
+        if with_pss:
+            self._pss_at = now
+        rss_total = pss_total = 0
+        # Oldest first: a parent is classified before the children it forked (a worker is known by its parent).
+        for pid in sorted((p for p in tree if p in stats), key=lambda p: stats[p][1]):
+            ppid, start, cpu, rss = stats[pid]
+            rec = self.records.get((pid, start))
+            if rec is None:
+                rec = self._new_record(pid, ppid, start, now)
+                if rec is None:
+                    continue
+                self.records[(pid, start)] = rec
+            elif rec.role == "other":
+                self._classify(rec)
+            pss = _read_pss(pid) if with_pss else 0
+            rec.cpu_s = max(rec.cpu_s, cpu)
+            rec.rss_peak = max(rec.rss_peak, rss)
+            rec.pss_peak = max(rec.pss_peak, pss)
+            rec.last_seen = now
+            rss_total += rss
+            pss_total += pss
+            # A reused worker may run the other stage's function later: look again until it holds both.
+            if rec.role == "python_worker" and now - rec.maps_checked >= 3.0 and len(rec.libraries) < 2:
+                rec.libraries |= _stage_libraries(pid)
+                rec.maps_checked = now
+        self._rss_now = rss_total
+        if with_pss:
+            self._pss_now = pss_total
+        self.peak_rss_total = max(self.peak_rss_total, rss_total)
+        self.peak_pss_total = max(self.peak_pss_total, pss_total)
+        self.samples += 1
+
+    def _new_record(self, pid: int, ppid: int, start: int, now: float) -> ProcessRecord | None:
+        rec = ProcessRecord(pid, ppid, start, "", "", first_seen=now)
+        return rec if self._classify(rec) else None
+
+    def _classify(self, rec: ProcessRecord) -> bool:
+        """Reads the command and sets the role; again whenever the command changes (spark-submit is a shell
+        script that execs java, so a pid first seen as ``bash`` becomes the JVM). False when it is gone."""
+        try:
+            comm = Path(f"/proc/{rec.pid}/comm").read_text().strip()
+            if comm == rec.comm:
+                return True
+            cmdline = Path(f"/proc/{rec.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return False
+        rec.comm, rec.cmdline = comm, cmdline.strip()[:300]
+        parent = next((r for r in self.records.values() if r.pid == rec.ppid), None)
+        if rec.pid == self.root:
+            rec.role = "python_driver"
+        elif comm == "java":
+            rec.role = "jvm"
+        elif "pyspark.daemon" in rec.cmdline or "pyspark.worker" in rec.cmdline:
+            # The daemon is started by the JVM (its command names the worker module too); workers are forks of it.
+            forked = parent is not None and parent.role in ("pyspark_daemon", "python_worker")
+            rec.role = "python_worker" if forked else "pyspark_daemon"
+        else:
+            rec.role = "other"
+        return True
+
+    def report(self) -> dict[str, Any]:
+        """Per role: processes, CPU seconds, the largest per-process RSS/PSS peak; the tree's peaks."""
+        roles: dict[str, dict[str, Any]] = {}
+        for rec in self.records.values():
+            r = roles.setdefault(rec.role, {"processes": 0, "cpu_s": 0.0, "rss_peak_max_mib": 0.0,
+                                            "pss_peak_max_mib": 0.0, "rss_peaks_mib": []})
+            r["processes"] += 1
+            r["cpu_s"] = round(r["cpu_s"] + rec.cpu_s, 2)
+            r["rss_peak_max_mib"] = max(r["rss_peak_max_mib"], round(rec.rss_peak / 2**20, 1))
+            r["pss_peak_max_mib"] = max(r["pss_peak_max_mib"], round(rec.pss_peak / 2**20, 1))
+            r["rss_peaks_mib"].append(round(rec.rss_peak / 2**20, 1))
+        machine = {k: round(self._machine1.get(k, 0.0) - self._machine0.get(k, 0.0), 2) for k in self._machine0}
+        return {
+            "samples": self.samples, "interval_s": self.interval, "pss_interval_s": self.pss_interval,
+            "sampler_cpu_s": round(self.sampler_cpu_s, 2),
+            "cpu_s": round(sum(r.cpu_s for r in self.records.values()), 2),
+            # Every process on the machine over the same span (busy and steal core-seconds, and capacity):
+            # the tree's CPU against it says how much else was running.
+            "machine_cpu_s": machine,
+            "peak_rss_total_mib": round(self.peak_rss_total / 2**20, 1),
+            "peak_pss_total_mib": round(self.peak_pss_total / 2**20, 1),
+            "roles": roles,
+            "processes": [r.to_json() for r in sorted(self.records.values(), key=lambda r: r.first_seen)],
+            "timeline_s_rss_pss_mib": [(t, round(a / 2**20), round(b / 2**20)) for t, a, b in self.timeline],
+        }
+
+    _rss_now = 0
+    _pss_now = 0
+
+
+def machine_cpu() -> dict[str, float]:
+    """Core-seconds since boot from /proc/stat: busy (user, nice, system, irq, softirq), steal (taken by the
+    hypervisor for other guests) and all (busy, steal, idle and iowait)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        values = [int(v) / _CLK_TCK for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+        user, nice, system, idle, iowait, irq, softirq, steal = values
+        busy = user + nice + system + irq + softirq
+        return {"busy": busy, "steal": steal, "all": busy + steal + idle + iowait}
+    return {}
+
+
+def _stage_libraries(pid: int) -> set[str]:
+    """Which stage's native code a Python worker has mapped: onnxruntime (RapidOCR) and/or torch (the CNN)."""
+    found: set[str] = set()
+    with contextlib.suppress(OSError):
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        if "onnxruntime" in maps:
+            found.add("onnxruntime")
+        if "libtorch" in maps:
+            found.add("torch")
+    return found
