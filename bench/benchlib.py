@@ -356,17 +356,26 @@ def load_image_set(n: int, seed: int = 5) -> ImageSet:
     return synthetic_image_set(n, seed)
 
 
-def synthetic_image_set(n: int, seed: int = 5) -> ImageSet:
-    """``n`` generated labeled images (imagequant.synthetic), cached per (n, seed) in the work folder."""
-    out = work_dir("synthetic") / f"n{n}-seed{seed}"
+def cached_sample(out: Path, n: int, seed: int, **options: Any) -> Path:
+    """Generates ``n`` labeled images (imagequant.synthetic.generate_sample with ``options``) into ``out``
+    once; a later call with the same folder reuses them. Returns the labels CSV."""
     labels = out / "labels.csv"
     if not labels.is_file():
         from imagequant.synthetic import generate_sample
 
         if out.exists():
-            shutil.rmtree(out)
+            shutil.rmtree(out)  # a generation that did not finish
         log(f"generating {n} synthetic images (seed {seed}) in {out}")
-        generate_sample(out, n, seed)
+        started = time.perf_counter()
+        generate_sample(out, n, seed, **options)
+        log(f"generated in {time.perf_counter() - started:.0f} s")
+    return labels
+
+
+def synthetic_image_set(n: int, seed: int = 5) -> ImageSet:
+    """``n`` generated labeled images (imagequant.synthetic), cached per (n, seed) in the work folder."""
+    out = work_dir("synthetic") / f"n{n}-seed{seed}"
+    labels = cached_sample(out, n, seed)
     by_link: dict[str, BenchImage] = {}
     with labels.open(newline="", encoding="utf-8") as fh:
         for rec in csv.DictReader(fh):

@@ -49,6 +49,7 @@ from benchlib import (  # noqa: E402
     FileServer,
     ProcessTreeMonitor,
     Result,
+    cached_sample,
     env_int,
     env_str,
     log,
@@ -74,17 +75,8 @@ def generate_images(total: int, seed: int, sides: tuple[int, int]) -> tuple[Path
     depends only on (seed, i), so the first N are the same whatever ``total`` is."""
     import pandas as pd
 
-    from imagequant.synthetic import generate_sample
-
     out = work_dir("scale") / f"images-n{total}-seed{seed}-{sides[0]}-{sides[1]}"
-    labels = out / "labels.csv"
-    if not labels.is_file():
-        if out.exists():
-            shutil.rmtree(out)
-        log(f"generating {total} synthetic images at {sides[0]}-{sides[1]} px (seed {seed}) in {out}")
-        started = time.perf_counter()
-        generate_sample(out, total, seed, link_base=LINK_BASE, image_size=sides)
-        log(f"generated in {time.perf_counter() - started:.0f} s")
+    labels = cached_sample(out, total, seed, link_base=LINK_BASE, image_size=sides)
     return out, pd.read_csv(labels, dtype=str, keep_default_na=False)
 
 

@@ -3,9 +3,6 @@ what the candidates and the rules make of it."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
@@ -20,11 +17,9 @@ from imagequant.core.geometry import (
 from imagequant.core.tokens import OcrToken
 from imagequant.imaging import line_segments
 from imagequant.scoring.rules import choose, reasons
+from imagequant.synthetic import font_dir
 from imagequant.text.candidates import extract_candidates
 from imagequant.text.features import CANDIDATE_FEATURE_DIM, candidate_features
-
-_MPL = importlib.util.find_spec("matplotlib")
-FONT = Path(_MPL.origin).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf" if _MPL and _MPL.origin else None
 
 
 def test_orientation_classes() -> None:
@@ -56,9 +51,7 @@ def test_a_label_is_linked_to_the_line_it_sits_beside_not_a_farther_one() -> Non
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont:
-    if FONT is None or not FONT.exists():
-        pytest.skip("matplotlib's DejaVu font is not available")
-    return ImageFont.truetype(str(FONT), size)
+    return ImageFont.truetype(str(font_dir() / "DejaVuSans.ttf"), size)
 
 
 def _drawing() -> tuple[Image.Image, list[OcrToken]]:
