@@ -19,6 +19,7 @@ import torch
 from torchvision.models import ResNet50_Weights, resnet50
 
 from imagequant.config import CnnConfig
+from imagequant.devices import task_gpu
 from imagequant.errors import ConfigError
 
 FEATURE_DIM = 2048
@@ -78,27 +79,13 @@ def build_model(cfg: CnnConfig) -> torch.nn.Module:
     return model.eval()
 
 
-def _task_gpu() -> str | None:
-    """The GPU that Spark's resource scheduling assigned to the running task, if any."""
-    try:
-        from pyspark import TaskContext
-
-        context = TaskContext.get()
-        if context is not None:
-            gpus = context.resources().get("gpu")
-            if gpus is not None and gpus.addresses:
-                return f"cuda:{gpus.addresses[0]}"
-    except Exception:  # outside Spark, or a Spark without resources
-        return None
-    return None
-
-
 def choose_device(cfg: CnnConfig) -> torch.device:
     if cfg.device == "cpu" or not torch.cuda.is_available():
         if cfg.device == "cuda":
             raise ConfigError("cnn.device=cuda but no CUDA device is visible to this worker")
         return torch.device("cpu")
-    return torch.device(_task_gpu() or "cuda:0")
+    gpu = task_gpu()  # the GPU Spark assigned to this task, so two executors never share one by accident
+    return torch.device(f"cuda:{gpu if gpu is not None else 0}")
 
 
 @dataclass

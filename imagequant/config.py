@@ -80,11 +80,13 @@ class RapidOcrConfig:
     min_side: int = 0
     memory_arena: bool = True
     rotated_pass: bool = False
+    rec_batch_lines: int = 6  # text lines per recognition (and direction classifier) model call
 
 
 @dataclass
 class OcrConfig:
     engine: str = "rapidocr"
+    device: str = "auto"  # auto | cpu | cuda: where onnxruntime runs the OCR models (imagequant/devices.py)
     timeout_s: float = 60.0
     min_confidence: float = 0.0
     rotated_pass: bool = True
@@ -185,6 +187,7 @@ class Config:
             (self.ocr.tesseract.preprocess in ("none", "gray", "autocontrast"),
              "ocr.tesseract.preprocess must be none, gray or autocontrast"),
             (self.cnn.device in ("auto", "cpu", "cuda"), "cnn.device must be auto, cpu or cuda"),
+            (self.ocr.device in ("auto", "cpu", "cuda"), f"ocr.device must be auto, cpu or cuda, got {self.ocr.device!r}"),
             (0 <= self.ocr.tesseract.psm <= 13 and all(0 <= p <= 13 for p in self.ocr.tesseract.extra_psm),
              "ocr.tesseract.psm and extra_psm must be page segmentation modes 0-13"),
             (self.ocr.rapidocr.threads >= 1, "ocr.rapidocr.threads must be >= 1"),
@@ -254,6 +257,7 @@ class Config:
         at_least("ocr.tesseract.thread_limit", tc.thread_limit, 1)
         checks.append((bool(tc.lang.strip()), "ocr.tesseract.lang must name a language pack, e.g. eng"))
         between("ocr.rapidocr.text_score", rc.text_score, 0, 1)
+        at_least("ocr.rapidocr.rec_batch_lines", rc.rec_batch_lines, 1)
         checks.append((_finite(rc.det_upscale), f"ocr.rapidocr.det_upscale must be a finite number, got {rc.det_upscale!r}"))
         at_least("cnn.seed", cnn.seed, 0)
         checks.append((cnn.seed < 2**32, f"cnn.seed must be below 2**32, got {cnn.seed}"))
