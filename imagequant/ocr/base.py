@@ -28,7 +28,7 @@ from PIL import Image
 
 from imagequant.config import ImagingConfig, OcrConfig
 from imagequant.core.tokens import Box, OcrToken, box_overlap, rotate_box_back, token_box
-from imagequant.errors import RecordedError
+from imagequant.errors import RecordedError, UsageError
 from imagequant.imaging import ImageError, resize_target
 from imagequant.ocr.merging import (
     add_rotated_tokens,
@@ -72,6 +72,34 @@ class Deadline:
             raise OcrTimeout(f"{what}: OCR exceeded {self.seconds:g} s")
 
 
+class PausableDeadline(Deadline):
+    """One image's deadline inside a batch read (:meth:`OcrEngine.read_many`): while it is paused, other images'
+    work runs and its clock stands still; a model call it shares with other images is charged to it in part
+    (:meth:`charge`). So an image's budget covers its own passes and its share of the shared calls, wherever
+    it sits in the batch."""
+
+    def __init__(self, seconds: float, paused: bool = False) -> None:
+        super().__init__(seconds)
+        self._paused_at: float | None = self.end - seconds if paused else None
+
+    def pause(self) -> None:
+        if self._paused_at is None:
+            self._paused_at = time.monotonic()
+
+    def resume(self) -> None:
+        if self._paused_at is not None:
+            self.end += time.monotonic() - self._paused_at
+            self._paused_at = None
+
+    def remaining(self) -> float:
+        now = self._paused_at if self._paused_at is not None else time.monotonic()
+        return self.end - now
+
+    def charge(self, seconds: float) -> None:
+        """Counts ``seconds`` of work done while paused (its share of a shared call) against the budget."""
+        self.end -= seconds
+
+
 _ROTATIONS = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
 
 # Given the tokens read so far, whether the image still lacks what it was read for (a plausible candidate
@@ -88,6 +116,22 @@ class Reading:
 
     tokens: list[OcrToken]
     passes: list[str]
+
+
+@dataclasses.dataclass
+class OcrOutcome:
+    """One image's result in :meth:`OcrEngine.read_many`: its reading (tokens and passes), or the error that
+    stopped it (an :class:`OcrError`, an ImageError from an OCR resize that would be too large, or any
+    unforeseen error, kept to this image), and the seconds spent on it (its own work plus its share of the
+    model calls it shared with other images)."""
+
+    reading: Reading | None
+    error: Exception | None = None
+    seconds: float = 0.0
+
+    @property
+    def tokens(self) -> list[OcrToken] | None:
+        return self.reading.tokens if self.reading is not None else None
 
 
 class OcrEngine:
@@ -183,6 +227,28 @@ class OcrEngine:
     def read_pass(self, img: Image.Image, deadline: Deadline) -> list[OcrToken]:
         """Tokens of one pass over ``img``, in ``img``'s pixel coordinates."""
         raise NotImplementedError
+
+    def read_many(self, images: Sequence[Image.Image],
+                  wants_more: Sequence[WantsMore | None] | None = None) -> list[OcrOutcome]:
+        """Reads several images, each as :meth:`read_passes` reads it (``wants_more``: one target per image, or
+        None) under its own deadline; one image's failure is its own outcome and never affects the others.
+        This default reads them one by one; an engine that can share model calls between images overrides it
+        (RapidOCR recognises the lines of all of them together)."""
+        targets = list(wants_more) if wants_more is not None else [None] * len(images)
+        outcomes = []
+        for img, target in zip(images, targets, strict=True):
+            started = time.perf_counter()
+            try:
+                outcomes.append(OcrOutcome(self.read_passes(img, target), seconds=time.perf_counter() - started))
+            except UsageError:  # a configuration that cannot work is no image's fault
+                raise
+            except Exception as exc:  # kept to this image: the caller records it as it would a single read's
+                outcomes.append(OcrOutcome(None, exc, time.perf_counter() - started))
+        return outcomes
+
+    def describe_device(self) -> str:
+        """Where this engine's models run, for job logs and summaries."""
+        return "cpu"
 
     def read_region(self, crop: Image.Image, deadline: Deadline) -> list[OcrToken]:
         """Tokens of an enlarged crop holding one or a few lines of text (crop coordinates)."""

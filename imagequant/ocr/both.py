@@ -22,6 +22,9 @@ class BothEngine(OcrEngine):
         self.rapid = RapidOcrEngine(cfg, imaging)
         self.tess = TesseractEngine(cfg, imaging)
 
+    def describe_device(self) -> str:
+        return f"{self.rapid.describe_device()}+tesseract:cpu"
+
     def read_with_deadline(self, img: Image.Image, deadline: Deadline, wants_more: WantsMore | None = None) -> Reading:
         first = self.rapid.read_with_deadline(img, deadline, wants_more)
         second = self.tess.read_with_deadline(img, deadline, wants_more)

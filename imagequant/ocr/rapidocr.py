@@ -5,6 +5,11 @@ RapidOCR runs in the calling thread; a watchdog timer sets onnxruntime's ``RunOp
 model call in progress is abandoned at the deadline, and the Python steps between model calls check the
 deadline. The Python steps are bounded by the image size (the decoder caps pixels), so no read outlives
 its deadline by more than one such step.
+
+The models run where ``ocr.device`` puts them (imagequant/devices.py): onnxruntime's CUDA provider on the
+task's GPU when the onnxruntime-gpu build is installed, else the CPU. :meth:`RapidOcrEngine.read_many`
+detects text per image, then classifies and recognises the lines of all the images in one set of model
+calls (``ocr.rapidocr.rec_batch_lines`` lines per call), which is what keeps a GPU busy.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,8 +28,19 @@ from PIL import Image
 
 from imagequant.config import ImagingConfig, OcrConfig
 from imagequant.core.tokens import OcrToken, scale_box, token_box
+from imagequant.devices import CPU_PLACEMENT, CUDA_PROVIDER, OcrPlacement, current_ocr_placement
+from imagequant.errors import ConfigError
 from imagequant.imaging import prepare_for_ocr, resize_target
-from imagequant.ocr.base import Deadline, OcrEngine, OcrError, OcrTimeout
+from imagequant.ocr.base import (
+    Deadline,
+    OcrEngine,
+    OcrError,
+    OcrOutcome,
+    OcrTimeout,
+    PausableDeadline,
+    Reading,
+    WantsMore,
+)
 from imagequant.ocr.merging import clean_text, split_line_words
 
 _MODELS_LOCK = threading.Lock()
@@ -52,7 +70,7 @@ class _RapidModels:
     time on them (the terminate switch is per run, and a Spark Python worker runs one task at a time anyway).
     """
 
-    def __init__(self, threads: int, use_cls: bool, memory_arena: bool) -> None:
+    def __init__(self, threads: int, use_cls: bool, memory_arena: bool, placement: OcrPlacement) -> None:
         try:
             from rapidocr_onnxruntime import RapidOCR
         except ImportError as exc:
@@ -61,10 +79,12 @@ class _RapidModels:
                 f"rapidocr_onnxruntime cannot be imported ({exc}); install it with: pip install 'imagequant[rapidocr]'",
             ) from exc
         # Pinned threads: a Spark executor runs one task per core, each must stay on its own core.
-        with _memory_arena_enabled() if memory_arena else contextlib.nullcontext():
+        with _session_settings(memory_arena, placement.providers()):
             self.ocr = RapidOCR(
                 intra_op_num_threads=threads, inter_op_num_threads=1, use_cls=use_cls, print_verbose=False
             )
+        self.placement = placement
+        self.gpu_failure = ""  # why the models are not on the GPU that ``placement`` asked for
         self.lock = threading.Lock()
         self.sessions: list[_TerminableSession] = []
         for holder in (self.ocr.text_det.infer, self.ocr.text_cls.infer, self.ocr.text_rec.session):
@@ -72,42 +92,103 @@ class _RapidModels:
             holder.session = wrapped
             self.sessions.append(wrapped)
 
+    def providers(self) -> list[str]:
+        """The provider each model (detection, classification, recognition) actually runs on: the first of its
+        session's providers (onnxruntime drops one it could not start, e.g. CUDA without its libraries)."""
+        return [s.get_providers()[0] for s in self.sessions]
+
+    def on_cuda(self) -> bool:
+        return all(p == CUDA_PROVIDER for p in self.providers())
+
+    def describe(self) -> str:
+        """E.g. ``CUDAExecutionProvider(cuda:0)`` or ``CPUExecutionProvider``; per model when they differ."""
+        found = self.providers()
+        where = f"({self.placement.describe()})" if self.placement.device == "cuda" else ""
+        if len(set(found)) == 1:
+            return found[0] + (where if found[0] == CUDA_PROVIDER else "")
+        return ",".join(f"{m}={p}" for m, p in zip(("det", "cls", "rec"), found, strict=True)) + where
+
 
 @contextlib.contextmanager
-def _memory_arena_enabled() -> Iterator[None]:
-    """Builds RapidOCR's onnxruntime sessions with the CPU memory arena on.
+def _session_settings(memory_arena: bool, providers: list[tuple[str, dict[str, Any]]]) -> Iterator[None]:
+    """Builds RapidOCR's three onnxruntime sessions with our options and providers: the one place they are set.
 
-    rapidocr_onnxruntime turns the arena off, so every model run maps and unmaps its buffers afresh (tens of
-    MB per detection); on real product images that cost 37% more CPU per image, mostly system time spent on
-    page faults. The arena keeps the largest run's buffers alive per process instead. rapidocr builds its
-    sessions from a static options hook, which is swapped only while they are built.
+    rapidocr_onnxruntime builds its sessions itself (``utils/infer_engine.OrtInferSession``) from two hooks,
+    which are swapped only while they are built:
+    - the session options (a static method): it turns the CPU memory arena off, so every model run maps and
+      unmaps its buffers afresh (tens of MB per detection); on real product images that cost 37% more CPU per
+      image, mostly system time spent on page faults. With ``memory_arena`` the arena keeps the largest run's
+      buffers alive per process instead;
+    - the providers list: its own ``use_cuda`` keys always pick GPU 0 (not the GPU Spark assigned to the
+      task), search cuDNN's convolution algorithms exhaustively for every new input shape, and are ignored
+      unless ``onnxruntime.get_device()`` says GPU. ``providers`` (imagequant/devices.py) replaces it.
     """
     from rapidocr_onnxruntime.utils import infer_engine
 
     session_class = infer_engine.OrtInferSession
-    original = session_class.__dict__["_init_sess_opts"]
+    original_options = session_class.__dict__["_init_sess_opts"]
+    original_providers = session_class.__dict__["_get_ep_list"]
 
-    def with_arena(config: dict[str, Any]) -> Any:
-        options = original.__func__(config)
-        options.enable_cpu_mem_arena = True
-        return options
+    def options(config: dict[str, Any]) -> Any:
+        built = original_options.__func__(config)
+        if memory_arena:
+            built.enable_cpu_mem_arena = True
+        return built
 
-    session_class._init_sess_opts = staticmethod(with_arena)
+    def provider_list(session: Any) -> list[tuple[str, dict[str, Any]]]:
+        # Read by its _verify_providers, which warns when CUDA was asked for and did not start.
+        session.use_cuda = providers[0][0] == CUDA_PROVIDER
+        session.use_directml = False
+        return [(name, dict(settings)) for name, settings in providers]
+
+    session_class._init_sess_opts = staticmethod(options)
+    session_class._get_ep_list = provider_list
     try:
         yield
     finally:
-        session_class._init_sess_opts = original
+        session_class._init_sess_opts = original_options
+        session_class._get_ep_list = original_providers
 
 
-_RAPID_MODELS: dict[tuple[int, int, bool, bool], _RapidModels] = {}
+_RAPID_MODELS: dict[tuple[int, int, bool, bool, OcrPlacement], _RapidModels] = {}
 
 
-def _rapid_models(threads: int, use_cls: bool, memory_arena: bool) -> _RapidModels:
-    key = (os.getpid(), threads, use_cls, memory_arena)
+def _rapid_models(threads: int, use_cls: bool, memory_arena: bool, placement: OcrPlacement,
+                  required: bool = False) -> _RapidModels:
+    """The process's models for these settings on ``placement``, loaded once. When the CUDA provider does not
+    start (a CUDA or cuDNN library missing, a driver too old), the models run on the CPU: with ``required``
+    (``ocr.device=cuda``) that is a ConfigError, else the worker's log says so once."""
+    key = (os.getpid(), threads, use_cls, memory_arena, placement)
     with _MODELS_LOCK:
         models = _RAPID_MODELS.get(key)
         if models is None:
-            models = _RAPID_MODELS[key] = _RapidModels(threads, use_cls, memory_arena)
+            # Cached even when the GPU did not start: a failed start is not retried for every image.
+            models = _RAPID_MODELS[key] = _load_models(threads, use_cls, memory_arena, placement)
+            if models.gpu_failure and not required:
+                print(f"[imagequant] warning: OCR models not on {placement.describe()} ({models.gpu_failure}); "
+                      "RapidOCR runs on the CPU", file=sys.stderr, flush=True)
+    if required and models.gpu_failure:
+        raise ConfigError(f"ocr.device=cuda but the OCR models do not run on {placement.describe()} "
+                          f"({models.gpu_failure}); README \"OCR on GPU executors\" lists the CUDA 12 and "
+                          "cuDNN 9 libraries that onnxruntime-gpu 1.20 needs")
+    return models
+
+
+def _load_models(threads: int, use_cls: bool, memory_arena: bool, placement: OcrPlacement) -> _RapidModels:
+    """Loads the models on ``placement``; on a GPU that did not take them, CPU models with ``gpu_failure``
+    saying why."""
+    if placement.device != "cuda":
+        return _RapidModels(threads, use_cls, memory_arena, placement)
+    try:
+        models = _RapidModels(threads, use_cls, memory_arena, placement)
+    except OcrError:
+        raise
+    except Exception as exc:  # onnxruntime refused the CUDA provider outright
+        models = _RapidModels(threads, use_cls, memory_arena, CPU_PLACEMENT)
+        models.gpu_failure = f"{type(exc).__name__}: {exc}"
+        return models
+    if not models.on_cuda():  # onnxruntime dropped the CUDA provider and kept the CPU one
+        models.gpu_failure = f"onnxruntime runs them on {models.describe()}"
     return models
 
 
@@ -122,6 +203,16 @@ def _is_vertical(quad: np.ndarray) -> bool:
 
 def _bgr(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img)[:, :, ::-1])
+
+
+@dataclasses.dataclass
+class _Lines:
+    """The text lines detected in one image: their quadrilaterals (image pixels) and crops, ready for
+    classification and recognition."""
+
+    quads: list[np.ndarray]
+    crops: list[np.ndarray]
+    size: tuple[int, int]  # (width, height) of the array the lines were cropped from
 
 
 class RapidOcrEngine(OcrEngine):
@@ -140,11 +231,30 @@ class RapidOcrEngine(OcrEngine):
 
         self._ort = onnxruntime
         rc = cfg.rapidocr
-        self._models = _rapid_models(max(1, rc.threads), rc.use_angle_cls, rc.memory_arena)
-        self._ocr = self._models.ocr
-        self._sessions = self._models.sessions
         self._use_cls = rc.use_angle_cls
         self._text_score = rc.text_score
+        self._rec_batch = max(1, rc.rec_batch_lines)
+        self._first_pass = threading.local()
+        self._bind_models()
+
+    def _bind_models(self) -> None:
+        """Uses the models of the device this task should run on. Checked at every read: a Python worker that
+        Spark reuses may run its next task on another of the executor's GPUs (the engine is cached per process)."""
+        rc = self.cfg.rapidocr
+        placement = current_ocr_placement(self.cfg.device)
+        if getattr(self, "_placement", None) == placement:
+            return
+        models = _rapid_models(max(1, rc.threads), rc.use_angle_cls, rc.memory_arena, placement,
+                               required=self.cfg.device == "cuda")
+        self._models, self._ocr, self._sessions = models, models.ocr, models.sessions
+        self._placement = placement
+
+    def describe_device(self) -> str:
+        return self._models.describe()
+
+    def read_passes(self, img: Image.Image, wants_more: WantsMore | None = None) -> Reading:
+        self._bind_models()
+        return super().read_passes(img, wants_more)
 
     @contextlib.contextmanager
     def _watchdog(self, deadline: Deadline) -> Iterator[Any]:
@@ -179,18 +289,27 @@ class RapidOcrEngine(OcrEngine):
             raise OcrTimeout(f"rapidocr stopped after {deadline.seconds:g} s")
 
     def read_pass(self, img: Image.Image, deadline: Deadline) -> list[OcrToken]:
-        scale = 1.0
-        work = img
+        first = self._take_first_pass(img)
+        if first is not None:
+            return first
+        work, scale = self._ocr_input(img)
+        return self._in_image_pixels(self._read_array(_bgr(work), deadline), scale, img.size)
+
+    def _ocr_input(self, img: Image.Image) -> tuple[Image.Image, float]:
+        """The image RapidOCR reads (enlarged when its short side is below ``min_side``) and the scale factor."""
         min_side = self.cfg.rapidocr.min_side
         if min_side and min(img.size) < min_side:
-            work, scale = prepare_for_ocr(img, min_side, max(min_side * 3, max(img.size)), self.imaging.ocr_max_upscale,
-                                          max_pixels=self.imaging.max_pixels)
-        tokens = self._read_array(_bgr(work), deadline)
+            return prepare_for_ocr(img, min_side, max(min_side * 3, max(img.size)), self.imaging.ocr_max_upscale,
+                                   max_pixels=self.imaging.max_pixels)
+        return img, 1.0
+
+    @staticmethod
+    def _in_image_pixels(tokens: list[OcrToken], scale: float, size: tuple[int, int]) -> list[OcrToken]:
         if scale == 1.0:
             return tokens
         out = []
         for t in tokens:
-            b = scale_box(token_box(t), scale, img.size)
+            b = scale_box(token_box(t), scale, size)
             out.append(dataclasses.replace(t, left=b[0], top=b[1], width=b[2], height=b[3]))
         return out
 
@@ -203,6 +322,17 @@ class RapidOcrEngine(OcrEngine):
         return super().read_detail(img, deadline)
 
     def _read_array(self, bgr: np.ndarray, deadline: Deadline, det_max_side: int | None = None) -> list[OcrToken]:
+        with self._models.lock:
+            lines = self._detect(bgr, deadline, det_max_side)
+            if not lines.quads:
+                return []
+            with self._watchdog(deadline):
+                flipped, rec_res = self._classify_recognise(lines.crops, lines.quads, deadline)
+        return self._tokens(lines, flipped, rec_res)
+
+    def _detect(self, bgr: np.ndarray, deadline: Deadline, det_max_side: int | None = None) -> _Lines:
+        """Detection and line crops of one image (the detector at ``det_max_side``, default
+        ``ocr.rapidocr.det_max_side``); called holding the models' lock."""
         import cv2
 
         ocr = self._ocr
@@ -217,13 +347,13 @@ class RapidOcrEngine(OcrEngine):
                 bgr, det_size, interpolation=cv2.INTER_AREA if det_scale < 1.0 else cv2.INTER_CUBIC,
             )
         self._check_detector_input(det_img.shape[1], det_img.shape[0])
-        with self._models.lock, self._watchdog(deadline):
+        with self._watchdog(deadline):
             # Very flat or very short images get the letterbox RapidOCR itself would add.
             det_img, record = ocr.maybe_add_letterbox(det_img, {})
             pad_top = record.get("padding_1", {}).get("top", 0)
             boxes, _ = ocr.text_det(det_img)
             if boxes is None or len(boxes) == 0:
-                return []
+                return _Lines([], [], (w, h))
             deadline.check("rapidocr detection")
             boxes = ocr.sorted_boxes(boxes)
             quads = []
@@ -235,24 +365,163 @@ class RapidOcrEngine(OcrEngine):
                 q[:, 1] = np.clip(q[:, 1], 0, h - 1)
                 quads.append(q)
             crops = ocr.get_crop_img_list(bgr, [q.copy() for q in quads])
-            flipped = [False] * len(crops)
-            if self._use_cls:
-                deadline.check("rapidocr crops")
-                crops, cls_res, _ = ocr.text_cls(crops)
-                thresh = ocr.text_cls.cls_thresh
-                flipped = [("180" in str(label) and float(score) > thresh) for label, score in cls_res]
-            deadline.check("rapidocr classification")
-            rec_res, _ = ocr.text_rec(crops)
-            rec_res, flipped = self._both_ways(crops, quads, list(rec_res), flipped, deadline)
+        return _Lines(quads, crops, (w, h))
+
+    def _classify_recognise(self, crops: list[np.ndarray], quads: list[np.ndarray],
+                            deadline: Deadline) -> tuple[list[bool], list[Any]]:
+        """Which crops were read turned a half turn (the direction classifier's or the tall boxes' second
+        reading) and each crop's (text, score), in ``rec_batch_lines`` crops per model call, sorted by width as
+        RapidOCR does; ``quads`` are the crops' boxes. Called holding the models' lock, inside a watchdog."""
+        ocr = self._ocr
+        # Set per call: the models are shared by engines of other settings (one at a time, under the lock).
+        ocr.text_cls.cls_batch_num = ocr.text_rec.rec_batch_num = self._rec_batch
+        flipped = [False] * len(crops)
+        if self._use_cls:
+            deadline.check("rapidocr crops")
+            crops, cls_res, _ = ocr.text_cls(crops)
+            thresh = ocr.text_cls.cls_thresh
+            flipped = [("180" in str(label) and float(score) > thresh) for label, score in cls_res]
+        deadline.check("rapidocr classification")
+        rec_res, _ = ocr.text_rec(crops)
+        rec_res, flipped = self._both_ways(crops, quads, list(rec_res), flipped, deadline)
+        return flipped, rec_res
+
+    def _tokens(self, lines: _Lines, flipped: list[bool], rec_res: list[Any]) -> list[OcrToken]:
         tokens: list[OcrToken] = []
         line = 0
-        for quad, flip, res in zip(quads, flipped, rec_res, strict=True):
+        for quad, flip, res in zip(lines.quads, flipped, rec_res, strict=True):
             text, score = clean_text(str(res[0])), float(res[1])
             if not text or score < self._text_score:
                 continue
-            tokens.extend(self._line_tokens(text, score, quad, flip, line, (w, h)))
+            tokens.extend(self._line_tokens(text, score, quad, flip, line, lines.size))
             line += 1
         return tokens
+
+    # -----------------------------------------------------------------------------------------------------
+    # Several images: detection per image, one set of classification and recognition calls for all lines
+    # -----------------------------------------------------------------------------------------------------
+
+    def read_many(self, images: Sequence[Image.Image],
+                  wants_more: Sequence[WantsMore | None] | None = None) -> list[OcrOutcome]:
+        """Reads several images: detects each image's lines, classifies and recognises the lines of all of
+        them together (``rec_batch_lines`` per model call, widest last), then runs each image's follow-up
+        passes (rotated pass, second look, targeted by its ``wants_more``) on its own, exactly as
+        :meth:`read_passes` does.
+
+        Each image keeps its own deadline of ``ocr.timeout_s`` (paused while other images' work runs, charged
+        its share of the shared calls) and its own error: an image that fails detection or its follow-ups gets
+        its own outcome; when the shared calls fail (an image's budget ran out, or a model error) each image's
+        lines are recognised again on their own, so one image never costs the others their tokens."""
+        self._bind_models()
+        count = len(images)
+        targets = list(wants_more) if wants_more is not None else [None] * count
+        outcomes: list[OcrOutcome | None] = [None] * count
+        seconds = [0.0] * count
+        rgb: list[Image.Image | None] = [None] * count
+        # Each image's clock runs only while its own work (or work it shares) does.
+        deadlines = [PausableDeadline(self.cfg.timeout_s, paused=True) for _ in range(count)]
+        detected: dict[int, tuple[_Lines, float]] = {}
+        for i, img in enumerate(images):
+            started = time.perf_counter()
+            deadlines[i].resume()
+            try:
+                rgb[i] = img if img.mode == "RGB" else img.convert("RGB")
+                work, scale = self._ocr_input(rgb[i])
+                bgr = _bgr(work)
+                with self._models.lock:
+                    detected[i] = (self._detect(bgr, deadlines[i]), scale)
+            except Exception as exc:  # kept to this image (process_frame records it as process_image would)
+                outcomes[i] = OcrOutcome(None, exc)
+            deadlines[i].pause()
+            seconds[i] += time.perf_counter() - started
+        recognised = self._recognise_together({i: lines for i, (lines, _) in detected.items()}, deadlines, seconds)
+        for i, (lines, scale) in detected.items():
+            started = time.perf_counter()
+            deadlines[i].resume()
+            img = rgb[i]
+            assert img is not None
+            try:
+                found = recognised.get(i)
+                if isinstance(found, Exception):
+                    raise found
+                first = self._tokens(lines, *found) if found is not None else []
+                with self._given_first_pass(img, self._in_image_pixels(first, scale, img.size)):
+                    outcomes[i] = OcrOutcome(self.read_with_deadline(img, deadlines[i], targets[i]))
+            except Exception as exc:
+                outcomes[i] = OcrOutcome(None, exc)
+            deadlines[i].pause()
+            seconds[i] += time.perf_counter() - started
+        done = []
+        for outcome, spent in zip(outcomes, seconds, strict=True):
+            assert outcome is not None  # every image failed in detection or went through its follow-ups
+            outcome.seconds = spent
+            done.append(outcome)
+        return done
+
+    def _recognise_together(
+        self, lines: dict[int, _Lines], deadlines: list[PausableDeadline], seconds: list[float]
+    ) -> dict[int, tuple[list[bool], list[Any]] | Exception]:
+        """(flipped, recognised) per image of ``lines``, from one set of model calls over all their crops, or on
+        its own per image when those fail; an image's exception when its own calls fail.
+
+        Each image is charged its share of the shared calls (by lines), in time and against its deadline; the
+        shared calls are stopped when the first image's share would use up its remaining budget, and then each
+        image whose budget is left is recognised on its own."""
+        members = [i for i, found in lines.items() if found.crops]
+        total = sum(len(lines[i].crops) for i in members)
+        if not total:
+            return {}
+        shares = {i: len(lines[i].crops) / total for i in members}
+        budget = min(deadlines[i].remaining() / shares[i] for i in members)
+        results: dict[int, tuple[list[bool], list[Any]] | Exception] = {}
+        started = time.perf_counter()
+        try:
+            shared = Deadline(max(budget, 0.0))
+            with self._models.lock, self._watchdog(shared):
+                flipped, rec_res = self._classify_recognise([c for i in members for c in lines[i].crops],
+                                                            [q for i in members for q in lines[i].quads], shared)
+        except Exception:  # a budget ran out or a model call failed: each image on its own below
+            flipped, rec_res = [], []
+        spent = time.perf_counter() - started
+        for i in members:
+            deadlines[i].charge(spent * shares[i])
+            seconds[i] += spent * shares[i]
+        if len(rec_res) == total:
+            start = 0
+            for i in members:
+                end = start + len(lines[i].crops)
+                results[i] = (flipped[start:end], rec_res[start:end])
+                start = end
+            return results
+        for i in members:
+            started = time.perf_counter()
+            deadlines[i].resume()
+            try:
+                with self._models.lock, self._watchdog(deadlines[i]):
+                    results[i] = self._classify_recognise(lines[i].crops, lines[i].quads, deadlines[i])
+            except Exception as exc:
+                results[i] = exc
+            deadlines[i].pause()
+            seconds[i] += time.perf_counter() - started
+        return results
+
+    @contextlib.contextmanager
+    def _given_first_pass(self, img: Image.Image, tokens: list[OcrToken]) -> Iterator[None]:
+        """Hands ``read_with_deadline`` the upright pass of ``img`` that the batch has read already: its first
+        ``read_pass(img)`` returns ``tokens`` instead of reading again (rotated and enlarged passes read
+        other images, so they still run)."""
+        self._first_pass.given = (img, tokens)
+        try:
+            yield
+        finally:
+            self._first_pass.given = None
+
+    def _take_first_pass(self, img: Image.Image) -> list[OcrToken] | None:
+        given = getattr(self._first_pass, "given", None)
+        if given is None or given[0] is not img:
+            return None
+        self._first_pass.given = None
+        return list(given[1])
 
     def _both_ways(self, crops: list[np.ndarray], quads: list[np.ndarray], rec_res: list[Any],
                    flipped: list[bool], deadline: Deadline) -> tuple[list[Any], list[bool]]:

@@ -26,6 +26,7 @@ class EngineEntry:
     target: str  # "module:Class" of the OcrEngine subclass
     summary: str
     extra: str = ""  # the optional dependency group that installs it, when not installed by default
+    onnxruntime: bool = False  # runs models on onnxruntime, where ocr.device places them
 
     def load(self) -> type[OcrEngine]:
         module, _, cls = self.target.partition(":")
@@ -36,11 +37,11 @@ ENGINES: dict[str, EngineEntry] = {
     e.name: e
     for e in (
         EngineEntry("rapidocr", "imagequant.ocr.rapidocr:RapidOcrEngine",
-                    "PP-OCRv4 detection + recognition on onnxruntime, in process (the default)"),
+                    "PP-OCRv4 detection + recognition on onnxruntime, in process (the default)", onnxruntime=True),
         EngineEntry("tesseract", "imagequant.ocr.tesseract:TesseractEngine",
                     "Tesseract through pytesseract, one process per pass"),
         EngineEntry("both", "imagequant.ocr.both:BothEngine",
-                    "rapidocr and tesseract on the same image, tokens merged"),
+                    "rapidocr and tesseract on the same image, tokens merged", onnxruntime=True),
         EngineEntry("tesserocr", "imagequant.ocr.tesserocr_engine:TesserocrEngine",
                     "Tesseract in process through tesserocr (optional dependency)", extra="tesserocr"),
     )
@@ -69,3 +70,15 @@ def get_engine(cfg: OcrConfig, imaging: ImagingConfig) -> OcrEngine:
         if engine is None:
             engine = _CACHE[key] = build_engine(cfg, imaging)
     return engine
+
+
+def check_device(cfg: OcrConfig) -> str:
+    """Where ``ocr.device`` puts the configured engine's models in this process (``cpu`` or ``cuda:N``), without
+    loading them; ConfigError when ``ocr.device=cuda`` cannot work here (no CUDA provider, no GPU). Jobs call it
+    before any work where the engines will run on this machine."""
+    from imagequant.devices import current_ocr_placement
+
+    entry = ENGINES.get(cfg.engine)
+    if entry is None or not entry.onnxruntime:
+        return "cpu"  # Tesseract runs on the CPU whatever ocr.device says
+    return current_ocr_placement(cfg.device).describe()

@@ -1,0 +1,161 @@
+"""Several images read together (``OcrEngine.read_many``, RapidOCR's shared recognition calls) against one at
+a time (``read``), with the real RapidOCR on the CPU and images made here: the same tokens (exactly when every
+line is its own recognition batch; within the stated tolerance at the default batch), one image's failure or
+timeout kept to it."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import defaultdict
+
+import pytest
+from PIL import Image, ImageDraw
+
+from imagequant.config import OcrConfig
+from imagequant.core.tokens import OcrToken
+from imagequant.imaging import ImageError
+from imagequant.ocr.base import OcrError, OcrTimeout, PausableDeadline
+from imagequant.ocr.zoo import get_engine
+from imagequant.synthetic import iter_items
+from tests.unit.test_ocr import IMAGING, _font, _label_image, _rotated_text_image, needs_rapidocr
+
+pytestmark = needs_rapidocr
+
+
+def _rapid(rec_batch_lines: int, **changes: object) -> OcrConfig:
+    """The default RapidOCR settings (second look on), deterministic on one thread."""
+    base = OcrConfig(engine="rapidocr", timeout_s=60.0)
+    cfg = dataclasses.replace(base, **changes)
+    cfg.rapidocr = dataclasses.replace(cfg.rapidocr, rec_batch_lines=rec_batch_lines)
+    return cfg
+
+
+def _images() -> list[Image.Image]:
+    """Three synthetic product images, a two-line label and vertical text: 4 to 13 lines each."""
+    renders = [item.image for item in iter_items(3, seed=21, image_size=(400, 640))]
+    return [*renders, _label_image()[0], _rotated_text_image()[0]]
+
+
+def _lines(tokens: list[OcrToken]) -> dict[tuple[int, int, int, int], tuple[str, float]]:
+    """Each line's box (the union of its words) -> its text without spaces, and its confidence."""
+    words: dict[int, list[OcrToken]] = defaultdict(list)
+    for t in tokens:
+        words[t.line].append(t)
+    out = {}
+    for line in words.values():
+        box = (min(t.left for t in line), min(t.top for t in line),
+               max(t.left + t.width for t in line), max(t.top + t.height for t in line))
+        out[box] = ("".join(t.text for t in sorted(line, key=lambda t: t.word)), line[0].conf)
+    return out
+
+
+def test_batched_path_equals_the_per_image_path_when_each_line_is_its_own_batch() -> None:
+    # One line per recognition call: every line is padded exactly as in the per-image path, so any difference
+    # would be the batching's plumbing (detection per image, splitting results back, follow-up passes, ids).
+    engine = get_engine(_rapid(1), IMAGING)
+    images = _images()
+    single = [engine.read(img) for img in images]
+    together = engine.read_many(images)
+    assert [o.error for o in together] == [None] * len(images)
+    assert [o.tokens for o in together] == single  # texts, boxes, confidences, line/word ids, angles
+    assert all(single) and any(t.angle in (90, 270) for t in single[-1])
+    assert all(o.seconds > 0 for o in together)
+
+
+def test_batched_path_at_the_default_batch_within_the_stated_tolerance() -> None:
+    # Six lines per call from several images: the recogniser attends over the padding up to the widest line of
+    # its call, so a line's reading depends a little on its batch-mates. Stated tolerance: the same lines (boxes)
+    # in every image; at least 80% of them read alike (32 real images: 93%, the rest mostly a space or one
+    # character apart); confidences of lines read alike within 10 points of 100 (real images: 6.3).
+    engine = get_engine(_rapid(6), IMAGING)
+    images = _images()
+    single = [engine.read(img) for img in images]
+    together = engine.read_many(images)
+    alike = total = 0
+    for one, outcome in zip(single, together, strict=True):
+        assert outcome.error is None and outcome.tokens is not None
+        mine, theirs = _lines(one), _lines(outcome.tokens)
+        assert set(mine) == set(theirs)
+        for box, (text, conf) in mine.items():
+            total += 1
+            if theirs[box][0] == text:
+                alike += 1
+                assert abs(theirs[box][1] - conf) <= 10.0, (text, conf, theirs[box][1])
+    assert total >= 12 and alike / total >= 0.8, (alike, total)
+
+
+def test_rotated_pass_runs_per_image_after_the_shared_calls() -> None:
+    cfg = _rapid(1, rotated_pass=True)
+    cfg.rapidocr = dataclasses.replace(cfg.rapidocr, rotated_pass=True)
+    engine = get_engine(cfg, IMAGING)
+    images = [_rotated_text_image()[0], _label_image()[0]]
+    assert [o.tokens for o in engine.read_many(images)] == [engine.read(img) for img in images]
+
+
+def test_an_oversized_image_in_a_batch_keeps_the_others() -> None:
+    # 10 x 200,000: its detector input would be 736 x 942,080 pixels, refused as a pixel bomb; the others of
+    # the batch are read as if alone, and a grayscale image is converted as read() converts it.
+    engine = get_engine(_rapid(1), IMAGING)
+    label, boxes = _label_image()
+    strip = Image.new("RGB", (10, 200_000), "white")
+    gray = label.convert("L")
+    together = engine.read_many([label, strip, gray, Image.new("RGB", (64, 64), "white")])
+    assert isinstance(together[1].error, ImageError) and together[1].error.kind == "pixel_bomb"
+    assert together[1].tokens is None
+    assert together[0].tokens == engine.read(label) and together[0].error is None
+    assert together[2].tokens == engine.read(gray) and together[2].tokens
+    assert together[3].tokens == [] and together[3].error is None  # nothing to read is no error
+
+
+def _dense_image() -> Image.Image:
+    """120 short lines of small print: detection is quick, recognising them all takes seconds."""
+    img = Image.new("RGB", (1100, 1100), "white")
+    draw = ImageDraw.Draw(img)
+    font = _font(16)
+    for row in range(60):
+        for col in range(2):
+            draw.text((20 + col * 540, 12 + row * 18), f"Batch {row * 2 + col} net wt {row + col}50 g",
+                      fill="black", font=font)
+    return img
+
+
+def test_each_image_keeps_its_own_deadline_in_a_batch() -> None:
+    # The dense image cannot finish in 4 s; it must not take the others down with it, and their clocks stand
+    # still while its own work runs. The label's lines are recognised on their own once the shared call is
+    # stopped at the dense image's deadline, so its tokens are exactly those of a read alone.
+    # (No second look: a read alone must stay well inside 4 s on a busy machine.)
+    label = _label_image()[0]
+    blank = Image.new("RGB", (320, 320), "white")
+    engine = get_engine(_rapid(6, timeout_s=4.0, second_pass=False), IMAGING)
+    alone = engine.read(label)
+    started = time.perf_counter()
+    dense_out, label_out, blank_out = engine.read_many([_dense_image(), label, blank])
+    wall = time.perf_counter() - started
+    assert isinstance(dense_out.error, OcrTimeout) and dense_out.error.kind == "ocr_timeout"
+    assert dense_out.seconds < 4.0 + 2.0  # its deadline, plus at most one step between model calls
+    assert label_out.error is None and label_out.tokens == alone
+    assert blank_out.error is None and blank_out.tokens == []
+    assert wall < 4.0 + 2.0 + label_out.seconds + blank_out.seconds + 2.0
+
+
+def test_a_deadline_passed_before_any_work_times_out_every_image_on_its_own() -> None:
+    engine = get_engine(_rapid(6, timeout_s=1e-6), IMAGING)
+    label = _label_image()[0]
+    together = engine.read_many([label, label.copy()])
+    assert [type(o.error) for o in together] == [OcrTimeout, OcrTimeout]
+    assert get_engine(_rapid(6), IMAGING).read_many([]) == []
+
+
+def test_a_paused_deadline_does_not_run() -> None:
+    deadline = PausableDeadline(0.2, paused=True)
+    time.sleep(0.3)
+    assert deadline.remaining() > 0.15  # paused since it was made
+    deadline.resume()
+    deadline.check("running")
+    time.sleep(0.25)
+    deadline.pause()
+    with pytest.raises(OcrError):
+        deadline.check("spent")
+    time.sleep(0.1)
+    assert -0.2 < deadline.remaining() <= 0.0  # no time passes while paused
