@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,10 @@ from imagequant.config import Config
 from imagequant.core.entities import ENTITIES
 from imagequant.core.schema import CNN_FEATURE_DIM, OCR_STAGE, tokens_to_columns
 from imagequant.core.tokens import OcrToken, ocr_text
+from imagequant.errors import UsageError
 from imagequant.fetch import fetch_or_load
 from imagequant.imaging import ImageError, decode_image, line_segments, prepare_for_cnn
-from imagequant.ocr.base import OcrError, Reading, WantsMore
+from imagequant.ocr.base import OcrError, OcrOutcome, Reading, WantsMore
 from imagequant.ocr.zoo import get_engine
 from imagequant.scoring.rules import plausible
 from imagequant.text.candidates import extract_candidates
@@ -55,11 +57,23 @@ def read_image(image: Image.Image, config: Config, entities: Sequence[str] = ())
     return reading, line_segments(image)
 
 
-def process_image(image_id: str, link: str, config: Config, images_dir: str | None,
-                  entities: Sequence[str] = ()) -> dict[str, Any]:
-    """Fetches, decodes and OCRs one image; never raises for a bad image (its status says what failed).
-    ``entities`` are those the catalog asks of the image: the second look is spent where they lack a
-    candidate (none given: any entity)."""
+@dataclass
+class _Decoded:
+    """One image fetched and decoded, waiting for OCR."""
+
+    image_id: str
+    link: str
+    image: Image.Image
+    crop: np.ndarray | None
+    source: str
+    seconds_fetch: float
+    seconds_decode: float
+    entities: list[str]
+
+
+def _fetch_decode(image_id: str, link: str, config: Config, images_dir: str | None,
+                  entities: Sequence[str]) -> _Decoded | dict[str, Any]:
+    """Fetches and decodes one image (and makes its CNN crop); a failed image's record instead."""
     started = time.perf_counter()
     try:
         fetched = fetch_or_load(link, config.fetch, Path(images_dir) if images_dir else None)
@@ -78,36 +92,123 @@ def process_image(image_id: str, link: str, config: Config, images_dir: str | No
     except Exception as exc:
         return _failed(image_id, link, "decode_error", f"{type(exc).__name__}: {exc}",
                        seconds_fetch=fetch_seconds, source=fetched.source)
-    decode_seconds = time.perf_counter() - started
-    started = time.perf_counter()
+    return _Decoded(image_id, link, image, crop, fetched.source, fetch_seconds, time.perf_counter() - started,
+                    list(entities))
+
+
+def _ocr_record(item: _Decoded, config: Config, outcome: OcrOutcome, segments: list[float] | None) -> dict[str, Any]:
+    """The stage-one record of a decoded image, its OCR outcome and its line segments."""
+    exc = outcome.error
     engine_name = config.ocr.engine
-    try:
-        reading, segments = read_image(image, config, entities)
-    except (OcrError, ImageError) as exc:  # ImageError: an OCR resize step that would be too large
-        return _failed(image_id, link, exc.kind, str(exc), seconds_fetch=fetch_seconds,
-                       seconds_decode=decode_seconds, source=fetched.source,
-                       width=image.width, height=image.height, ocr_engine=engine_name)
-    except Exception as exc:
-        return _failed(image_id, link, "ocr_error", f"{type(exc).__name__}: {exc}", seconds_fetch=fetch_seconds,
-                       seconds_decode=decode_seconds, source=fetched.source,
-                       width=image.width, height=image.height, ocr_engine=engine_name)
+    if exc is not None or outcome.reading is None:
+        if isinstance(exc, (OcrError, ImageError)):  # ImageError: an OCR resize step that would be too large
+            kind, message = exc.kind, str(exc)
+        else:
+            kind, message = "ocr_error", f"{type(exc).__name__}: {exc}"
+        return _failed(item.image_id, item.link, kind, message, seconds_fetch=item.seconds_fetch,
+                       seconds_decode=item.seconds_decode, source=item.source,
+                       width=item.image.width, height=item.image.height, ocr_engine=engine_name)
+    reading = outcome.reading
     return OCR_STAGE.empty_record(
-        image_id=image_id, image_link=link, status="ok", source=fetched.source,
-        width=image.width, height=image.height, ocr_engine=engine_name, ocr_text=ocr_text(reading.tokens),
+        image_id=item.image_id, image_link=item.link, status="ok", source=item.source,
+        width=item.image.width, height=item.image.height, ocr_engine=engine_name, ocr_text=ocr_text(reading.tokens),
         ocr_passes="+".join(reading.passes), line_segments=segments,
-        cnn_input=crop.tobytes() if crop is not None else b"",
-        seconds_fetch=fetch_seconds, seconds_decode=decode_seconds, seconds_ocr=time.perf_counter() - started,
+        cnn_input=item.crop.tobytes() if item.crop is not None else b"",
+        seconds_fetch=item.seconds_fetch, seconds_decode=item.seconds_decode, seconds_ocr=outcome.seconds,
         **tokens_to_columns(reading.tokens),
     )
 
 
+def process_image(image_id: str, link: str, config: Config, images_dir: str | None,
+                  entities: Sequence[str] = ()) -> dict[str, Any]:
+    """Fetches, decodes and OCRs one image; never raises for a bad image (its status says what failed).
+    ``entities`` are those the catalog asks of the image: the second look is spent where they lack a
+    candidate (none given: any entity). A configuration that cannot work (``ocr.device=cuda`` without a GPU)
+    raises: it is no image's fault."""
+    item = _fetch_decode(image_id, link, config, images_dir, entities)
+    if not isinstance(item, _Decoded):
+        return item
+    started = time.perf_counter()
+    segments = None
+    try:
+        reading, segments = read_image(item.image, config, item.entities)
+        outcome = OcrOutcome(reading)
+    except UsageError:
+        raise
+    except Exception as exc:
+        outcome = OcrOutcome(None, exc)
+    outcome.seconds = time.perf_counter() - started
+    return _ocr_record(item, config, outcome, segments)
+
+
+def read_decoded(items: Sequence[_Decoded], config: Config) -> list[OcrOutcome]:
+    """OCR of several decoded images in one :meth:`OcrEngine.read_many` call (RapidOCR recognises their lines
+    together), each with its own second-look target; each image keeps its own outcome, even when the engine
+    cannot be built."""
+    started = time.perf_counter()
+    try:
+        engine = get_engine(config.ocr, config.imaging)
+    except UsageError:
+        raise
+    except Exception as exc:
+        return [OcrOutcome(None, exc) for _ in items]
+    built = (time.perf_counter() - started) / max(1, len(items))  # loading the models, on a worker's first batch
+    outcomes = engine.read_many([d.image for d in items],
+                                [lacks_candidates(d.entities, d.image.size) for d in items])
+    for outcome in outcomes:
+        outcome.seconds += built
+    return outcomes
+
+
 def process_frame(frame: pd.DataFrame, config: Config, images_dir: str | None) -> pd.DataFrame:
-    """Stage one over a batch of distinct images (columns image_id, image_link, and optionally entities:
-    the entity names the catalog asks of each image)."""
+    """Stage one over a batch of distinct images (columns image_id, image_link, and optionally entities: the
+    entity names the catalog asks of each image). Each image is fetched and decoded, then the decoded ones are
+    OCR'd together (:func:`read_decoded`), at most ``imaging.max_pixels`` pixels of them at a time so a batch
+    holds no more image memory than one largest image. The records are those :func:`process_image` makes."""
     wanted = frame["entities"] if "entities" in frame else [()] * len(frame)
-    records = [process_image(i, link, config, images_dir, list(e) if e is not None else ())
-               for i, link, e in zip(frame["image_id"], frame["image_link"], wanted, strict=True)]
+    prepared = [_fetch_decode(i, link, config, images_dir, list(e) if e is not None else ())
+                for i, link, e in zip(frame["image_id"], frame["image_link"], wanted, strict=True)]
+    decoded = [item for item in prepared if isinstance(item, _Decoded)]
+    read: dict[int, dict[str, Any]] = {}
+    for group in _pixel_groups(decoded, config.imaging.max_pixels):
+        for item, outcome in zip(group, read_decoded(group, config), strict=True):
+            read[id(item)] = _ocr_record(item, config, *_with_segments(item, outcome))
+    records = [read[id(item)] if isinstance(item, _Decoded) else item for item in prepared]
     return pd.DataFrame.from_records(records, columns=OCR_STAGE.names())
+
+
+def _with_segments(item: _Decoded, outcome: OcrOutcome) -> tuple[OcrOutcome, list[float] | None]:
+    """The line segments of a read image, found as :func:`read_image` finds them: part of its OCR step (timed
+    with it; a failure there fails the image as an OCR failure would)."""
+    if outcome.reading is None:
+        return outcome, None
+    started = time.perf_counter()
+    try:
+        segments = line_segments(item.image)
+    except Exception as exc:
+        return OcrOutcome(None, exc, outcome.seconds + time.perf_counter() - started), None
+    outcome.seconds += time.perf_counter() - started
+    return outcome, segments
+
+
+def _pixel_groups(items: list[_Decoded], max_pixels: int) -> Iterator[list[_Decoded]]:
+    """Consecutive groups of images holding at most ``max_pixels`` pixels together (one image alone always)."""
+    group: list[_Decoded] = []
+    pixels = 0
+    for item in items:
+        size = item.image.width * item.image.height
+        if group and pixels + size > max_pixels:
+            yield group
+            group, pixels = [], 0
+        group.append(item)
+        pixels += size
+    if group:
+        yield group
+
+
+def ocr_device(config: Config) -> str:
+    """Where the configured OCR engine's models run in this process (e.g. ``CPUExecutionProvider``)."""
+    return get_engine(config.ocr, config.imaging).describe_device()
 
 
 def embed_crops(crops: np.ndarray | Sequence[np.ndarray], config: Config) -> tuple[np.ndarray, float]:

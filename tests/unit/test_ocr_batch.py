@@ -1,23 +1,26 @@
 """Several images read together (``OcrEngine.read_many``, RapidOCR's shared recognition calls) against one at
 a time (``read``), with the real RapidOCR on the CPU and images made here: the same tokens (exactly when every
 line is its own recognition batch; within the stated tolerance at the default batch), one image's failure or
-timeout kept to it."""
+timeout kept to it, and the extract stage's records unchanged."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
 from collections import defaultdict
+from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
-from imagequant.config import OcrConfig
+from imagequant.config import Config, OcrConfig, load_config
 from imagequant.core.tokens import OcrToken
 from imagequant.imaging import ImageError
 from imagequant.ocr.base import OcrError, OcrTimeout, PausableDeadline
 from imagequant.ocr.zoo import get_engine
 from imagequant.synthetic import iter_items
+from tests.httpserver import truncated_jpeg
 from tests.unit.test_ocr import IMAGING, _font, _label_image, _rotated_text_image, needs_rapidocr
 
 pytestmark = needs_rapidocr
@@ -159,3 +162,63 @@ def test_a_paused_deadline_does_not_run() -> None:
         deadline.check("spent")
     time.sleep(0.1)
     assert -0.2 < deadline.remaining() <= 0.0  # no time passes while paused
+
+
+# -- the extract job's first stage ---------------------------------------------------------------------------
+
+
+def _config(**overrides: object) -> Config:
+    settings = [f"{k}={v}" for k, v in overrides.items()]
+    return load_config(overrides=["cnn.enabled=true", "ocr.engine=rapidocr", "ocr.rapidocr.rec_batch_lines=1",
+                                  "imaging.ocr_min_side=300", *settings])
+
+
+def _frame(tmp: Path) -> pd.DataFrame:
+    """Five product images and a truncated JPEG, found in the images folder by the links' file names, with the
+    entities the catalog asks of each (the second look's target)."""
+    links = []
+    label = _label_image()[0]
+    for i, img in enumerate([*_images()[:3], label, label.resize((1800, 1080))]):
+        img.save(tmp / f"p{i}.png")
+        links.append(f"http://img.invalid/x/p{i}.png")
+    (tmp / "broken.jpg").write_bytes(truncated_jpeg())
+    links.insert(2, "http://img.invalid/x/broken.jpg")
+    entities = [["item_weight"], ["voltage", "wattage"], ["height"], [], None, ["item_weight", "voltage"]]
+    return pd.DataFrame({"image_id": [f"id{i}" for i in range(len(links))], "image_link": links,
+                         "entities": entities})
+
+
+TIMINGS = ["seconds_fetch", "seconds_decode", "seconds_ocr"]
+
+
+def test_stage_one_records_are_those_of_process_image(tmp_path: Path) -> None:
+    from imagequant.pipeline.images import process_frame, process_image
+
+    frame = _frame(tmp_path)
+    # A pixel budget of about four images per read_many call: the frame is read in two groups.
+    budget = 3_000_000
+    config = _config(**{"imaging.max_pixels": budget})
+    batched = process_frame(frame, config, str(tmp_path))
+    alone = pd.DataFrame.from_records(
+        [process_image(i, link, config, str(tmp_path), e or ())
+         for i, link, e in zip(frame["image_id"], frame["image_link"], frame["entities"], strict=True)],
+        columns=batched.columns,
+    )
+    assert list(batched["status"]) == ["ok", "ok", "truncated", "ok", "ok", "ok"], list(batched["error"])
+    # tokens, texts, passes (the targeted second look), line segments, sizes, CNN inputs: all the same
+    pd.testing.assert_frame_equal(batched.drop(columns=TIMINGS), alone.drop(columns=TIMINGS))
+    ok = batched["status"] == "ok"
+    assert (batched.loc[ok, "seconds_ocr"] > 0).all()
+    sizes = [w * h for w, h in zip(batched.loc[ok, "width"], batched.loc[ok, "height"], strict=True)]
+    assert sum(sizes[:4]) <= budget < sum(sizes)  # so the frame was read as two groups
+    assert batched.loc[ok, "ocr_text"].str.len().gt(0).all()
+    assert batched.loc[ok, "ocr_passes"].str.startswith("upright").all()
+
+
+def test_stage_one_with_an_engine_that_cannot_work_is_a_configuration_error(tmp_path: Path) -> None:
+    from imagequant.errors import ConfigError
+    from imagequant.pipeline.images import process_frame
+
+    frame = _frame(tmp_path)
+    with pytest.raises(ConfigError, match="ocr.device=cuda"):
+        process_frame(frame, _config(**{"ocr.device": "cuda"}), str(tmp_path))
