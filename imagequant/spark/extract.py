@@ -6,6 +6,7 @@ Transforms are DataFrame-in, DataFrame-out functions that tests call directly: `
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections import Counter
@@ -14,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pyspark import StorageLevel
+from pyspark.accumulators import Accumulator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -21,6 +23,8 @@ from imagequant.catalog import ROW_COLUMNS, read_catalog
 from imagequant.cnn import check_weights, describe_weights
 from imagequant.config import Config
 from imagequant.core.schema import IMAGES, ROWS, STAGING_DIR
+from imagequant.errors import ConfigError
+from imagequant.ocr.zoo import check_device
 from imagequant.spark.schema import IMAGE_SCHEMA, OCR_STAGE_SCHEMA, ROW_SCHEMA
 from imagequant.spark.session import CATALOG_ARROW_BATCH, default_parallelism, runtime_conf
 from imagequant.spark.store import (
@@ -36,7 +40,7 @@ from imagequant.spark.store import (
     store_lock,
     write_partition,
 )
-from imagequant.spark.udfs import cnn_features_function, cnn_stage_schema, fetch_ocr_function
+from imagequant.spark.udfs import SetParam, cnn_features_function, cnn_stage_schema, fetch_ocr_function
 
 
 @dataclass
@@ -54,6 +58,7 @@ class ExtractSummary:
     seconds: float = 0.0
     cnn_weights: str = ""
     ocr_engine: str = ""
+    ocr_device: str = ""  # where the OCR models ran, as the workers reported it (e.g. CPUExecutionProvider)
 
     @property
     def images_per_second(self) -> float:
@@ -71,7 +76,8 @@ class ExtractSummary:
             f"distinct_images={self.distinct_images} already_ok={self.already_ok} processed={self.processed} "
             f"ok={self.ok} failed={sum(self.failed.values())} ({failed}) "
             f"images_per_second={self.images_per_second:.2f} seconds={self.seconds:.1f} "
-            f"ocr={self.ocr_engine} cnn_weights={self.cnn_weights}"
+            f"ocr={self.ocr_engine}{f' ocr_device={self.ocr_device}' if self.ocr_device else ''} "
+            f"cnn_weights={self.cnn_weights}"
             + (f" quarantined={len(self.quarantined)} (damaged files moved to _quarantine/)" if self.quarantined else "")
         )
 
@@ -105,14 +111,17 @@ def images_to_process(rows: DataFrame, existing: DataFrame | None) -> DataFrame:
 
 
 def process_images(
-    todo: DataFrame, config: Config, images_dir: str | None, run_id: str, partitions: int, separate_cnn_stage: bool
+    todo: DataFrame, config: Config, images_dir: str | None, run_id: str, partitions: int, separate_cnn_stage: bool,
+    ocr_devices: Accumulator[set[str]] | None = None,
 ) -> DataFrame:
     """Transform: distinct images -> images-table records (fetch, decode, OCR, then CNN features).
 
     With ``separate_cnn_stage`` the CPU stage is persisted and the CNN runs as its own stage over
     ``config.spark`` GPU-sized partitions, so fetch/OCR use every core while the GPU stage runs one task per GPU.
+    The workers add where their OCR ran to ``ocr_devices`` (an accumulator of :class:`SetParam`).
     """
-    stage1 = todo.repartition(partitions).mapInPandas(fetch_ocr_function(config, images_dir), OCR_STAGE_SCHEMA)
+    stage1 = todo.repartition(partitions).mapInPandas(fetch_ocr_function(config, images_dir, ocr_devices),
+                                                      OCR_STAGE_SCHEMA)
     if separate_cnn_stage:
         stage1 = stage1.persist(StorageLevel.MEMORY_AND_DISK)
         stage1.count()
@@ -140,8 +149,14 @@ def run_extract(
     images_dir: str | None = None,
     run_date: str | None = None,
 ) -> ExtractSummary:
-    """Runs extract -> transform -> load and commits both tables; returns the run's summary."""
+    """Runs extract -> transform -> load and commits both tables; returns the run's summary.
+
+    A setting that cannot work on the workers (``ocr.device=cuda`` or ``cnn.device=cuda`` without a GPU) is a
+    ConfigError: checked here first when the workers are this machine (local mode), else raised by the first
+    failing task and passed on as the job's own error."""
     check_weights(config.cnn)
+    if spark.sparkContext.master.startswith("local"):
+        check_device(config.ocr)
     started = time.perf_counter()
     run_id = new_run_id()
     batch = run_date or run_id
@@ -149,8 +164,24 @@ def run_extract(
     fs = StoreFs(spark, store)
     with store_lock(fs, run_id):
         recover(fs)  # safe: no other run can be writing while this one holds the lock
-        _extract(spark, fs, config, catalog, store, images_dir, run_date, summary, started)
+        try:
+            _extract(spark, fs, config, catalog, store, images_dir, run_date, summary, started)
+        except Exception as exc:
+            reason = worker_config_error(exc)
+            if reason is None:
+                raise
+            raise ConfigError(reason) from None
     return summary
+
+
+_WORKER_CONFIG_ERROR = re.compile(r"imagequant\.errors\.ConfigError: (.+)")
+
+
+def worker_config_error(exc: BaseException) -> str | None:
+    """The message of a ConfigError raised by a Python worker inside a failed Spark job, if that is why it failed
+    (Spark passes the worker's traceback on as text)."""
+    found = _WORKER_CONFIG_ERROR.search(str(exc))
+    return found.group(1).strip() if found else None
 
 
 # A damaged images file is moved aside and its images are processed again; past this many the store
@@ -199,12 +230,15 @@ def _extract(spark: SparkSession, fs: StoreFs, config: Config, catalog: str, sto
     if summary.processed or run_date:
         cores = default_parallelism(spark)
         partitions = max(1, min(summary.processed, cores * config.spark.image_partitions_per_core))
-        images = process_images(todo, config, images_dir, run_id, partitions, config.cnn.separate_stage)
+        devices = spark.sparkContext.accumulator(set(), SetParam())
+        images = process_images(todo, config, images_dir, run_id, partitions, config.cnn.separate_stage, devices)
         files = max(1, summary.processed // max(1, config.store.rows_per_file) + 1)
         partition = f"{IMAGES.partition}={batch}"
         write_partition(fs, images, IMAGES.name, partition, run_id, compression, min(files, partitions))
         written = spark.read.parquet(fs.path(IMAGES.name, partition))
         counts = Counter({r["status"]: r["count"] for r in written.groupBy("status").count().collect()})
+        summary.ocr_device = ",".join(sorted(devices.value))
+        log(f"OCR ({config.ocr.engine}) ran on {summary.ocr_device or 'nothing (no batch to read)'}")
     summary.ok = counts.pop("ok", 0) + summary.already_ok
     summary.failed = dict(counts)
     rows_files = max(1, summary.rows // max(1, config.store.rows_per_file) + 1)

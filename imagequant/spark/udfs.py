@@ -7,27 +7,69 @@ it is built once per Python worker, which Spark reuses across tasks (spark.pytho
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from pyspark.accumulators import Accumulator, AccumulatorParam
 from pyspark.sql import types as T
 
 from imagequant.config import Config
-from imagequant.pipeline.images import embed_crops, process_frame
+from imagequant.pipeline.images import embed_crops, ocr_device, process_frame
 from imagequant.spark.schema import IMAGE_SCHEMA, OCR_STAGE_SCHEMA
 
 CNN_OUTPUT_FIELDS = [IMAGE_SCHEMA["cnn_features"], IMAGE_SCHEMA["seconds_cnn"]]
 
 
-def fetch_ocr_function(config: Config, images_dir: str | None) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """mapInPandas function: distinct images (image_id, image_link) -> stage-one records (OCR_STAGE_SCHEMA)."""
+class SetParam(AccumulatorParam[set[str]]):
+    """An accumulator of a set of strings: where each worker ran its OCR, gathered on the driver (a union, so a
+    retried task adds nothing twice)."""
+
+    def zero(self, value: set[str]) -> set[str]:
+        return set()
+
+    def addInPlace(self, value1: set[str], value2: set[str]) -> set[str]:
+        value1 |= value2
+        return value1
+
+
+_LOGGED_DEVICES: set[tuple[int, str]] = set()
+
+
+def _report_ocr_device(config: Config, devices: Accumulator[set[str]] | None) -> None:
+    """Logs where this worker's OCR models run (once per Python worker, in the executor's log) and adds it to
+    the job's accumulator (once per task)."""
+    try:
+        device = ocr_device(config)
+    except Exception as exc:  # the engine could not be built: every image already records why
+        device = f"unavailable ({type(exc).__name__})"
+    if (os.getpid(), device) not in _LOGGED_DEVICES:
+        _LOGGED_DEVICES.add((os.getpid(), device))
+        print(f"[imagequant] OCR {config.ocr.engine} runs on {device} (Python worker {os.getpid()})",
+              file=sys.stderr, flush=True)
+    if devices is not None:
+        devices.add({device})
+
+
+def fetch_ocr_function(
+    config: Config, images_dir: str | None, devices: Accumulator[set[str]] | None = None
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """mapInPandas function: distinct images (image_id, image_link) -> stage-one records (OCR_STAGE_SCHEMA).
+    Each batch's images are OCR'd together (RapidOCR recognises their lines in shared model calls); where the
+    OCR ran is added to ``devices`` (an accumulator of :class:`SetParam`)."""
     names = OCR_STAGE_SCHEMA.fieldNames()
 
     def fetch_decode_ocr(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        reported = False
         for batch in batches:
-            yield process_frame(batch, config, images_dir)[names]
+            frame = process_frame(batch, config, images_dir)
+            if not reported:  # after the first batch: the engine is built by then
+                _report_ocr_device(config, devices)
+                reported = True
+            yield frame[names]
 
     return fetch_decode_ocr
 

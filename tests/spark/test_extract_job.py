@@ -129,6 +129,7 @@ def test_shared_images_processed_once(first_run, catalog) -> None:
     assert len(images) == served
     summary = first_run["summary"]
     assert summary.processed == served and summary.distinct_images == served
+    assert summary.ocr_device == "cpu" and " ocr_device=cpu " in summary.line()  # Tesseract, as the workers said
 
 
 def test_ocr_reads_printed_values_and_features_have_shape(first_run, catalog) -> None:
