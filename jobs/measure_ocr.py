@@ -69,8 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         if not Path(args.images_dir).is_dir():
             raise UsageError(f"images folder {args.images_dir} does not exist")
+        from imagequant.ocr.zoo import check_device
+
+        # ocr.device=cuda without a GPU stops here, before worker processes that could not start
+        where = check_device(cfg.ocr)
         if not args.quiet:
-            print(f"OCR of {len(images)} images with {cfg.ocr.engine}, {args.workers} worker(s)", flush=True)
+            print(f"OCR of {len(images)} images with {cfg.ocr.engine} on {where}, {args.workers} worker(s)",
+                  flush=True)
         asked: dict[str, list[str]] = {}
         for r in rows:
             asked.setdefault(r.image_file, []).append(r.entity)

@@ -134,6 +134,7 @@ class ImageResult:
     error: str | None = None  # error kind
     tokens: list[OcrToken] = field(default_factory=list)
     passes: list[str] = field(default_factory=list)  # the OCR passes run (a second look adds "regions", ...)
+    device: str = ""  # where the engine's models ran (e.g. CPUExecutionProvider)
 
     @property
     def second_look(self) -> bool:
@@ -143,7 +144,7 @@ class ImageResult:
         return {
             "image_file": self.image_file, "seconds": round(self.seconds, 4), "wall": round(self.wall, 4),
             "size": list(self.size), "passes": self.passes,
-            "error": self.error, "tokens": [t.to_dict() for t in self.tokens],
+            "error": self.error, "tokens": [t.to_dict() for t in self.tokens], "device": self.device,
         }
 
     @classmethod
@@ -152,6 +153,7 @@ class ImageResult:
             image_file=data["image_file"], seconds=float(data["seconds"]), wall=float(data.get("wall", 0.0)),
             size=tuple(data["size"]), passes=list(data.get("passes", [])),
             error=data.get("error"), tokens=[OcrToken.from_dict(t) for t in data.get("tokens", [])],
+            device=data.get("device", ""),
         )
 
 
@@ -220,7 +222,8 @@ def _measure_one(job: tuple[str, tuple[str, ...]]) -> ImageResult:
         img = decode_image(data, cfg.imaging.max_pixels)
         # as the extract job reads it: the second look where the entities asked of the image lack a candidate
         reading = engine.read_passes(img, lacks_candidates(entities, img.size))
-        return ImageResult(image_file, clock.cpu(), clock.wall(), img.size, None, reading.tokens, reading.passes)
+        return ImageResult(image_file, clock.cpu(), clock.wall(), img.size, None, reading.tokens, reading.passes,
+                           engine.describe_device())
     except FileNotFoundError:
         return ImageResult(image_file, clock.cpu(), clock.wall(), error="missing_file")
     except (ImageError, OcrError) as exc:
@@ -300,6 +303,7 @@ class EvalReport:
     overall: GroupStats
     per_entity: dict[str, GroupStats]
     row_hits: list[dict[str, Any]] = field(default_factory=list)
+    devices: list[str] = field(default_factory=list)  # where the OCR models ran, as the workers reported it
 
     def to_json(self) -> dict[str, Any]:
         def stats(g: GroupStats) -> dict[str, Any]:
@@ -307,7 +311,7 @@ class EvalReport:
                     "number_recall": round(g.number_recall, 4)}
 
         return {
-            "engine": self.engine, "settings": self.settings,
+            "engine": self.engine, "settings": self.settings, "devices": self.devices,
             "images": self.images, "errors": self.errors,
             "seconds_per_image": {"median": round(self.seconds_median, 3), "p90": round(self.seconds_p90, 3),
                                   "mean": round(self.seconds_mean, 3), "wall_median": round(self.wall_median, 3)},
@@ -371,6 +375,7 @@ def score(
         second_look_seconds_mean=statistics.fmean(looked) if looked else 0.0,
         first_seconds_mean=statistics.fmean(plain) if plain else 0.0,
         overall=overall, per_entity=per_entity, row_hits=row_hits,
+        devices=sorted({r.device for r in results if r.device}),
     )
 
 
@@ -379,6 +384,7 @@ def render_markdown(report: EvalReport) -> str:
         f"# OCR measurement: {report.engine}",
         "",
         f"- images: {report.images}; errors: {report.errors or 'none'}",
+        f"- OCR models ran on: {', '.join(report.devices) or 'not recorded'}",
         f"- CPU seconds per image (decode + OCR, engine threads = 1, i.e. one core): median "
         f"{report.seconds_median:.2f}, p90 {report.seconds_p90:.2f}, mean {report.seconds_mean:.2f} "
         f"(wall median {report.wall_median:.2f})",

@@ -4,6 +4,10 @@ GPU and the CPU build of onnxruntime)."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import pytest
 
 from imagequant.config import CONF_DIR, OcrConfig, load_config
@@ -119,3 +123,25 @@ def test_engine_reports_the_provider_its_sessions_run_on() -> None:
     assert [s.get_providers()[0] for s in engine._sessions] == [CPU_PROVIDER] * 3
     with pytest.raises(ConfigError, match="ocr.device=cuda"):
         get_engine(_cfg("rapidocr", device="cuda"), IMAGING)  # this machine's onnxruntime has no CUDA provider
+
+
+@needs_rapidocr
+def test_measure_ocr_says_where_the_models_ran(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from imagequant.synthetic import generate_sample
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "jobs"))
+    try:
+        import measure_ocr
+    finally:
+        sys.path.pop(0)
+    generate_sample(tmp_path / "s", n_images=2, seed=5, difficulty="easy", image_size=(320, 480))
+    out = tmp_path / "table.md"
+    assert measure_ocr.main(["--labels", str(tmp_path / "s" / "labels.csv"), "--images-dir",
+                             str(tmp_path / "s" / "images"), "--engine", "rapidocr", "--workers", "1",
+                             "--out", str(out), "--set", "ocr.second_pass=false"]) == 0
+    assert "with rapidocr on cpu" in capsys.readouterr().out
+    assert f"- OCR models ran on: {CPU_PROVIDER}" in out.read_text()
+    assert json.loads(out.with_suffix(".json").read_text())["devices"] == [CPU_PROVIDER]
+    with pytest.raises(ConfigError, match="ocr.device=cuda"):
+        measure_ocr.main(["--labels", str(tmp_path / "s" / "labels.csv"), "--images-dir",
+                          str(tmp_path / "s" / "images"), "--out", str(out), "--set", "ocr.device=cuda"])
