@@ -490,7 +490,8 @@ def ocr_runs_cached(paths: Sequence[Path], engine: str, overrides: Sequence[str]
     from imagequant.config import load_config
 
     cfg = load_config(overrides=[f"ocr.engine={engine}", *overrides])
-    code = [(REPO / "imagequant" / f).stat().st_mtime for f in ("ocr.py", "imaging.py")]
+    package = REPO / "imagequant"
+    code = [p.stat().st_mtime for p in sorted([*(package / "ocr").glob("*.py"), package / "imaging.py"])]
     key_data = json.dumps([engine, cfg.to_dict()["ocr"], cfg.to_dict()["imaging"], code,
                            [(str(p), p.stat().st_size) for p in paths], workers], default=str)
     key = hashlib.sha1(key_data.encode()).hexdigest()[:20]

@@ -176,7 +176,10 @@ class OcrEngine:
             tokens = self._second_pass(img, tokens, deadline)
             passes.append("regions")
             if cfg.second_pass_detail and lacking():
-                detail = self.read_detail(img, deadline)
+                try:
+                    detail = self.read_detail(img, deadline)
+                except ImageError:
+                    detail = None  # too large for imaging.max_pixels: this optional step is skipped
                 if detail is not None:
                     tokens = merge_tokens(tokens, detail)
                     passes.append("detail")
@@ -291,7 +294,10 @@ class OcrEngine:
                     continue  # too large to enlarge: this optional pass skips the region
                 crop = crop.resize(enlarged, Image.Resampling.LANCZOS)
             fx, fy = crop.width / rbox[2], crop.height / rbox[3]
-            new = self.read_region(crop, deadline)
+            try:
+                new = self.read_region(crop, deadline)
+            except ImageError:
+                continue  # a detector input too large for imaging.max_pixels: this optional pass skips it
             if not holds_number_with_unit(new):
                 continue
             mapped = [_scaled_back(t, fx, fy, rbox[0], rbox[1]) for t in new]

@@ -60,9 +60,6 @@ class _TerminableSession:
         return getattr(self._session, name)
 
 
-# A number glued to the word before it: after two or more letters ("Weighs235g", "Wt500g") or after a letter
-
-
 class _RapidModels:
     """The RapidOCR models of one process (loading them takes seconds), shared by every engine using them.
 

@@ -178,13 +178,13 @@ def test_images_dir_serves_a_fresh_store_without_fetching(spark, first_run, cata
 def test_petastorm_reads_both_tables(first_run) -> None:
     from petastorm import make_batch_reader
 
-    from imagequant.core.schema import TOKEN_FIELDS
+    from imagequant.core.schema import READING_COLUMN_NAMES
 
     store = first_run["store"]
-    # The tok_* arrays vary in length per image, which Petastorm's batch reader cannot stack into arrays:
-    # it reads every other column (training reads tokens through its own table, as JSON).
-    token_columns = {f"tok_{name}" for name, _ in TOKEN_FIELDS}
-    image_columns = [c for c in pq.ParquetDataset(str(store / "images")).schema.names if c not in token_columns]
+    # The tok_* arrays and the line segments vary in length per image, which Petastorm's batch reader cannot
+    # stack into arrays: it reads every other column (training reads them through its own table, as JSON).
+    image_columns = [c for c in pq.ParquetDataset(str(store / "images")).schema.names
+                     if c not in READING_COLUMN_NAMES]
     for table, column, fields in (("images", "image_id", image_columns), ("rows", "index", None)):
         seen = 0
         with make_batch_reader((store / table).resolve().as_uri(), num_epochs=1, reader_pool_type="dummy",
