@@ -971,3 +971,27 @@ def _stage_libraries(pid: int) -> set[str]:
         if "libtorch" in maps:
             found.add("torch")
     return found
+
+
+def udf_mode() -> str:
+    """How a GPU benchmark runs its Spark function: spark (pyspark and Java here), worker (pyspark's Python
+    package only, as on the lent GPU machines), or none; BENCH_GPU_UDF_MODE forces one."""
+    forced = os.environ.get("BENCH_GPU_UDF_MODE", "").strip()
+    if forced:
+        return forced
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        return "none"
+    return "spark" if shutil.which("java") or os.environ.get("JAVA_HOME") else "worker"
+
+
+def stored_gpu_result(name: str) -> str:
+    """'<date> on <device>' of the GPU measurement in bench/results/<name>.json, or '' when there is none."""
+    try:
+        stored = json.loads((RESULTS / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    if stored.get("status") != "ok" or not stored.get("figures"):
+        return ""
+    return f"{stored.get('machine', {}).get('date', '?')} on {stored.get('params', {}).get('device', '?')}"

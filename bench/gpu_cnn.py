@@ -23,9 +23,7 @@ measurement).
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,11 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
     KEPT_STORED_EXIT,
     REPO,
-    RESULTS,
     Result,
     env_int,
     load_image_set,
     log,
+    stored_gpu_result,
+    udf_mode,
     work_dir,
 )
 
@@ -177,30 +176,6 @@ def udf_worker_run(crops: Any, batch: int, arrow_batch: int, device: str, repeat
             "images_per_s": round(len(crops) / min(passes), 1), "seconds_inside_embed_last_pass": round(inside, 3)}
 
 
-def udf_mode() -> str:
-    """spark (pyspark and Java here), worker (pyspark's Python package only), or none; BENCH_GPU_UDF_MODE forces."""
-    forced = os.environ.get("BENCH_GPU_UDF_MODE", "").strip()
-    if forced:
-        return forced
-    try:
-        import pyspark  # noqa: F401
-    except ImportError:
-        return "none"
-    return "spark" if shutil.which("java") or os.environ.get("JAVA_HOME") else "worker"
-
-
-def stored_gpu_result() -> str:
-    """'<date> on <device>' of the GPU measurement in bench/results/gpu_cnn.json, or '' when there is none."""
-    path = RESULTS / "gpu_cnn.json"
-    try:
-        stored = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return ""
-    if stored.get("status") != "ok" or not stored.get("figures"):
-        return ""
-    return f"{stored.get('machine', {}).get('date', '?')} on {stored.get('params', {}).get('device', '?')}"
-
-
 def main() -> int:
     import torch
 
@@ -208,7 +183,7 @@ def main() -> int:
     cuda = torch.cuda.is_available()
     result = Result("gpu_cnn", "GPU: ResNet-50 in the iterator UDF against a bare torch loop")
     if not cuda and not allow_cpu:
-        stored = stored_gpu_result()
+        stored = stored_gpu_result("gpu_cnn")
         if stored:
             # A GPU is lent only now and then: a run without one keeps the last GPU measurement in the table.
             print(f"no CUDA device: skipped; the table keeps the stored GPU result ({stored})", flush=True)

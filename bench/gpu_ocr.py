@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import shutil
 import sys
@@ -45,7 +44,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
     KEPT_STORED_EXIT,
     REPO,
-    RESULTS,
     OcrRun,
     Result,
     candidate_recall,
@@ -55,6 +53,8 @@ from benchlib import (  # noqa: E402
     log,
     make_engine,
     run_ocr_pool,
+    stored_gpu_result,
+    udf_mode,
     work_dir,
     write_catalog,
 )
@@ -231,29 +231,6 @@ def whole_extract(images: list[Any], folder: Path, overrides: list[str], batch: 
             "ok": summary.ok, "processed": summary.processed, "ocr_device": summary.ocr_device, "line": summary.line()}
 
 
-def udf_mode() -> str:
-    """spark (pyspark and Java here), worker (pyspark's Python package only), or none; BENCH_GPU_UDF_MODE forces."""
-    forced = os.environ.get("BENCH_GPU_UDF_MODE", "").strip()
-    if forced:
-        return forced
-    try:
-        import pyspark  # noqa: F401
-    except ImportError:
-        return "none"
-    return "spark" if shutil.which("java") or os.environ.get("JAVA_HOME") else "worker"
-
-
-def stored_gpu_result() -> str:
-    """'<date> on <device>' of the GPU measurement in bench/results/gpu_ocr.json, or '' when there is none."""
-    try:
-        stored = json.loads((RESULTS / "gpu_ocr.json").read_text())
-    except (OSError, ValueError):
-        return ""
-    if stored.get("status") != "ok" or not stored.get("figures"):
-        return ""
-    return f"{stored.get('machine', {}).get('date', '?')} on {stored.get('params', {}).get('device', '?')}"
-
-
 def main() -> int:
     from imagequant.imaging import decode_image
 
@@ -261,7 +238,7 @@ def main() -> int:
     gpu, what = gpu_available()
     result = Result("gpu_ocr", "GPU: RapidOCR batched on onnxruntime's CUDA provider against the CPU path")
     if not gpu and not allow_cpu:
-        stored = stored_gpu_result()
+        stored = stored_gpu_result("gpu_ocr")
         if stored:
             print(f"not measured on GPU ({what}): skipped; the table keeps the stored GPU result ({stored})", flush=True)
             return KEPT_STORED_EXIT
