@@ -12,12 +12,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.models import ResNet50_Weights, resnet50
+from torchvision.models import resnet50
 
+from imagequant.cnn_weights import check_weights, describe_weights, imagenet_weights_file
 from imagequant.config import CnnConfig
 from imagequant.devices import task_gpu
 from imagequant.errors import ConfigError
@@ -25,38 +25,6 @@ from imagequant.errors import ConfigError
 FEATURE_DIM = 2048
 _MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 _STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
-
-def imagenet_weights_file() -> Path:
-    """Where torchvision keeps ResNet-50's ImageNet weights in the local torch cache."""
-    url = ResNet50_Weights.IMAGENET1K_V2.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-
-
-def describe_weights(cfg: CnnConfig) -> str:
-    """What the images table records as ``cnn_weights``."""
-    if not cfg.enabled:
-        return "disabled"
-    if cfg.weights == "random":
-        return f"random(seed={cfg.seed})"
-    return cfg.weights
-
-
-def check_weights(cfg: CnnConfig) -> None:
-    """Fails fast (before any Spark work) when configured weights are not on this machine."""
-    if cfg.weights == "random" or not cfg.enabled:
-        return
-    if cfg.weights == "imagenet":
-        path = imagenet_weights_file()
-        if not path.exists():
-            raise ConfigError(
-                f"cnn.weights=imagenet but {path} is missing; place torchvision's file "
-                f"{Path(ResNet50_Weights.IMAGENET1K_V2.url).name} there (nothing is downloaded at run time), "
-                "give a state-dict path, or use cnn.weights=random"
-            )
-        return
-    if not Path(cfg.weights).is_file():
-        raise ConfigError(f"cnn.weights: no state-dict file at {cfg.weights}")
 
 
 def build_model(cfg: CnnConfig) -> torch.nn.Module:

@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.images_dir:
         Path(args.images_dir).mkdir(parents=True, exist_ok=True)
 
-    from imagequant.cnn import check_weights
+    from imagequant.cnn_weights import check_weights
     from imagequant.spark.extract import run_extract
     from imagequant.spark.session import build_session
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from imagequant.cnn_weights import describe_weights
 from imagequant.config import Config
 from imagequant.core.entities import ENTITIES
 from imagequant.core.schema import CNN_FEATURE_DIM, OCR_STAGE, tokens_to_columns
@@ -265,8 +266,6 @@ def embed_inputs(inputs: pd.Series, config: Config) -> tuple[pd.Series, float]:
 
 def finish_records(stage1: pd.DataFrame, features: pd.Series, seconds_cnn: float, config: Config, run_id: str) -> pd.DataFrame:
     """Final images-table records: stage one plus features, with the CNN time shared among the batch."""
-    from imagequant.cnn import describe_weights
-
     out = stage1.drop(columns=["cnn_input"]).copy()
     out["cnn_weights"] = describe_weights(config.cnn)
     out["cnn_features"] = list(features)

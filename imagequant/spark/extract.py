@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from imagequant.catalog import ROW_COLUMNS, read_catalog
-from imagequant.cnn import check_weights, describe_weights
+from imagequant.cnn_weights import check_weights, describe_weights
 from imagequant.config import Config
 from imagequant.core.schema import IMAGES, ROWS, STAGING_DIR
 from imagequant.errors import ConfigError

@@ -3,6 +3,9 @@ features in the rows' order, zeros where an image had no crop. The real network 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -92,3 +95,19 @@ def test_prepare_for_cnn_matches_torchvision_eval_transform() -> None:
     got = prepare_for_cnn(src, 224)
     assert got.shape == expected.shape
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_imagenet_weights_name_is_torchvisions_file() -> None:
+    from torchvision.models import ResNet50_Weights
+
+    from imagequant.cnn_weights import IMAGENET_WEIGHTS_NAME, imagenet_weights_file
+
+    assert ResNet50_Weights.IMAGENET1K_V2.url.rsplit("/", 1)[1] == IMAGENET_WEIGHTS_NAME
+    assert imagenet_weights_file().parent.name == "checkpoints"
+
+
+def test_the_extract_driver_does_not_import_torch() -> None:
+    """The driver checks and describes the weights; only executors load the network."""
+    code = "import sys, imagequant.spark.extract, jobs.extract_features; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,47 @@
+"""Which ResNet-50 weights a run uses, checked and described without importing torch.
+
+The Spark driver only needs to fail fast on missing weights and to record what the executors will load;
+importing torch there would cost the driver about 0.7 GB for nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imagequant.config import CnnConfig
+from imagequant.errors import ConfigError
+
+# torchvision's ResNet50_Weights.IMAGENET1K_V2 file, as its hub cache names it
+IMAGENET_WEIGHTS_NAME = "resnet50-11ad3fa6.pth"
+
+
+def imagenet_weights_file() -> Path:
+    """Where torchvision keeps ResNet-50's ImageNet weights in the local torch cache."""
+    import torch  # only reached when ImageNet weights are configured; torch resolves TORCH_HOME and XDG
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_WEIGHTS_NAME
+
+
+def describe_weights(cfg: CnnConfig) -> str:
+    """What the images table records as ``cnn_weights``."""
+    if not cfg.enabled:
+        return "disabled"
+    if cfg.weights == "random":
+        return f"random(seed={cfg.seed})"
+    return cfg.weights
+
+
+def check_weights(cfg: CnnConfig) -> None:
+    """Fails fast (before any Spark work) when configured weights are not on this machine."""
+    if cfg.weights == "random" or not cfg.enabled:
+        return
+    if cfg.weights == "imagenet":
+        path = imagenet_weights_file()
+        if not path.exists():
+            raise ConfigError(
+                f"cnn.weights=imagenet but {path} is missing; place torchvision's file {IMAGENET_WEIGHTS_NAME} "
+                "there (nothing is downloaded at run time), give a state-dict path, or use cnn.weights=random"
+            )
+        return
+    if not Path(cfg.weights).is_file():
+        raise ConfigError(f"cnn.weights: no state-dict file at {cfg.weights}")
