@@ -25,8 +25,8 @@ from imagequant.config import Config
 from imagequant.core.schema import IMAGES, ROWS, STAGING_DIR
 from imagequant.errors import ConfigError
 from imagequant.ocr.zoo import check_device
-from imagequant.spark.schema import IMAGE_SCHEMA, OCR_STAGE_SCHEMA, ROW_SCHEMA
-from imagequant.spark.session import CATALOG_ARROW_BATCH, default_parallelism, runtime_conf
+from imagequant.spark.schema import IMAGE_SCHEMA, OCR_STAGE_SCHEMA
+from imagequant.spark.session import default_parallelism
 from imagequant.spark.store import (
     StoreDamaged,
     StoreFs,
@@ -37,6 +37,7 @@ from imagequant.spark.store import (
     read_images,
     recover,
     reporting_damage,
+    stage_frame,
     store_lock,
     write_partition,
 )
@@ -88,13 +89,13 @@ class ExtractSummary:
         return data
 
 
-def load_rows(spark: SparkSession, catalog: str, run_id: str) -> DataFrame:
-    """Extract: the catalog (validated, bad rows marked) as a DataFrame of the rows table."""
+def load_rows(spark: SparkSession, fs: StoreFs, catalog: str, run_id: str) -> DataFrame:
+    """Extract: the catalog (validated, bad rows marked) as a DataFrame of the rows table, staged in the
+    store as a file for the executors to read (so the driver does not hold the catalog)."""
     rows = read_catalog(catalog)[list(ROW_COLUMNS)].copy()
     rows["run_id"] = run_id
     rows["entity_value"] = rows["entity_value"].astype(object).where(rows["entity_value"].notna(), None)
-    with runtime_conf(spark, CATALOG_ARROW_BATCH):  # createDataFrame converts eagerly, inside the block
-        return spark.createDataFrame(rows, schema=ROW_SCHEMA)
+    return stage_frame(spark, fs, rows, ROWS, fs.path(STAGING_DIR, run_id, "catalog.parquet"))
 
 
 def images_to_process(rows: DataFrame, existing: DataFrame | None) -> DataFrame:
@@ -213,7 +214,7 @@ def _images_to_process(spark: SparkSession, fs: StoreFs, store: str, rows: DataF
 def _extract(spark: SparkSession, fs: StoreFs, config: Config, catalog: str, store: str,
              images_dir: str | None, run_date: str | None, summary: ExtractSummary, started: float) -> None:
     run_id, batch = summary.run_id, summary.batch
-    rows = load_rows(spark, catalog, run_id).cache()
+    rows = load_rows(spark, fs, catalog, run_id).cache()
     status_counts = {r["row_status"]: r["count"] for r in rows.groupBy("row_status").count().collect()}
     summary.rows = sum(status_counts.values())
     summary.bad_rows = {k: v for k, v in status_counts.items() if k != "ok"}

@@ -234,3 +234,20 @@ def test_images_to_process_carries_the_entities_asked_of_each_image(spark) -> No
     )
     todo = {r["image_id"]: (r["image_link"], list(r["entities"])) for r in images_to_process(rows, None).collect()}
     assert todo == {"a": ("http://x/a.jpg", ["height", "width"]), "b": ("http://x/b.jpg", ["voltage"])}
+
+
+def test_the_catalog_reaches_spark_as_a_staged_file_not_driver_memory(spark, catalog, tmp_path) -> None:
+    """A catalog handed over by createDataFrame stays in the driver's JVM; a staged file is read by executors."""
+    from imagequant.spark.extract import load_rows
+    from imagequant.spark.store import StoreFs
+
+    fs = StoreFs(spark, tmp_path)
+    rows = load_rows(spark, fs, str(catalog["path"]), "run-x")
+    plan = rows._jdf.queryExecution().analyzed().toString()
+    assert "LocalRelation" not in plan
+    assert [Path(f).name for f in rows.inputFiles()] == ["catalog.parquet"]
+    staged = rows.toPandas().sort_values("index").reset_index(drop=True)
+    assert len(staged) == len(catalog["frame"]) and set(staged["run_id"]) == {"run-x"}
+    assert list(staged["row_status"]) == ["ok" if e not in ("bad_link", "unknown_entity") else e
+                                          for e in catalog["frame"]["expected"]]
+    assert staged["entity_value"].isna().sum() == (catalog["frame"]["entity_value"] == "").sum()
