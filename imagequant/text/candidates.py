@@ -219,6 +219,10 @@ _ZERO_OZ_RE = re.compile(r"(?<=[0-9])0(?=[zZ](?![A-Za-z]))")
 _ONE_BEFORE_UNIT_RE = re.compile(r"(?<![A-Za-z0-9.,])[lI](?=(?:kg|KG|Kg|mg|MG|ml|mL|ML|oz|OZ|lbs?|LBS?)(?![A-Za-z]))")
 
 
+# "2.2lbs" read as "2.21bs": a 1 glued between a number and "b"/"bs" is the l of "lb" ("b" is no unit)
+_ONE_FOR_L_RE = re.compile(r"(?<=[0-9])1(?=(?:bs?|BS?)(?![A-Za-z]))")
+
+
 # "5Og", "1OOW": a capital O after a digit and before a unit is a 0; "l5kg", "I2V": a lone l or I starting a
 # number is a 1
 _ZERO_BEFORE_UNIT_RE = re.compile(r"(?<=[0-9])O+(?=(?:g|kg|KG|Kg|mg|MG|ml|mL|ML|mm|cm|CM|MM|W|V)(?![A-Za-z]))")
@@ -232,6 +236,7 @@ def repair_digits(text: str) -> str:
     text = _SLIP_RE.sub(lambda m: "".join(_SLIP[ch] for ch in m.group(0)), text)
     text = _ZERO_BEFORE_UNIT_RE.sub(lambda m: "0" * len(m.group(0)), text)
     text = _ONE_BEFORE_DIGIT_RE.sub("1", text)
+    text = _ONE_FOR_L_RE.sub("l", text)
     return _ONE_BEFORE_UNIT_RE.sub("1", _ZERO_OZ_RE.sub("o", text))
 
 
@@ -297,7 +302,9 @@ _UNIT_SLIPS: dict[str, str] = {
 }
 _UNIT_ALIASES_SORTED = sorted([*UNIT_ALIASES, *_UNIT_SLIPS], key=len, reverse=True)
 _UNIT_RE = re.compile(
-    r"(?P<sep>[ \t]*(?:-[ \t]*)?)(?P<unit>"
+    # "567.g": a stray full stop between an integer and its unit, as print dots and OCR specks make it
+    # (not before "in", which after a full stop starts a sentence more often than it means inches)
+    r"(?P<sep>\.(?=[^\W\d_])(?![iI][nN](?![^\W\d_]))|[ \t]*(?:-[ \t]*)?)(?P<unit>"
     + "|".join(_alias_pattern(a) for a in _UNIT_ALIASES_SORTED)
     # a unit ends where letters end; "cmx20" continues a dimension group; "60WMAX" is "60 W max"
     + r")\.?(?:(?![^\W\d_])|(?=[xX×]\s*[\d.])|(?=max(?![^\W\d_])))",

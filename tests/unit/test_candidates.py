@@ -110,6 +110,12 @@ def found(words: list[str], entity: str) -> list[tuple[float, str]]:
         (["Contents:", "16", "f.oz"], "item_volume", [(16.0, "fluid ounce")]),
         (["59,1FL.", "0Z(1748ml.)"], "item_volume", [(59.1, "fluid ounce"), (1748.0, "millilitre")]),  # O read as 0
         (["3.502"], "item_weight", []),  # a bare "02" glued to digits stays a number
+        (["1KG(2.21bs)"], "item_weight", [(1.0, "kilogram"), (2.2, "pound")]),  # "lbs" read as "1bs"
+        (["351bs"], "maximum_weight_recommendation", [(35.0, "pound")]),
+        (["121"], "item_weight", []),  # a 1 is an l only before "b"/"bs"
+        (["Net", "Wt", "567.g"], "item_weight", [(567.0, "gram")]),  # a stray full stop before the unit
+        (["500.ml"], "item_volume", [(500.0, "millilitre")]),
+        (["Step", "2.In", "the", "box"], "width", []),  # after a full stop "In" starts a sentence
     ],
 )
 def test_tricky_strings(words: list[str], entity: str, expected: list[tuple[float, str]]) -> None:
