@@ -161,9 +161,11 @@ class OcrEngine:
             img = img.convert("RGB")
         return self.read_with_deadline(img, Deadline(self.cfg.timeout_s), wants_more)
 
-    def read_with_deadline(self, img: Image.Image, deadline: Deadline, wants_more: WantsMore | None = None) -> Reading:
+    def read_with_deadline(self, img: Image.Image, deadline: Deadline, wants_more: WantsMore | None = None,
+                           upright: list[OcrToken] | None = None) -> Reading:
+        """All passes over ``img``; ``upright``: its upright pass when a batch read has done it already."""
         passes = ["upright"]
-        tokens = self.read_pass(img, deadline)
+        tokens = list(upright) if upright is not None else self.read_pass(img, deadline)
         if self.rotated_pass:
             tokens = self._rotated_passes(img, tokens, deadline)
             passes.append("rotated")

@@ -231,7 +231,6 @@ class RapidOcrEngine(OcrEngine):
         self._use_cls = rc.use_angle_cls
         self._text_score = rc.text_score
         self._rec_batch = max(1, rc.rec_batch_lines)
-        self._first_pass = threading.local()
         self._bind_models()
 
     def _bind_models(self) -> None:
@@ -286,9 +285,6 @@ class RapidOcrEngine(OcrEngine):
             raise OcrTimeout(f"rapidocr stopped after {deadline.seconds:g} s")
 
     def read_pass(self, img: Image.Image, deadline: Deadline) -> list[OcrToken]:
-        first = self._take_first_pass(img)
-        if first is not None:
-            return first
         work, scale = self._ocr_input(img)
         return self._in_image_pixels(self._read_array(_bgr(work), deadline), scale, img.size)
 
@@ -442,8 +438,8 @@ class RapidOcrEngine(OcrEngine):
                 if isinstance(found, Exception):
                     raise found
                 first = self._tokens(lines, *found) if found is not None else []
-                with self._given_first_pass(img, self._in_image_pixels(first, scale, img.size)):
-                    outcomes[i] = OcrOutcome(self.read_with_deadline(img, deadlines[i], targets[i]))
+                upright = self._in_image_pixels(first, scale, img.size)
+                outcomes[i] = OcrOutcome(self.read_with_deadline(img, deadlines[i], targets[i], upright))
             except Exception as exc:
                 outcomes[i] = OcrOutcome(None, exc)
             deadlines[i].pause()
@@ -501,24 +497,6 @@ class RapidOcrEngine(OcrEngine):
             deadlines[i].pause()
             seconds[i] += time.perf_counter() - started
         return results
-
-    @contextlib.contextmanager
-    def _given_first_pass(self, img: Image.Image, tokens: list[OcrToken]) -> Iterator[None]:
-        """Hands ``read_with_deadline`` the upright pass of ``img`` that the batch has read already: its first
-        ``read_pass(img)`` returns ``tokens`` instead of reading again (rotated and enlarged passes read
-        other images, so they still run)."""
-        self._first_pass.given = (img, tokens)
-        try:
-            yield
-        finally:
-            self._first_pass.given = None
-
-    def _take_first_pass(self, img: Image.Image) -> list[OcrToken] | None:
-        given = getattr(self._first_pass, "given", None)
-        if given is None or given[0] is not img:
-            return None
-        self._first_pass.given = None
-        return list(given[1])
 
     def _both_ways(self, crops: list[np.ndarray], quads: list[np.ndarray], rec_res: list[Any],
                    flipped: list[bool], deadline: Deadline) -> tuple[list[Any], list[bool]]:

@@ -53,9 +53,44 @@ def _failed(image_id: str, link: str, kind: str, message: str, **extra: Any) -> 
 
 def read_image(image: Image.Image, config: Config, entities: Sequence[str] = ()) -> tuple[Reading, list[float]]:
     """What the store keeps of a decoded image's text and drawing: the OCR reading (its second look spent
-    where ``entities`` lack a candidate) and the line segments. The extract job and explain share it."""
-    reading = get_engine(config.ocr, config.imaging).read_passes(image, lacks_candidates(entities, image.size))
-    return reading, line_segments(image)
+    where ``entities`` lack a candidate) and the line segments; raises what stopped them. Explain uses it."""
+    outcome, segments = read_images([image], [entities], config)[0]
+    if outcome.error is not None:
+        raise outcome.error
+    assert outcome.reading is not None and segments is not None
+    return outcome.reading, segments
+
+
+def read_images(images: Sequence[Image.Image], entities: Sequence[Sequence[str]],
+                config: Config) -> list[tuple[OcrOutcome, list[float] | None]]:
+    """OCR and line segments of decoded images, the one reading path of the extract job and explain: one
+    :meth:`OcrEngine.read_many` call (RapidOCR recognises their lines together), each image with its own
+    second-look target (the entities asked of it), then each read image's line segments, timed with its OCR.
+    Each image keeps its own outcome, even when the engine cannot be built; a configuration that cannot work
+    (``ocr.device=cuda`` without a GPU) raises: it is no image's fault."""
+    started = time.perf_counter()
+    try:
+        engine = get_engine(config.ocr, config.imaging)
+    except UsageError:
+        raise
+    except Exception as exc:
+        return [(OcrOutcome(None, exc), None) for _ in images]
+    built = (time.perf_counter() - started) / max(1, len(images))  # loading the models, on a worker's first batch
+    outcomes = engine.read_many(list(images), [lacks_candidates(e, img.size) for img, e in zip(images, entities,
+                                                                                                 strict=True)])
+    read: list[tuple[OcrOutcome, list[float] | None]] = []
+    for image, outcome in zip(images, outcomes, strict=True):
+        outcome.seconds += built
+        segments = None
+        if outcome.reading is not None:
+            started = time.perf_counter()
+            try:
+                segments = line_segments(image)
+            except Exception as exc:  # fails the image as an OCR failure would
+                outcome = OcrOutcome(None, exc, outcome.seconds)
+            outcome.seconds += time.perf_counter() - started
+        read.append((outcome, segments))
+    return read
 
 
 @dataclass
@@ -129,42 +164,13 @@ def process_image(image_id: str, link: str, config: Config, images_dir: str | No
     item = _fetch_decode(image_id, link, config, images_dir, entities)
     if not isinstance(item, _Decoded):
         return item
-    started = time.perf_counter()
-    segments = None
-    try:
-        reading, segments = read_image(item.image, config, item.entities)
-        outcome = OcrOutcome(reading)
-    except UsageError:
-        raise
-    except Exception as exc:
-        outcome = OcrOutcome(None, exc)
-    outcome.seconds = time.perf_counter() - started
-    return _ocr_record(item, config, outcome, segments)
-
-
-def read_decoded(items: Sequence[_Decoded], config: Config) -> list[OcrOutcome]:
-    """OCR of several decoded images in one :meth:`OcrEngine.read_many` call (RapidOCR recognises their lines
-    together), each with its own second-look target; each image keeps its own outcome, even when the engine
-    cannot be built."""
-    started = time.perf_counter()
-    try:
-        engine = get_engine(config.ocr, config.imaging)
-    except UsageError:
-        raise
-    except Exception as exc:
-        return [OcrOutcome(None, exc) for _ in items]
-    built = (time.perf_counter() - started) / max(1, len(items))  # loading the models, on a worker's first batch
-    outcomes = engine.read_many([d.image for d in items],
-                                [lacks_candidates(d.entities, d.image.size) for d in items])
-    for outcome in outcomes:
-        outcome.seconds += built
-    return outcomes
+    return _ocr_record(item, config, *read_images([item.image], [item.entities], config)[0])
 
 
 def process_frame(frame: pd.DataFrame, config: Config, images_dir: str | None) -> pd.DataFrame:
     """Stage one over a batch of distinct images (columns image_id, image_link, and optionally entities: the
     entity names the catalog asks of each image). Each image is fetched and decoded, then the decoded ones are
-    OCR'd together (:func:`read_decoded`), at most ``imaging.max_pixels`` pixels of them at a time so a batch
+    OCR'd together (:func:`read_images`), at most ``imaging.max_pixels`` pixels of them at a time so a batch
     holds no more image memory than one largest image. The records are those :func:`process_image` makes."""
     wanted = frame["entities"] if "entities" in frame else [()] * len(frame)
     prepared = [_fetch_decode(i, link, config, images_dir, list(e) if e is not None else ())
@@ -172,24 +178,11 @@ def process_frame(frame: pd.DataFrame, config: Config, images_dir: str | None) -
     decoded = [item for item in prepared if isinstance(item, _Decoded)]
     read: dict[int, dict[str, Any]] = {}
     for group in _pixel_groups(decoded, config.imaging.max_pixels):
-        for item, outcome in zip(group, read_decoded(group, config), strict=True):
-            read[id(item)] = _ocr_record(item, config, *_with_segments(item, outcome))
+        outcomes = read_images([d.image for d in group], [d.entities for d in group], config)
+        for item, (outcome, segments) in zip(group, outcomes, strict=True):
+            read[id(item)] = _ocr_record(item, config, outcome, segments)
     records = [read[id(item)] if isinstance(item, _Decoded) else item for item in prepared]
     return pd.DataFrame.from_records(records, columns=OCR_STAGE.names())
-
-
-def _with_segments(item: _Decoded, outcome: OcrOutcome) -> tuple[OcrOutcome, list[float] | None]:
-    """The line segments of a read image, found as :func:`read_image` finds them: part of its OCR step (timed
-    with it; a failure there fails the image as an OCR failure would)."""
-    if outcome.reading is None:
-        return outcome, None
-    started = time.perf_counter()
-    try:
-        segments = line_segments(item.image)
-    except Exception as exc:
-        return OcrOutcome(None, exc, outcome.seconds + time.perf_counter() - started), None
-    outcome.seconds += time.perf_counter() - started
-    return outcome, segments
 
 
 def _pixel_groups(items: list[_Decoded], max_pixels: int) -> Iterator[list[_Decoded]]:
