@@ -216,11 +216,8 @@ class OcrEngine:
         detector needs); larger images are left to engines that can do better."""
         if max(img.size) > self.cfg.second_pass_detail_max_side:
             return None
-        return self._read_enlarged(img, 2.0, deadline)
-
-    def _read_enlarged(self, img: Image.Image, factor: float, deadline: Deadline) -> list[OcrToken] | None:
         try:
-            size = resize_target(img.size, scale=factor, max_pixels=self.imaging.max_pixels,
+            size = resize_target(img.size, scale=2.0, max_pixels=self.imaging.max_pixels,
                                  what="second-look enlargement")
         except ImageError:
             return None  # too large to enlarge: this optional pass skips the image
