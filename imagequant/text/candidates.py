@@ -696,10 +696,31 @@ class _Context:
 
 # a number ending its line with no unit after it ("350" of a big "350" printed over a small "LBS")
 _TRAILING_NUMBER_RE = re.compile(r"(?<![0-9.,])[0-9]+(?:[.,][0-9]+)?\s*$")
+_NUMBER_TOKEN_RE = re.compile(r"[0-9]+(?:[.,][0-9]+)?")
+
+
+def _unitless_numbers(line: _Line) -> list[list[int]]:
+    """Token indices of each number in ``line`` with no unit after it: the number ending the line, and every
+    token that is a number by itself (side-by-side grouping may have put other words after it)."""
+    spans = []
+    m = _TRAILING_NUMBER_RE.search(line.fixed)
+    if m is not None:
+        spans.append((m.start(), m.end()))
+    for i in line.tokens:
+        start = line.char_tok.index(i) if i in line.char_tok else -1
+        end = start + line.char_tok.count(i)
+        if start >= 0 and _NUMBER_TOKEN_RE.fullmatch(line.fixed, start, end):
+            spans.append((start, end))
+    found: list[list[int]] = []
+    for start, end in spans:
+        toks = sorted({line.char_tok[k] for k in range(start, end) if line.char_tok[k] >= 0})
+        if toks and toks not in found and _unit_at(line.fixed, end) is None:
+            found.append(toks)
+    return found
 
 
 def _stacked_lines(ctx: _Context) -> list[int]:
-    """Joins a number that ends its line to a unit that starts the line right below it or right beside it
+    """Joins a number with no unit after it to a unit that starts the line right below it or right beside it
     (headline values are often printed as a big number with a small unit under or next to it, which the
     OCR reads as two lines). Returns the indices of the joined lines it adds to ``ctx``."""
     added: list[int] = []
@@ -711,41 +732,41 @@ def _stacked_lines(ctx: _Context) -> list[int]:
     if not starts:
         return added
     for li in range(len(ctx.lines)):
-        line = ctx.lines[li]
-        m = _TRAILING_NUMBER_RE.search(line.fixed)
-        if m is None or _unit_at(line.fixed, m.end()) is not None:
-            continue
-        num_toks = sorted({line.char_tok[i] for i in range(m.start(), m.end()) if line.char_tok[i] >= 0})
-        if not num_toks:
-            continue
-        angle, nx0, ny0, nx1, ny1 = ctx.frame_box(num_toks)
-        nh = ny1 - ny0
-        best, best_gap = None, math.inf
-        for lj, unit_toks in starts:
-            if lj == li or not unit_toks:
-                continue
-            u_angle, ux0, uy0, ux1, uy1 = ctx.frame_box(unit_toks)
-            if u_angle != angle or uy1 - uy0 > 1.2 * nh:
-                continue  # the unit is never printed larger than its number
-            below = uy0 - ny1
-            beside = ux0 - nx1
-            # Detector boxes are loose around big print, so the unit may start inside the number's box: below
-            # it up to a third of its height, or beside it when it starts right of the number's middle.
-            if -0.3 * nh <= below <= 0.8 * nh and min(nx1, ux1) - max(nx0, ux0) > 0:
-                gap = below
-            elif (
-                ux0 > (nx0 + nx1) / 2
-                and beside <= 1.0 * nh
-                and ny0 - 0.2 * nh <= (uy0 + uy1) / 2 <= ny1 + 0.2 * nh
-            ):
-                gap = max(0.0, beside)
-            else:
-                continue
-            if gap < best_gap:
-                best, best_gap = unit_toks, gap
-        if best is not None:
-            added.append(ctx.add_line(num_toks + best))
+        for num_toks in _unitless_numbers(ctx.lines[li]):
+            unit_toks = _unit_under_or_beside(ctx, num_toks, [(lj, u) for lj, u in starts if lj != li and u])
+            if unit_toks is not None:
+                added.append(ctx.add_line(num_toks + unit_toks))
     return added
+
+
+def _unit_under_or_beside(ctx: _Context, num_toks: list[int], starts: list[tuple[int, list[int]]]) -> list[int] | None:
+    """The unit tokens among ``starts`` printed closest under or right beside the number ``num_toks``."""
+    angle, nx0, ny0, nx1, ny1 = ctx.frame_box(num_toks)
+    nh = ny1 - ny0
+    best, best_gap = None, math.inf
+    for _, unit_toks in starts:
+        u_angle, ux0, uy0, ux1, uy1 = ctx.frame_box(unit_toks)
+        if u_angle != angle or uy1 - uy0 > 1.5 * nh:
+            # the unit is never printed larger than its number (a capitals word's box is up to half
+            # taller than the digits' box at the same print size)
+            continue
+        below = uy0 - ny1
+        beside = ux0 - nx1
+        # Detector boxes are loose around big print, so the unit may start inside the number's box: below
+        # it up to a third of its height, or beside it when it starts right of the number's middle.
+        if -0.3 * nh <= below <= 0.8 * nh and min(nx1, ux1) - max(nx0, ux0) > 0:
+            gap = below
+        elif (
+            ux0 > (nx0 + nx1) / 2
+            and beside <= 1.0 * nh
+            and ny0 - 0.2 * nh <= (uy0 + uy1) / 2 <= ny1 + 0.2 * nh
+        ):
+            gap = max(0.0, beside)
+        else:
+            continue
+        if gap < best_gap:
+            best, best_gap = unit_toks, gap
+    return best
 
 
 def _make_candidate(

@@ -335,7 +335,7 @@ def test_number_with_its_unit_on_the_line_below_or_beside() -> None:
     assert (cands[0].top, cands[0].height) == (100, 90)  # boxed over both lines
     assert [(c.value, c.unit) for c in extract_candidates([big, beside], "item_weight", IMAGE)] == [(350.0, "gram")]
     assert extract_candidates([big, far], "item_weight", IMAGE) == []  # too far below
-    bigger_unit = OcrToken("g", 90.0, 110, 170, 60, 90, 1, 1, 0)
+    bigger_unit = OcrToken("g", 90.0, 110, 170, 60, 120, 1, 1, 0)
     assert extract_candidates([big, bigger_unit], "item_weight", IMAGE) == []
     # Loose detector boxes: the unit starts inside the number's box (below it, or right of its middle)
     inside_below = OcrToken("kg", 90.0, 115, 145, 50, 40, 1, 1, 0)
@@ -380,3 +380,21 @@ def test_a_number_and_its_unit_stacked_on_two_lines() -> None:
     tokens = [OcrToken("350", 95.0, 100, 100, 120, 60, 1, 0, 0), OcrToken("LBS", 95.0, 110, 170, 60, 20, 1, 1, 0)]
     assert [(c.value, c.unit) for c in extract_candidates(tokens, "maximum_weight_recommendation", IMAGE)] == [
         (350.0, "pound")]
+
+
+def test_a_stacked_unit_in_capitals_may_have_a_taller_box_than_its_number() -> None:
+    # "0.423" over "OUNCES": the capitals word's detector box is a quarter taller than the digits'
+    tokens = [OcrToken("0.423", 95.0, 1518, 1589, 260, 80, 1, 0, 0),
+              OcrToken("OUNCES", 95.0, 1516, 1664, 264, 101, 1, 1, 0)]
+    assert [(c.value, c.unit) for c in extract_candidates(tokens, "item_weight", (2000, 2000))] == [(0.423, "ounce")]
+
+
+def test_a_number_grouped_with_words_beside_it_still_takes_the_unit_under_it() -> None:
+    # a big "10" over "KG", with "Capacity when" printed right of the "10" (side by side, so one line)
+    tokens = [OcrToken("10", 95.0, 100, 1299, 110, 76, 1, 0, 0),
+              OcrToken("Capacity", 95.0, 298, 1342, 248, 61, 1, 1, 0),
+              OcrToken("when", 95.0, 576, 1342, 125, 61, 1, 1, 1),
+              OcrToken("KG", 95.0, 85, 1373, 128, 87, 1, 2, 0)]
+    cands = extract_candidates(tokens, "maximum_weight_recommendation", (2500, 2500))
+    assert [(c.value, c.unit) for c in cands] == [(10.0, "kilogram")]
+
