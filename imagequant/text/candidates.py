@@ -516,6 +516,26 @@ def _find_mentions(s: str) -> list[_Mention]:
     return out
 
 
+def _drop_glued_bars(s: str, mentions: list[_Mention], entity: str) -> None:
+    """"100g|3.52oz" read as "100g13.52oz": a 1 glued right after the previous mention's unit is the bar
+    between two units of one quantity when dropping it makes the number that quantity's conversion (and
+    keeping it does not). Mends ``mentions`` in place."""
+    for prev, m in zip(mentions, mentions[1:], strict=False):
+        if m.num_start != prev.end or not re.match(r"1[0-9]", s[m.num_start : m.num_end]):
+            continue
+        unit, prev_unit = normalize_unit(m.unit_text, entity), normalize_unit(prev.unit_text, entity)
+        if unit is None or prev_unit is None or unit == prev_unit:
+            continue
+        rest = parse_number(s[m.num_start + 1 : m.num_end])
+        prev_base = prev.value * UNIT_FACTOR[prev_unit]
+        if rest is None or prev_base <= 0:
+            continue
+        ratio_kept, ratio_dropped = m.value * UNIT_FACTOR[unit] / prev_base, rest * UNIT_FACTOR[unit] / prev_base
+        if abs(ratio_dropped - 1.0) <= 0.03 and abs(ratio_kept - 1.0) > 0.03:
+            m.value, m.num_start = rest, m.num_start + 1
+            m.start = max(m.start, m.num_start)
+
+
 def _is_length(alias: str) -> bool:
     return normalize_unit(alias, "width") is not None
 
@@ -576,7 +596,9 @@ def extract_candidates(
     out: list[Candidate] = []
     # the engine's lines, then the number+unit pairs stacked over two of them
     for li in [*range(len(lines)), *_stacked_lines(ctx)]:
-        for m in _find_mentions(ctx.lines[li].fixed):
+        mentions = _find_mentions(ctx.lines[li].fixed)
+        _drop_glued_bars(ctx.lines[li].fixed, mentions, entity)
+        for m in mentions:
             slip = _UNIT_SLIPS.get(alias_key(m.unit_text))
             unit = normalize_unit(slip or m.unit_text, entity)
             if unit is None or m.value <= 0:

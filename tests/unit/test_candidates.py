@@ -370,6 +370,9 @@ def test_number_with_its_unit_on_the_line_below_or_beside() -> None:
         # units glued to the next word
         (["42WMAX"], "wattage", [(42.0, "watt")]),
         (["15MGerving"], "item_weight", [(15.0, "milligram")]),
+        # the bar between two units of one quantity read as a 1 ("100g|3.52oz"), only when that makes a conversion
+        (["100g13.52oz"], "item_weight", [(100.0, "gram"), (3.52, "ounce")]),
+        (["100g12oz"], "item_weight", [(100.0, "gram"), (12.0, "ounce")]),
     ],
 )
 def test_print_forms_real_images_need(words: list[str], entity: str, expected: list[tuple[float, str]]) -> None:
