@@ -755,18 +755,19 @@ def _stacked_lines(ctx: _Context) -> list[int]:
         return added
     for li in range(len(ctx.lines)):
         for num_toks in _unitless_numbers(ctx.lines[li]):
-            unit_toks = _unit_under_or_beside(ctx, num_toks, [(lj, u) for lj, u in starts if lj != li and u])
+            unit_toks = _unit_under_or_beside(ctx, num_toks, [u for lj, u in starts if lj != li and u])
             if unit_toks is not None:
                 added.append(ctx.add_line(num_toks + unit_toks))
     return added
 
 
-def _unit_under_or_beside(ctx: _Context, num_toks: list[int], starts: list[tuple[int, list[int]]]) -> list[int] | None:
-    """The unit tokens among ``starts`` printed closest under or right beside the number ``num_toks``."""
+def _unit_under_or_beside(ctx: _Context, num_toks: list[int], units: list[list[int]]) -> list[int] | None:
+    """Of ``units`` (each the tokens of a unit starting a line), the one printed closest under or right beside
+    the number ``num_toks``; None when none is placed so."""
     angle, nx0, ny0, nx1, ny1 = ctx.frame_box(num_toks)
     nh = ny1 - ny0
     best, best_gap = None, math.inf
-    for _, unit_toks in starts:
+    for unit_toks in units:
         u_angle, ux0, uy0, ux1, uy1 = ctx.frame_box(unit_toks)
         if u_angle != angle or uy1 - uy0 > 1.5 * nh:
             # the unit is never printed larger than its number (a capitals word's box is up to half
