@@ -728,10 +728,12 @@ def _unitless_numbers(line: _Line) -> list[list[int]]:
     m = _TRAILING_NUMBER_RE.search(line.fixed)
     if m is not None:
         spans.append((m.start(), m.end()))
-    for i in line.tokens:
-        start = line.char_tok.index(i) if i in line.char_tok else -1
-        end = start + line.char_tok.count(i)
-        if start >= 0 and _NUMBER_TOKEN_RE.fullmatch(line.fixed, start, end):
+    token_span: dict[int, tuple[int, int]] = {}
+    for pos, i in enumerate(line.char_tok):
+        if i >= 0:
+            token_span[i] = (token_span.get(i, (pos, pos))[0], pos + 1)
+    for start, end in token_span.values():
+        if _NUMBER_TOKEN_RE.fullmatch(line.fixed, start, end):
             spans.append((start, end))
     found: list[list[int]] = []
     for start, end in spans:
