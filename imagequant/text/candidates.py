@@ -516,6 +516,13 @@ def _find_mentions(s: str) -> list[_Mention]:
     return out
 
 
+def _mention_unit(m: _Mention, entity: str) -> tuple[str | None, bool]:
+    """The unit of ``entity`` that mention ``m`` names (None: none of its units), and whether it was read
+    from a known OCR slip of a unit word."""
+    slip = _UNIT_SLIPS.get(alias_key(m.unit_text))
+    return normalize_unit(slip or m.unit_text, entity), slip is not None
+
+
 def _drop_glued_bars(s: str, mentions: list[_Mention], entity: str) -> None:
     """"100g|3.52oz" read as "100g13.52oz": a 1 glued right after the previous mention's unit is the bar
     between two units of one quantity when dropping it makes the number that quantity's conversion (and
@@ -523,15 +530,13 @@ def _drop_glued_bars(s: str, mentions: list[_Mention], entity: str) -> None:
     for prev, m in zip(mentions, mentions[1:], strict=False):
         if m.num_start != prev.end or not re.match(r"1[0-9]", s[m.num_start : m.num_end]):
             continue
-        unit, prev_unit = normalize_unit(m.unit_text, entity), normalize_unit(prev.unit_text, entity)
-        if unit is None or prev_unit is None or unit == prev_unit:
-            continue
+        unit, prev_unit = _mention_unit(m, entity)[0], _mention_unit(prev, entity)[0]
         rest = parse_number(s[m.num_start + 1 : m.num_end])
-        prev_base = prev.value * UNIT_FACTOR[prev_unit]
-        if rest is None or prev_base <= 0:
+        if unit is None or prev_unit is None or unit == prev_unit or rest is None or prev.value <= 0:
             continue
-        ratio_kept, ratio_dropped = m.value * UNIT_FACTOR[unit] / prev_base, rest * UNIT_FACTOR[unit] / prev_base
-        if abs(ratio_dropped - 1.0) <= 0.03 and abs(ratio_kept - 1.0) > 0.03:
+        quantity = to_base(prev.value, prev_unit)[0]
+        kept, dropped = (abs(to_base(v, unit)[0] / quantity - 1.0) for v in (m.value, rest))
+        if dropped <= 0.03 < kept:
             m.value, m.num_start = rest, m.num_start + 1
             m.start = max(m.start, m.num_start)
 
@@ -599,11 +604,10 @@ def extract_candidates(
         mentions = _find_mentions(ctx.lines[li].fixed)
         _drop_glued_bars(ctx.lines[li].fixed, mentions, entity)
         for m in mentions:
-            slip = _UNIT_SLIPS.get(alias_key(m.unit_text))
-            unit = normalize_unit(slip or m.unit_text, entity)
+            unit, slip = _mention_unit(m, entity)
             if unit is None or m.value <= 0:
                 continue  # not a unit of this entity, or 0 (nutrition tables: "Fat 0g") which is never an answer
-            c = _make_candidate(ctx, li, m, unit, unit_slip=slip is not None)
+            c = _make_candidate(ctx, li, m, unit, unit_slip=slip)
             if c is not None:
                 out.append(c)
     if not out and unitless_fallback:
