@@ -38,7 +38,7 @@ def main() -> int:
     from imagequant.config import load_config
     from imagequant.spark.extract import images_to_process, load_rows
     from imagequant.spark.schema import ROW_SCHEMA
-    from imagequant.spark.session import CATALOG_ARROW_BATCH, build_session, runtime_conf
+    from imagequant.spark.session import build_session, catalog_frame
     from imagequant.spark.store import StoreFs
 
     started = time.perf_counter()
@@ -72,8 +72,7 @@ def main() -> int:
         # For comparison: the same rows handed over by createDataFrame, which the driver's JVM then holds.
         held = frame[list(ROW_COLUMNS)].assign(run_id="bench")
         t4 = time.perf_counter()
-        with runtime_conf(spark, CATALOG_ARROW_BATCH):
-            rows_held = spark.createDataFrame(held, schema=ROW_SCHEMA).cache()
+        rows_held = catalog_frame(spark, held, ROW_SCHEMA).cache()
         rows_held.count()
         t5 = time.perf_counter()
         rows_held.unpersist()

@@ -41,7 +41,7 @@ from imagequant.pipeline.rows import evidence_fields, row_evidence, text_or_none
 from imagequant.scoring.base import ScoringRow
 from imagequant.scoring.zoo import RULES, load_scorer
 from imagequant.spark.schema import IMAGE_EVIDENCE_SCHEMA, PREDICTIONS_SCHEMA, ROW_SCHEMA
-from imagequant.spark.session import CATALOG_ARROW_BATCH, runtime_conf
+from imagequant.spark.session import catalog_frame, default_parallelism
 from imagequant.spark.store import read_images, reporting_damage
 from imagequant.submission import check_submission, read_submission, write_submission
 
@@ -173,9 +173,8 @@ def run_predict(
     started = time.perf_counter()
     catalog = read_catalog(catalog_path)
     row_fields = [ROW_SCHEMA[name] for name in ("index", "image_id", "entity_name", "row_status", "row_error")]
-    parallelism = max(1, spark.sparkContext.defaultParallelism)
-    with runtime_conf(spark, CATALOG_ARROW_BATCH):  # createDataFrame converts eagerly, inside the block
-        rows = spark.createDataFrame(catalog[[f.name for f in row_fields]], T.StructType(row_fields))
+    parallelism = default_parallelism(spark)
+    rows = catalog_frame(spark, catalog[[f.name for f in row_fields]], T.StructType(row_fields))
     images = read_images(spark, store)
     if images is None:
         images = spark.createDataFrame([], IMAGE_EVIDENCE_SCHEMA)

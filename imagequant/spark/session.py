@@ -7,12 +7,17 @@ import re
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from pyspark import SparkConf
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
 
 from imagequant.config import Config
 from imagequant.errors import UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Settings the pipeline relies on; the YAML's spark.conf may override any of them.
 BASE_SPARK_CONF: dict[str, str] = {
@@ -145,7 +150,15 @@ def default_parallelism(spark: SparkSession) -> int:
 
 
 # Catalog rows are small: Arrow conversions of whole catalogs use large batches, not the image-sized ones.
-CATALOG_ARROW_BATCH = {"spark.sql.execution.arrow.maxRecordsPerBatch": "10000"}
+_CATALOG_ARROW_BATCH = {"spark.sql.execution.arrow.maxRecordsPerBatch": "10000"}
+
+
+def catalog_frame(spark: SparkSession, frame: pd.DataFrame, schema: T.StructType) -> DataFrame:
+    """A catalog-sized pandas frame as a DataFrame through ``createDataFrame``, converted in large Arrow
+    batches (the conversion is eager, so the setting holds only during the call). The driver's JVM keeps these
+    rows; :func:`imagequant.spark.store.stage_frame` hands a catalog over as a file instead."""
+    with runtime_conf(spark, _CATALOG_ARROW_BATCH):
+        return spark.createDataFrame(frame, schema)
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from imagequant.core import locations
 from imagequant.core.schema import CNN_FEATURE_DIM, READING_COLUMN_NAMES, TRAINING, TRAINING_DIR
 from imagequant.errors import UsageError
 from imagequant.spark.schema import spark_schema
-from imagequant.spark.session import CATALOG_ARROW_BATCH, runtime_conf
+from imagequant.spark.session import catalog_frame
 from imagequant.spark.store import read_images, reporting_damage
 from imagequant.training.reader import TrainingTable
 
@@ -55,9 +55,8 @@ def build_training_table(spark: SparkSession, catalogs: Sequence[str | Path], st
     rows_pd = pd.concat(frames, ignore_index=True)
     rows_pd = rows_pd[(rows_pd["row_status"] == "ok") & rows_pd["entity_value"].notna()]
     row_columns = TRAINING.select("index", "group_id", "entity_name", "entity_value", "image_id", "source")
-    with runtime_conf(spark, CATALOG_ARROW_BATCH):  # createDataFrame converts eagerly, inside the block
-        rows = spark.createDataFrame(rows_pd[row_columns.names()].astype({"source": "int32"}),
-                                     spark_schema(row_columns, nullable=True))
+    rows = catalog_frame(spark, rows_pd[row_columns.names()].astype({"source": "int32"}),
+                         spark_schema(row_columns, nullable=True))
     images = read_images(spark, store)
     if images is None:
         raise UsageError(f"store {store} holds no images table; run jobs/extract_features.py on the catalog first")
