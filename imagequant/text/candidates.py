@@ -76,7 +76,7 @@ class Candidate:
     unit_inferred: bool = False  # no unit was printed: a bare number read in the entity's usual unit
     leading_zero: bool = False  # printed as "06" / "0250": an integer with a leading zero (often an OCR slip)
     # --- where it stands among the image's candidates (a drawing prints width, depth and height apart) ---
-    size_order: float = 0.0  # 0 = the largest distinct quantity of the image .. 1 = the smallest
+    size_order: float = 0.5  # 0 = the largest distinct quantity of the image .. 1 = the smallest (0.5: one)
     lowest: bool = False  # no other candidate's centre lies lower in the image
     highest: bool = False
     leftmost: bool = False
@@ -651,7 +651,22 @@ def extract_candidates(
         converted = [o for o in same if o.unit != c.unit]
         c.dual_primary = any(o.rank > c.rank for o in converted)
         c.dual_secondary = any(o.rank < c.rank for o in converted)
+    _order_by_size(out, steps)
     return out
+
+
+def _order_by_size(cands: list[Candidate], steps: dict[int, float]) -> None:
+    """Sets ``size_order``: 0 for the largest quantity of the image .. 1 for the smallest, 0.5 when the image
+    states one quantity only. One quantity printed in two units ("15.8 in / 40.1 cm") is one size, so
+    neither half outranks the other."""
+    ordered = sorted(cands, key=lambda c: c.base_value, reverse=True)
+    levels, level = [], 0
+    for i, c in enumerate(ordered):
+        if i and not same_quantity(c, ordered[i - 1], steps[id(c)], steps[id(ordered[i - 1])]):
+            level += 1
+        levels.append(level)
+    for c, own in zip(ordered, levels, strict=True):
+        c.size_order = own / level if level else 0.5
 
 
 # Centres within this share of the image height of the lowest one form the bottom row of a drawing; two
@@ -661,13 +676,11 @@ _ROW_APART = 0.15
 
 
 def _place_among_others(cands: list[Candidate]) -> None:
-    """Sets each candidate's size order, whether it is the lowest / highest / leftmost / rightmost one, and
-    its place in a drawing's layout: dimension drawings print the width under the object, the depth to
+    """Sets whether each candidate is the lowest / highest / leftmost / rightmost one, and its place in a
+    drawing's layout: dimension drawings print the width under the object, the depth to
     the right of it along the receding edge, and the height beside the object, above that row."""
     if not cands:
         return
-    sizes = sorted({round(c.base_value, 9) for c in cands}, reverse=True)
-    order = {size: i / max(1, len(sizes) - 1) for i, size in enumerate(sizes)}
     top, bottom = min(c.rel_y for c in cands), max(c.rel_y for c in cands)
     left, right = min(c.rel_x for c in cands), max(c.rel_x for c in cands)
     row = [c for c in cands if c.rel_y >= bottom - _ROW_BAND]
@@ -676,7 +689,6 @@ def _place_among_others(cands: list[Candidate]) -> None:
     row_x0, row_x1 = min(c.left for c in row), max(c.left + c.width for c in row)
     apart = row_hi - row_lo >= _ROW_APART
     for c in cands:
-        c.size_order = order[round(c.base_value, 9)]
         c.lowest, c.highest = c.rel_y >= bottom, c.rel_y <= top
         c.leftmost, c.rightmost = c.rel_x <= left, c.rel_x >= right
         in_row = id(c) in in_bottom_row

@@ -56,7 +56,7 @@ def candidate_features(c: Candidate) -> list[float]:
         *(1.0 if c.dim_letter == letter else 0.0 for letter in _DIM_LETTERS),
         c.size_order,
         float(c.size_order == 0.0),
-        float(c.size_order == 1.0 and c.n_candidates > 1),
+        float(c.size_order == 1.0),
         float(c.lowest),
         float(c.highest),
         float(c.leftmost),

@@ -101,6 +101,29 @@ def test_dimension_drawing_bottom_row_and_side_labels() -> None:
     assert not any(c.beside_row or c.row_left for c in extract_candidates(table, "height", IMAGE))
 
 
+def test_one_quantity_in_two_units_is_one_size() -> None:
+    # "15.8 in / 40.1 cm" and "6 in / 15.2 cm": the cm halves are a hair larger in metres than the inch
+    # halves, yet each pair is one size, so nothing favours one half of a pair for being larger
+    tokens = line(["15.8in/40.1cm"], y=100, line_no=0) + line(["6in/15.2cm"], y=300, line_no=1)
+    orders = {c.text: c.size_order for c in extract_candidates(tokens, "depth", IMAGE)}
+    assert orders == {"15.8in": 0.0, "40.1cm": 0.0, "6in": 1.0, "15.2cm": 1.0}
+    single = extract_candidates(line(["12in/30.5cm"]), "depth", IMAGE)
+    assert [c.size_order for c in single] == [0.5, 0.5]  # one quantity: neither largest nor smallest
+
+
+def test_unmarked_measures_depth_takes_the_larger_and_width_the_smaller() -> None:
+    # nothing tells two measures apart: catalogs label the longer extent the depth, the shorter the width
+    group = line(["4\"", "x", "5.65\""])
+    assert pick(group, "depth") == (5.65, "inch")
+    assert pick(group, "width") == (4.0, "inch")
+    column = line(["30in"], y=300, line_no=0, x=500) + line(["12in"], y=400, line_no=1, x=500)
+    assert pick(column, "depth") == (30.0, "inch")
+    assert pick(column, "width") == (12.0, "inch")
+    # a printed letter still decides, and so does a triple's position
+    assert pick(line(["D", "4in", "W", "5.65in"]), "depth") == (4.0, "inch")
+    assert pick(line(["30", "x", "20", "x", "10", "cm"]), "depth") == (20.0, "centimetre")
+
+
 def test_specification_table_row_labels_name_the_value() -> None:
     # name | value rows: the name cell is a line of its own, left of the value and a little higher
     table = (
