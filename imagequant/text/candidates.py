@@ -677,8 +677,8 @@ _ROW_APART = 0.15
 
 def _place_among_others(cands: list[Candidate]) -> None:
     """Sets whether each candidate is the lowest / highest / leftmost / rightmost one, and its place in a
-    drawing's layout: dimension drawings print the width under the object, the depth to
-    the right of it along the receding edge, and the height beside the object, above that row."""
+    drawing's layout: dimension drawings print the width under the object, the depth to the right of it
+    along the receding edge, and the height beside the object, above that row."""
     if not cands:
         return
     top, bottom = min(c.rel_y for c in cands), max(c.rel_y for c in cands)
