@@ -92,7 +92,10 @@ _SIZE_TERMS: dict[str, float] = {"depth": 0.2, "width": -0.2}
 
 
 def _size_bonus(c: Candidate, entity: str) -> float:
-    """The larger quantities of an image for a depth, the smaller ones for a width (0 for one quantity)."""
+    """The larger quantities of an image for a depth, the smaller ones for a width (0 for one quantity, and
+    in an "a x b x c" group, which keeps its position rule)."""
+    if c.xgroup_len >= 3:
+        return 0.0
     return _SIZE_TERMS.get(entity, 0.0) * (1.0 - 2.0 * c.size_order)
 
 
@@ -155,8 +158,7 @@ def score_candidate(c: Candidate, entity: str, prior_weight: float = 0.7) -> flo
         if c.angle % 180 == 90:
             # rotated text along a vertical edge measures a height, almost never a width or depth
             s += 0.5 if entity == "height" else -1.0
-        if c.xgroup_len < 3:  # an "a x b x c" group keeps its position rule
-            s += _size_bonus(c, entity)
+        s += _size_bonus(c, entity)
     elif c.xgroup_pos >= 0 and c.xgroup_pos < c.xgroup_len - 1:
         s -= 0.5  # "2 x 500g": the count, not the quantity
     return s
@@ -224,7 +226,7 @@ def reasons(c: Candidate, entity: str) -> list[str]:
                 out.append(f"line:{c.line_orientation}")
         if c.angle % 180 == 90 and entity == "height":
             out.append("drawing:vertical")
-        if c.xgroup_len < 3 and _size_bonus(c, entity) > 0 and c.size_order in (0.0, 1.0):
+        if _size_bonus(c, entity) > 0 and c.size_order in (0.0, 1.0):
             out.append("size:largest" if c.size_order == 0.0 else "size:smallest")
     if not c.unit_inferred and spec.unit_prior.get(c.unit, 0.0) >= _COMMON_UNIT:
         out.append("unit_prior")

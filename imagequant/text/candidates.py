@@ -360,19 +360,27 @@ class _Line:
     raw: str
     fixed: str
     char_tok: list[int]  # token index per character, -1 for joining spaces
+    token_spans: dict[int, tuple[int, int]]  # token index -> its character span in the line
+
+    def tokens_in(self, start: int, end: int) -> list[int]:
+        """The token indices, in order, that characters ``start:end`` of the line come from."""
+        return sorted({self.char_tok[i] for i in range(start, end) if self.char_tok[i] >= 0})
 
 
 def _build_line(tokens: Sequence[OcrToken], idxs: list[int]) -> _Line:
     raw_parts, char_tok = [], []
+    spans: dict[int, tuple[int, int]] = {}
     for n, i in enumerate(idxs):
         if n:
             raw_parts.append(" ")
             char_tok.append(-1)
         text = expand_fraction_glyphs(tokens[i].text.strip())
         raw_parts.append(text)
+        if text:
+            spans[i] = (len(char_tok), len(char_tok) + len(text))
         char_tok.extend([i] * len(text))
     raw = "".join(raw_parts)
-    return _Line(idxs, raw, repair_digits(raw), char_tok)
+    return _Line(idxs, raw, repair_digits(raw), char_tok, spans)
 
 
 @dataclass
@@ -651,15 +659,14 @@ def extract_candidates(
         converted = [o for o in same if o.unit != c.unit]
         c.dual_primary = any(o.rank > c.rank for o in converted)
         c.dual_secondary = any(o.rank < c.rank for o in converted)
-    _order_by_size(out, steps)
+    _order_by_size(by_base[::-1], steps)
     return out
 
 
-def _order_by_size(cands: list[Candidate], steps: dict[int, float]) -> None:
-    """Sets ``size_order``: 0 for the largest quantity of the image .. 1 for the smallest, 0.5 when the image
-    states one quantity only. One quantity printed in two units ("15.8 in / 40.1 cm") is one size, so
-    neither half outranks the other."""
-    ordered = sorted(cands, key=lambda c: c.base_value, reverse=True)
+def _order_by_size(ordered: list[Candidate], steps: dict[int, float]) -> None:
+    """Sets ``size_order`` of candidates ``ordered`` from the largest base value down: 0 for the largest
+    quantity of the image .. 1 for the smallest, 0.5 when the image states one quantity only. One quantity
+    printed in two units ("15.8 in / 40.1 cm") is one size, so neither half outranks the other."""
     levels, level = [], 0
     for i, c in enumerate(ordered):
         if i and not same_quantity(c, ordered[i - 1], steps[id(c)], steps[id(ordered[i - 1])]):
@@ -744,16 +751,12 @@ def _unitless_numbers(line: _Line) -> list[list[int]]:
     m = _TRAILING_NUMBER_RE.search(line.fixed)
     if m is not None:
         spans.append((m.start(), m.end()))
-    token_span: dict[int, tuple[int, int]] = {}
-    for pos, i in enumerate(line.char_tok):
-        if i >= 0:
-            token_span[i] = (token_span.get(i, (pos, pos))[0], pos + 1)
-    for start, end in token_span.values():
+    for start, end in line.token_spans.values():
         if _NUMBER_TOKEN_RE.fullmatch(line.fixed, start, end):
             spans.append((start, end))
     found: list[list[int]] = []
     for start, end in spans:
-        toks = sorted({line.char_tok[k] for k in range(start, end) if line.char_tok[k] >= 0})
+        toks = line.tokens_in(start, end)
         if toks and toks not in found and _unit_at(line.fixed, end) is None:
             found.append(toks)
     return found
@@ -768,7 +771,7 @@ def _stacked_lines(ctx: _Context) -> list[int]:
     for lj, line in enumerate(ctx.lines):
         u = _unit_at(line.fixed, 0)
         if u is not None and not u.group("sep") and u.group("unit") not in _SYMBOL_UNITS:
-            starts.append((lj, sorted({line.char_tok[i] for i in range(u.start(), u.end()) if line.char_tok[i] >= 0})))
+            starts.append((lj, line.tokens_in(u.start(), u.end())))
     if not starts:
         return added
     for li in range(len(ctx.lines)):
@@ -815,7 +818,7 @@ def _make_candidate(
 ) -> Candidate | None:
     """A Candidate with its box and evidence for mention ``m`` on line ``li``."""
     tokens, line = ctx.tokens, ctx.lines[li]
-    span_toks = sorted({line.char_tok[i] for i in range(m.num_start, m.end) if line.char_tok[i] >= 0})
+    span_toks = line.tokens_in(m.num_start, m.end)
     if not span_toks:
         return None
     box = [tokens[i] for i in span_toks]
