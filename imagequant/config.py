@@ -151,12 +151,18 @@ class TrainConfig:
     unanswerable_weight: float = 1.0
     min_gain: float = 0.01
     min_gain_z: float = 2.0
+    scorer: str = "network"  # which scorer the model directory holds: a trained network, or the rules
+    confidence: bool = True  # learn the calibrated P(right) of the scorer's answers
+    confidence_folds: int = 5  # group K-fold of the out-of-fold predictions it is fitted on
+    confidence_entity_rows: int = 500  # an entity gets its own calibration from this many answered rows
 
 
 @dataclass
 class PredictConfig:
     use_exported: bool = True
     min_score: float | None = None  # rows scoring below are left empty; None: the scorer's own threshold
+    min_confidence: float | None = None  # rows whose P(right) is below are left empty (status low_confidence)
+    target_precision: float | None = None  # ... the minimum confidence the model's out-of-fold table gives this
 
 
 @dataclass
@@ -197,6 +203,9 @@ class Config:
             (1.0 <= self.ocr.rapidocr.det_upscale <= 4.0, "ocr.rapidocr.det_upscale must be between 1 and 4"),
             (0.0 < self.train.val_fraction < 1.0, "train.val_fraction must be between 0 and 1"),
             (self.train.loader in ("petastorm", "pyarrow"), "train.loader must be petastorm or pyarrow"),
+            (self.train.scorer in ("network", "rules"), f"train.scorer must be network or rules, got {self.train.scorer!r}"),
+            (self.predict.min_confidence is None or self.predict.target_precision is None,
+             "predict.min_confidence and predict.target_precision cannot both be set"),
             (self.model.kind in ("hybrid", "no_lstm", "no_cnn"), "model.kind must be hybrid, no_lstm or no_cnn"),
             (self.store.compression in ("zstd", "snappy", "gzip", "none"), "store.compression must be zstd, snappy, gzip or none"),
         ]
@@ -252,6 +261,12 @@ class Config:
         at_least("ocr.second_pass_detail_max_side", ocr.second_pass_detail_max_side, 0)
         at_least("imaging.ocr_max_upscale", im.ocr_max_upscale, 1)
         at_least("cnn.batch_size", cnn.batch_size, 1)
+        at_least("train.confidence_folds", t.confidence_folds, 2)
+        at_least("train.confidence_entity_rows", t.confidence_entity_rows, 1)
+        for key, value in (("predict.min_confidence", self.predict.min_confidence),
+                           ("predict.target_precision", self.predict.target_precision)):
+            if value is not None:
+                between(key, value, 0, 1)
         between("ocr.min_confidence", ocr.min_confidence, 0, 100)
         between("ocr.tesseract.oem", tc.oem, 0, 3)
         at_least("ocr.tesseract.thread_limit", tc.thread_limit, 1)

@@ -263,6 +263,33 @@ def line_chart(
         return save_figure(fig, path)
 
 
+def reliability_diagram(path: str | Path, bins: Sequence[Mapping[str, float]], *, title: str) -> Path:
+    """Observed accuracy per confidence bin (bars, with each bin's row count) against the diagonal a
+    calibrated confidence follows; ``bins`` as :func:`imagequant.core.metrics.reliability` gives them."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(5.6, 4.4))
+        filled = [b for b in bins if b["rows"]]
+        if not filled:
+            _empty_panel(ax, "no rows with a confidence")
+        else:
+            width = filled[0]["high"] - filled[0]["low"]
+            centres = [(b["low"] + b["high"]) / 2 for b in filled]
+            ax.bar(centres, [b["accuracy"] for b in filled], width=width * 0.9, color=color(0),
+                   label="observed share right")
+            ax.plot([0, 1], [0, 1], color="#888888", linestyle=":", label="calibrated")
+            ax.plot(centres, [b["confidence"] for b in filled], "o", color="#222222", markersize=3,
+                    label="mean confidence")
+            for x, b in zip(centres, filled, strict=True):
+                ax.text(x, min(b["accuracy"], 0.93) + 0.02, f"{b['rows']:,}", ha="center", va="bottom", fontsize=7)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1.05)
+            ax.set_xlabel("confidence")
+            ax.set_ylabel("share right")
+            ax.legend(loc="upper left")
+        ax.set_title(title)
+        return save_figure(fig, path)
+
+
 def bar_grid(
     path: str | Path,
     panels: Sequence[tuple[str, Sequence[str], Sequence[float]]],

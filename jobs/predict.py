@@ -1,7 +1,8 @@
 """Predict: catalog rows + their images in the feature store -> predictions.parquet and submission.csv.
 
     spark-submit jobs/predict.py --catalog PATH --store DIR --model DIR|rules --out DIR [--eager]
-                                 [--min-score S] [--conf FILE] [--set k=v]
+                                 [--min-score S] [--min-confidence P | --target-precision P]
+                                 [--conf FILE] [--set k=v]
 
 The store must already hold the catalog's images (jobs/extract_features.py); rows whose image is not
 there get status image_missing and an empty prediction. ``--model rules`` uses the rule baseline. The
@@ -34,24 +35,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min-score", type=float, metavar="S",
                         help="leave rows scoring below S (0..1) empty, for catalog use; overrides "
                              "predict.min_score (default: the scorer's own F1-best threshold)")
+    wanted = parser.add_mutually_exclusive_group()
+    wanted.add_argument("--min-confidence", type=float, metavar="P",
+                        help="leave answers whose calibrated confidence is below P (0..1) empty, with status "
+                             "low_confidence; needs a model directory with a confidence model")
+    wanted.add_argument("--target-precision", type=float, metavar="P",
+                        help="the minimum confidence that gave precision P (0..1] on the model directory's "
+                             "out-of-fold rows; prints the coverage it expects")
     args = parser.parse_args(argv)
     config = config_from_args(args)
-    if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:  # also refuses nan
-        raise UsageError(f"--min-score must be between 0 and 1, got {args.min_score!r}")
+    for option, value, low_open in (("--min-score", args.min_score, False),
+                                    ("--min-confidence", args.min_confidence, False),
+                                    ("--target-precision", args.target_precision, True)):
+        # also refuses nan
+        if value is not None and not ((value > 0.0 if low_open else value >= 0.0) and value <= 1.0):
+            raise UsageError(f"{option} must be between 0 and 1, got {value!r}")
     cut = args.min_score if args.min_score is not None else config.predict.min_score
+    min_confidence, target_precision = args.min_confidence, args.target_precision
+    if min_confidence is None and target_precision is None:
+        min_confidence, target_precision = config.predict.min_confidence, config.predict.target_precision
     inspect_catalog(args.catalog)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out} exists and is not a directory")
     exported = bool(config.predict.use_exported) and not args.eager
 
-    from imagequant.spark.inference import check_model_spec, require_store, run_predict
+    from imagequant.spark.inference import require_store, resolve_min_confidence, run_predict
     from imagequant.spark.session import build_session
 
-    check_model_spec(args.model, exported)
+    min_confidence, expected = resolve_min_confidence(args.model, exported, min_confidence, target_precision)
+    if expected:
+        print(expected, flush=True)
     require_store(args.store)
     spark = build_session(config, "imagequant-predict")
     try:
-        summary = run_predict(spark, args.catalog, args.store, args.model, args.out, exported, cut)
+        summary = run_predict(spark, args.catalog, args.store, args.model, args.out, exported, cut, min_confidence)
     finally:
         spark.stop()
     print(summary.line(), flush=True)

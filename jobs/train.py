@@ -2,13 +2,16 @@
 
     spark-submit jobs/train.py --catalog LABELED [--catalog LABELED ...] --store DIR --model OUT
                                [--conf FILE] [--set k=v] [--no-progress]
-                               [--cross-validate K]
+                               [--cross-validate K] [--scorer network|rules]
 
 Every catalog's images must already be in the one ``--store`` (run jobs/extract_features.py on each
 catalog with that store first; rows whose image is missing or failed are skipped and counted). Spark joins
 the labeled rows with STORE/images and writes the join to STORE/_training/<catalogs-hash>/; the trainer
 reads it back with Petastorm (train.loader=petastorm) or pyarrow (train.loader=pyarrow). The model
-directory gets weights.pt, vocab.json, config.json, threshold.json, metrics.json and model.pt2.
+directory gets weights.pt, vocab.json, config.json, threshold.json, metrics.json and model.pt2, and
+confidence.json: the calibrated probability that an answer is right, learned on out-of-fold predictions
+(group K-fold by product group; train.confidence=false skips it). ``--scorer rules`` trains no network:
+the directory then holds the rules and the confidence model of their answers.
 """
 
 from __future__ import annotations
@@ -35,8 +38,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cross-validate", type=int, default=0, metavar="K",
                         help="first run a group K-fold cross-validation (model vs rule baseline per entity, "
                         "candidate-recall ceiling); the table goes to stdout and MODEL/cross_validation.md")
+    parser.add_argument("--scorer", choices=("network", "rules"),
+                        help="what chooses the answers: a trained network (default, train.scorer) or the rules "
+                             "(no network; the directory holds the rules' confidence model)")
     args = parser.parse_args(argv)
     config = config_from_args(args)
+    if args.scorer:
+        config.train.scorer = args.scorer
+    if config.train.scorer == "rules" and args.cross_validate:
+        raise UsageError("--cross-validate compares a trained network with the rules; --scorer rules trains "
+                         "no network")
     for path in args.catalog:
         if not inspect_catalog(path).labeled:
             raise UsageError(f"catalog {path} has no entity_value column; training needs labeled rows")
@@ -60,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         spark.stop()  # training needs no Spark: free its memory first
     result = train_from_table(table, args.model, config, progress=not args.no_progress, folds=args.cross_validate)
     print(result.line(), flush=True)
+    if "confidence" in result.metrics:
+        from imagequant.training.confidence import describe_report
+
+        print(describe_report(result.metrics["confidence"]), flush=True)
     return 0
 
 

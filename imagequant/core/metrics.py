@@ -1,9 +1,11 @@
-"""The challenge's F1 (CHALLENGE.md), per-entity tables, the abstain threshold and candidate recall."""
+"""The challenge's F1 (CHALLENGE.md), per-entity tables, the abstain threshold, candidate recall, and what a
+confidence is worth: precision against coverage and calibration (reliability bins, expected calibration error)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -162,3 +164,103 @@ def candidate_recall(candidates_per_row: Sequence[Iterable[object]], truths: Seq
     nonempty = [bool(_clean(t)) for t in truths]
     n = sum(nonempty)
     return sum(h for h, ne in zip(hits, nonempty, strict=True) if ne) / n if n else 0.0
+
+
+# --- confidence: precision against coverage, and calibration -----------------------------------------------
+
+
+@dataclass
+class CoverageCurve:
+    """Precision against coverage when answers scoring below a threshold are left empty, at every distinct
+    score (in decreasing order): ``coverage`` is the answered share of ``rows`` (all rows with a truth),
+    ``precision`` the right share of the answered ones."""
+
+    rows: int
+    thresholds: np.ndarray
+    answered: np.ndarray
+    right: np.ndarray
+
+    @property
+    def coverage(self) -> np.ndarray:
+        return self.answered / self.rows if self.rows else np.zeros(len(self.answered))
+
+    @property
+    def precision(self) -> np.ndarray:
+        return np.divide(self.right, self.answered, out=np.zeros(len(self.right)), where=self.answered > 0)
+
+    def at(self, threshold: float) -> dict[str, float]:
+        """The point of answering the rows scoring >= ``threshold``."""
+        kept = int(np.searchsorted(-self.thresholds, -threshold, side="right"))  # thresholds >= threshold
+        answered = int(self.answered[kept - 1]) if kept else 0
+        right = int(self.right[kept - 1]) if kept else 0
+        return coverage_point(threshold, answered, right, self.rows)
+
+    def reaching(self, precision: float) -> dict[str, float] | None:
+        """The threshold with the highest coverage whose precision is at least ``precision``, or None."""
+        ok = np.flatnonzero(self.precision >= precision - 1e-12)
+        if not len(ok):
+            return None
+        i = int(ok[-1])  # thresholds decrease, so coverage grows along the curve
+        return coverage_point(float(self.thresholds[i]), int(self.answered[i]), int(self.right[i]), self.rows)
+
+
+def coverage_point(threshold: float, answered: int, right: int, rows: int) -> dict[str, float]:
+    return {"threshold": threshold, "coverage": answered / rows if rows else 0.0,
+            "precision": right / answered if answered else math.nan, "answered": answered, "right": right}
+
+
+def coverage_curve(scores: Sequence[float], right: Sequence[bool], rows: int) -> CoverageCurve:
+    """The curve of answers with ``scores`` (one per answered row; ``right`` says which are right) over
+    ``rows`` rows in all (the unanswered ones count in the coverage's denominator). Ties go together."""
+    s = np.asarray(scores, dtype=float)
+    ok = np.asarray(right, dtype=bool)
+    order = np.argsort(-s, kind="stable")
+    s, ok = s[order], ok[order]
+    last_of_tie = np.flatnonzero(np.append(s[1:] != s[:-1], True)) if len(s) else np.array([], dtype=int)
+    return CoverageCurve(rows, s[last_of_tie], last_of_tie + 1, np.cumsum(ok)[last_of_tie])
+
+
+def reliability(confidence: Sequence[float], right: Sequence[bool], bins: int = 10) -> list[dict[str, float]]:
+    """Equal-width confidence bins over 0..1: each bin's row count, mean confidence and observed accuracy
+    (the reliability diagram). The last bin holds 1.0."""
+    c = np.clip(np.asarray(confidence, dtype=float), 0.0, 1.0)
+    ok = np.asarray(right, dtype=bool)
+    which = np.minimum((c * bins).astype(int), bins - 1)
+    out = []
+    for b in range(bins):
+        members = which == b
+        n = int(members.sum())
+        out.append({"low": b / bins, "high": (b + 1) / bins, "rows": n,
+                    "confidence": float(c[members].mean()) if n else math.nan,
+                    "accuracy": float(ok[members].mean()) if n else math.nan})
+    return out
+
+
+def expected_calibration_error(confidence: Sequence[float], right: Sequence[bool], bins: int = 10) -> float:
+    """ECE: the row-weighted mean gap between confidence and accuracy over equal-width bins."""
+    table = reliability(confidence, right, bins)
+    total = sum(b["rows"] for b in table)
+    if not total:
+        return math.nan
+    return sum(b["rows"] * abs(b["confidence"] - b["accuracy"]) for b in table if b["rows"]) / total
+
+
+PRECISION_TARGETS = (0.80, 0.90, 0.95, 0.99)  # the operating points reported for a score or a confidence
+CALIBRATION_BINS = 10
+
+
+def confidence_summary(confidence: Sequence[float], right: Sequence[bool], rows: int) -> dict[str, Any]:
+    """What a confidence is worth over ``rows`` labeled rows, of which these are the answered ones: the
+    reliability bins, the expected calibration error, and the highest coverage (share of all ``rows``) at
+    each of :data:`PRECISION_TARGETS`."""
+    c = np.asarray(confidence, dtype=float)
+    ok = np.asarray(right, dtype=bool)
+    curve = coverage_curve(c, ok, rows)
+    return {
+        "rows": rows,
+        "answered": int(len(ok)),
+        "right": int(ok.sum()),
+        "ece": expected_calibration_error(c, ok, CALIBRATION_BINS),
+        "reliability": reliability(c, ok, CALIBRATION_BINS),
+        "coverage_at_precision": {f"{p:.2f}": curve.reaching(p) for p in PRECISION_TARGETS},
+    }

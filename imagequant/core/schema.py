@@ -256,6 +256,9 @@ PREDICTIONS = Table(
         Column("value", "double", nullable=True),
         Column("unit", "string", nullable=True),
         Column("score", "double"),
+        # the calibrated probability that the answer (value, unit) is right; null when the model directory
+        # has no confidence model or the row no candidate
+        Column("confidence", "double", nullable=True),
         Column("n_candidates", "int"),
         Column("status", "string"),
         Column("error", "string"),

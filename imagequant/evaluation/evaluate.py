@@ -49,6 +49,7 @@ from imagequant.core.schema import (
 from imagequant.core.units import ENTITIES, format_value, is_valid_prediction, parse_label, to_base
 from imagequant.errors import UsageError
 from imagequant.pipeline.rows import row_evidence
+from imagequant.scoring.confidence import LOW_CONFIDENCE
 
 ERROR_KINDS: dict[str, str] = {
     "correct": "prediction equals the truth",
@@ -125,8 +126,8 @@ def align(truth: pd.DataFrame, predictions: pd.DataFrame) -> Alignment:
     keep = [c for c in ("index", "image_link", "image_id", "group_id", "entity_name", "entity_value") if c in truth]
     rows = truth[keep].rename(columns={"entity_value": "truth"}).copy()
     rows["truth"] = [_clean(t) for t in rows["truth"]]
-    extras = [c for c in ("value", "unit", "score", "n_candidates", "status", "error", *EVIDENCE_COLUMN_NAMES)
-              if c in predictions]
+    extras = [c for c in ("value", "unit", "score", "confidence", "n_candidates", "status", "error",
+                          *EVIDENCE_COLUMN_NAMES) if c in predictions]
     rows = rows.merge(predictions[["index", "prediction", *extras]], on="index", how="left", indicator=True)
     rows["missing"] = rows.pop("_merge") == "left_only"
     rows["prediction"] = [_clean(p) for p in rows["prediction"]]
@@ -244,7 +245,7 @@ def _same_number_or_quantity(prediction: str, truth: str) -> bool:
 
 def _image_failed(status: object) -> bool:
     text = _clean(status)
-    return bool(text) and text != "ok"
+    return bool(text) and text not in ("ok", LOW_CONFIDENCE)
 
 
 def error_kind(row: Mapping[str, Any]) -> str:
@@ -322,7 +323,7 @@ def threshold_analysis(rows: pd.DataFrame) -> dict[str, float] | None:
 
 
 COVERAGE_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
-TARGET_PRECISIONS = (0.95, 0.90)
+TARGET_PRECISIONS = (0.95, 0.90)  # the operating points the score section names in a sentence
 
 
 def _best_answers(rows: pd.DataFrame) -> tuple[list[str], list[float]]:
@@ -335,58 +336,16 @@ def _best_answers(rows: pd.DataFrame) -> tuple[list[str], list[float]]:
     return answers, pd.to_numeric(rows["score"], errors="coerce").fillna(0.0).tolist()
 
 
-@dataclass
-class CoverageCurve:
-    """Precision against coverage when rows scoring below a threshold are left empty, at every distinct
-    score (in decreasing order): ``coverage`` is the answered share of the rows with a truth, ``precision``
-    the right share of the answered ones."""
-
-    rows: int  # rows with a truth
-    thresholds: np.ndarray
-    answered: np.ndarray
-    right: np.ndarray
-
-    @property
-    def coverage(self) -> np.ndarray:
-        return self.answered / self.rows if self.rows else np.zeros(len(self.answered))
-
-    @property
-    def precision(self) -> np.ndarray:
-        return np.divide(self.right, self.answered, out=np.zeros(len(self.right)), where=self.answered > 0)
-
-    def at(self, threshold: float) -> dict[str, float]:
-        """The point of answering the rows scoring >= ``threshold``."""
-        kept = int(np.searchsorted(-self.thresholds, -threshold, side="right"))  # thresholds >= threshold
-        answered = int(self.answered[kept - 1]) if kept else 0
-        right = int(self.right[kept - 1]) if kept else 0
-        return _point(threshold, answered, right, self.rows)
-
-    def reaching(self, precision: float) -> dict[str, float] | None:
-        """The threshold with the highest coverage whose precision is at least ``precision``, or None."""
-        ok = np.flatnonzero(self.precision >= precision - 1e-12)
-        if not len(ok):
-            return None
-        i = int(ok[-1])  # thresholds decrease, so coverage grows along the curve
-        return _point(float(self.thresholds[i]), int(self.answered[i]), int(self.right[i]), self.rows)
-
-
-def _point(threshold: float, answered: int, right: int, rows: int) -> dict[str, float]:
-    return {"threshold": threshold, "coverage": answered / rows if rows else 0.0,
-            "precision": right / answered if answered else math.nan, "answered": answered, "right": right}
-
-
-def coverage_curve(rows: pd.DataFrame) -> CoverageCurve:
-    """The curve over rows with a truth (a range truth counts as never right, as the challenge scores it)."""
+def coverage_curve(rows: pd.DataFrame, by: str = "score") -> metrics.CoverageCurve:
+    """The curve over rows with a truth, ranked by ``by`` (``score`` or ``confidence``); a range truth counts
+    as never right, as the challenge scores it, and a row without a value of ``by`` is never answered."""
     labeled = rows[[bool(t) for t in rows["truth"]]]
-    answers, scores = _best_answers(labeled)
-    has = np.array([bool(a) for a in answers], dtype=bool)
+    answers, _ = _best_answers(labeled)
+    ranks = pd.to_numeric(labeled[by], errors="coerce")
+    has = np.array([bool(a) for a in answers], dtype=bool) & ranks.notna().to_numpy()
     right = np.array([bool(a) and metrics.row_outcome(a, t) == "tp"
                       for a, t in zip(answers, labeled["truth"], strict=True)], dtype=bool)
-    s = np.asarray(scores, dtype=float)[has]
-    order = np.argsort(-s, kind="stable")
-    s, ok = s[order], right[has][order]
-    last_of_tie = np.flatnonzero(np.append(s[1:] != s[:-1], True)) if len(s) else np.array([], dtype=int)
-    return CoverageCurve(len(labeled), s[last_of_tie], last_of_tie + 1, np.cumsum(ok)[last_of_tie])
+    return metrics.coverage_curve(ranks.to_numpy(dtype=float)[has], right[has], len(labeled))
 
 
 def coverage_analysis(rows: pd.DataFrame) -> dict[str, Any] | None:
@@ -400,6 +359,31 @@ def coverage_analysis(rows: pd.DataFrame) -> dict[str, Any] | None:
         curve = coverage_curve(part)
         return {"rows": curve.rows, "table": [curve.at(t) for t in COVERAGE_GRID],
                 "at_precision": {f"{p:.2f}": curve.reaching(p) for p in TARGET_PRECISIONS}}
+
+    result = describe(rows)
+    result["per_entity"] = {str(e): describe(g) for e, g in rows.groupby("entity_name")}
+    return result
+
+
+def has_confidence(rows: pd.DataFrame) -> bool:
+    return "confidence" in rows and bool(pd.to_numeric(rows["confidence"], errors="coerce").notna().any())
+
+
+def confidence_analysis(rows: pd.DataFrame) -> dict[str, Any] | None:
+    """How well the predictions' calibrated confidence matches what is right, overall and per entity
+    (:func:`imagequant.core.metrics.confidence_summary`), over the rows with a truth; None when the
+    predictions carry no confidence. An abstaining row's best candidate counts as its answer."""
+    if not has_confidence(rows):
+        return None
+
+    def describe(part: pd.DataFrame) -> dict[str, Any]:
+        labeled = part[[bool(t) for t in part["truth"]]]
+        answers, _ = _best_answers(labeled)
+        confidence = pd.to_numeric(labeled["confidence"], errors="coerce")
+        has = np.array([bool(a) for a in answers], dtype=bool) & confidence.notna().to_numpy()
+        right = np.array([bool(a) and metrics.row_outcome(a, t) == "tp"
+                          for a, t in zip(answers, labeled["truth"], strict=True)], dtype=bool)
+        return metrics.confidence_summary(confidence.to_numpy(dtype=float)[has], right[has], len(labeled))
 
     result = describe(rows)
     result["per_entity"] = {str(e): describe(g) for e, g in rows.groupby("entity_name")}
@@ -442,6 +426,7 @@ def summarize(alignment: Alignment, rows: pd.DataFrame, with_candidates: bool) -
         "unit_confusion": unit_confusion(rows),
         "best_threshold": threshold_analysis(rows),
         "coverage": coverage_analysis(rows),
+        "confidence": confidence_analysis(rows),
     }
     if with_candidates:
         result["candidate_recall"] = metrics.candidate_recall(list(rows["candidates"]), truths)
@@ -487,7 +472,7 @@ def evaluate(
 
 
 ROW_COLUMNS = ("index", "entity_name", "group_id", "image_link", "truth", "prediction", "missing", "outcome", "kind",
-               "valid", "score", "evidence_text", "reasons", "status", "image_status", "candidate_hit",
+               "valid", "score", "confidence", "evidence_text", "reasons", "status", "image_status", "candidate_hit",
                "candidate_count", "candidates")
 
 
@@ -625,6 +610,19 @@ def _coverage_section(page: report.HtmlReport, coverage: Mapping[str, Any] | Non
         ylabel="precision (right share of answered)", xlim=(0.0, 1.0), ylim=(0.0, 1.02), hlines=TARGET_PRECISIONS,
         emphasis="all"),
         "Each point is a minimum score: rows scoring below it are left empty. Dotted: 95% and 90% precision.")
+    if has_confidence(rows):
+        by_confidence = {}
+        for name in names:
+            curve = coverage_curve(rows[rows["entity_name"] == name], by="confidence")
+            by_confidence[name] = (curve.coverage.tolist(), curve.precision.tolist())
+        overall = coverage_curve(rows, by="confidence")
+        by_confidence["all"] = (overall.coverage.tolist(), overall.precision.tolist())
+        page.figure(report.line_chart(
+            out / "precision_coverage_confidence.png", by_confidence, title="Precision against coverage, by confidence",
+            xlabel="coverage (answered share)", ylabel="precision (right share of answered)", xlim=(0.0, 1.0),
+            ylim=(0.0, 1.02), hlines=TARGET_PRECISIONS, emphasis="all"),
+            "The same, ranking answers by their calibrated confidence instead of the score "
+            "(predict --min-confidence P leaves answers below P empty).")
     per_entity = coverage["per_entity"]
     table_rows = []
     for name in [*names, "all"]:
@@ -640,6 +638,65 @@ def _coverage_section(page: report.HtmlReport, coverage: Mapping[str, Any] | Non
         table_rows.append(cells)
     page.table(["entity", "rows", "coverage at 95%", "min score", "coverage at 90%", "min score",
                 "coverage (all answered)", "precision (all answered)"], table_rows)
+
+
+def _confidence_section(page: report.HtmlReport, confidence: Mapping[str, Any] | None, names: Sequence[str],
+                        out: Path) -> None:
+    """Calibration of the predictions' confidence: the reliability diagram, the expected calibration error
+    and the coverage at each of the reported precisions, overall and per entity."""
+    page.heading("Confidence: calibration")
+    if confidence is None:
+        page.note("The predictions carry no confidence: predict with a model directory that has a confidence "
+                  "model (jobs/train.py writes one; --scorer rules for the rules) and give its predictions.parquet.")
+        return
+    page.paragraph(f"Expected calibration error {confidence['ece']:.3f} over the {confidence['answered']:,} answered "
+                   f"rows ({CALIBRATION_BINS_TEXT}): a calibrated confidence of 0.8 is right 8 times in 10. "
+                   f"Coverage is the answered share of all {confidence['rows']:,} rows with a truth.")
+    page.figure(report.reliability_diagram(out / "reliability.png", confidence["reliability"],
+                                           title="Reliability of the confidence"),
+                "Bars: the share right among the answers in each confidence bin (row counts above); dots: the "
+                "bin's mean confidence; dotted: where a calibrated confidence lies.")
+    targets = list(confidence["coverage_at_precision"])
+    table_rows = []
+    for name in [*names, "all"]:
+        part = confidence if name == "all" else confidence["per_entity"].get(name)
+        if part is None:
+            continue
+        cells: list[Any] = [name, part["rows"], part["ece"]]
+        for p in targets:
+            point = part["coverage_at_precision"][p]
+            cells.append(f"{point['coverage']:.3f} (≥ {point['threshold']:.3f})" if point else "–")
+        table_rows.append(cells)
+    page.table(["entity", "rows", "ECE", *(f"coverage at {float(p):.0%} (min confidence)" for p in targets)],
+               table_rows)
+    page.raw('<p>Answers to review, least confident first: <a href="review_queue.csv">review_queue.csv</a>.</p>')
+
+
+CALIBRATION_BINS_TEXT = f"{metrics.CALIBRATION_BINS} equal-width bins"
+REVIEW_COLUMNS = ("index", "entity_name", "image_link", "answer", "confidence", "score", "prediction", "status",
+                  "evidence_text", "reasons", "truth", "outcome", "kind", "thumbnail")
+
+
+def write_review_queue(rows: pd.DataFrame, path: Path, images_dir: str | Path | None = None) -> Path | None:
+    """review_queue.csv: every row with an answer and a confidence, least confident first (what a reviewer
+    checks before letting answers into the catalog), with the evidence thumbnail's path (relative to the
+    report folder) when ``images_dir`` is given. None when the predictions carry no confidence."""
+    if not has_confidence(rows):
+        return None
+    answers, _ = _best_answers(rows)
+    queue = rows.assign(answer=answers, confidence=pd.to_numeric(rows["confidence"], errors="coerce"))
+    queue = queue[(queue["answer"] != "") & queue["confidence"].notna()]
+    queue = queue.sort_values(["confidence", "index"], kind="stable")
+    thumbs = []
+    for record in queue.to_dict("records"):
+        made = None
+        if images_dir is not None:
+            made = _thumbnail(str(record.get("image_link") or ""), Path(images_dir),
+                              path.parent / "thumbs" / f"{int(record['index'])}.png", boxes=thumbnail_boxes(record))
+        thumbs.append(made.relative_to(path.parent).as_posix() if made else "")
+    queue["thumbnail"] = thumbs
+    queue[[c for c in REVIEW_COLUMNS if c in queue.columns]].to_csv(path, index=False)
+    return path
 
 
 def write_evaluation_report(
@@ -695,6 +752,8 @@ def write_evaluation_report(
     per_entity: dict[str, Any] = result["per_entity"]
     names = [e for e in ENTITIES if e in per_entity] + sorted(e for e in per_entity if e not in ENTITIES)
     _coverage_section(page, result.get("coverage"), rows, names, out)
+    _confidence_section(page, result.get("confidence"), names, out)
+    write_review_queue(rows, out / "review_queue.csv", images_dir)
 
     page.heading("Per entity")
     labels = [*names, "all"]

@@ -23,7 +23,8 @@ from imagequant.core.units import format_prediction, format_value
 from imagequant.errors import UsageError
 from imagequant.scoring import rules
 from imagequant.scoring.base import Prediction, ScoringRow
-from imagequant.scoring.zoo import RULES, load_scorer
+from imagequant.scoring.confidence import answer_evidence
+from imagequant.scoring.zoo import RULES, is_rules, load_scorer
 from imagequant.text.candidates import Candidate, extract_candidates
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ class Explanation:
     prediction: Prediction
     scorer: str
     threshold: float
+    # what moved the confidence model's log-odds for this answer, largest push first (empty without one)
+    drivers: list[tuple[str, float]] = dataclasses.field(default_factory=list)
 
     def chosen(self) -> CandidateView | None:
         picked = self.prediction.candidate
@@ -79,8 +82,19 @@ class Explanation:
             out.append(f" {mark}{i + 1:>2}. {view.quantity:<22} text {c.text!r} box {box_text(c)} angle {c.angle} "
                        f"rule {view.rule_score:+.2f} (conf {view.rule_confidence:.3f}){model}")
             out.append(f"      evidence: {', '.join(evidence_flags(c)) or '(none)'}")
-        out += ["", self.choice_line()]
+        out += ["", self.choice_line(), self.confidence_line()]
         return "\n".join(out) + "\n"
+
+    def confidence_line(self) -> str:
+        """The calibrated probability that the answer is right, and the evidence that moved it most."""
+        p = self.prediction
+        if p.confidence is None:
+            return ("confidence: none (no candidate)" if p.candidate is None else
+                    "confidence: none (the scorer has no confidence model: train a model directory to get one)")
+        up = [f"{name} {push:+.2f}" for name, push in self.drivers if push > 0][:4]
+        down = [f"{name} {push:+.2f}" for name, push in self.drivers if push < 0][:4]
+        return (f"confidence: {p.confidence:.3f} (calibrated probability that the answer is right); raised by: "
+                f"{', '.join(up) or '(nothing)'}; lowered by: {', '.join(down) or '(nothing)'} (log-odds pushes)")
 
     def choice_line(self) -> str:
         p = self.prediction
@@ -196,18 +210,20 @@ def explain_image(image: Image.Image, source: str, entity: str, config: Config, 
     tokens = reading.tokens
     size = (image.width, image.height)
     candidates = extract_candidates(tokens, entity, size, segments=segments_from_flat(flat_segments))
-    cnn = _cnn_features(image, config) if model_spec != RULES else None
+    cnn = _cnn_features(image, config) if not is_rules(scorer) else None
     row = ScoringRow(entity, tokens, size, candidates, cnn)
     threshold = config.predict.min_score
     [prediction] = scorer.predict([row], threshold=threshold)
-    probabilities = _probabilities(scorer, row) if model_spec != RULES else [None] * len(candidates)
+    probabilities = _probabilities(scorer, row) if not is_rules(scorer) else [None] * len(candidates)
+    evidence = answer_evidence(row, prediction)
+    drivers = scorer.confidence.contributions(evidence) if scorer.confidence is not None and evidence is not None else []
     views = []
     for c, p in zip(candidates, probabilities, strict=True):
         raw = rules.score_candidate(c, entity)
         views.append(CandidateView(c, raw, rules.confidence(raw), p))
     return Explanation(source, entity, size, config.ocr.engine, tokens, views, prediction,
                        RULES if model_spec == RULES else str(model_spec),
-                       scorer.threshold if threshold is None else threshold)
+                       scorer.threshold if threshold is None else threshold, drivers)
 
 
 def annotated_name(source: str, entity: str) -> str:

@@ -39,6 +39,10 @@ class Prediction:
     # the mention the answer was read from (the first one, when the model pooled several): the evidence a
     # reviewer checks; None without a candidate
     candidate: Candidate | None = None
+    runner_up: float = 0.0  # the scorer's score of the best other quantity (0 without one)
+    # the calibrated probability that the answer is right (imagequant.scoring.confidence); None when the
+    # scorer has no confidence model or the row no candidate
+    confidence: float | None = None
 
 
 class Scorer(Protocol):
@@ -46,7 +50,9 @@ class Scorer(Protocol):
 
     name: str
     threshold: float  # the abstain threshold the scorer was tuned with
+    confidence: Any  # its ConfidenceModel (imagequant.scoring.confidence), or None
 
     def predict(self, rows: Sequence[ScoringRow], threshold: float | None = None) -> list[Prediction]:
-        """One prediction per row; rows scoring below ``threshold`` (default: :attr:`threshold`) get ""."""
+        """One prediction per row; rows scoring below ``threshold`` (default: :attr:`threshold`) get "".
+        With a confidence model each prediction with a candidate carries its ``confidence``."""
         ...

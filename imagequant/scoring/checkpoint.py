@@ -41,6 +41,7 @@ CONFIG_FILE = "config.json"
 THRESHOLD_FILE = "threshold.json"
 METRICS_FILE = "metrics.json"
 EXPORTED_FILE = "model.pt2"
+CHECKPOINT_FILES = (WEIGHTS_FILE, VOCAB_FILE, CONFIG_FILE, THRESHOLD_FILE, METRICS_FILE, EXPORTED_FILE)
 
 
 def export_program(model: CandidateScorer, params: ModelParams, path: Path) -> None:
@@ -75,7 +76,7 @@ def save_checkpoint(
     (out / VOCAB_FILE).write_text(json.dumps(vocab.to_json()))
     (out / CONFIG_FILE).write_text(json.dumps({"format": CHECKPOINT_FORMAT, **asdict(params)}, indent=2))
     (out / THRESHOLD_FILE).write_text(json.dumps({"threshold": _json_float(threshold)}, indent=2))
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=_json_default))
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=json_default))
     exported = out / EXPORTED_FILE
     if export:
         export_program(model, params, exported)
@@ -88,7 +89,7 @@ def _json_float(x: float) -> float | str:
     return x if math.isfinite(x) else ("-inf" if x < 0 else "inf")
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating,)):

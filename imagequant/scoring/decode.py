@@ -24,8 +24,9 @@ def decode(example: EncodedExample, probs: np.ndarray, threshold: float) -> Pred
         first.setdefault(key, c)
     key = max(pooled, key=lambda kk: pooled[kk])  # dict order breaks ties: the earliest mention wins
     best, score = first[key], pooled[key]
+    runner_up = max((p for kk, p in pooled.items() if kk != key), default=0.0)
     text = format_prediction(best.value, best.unit, example.entity) if score >= threshold else ""
-    return Prediction(text, best.value, best.unit, score, example.n_candidates_found, no_answer, best)
+    return Prediction(text, best.value, best.unit, score, example.n_candidates_found, no_answer, best, runner_up)
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

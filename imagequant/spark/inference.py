@@ -8,10 +8,12 @@ store come out with status ``image_missing`` (run ``jobs/extract_features.py`` o
 Output, one row per catalog row (``predictions.parquet``):
 
 * ``index``; ``prediction`` ("" when abstaining, without candidates, or when the row/image failed);
-* ``value``, ``unit``, ``score``: the best candidate and its probability (model) or confidence (rules),
-  given even when the score is below the threshold so thresholds can be studied afterwards;
+* ``value``, ``unit``, ``score``: the best candidate and its probability (model) or squashed rule score
+  (rules), given even when the score is below the threshold so thresholds can be studied afterwards;
+* ``confidence``: the calibrated probability that the best candidate is right (null without a confidence
+  model in the model directory); a row below ``--min-confidence`` gets status ``low_confidence``;
 * ``n_candidates``: candidates found for the row's entity;
-* ``status``: ``ok``, the row's problem (``bad_link``, ``unknown_entity``), the image's (``http_status``,
+* ``status``: ``ok``, ``low_confidence`` (held back below the minimum confidence), the row's problem (``bad_link``, ``unknown_entity``), the image's (``http_status``,
   ``decode_error``, ...), ``image_missing``, or ``predict_error``; ``error``: the message;
 * ``evidence_text``, ``evidence_left/top/width/height``, ``evidence_angle``, ``reasons``: the mention the
   value was read from (its OCR text, box in original-image pixels, OCR pass rotation) and why it was chosen
@@ -39,6 +41,7 @@ from imagequant.core.units import ENTITY_UNITS
 from imagequant.errors import UsageError
 from imagequant.pipeline.rows import evidence_fields, row_evidence, text_or_none
 from imagequant.scoring.base import ScoringRow
+from imagequant.scoring.confidence import LOW_CONFIDENCE
 from imagequant.scoring.zoo import RULES, load_scorer
 from imagequant.spark.schema import IMAGE_EVIDENCE_SCHEMA, PREDICTIONS_SCHEMA, ROW_SCHEMA
 from imagequant.spark.session import catalog_frame, default_parallelism
@@ -50,16 +53,18 @@ OUTPUT_COLUMNS = PREDICTIONS.names()
 
 
 def _failed(index: int, status: str, error: str, n: int = 0) -> dict[str, Any]:
-    return PREDICTIONS.empty_record(index=index, value=None, unit=None, n_candidates=n, status=status, error=error,
-                                    **evidence_fields(None, ""))
+    return PREDICTIONS.empty_record(index=index, value=None, unit=None, confidence=None, n_candidates=n, status=status,
+                                    error=error, **evidence_fields(None, ""))
 
 
-def predict_frame(frame: pd.DataFrame, model_spec: str, exported: bool, threshold: float | None) -> pd.DataFrame:
+def predict_frame(frame: pd.DataFrame, model_spec: str, exported: bool, threshold: float | None,
+                  min_confidence: float | None = None) -> pd.DataFrame:
     """Scores one pandas batch of joined rows (the body of the UDF; usable without Spark).
 
     ``frame`` has the catalog columns ``index, image_id, entity_name, row_status, row_error`` and the image
     columns ``image_status, image_error, width, height, tok_*, cnn_features`` (null when the image is not
-    in the store). ``threshold`` overrides the scorer's own (rules: 0, answer whenever possible).
+    in the store). ``threshold`` overrides the scorer's own (rules: 0, answer whenever possible);
+    ``min_confidence`` leaves answers whose confidence is below it empty, with status ``low_confidence``.
     """
     scorer = load_scorer(model_spec, exported)
     out: list[dict[str, Any] | None] = []
@@ -95,9 +100,15 @@ def predict_frame(frame: pd.DataFrame, model_spec: str, exported: bool, threshol
     if pending:
         preds = scorer.predict([row for _, _, row in pending], threshold=threshold)
         for (slot, index, scored), pred in zip(pending, preds, strict=True):
-            out[slot] = {"index": index, "prediction": pred.prediction, "value": pred.value, "unit": pred.unit,
-                         "score": float(pred.score), "n_candidates": pred.n_candidates, "status": "ok",
-                         "error": "", **evidence_fields(pred.candidate, scored.entity)}
+            status, error, answer = "ok", "", pred.prediction
+            held = min_confidence is not None and pred.confidence is not None and pred.confidence < min_confidence
+            if answer and held:
+                status, answer = LOW_CONFIDENCE, ""
+                error = f"confidence {pred.confidence:.3f} is below the minimum confidence {min_confidence:.3f}"
+            out[slot] = {"index": index, "prediction": answer, "value": pred.value, "unit": pred.unit,
+                         "score": float(pred.score), "confidence": pred.confidence,
+                         "n_candidates": pred.n_candidates, "status": status, "error": error,
+                         **evidence_fields(pred.candidate, scored.entity)}
     return typed(pd.DataFrame([r for r in out if r is not None], columns=OUTPUT_COLUMNS))
 
 
@@ -106,12 +117,12 @@ def typed(result: pd.DataFrame) -> pd.DataFrame:
     (a row without a mention has no box, and 0 would be a real pixel position; Spark's toPandas would
     otherwise hand them back as floats)."""
     boxes = {name: "Int32" for name in EVIDENCE_COLUMN_NAMES if PREDICTIONS[name].kind == "int"}
-    return result.astype({"index": "int64", "value": "float64", "score": "float64", "n_candidates": "int32",
-                          **boxes})
+    return result.astype({"index": "int64", "value": "float64", "score": "float64", "confidence": "float64",
+                          "n_candidates": "int32", **boxes})
 
 
-def partition_scorer(model_spec: str, exported: bool, threshold: float | None, torch_threads: int = 1
-                     ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+def partition_scorer(model_spec: str, exported: bool, threshold: float | None, min_confidence: float | None = None,
+                     torch_threads: int = 1) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """The ``mapInPandas`` function: regroups Arrow batches into chunks of CHUNK_ROWS and scores them."""
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -125,10 +136,11 @@ def partition_scorer(model_spec: str, exported: bool, threshold: float | None, t
             buffer.append(batch)
             size += len(batch)
             if size >= CHUNK_ROWS:
-                yield predict_frame(pd.concat(buffer, ignore_index=True), model_spec, exported, threshold)
+                yield predict_frame(pd.concat(buffer, ignore_index=True), model_spec, exported, threshold,
+                                    min_confidence)
                 buffer, size = [], 0
         if buffer:
-            yield predict_frame(pd.concat(buffer, ignore_index=True), model_spec, exported, threshold)
+            yield predict_frame(pd.concat(buffer, ignore_index=True), model_spec, exported, threshold, min_confidence)
 
     return score
 
@@ -145,18 +157,53 @@ class PredictSummary:
     out_dir: Path
     seconds: float
     problems: list[str] = field(default_factory=list)
+    with_confidence: int = 0  # rows given a confidence
+    min_confidence: float | None = None
 
     def line(self) -> str:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))
         verdict = "submission check passed" if not self.problems else f"submission check FAILED ({len(self.problems)} problems)"
+        if not self.with_confidence:
+            confidence = "confidence: none (the model directory has no confidence model)"
+        else:
+            confidence = f"confidence on {self.with_confidence} rows"
+            if self.min_confidence is not None:
+                confidence += f", {self.by_status.get(LOW_CONFIDENCE, 0)} held back below {self.min_confidence:.3f}"
         return (f"predicted {self.rows} rows with {self.model}: {self.answered} answered, "
-                f"status: {statuses}; {verdict}; wrote {self.out_dir}/predictions.parquet and submission.csv "
-                f"in {self.seconds:.1f}s")
+                f"status: {statuses}; {confidence}; {verdict}; wrote {self.out_dir}/predictions.parquet and "
+                f"submission.csv in {self.seconds:.1f}s")
 
 
-def check_model_spec(model_spec: str, exported: bool) -> None:
-    """Fails fast (UsageError) when the model directory is not a loadable checkpoint."""
-    load_scorer(model_spec, exported)
+def resolve_min_confidence(model_spec: str, exported: bool, min_confidence: float | None,
+                           target_precision: float | None) -> tuple[float | None, str]:
+    """Loads the scorer (a UsageError when the model directory is not a loadable model) and turns
+    ``--min-confidence`` / ``--target-precision`` into the minimum confidence, with a line saying what the
+    model's out-of-fold rows expect of it. Either needs a confidence model."""
+    scorer = load_scorer(model_spec, exported)
+    if min_confidence is None and target_precision is None:
+        return None, ""
+    option = "--min-confidence" if min_confidence is not None else "--target-precision"
+    model = scorer.confidence
+    if model is None:
+        what = "the rule baseline has" if model_spec == RULES else f"model directory {model_spec} has"
+        raise UsageError(f"{option} needs a calibrated confidence, and {what} none: train a model directory "
+                         "(jobs/train.py, or jobs/train.py --scorer rules for the rules) and predict with it")
+    if target_precision is None:
+        assert min_confidence is not None
+        kept = [p for p in model.operating if p["threshold"] >= min_confidence]  # thresholds decrease
+        if not kept:
+            return min_confidence, f"min confidence {min_confidence:.3f}: out of fold no row reached it"
+        return min_confidence, (f"min confidence {min_confidence:.3f}: out of fold it answered "
+                                f"{kept[-1]['coverage']:.1%} of rows at precision {kept[-1]['precision']:.1%}")
+    reached = model.threshold_for(target_precision)
+    if reached is None:
+        top = max((p["precision"] for p in model.operating), default=float("nan"))
+        raise UsageError(f"--target-precision {target_precision:g}: no minimum confidence reaches it on the "
+                         f"model's out-of-fold rows (the highest precision there is {top:.3f}); ask for less")
+    return reached["threshold"], (
+        f"target precision {target_precision:.1%}: min confidence {reached['threshold']:.3f}; out of fold it "
+        f"answered {reached['coverage']:.1%} of rows ({reached['answered']} of {model.report.get('rows', '?')}) "
+        f"at precision {reached['precision']:.1%}")
 
 
 def run_predict(
@@ -167,6 +214,7 @@ def run_predict(
     out_dir: str | Path,
     exported: bool = True,
     threshold: float | None = None,
+    min_confidence: float | None = None,
 ) -> PredictSummary:
     """Predicts every row of the catalog; writes predictions.parquet and submission.csv and checks the
     submission (problems listed in the summary)."""
@@ -181,7 +229,8 @@ def run_predict(
     images = images.select(*IMAGE_EVIDENCE.names()).withColumnRenamed("status", "image_status") \
         .withColumnRenamed("error", "image_error")
     joined = rows.join(images, on="image_id", how="left").repartition(parallelism * 2)
-    scored = joined.mapInPandas(partition_scorer(str(model_spec), exported, threshold), PREDICTIONS_SCHEMA)
+    scored = joined.mapInPandas(partition_scorer(str(model_spec), exported, threshold, min_confidence),
+                                PREDICTIONS_SCHEMA)
     with reporting_damage(store):
         result = typed(scored.toPandas().sort_values("index", kind="stable").reset_index(drop=True))
 
@@ -198,6 +247,8 @@ def run_predict(
         out_dir=out,
         seconds=time.perf_counter() - started,
         problems=problems,
+        with_confidence=int(result["confidence"].notna().sum()),
+        min_confidence=min_confidence,
     )
 
 

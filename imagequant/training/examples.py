@@ -119,16 +119,22 @@ def split_by_group(examples: Sequence[RawExample], val_fraction: float, seed: in
     return train, val
 
 
-def group_folds(examples: Sequence[RawExample], folds: int, seed: int) -> list[list[RawExample]]:
-    """``folds`` disjoint parts of ``examples``; all rows of one group_id fall in the same part."""
+def fold_of_groups(groups: Sequence[str], folds: int, seed: int) -> np.ndarray:
+    """Per row, one of ``folds`` folds; all rows of one group share a fold (groups dealt round-robin in the
+    order of :func:`group_hash`, so the folds hold about as many groups each)."""
     if folds < 2:
         raise UsageError(f"cross-validation needs at least 2 folds, got {folds}")
-    groups = sorted({e.group_id for e in examples}, key=lambda g: group_hash(g, seed))
-    if len(groups) < folds:
-        raise UsageError(f"{folds} folds need at least {folds} distinct group_id values, found {len(groups)}")
-    fold_of = {g: i % folds for i, g in enumerate(groups)}
-    parts: list[list[RawExample]] = [[] for _ in range(folds)]
-    for e in examples:
-        parts[fold_of[e.group_id]].append(e)
-    return parts
+    ordered = sorted(set(groups), key=lambda g: group_hash(g, seed))
+    if len(ordered) < folds:
+        raise UsageError(f"{folds} folds need at least {folds} distinct group_id values, found {len(ordered)}")
+    fold_of = {g: i % folds for i, g in enumerate(ordered)}
+    return np.asarray([fold_of[g] for g in groups], dtype=int)
 
+
+def group_folds(examples: Sequence[RawExample], folds: int, seed: int) -> list[list[RawExample]]:
+    """``folds`` disjoint parts of ``examples``; all rows of one group_id fall in the same part."""
+    which = fold_of_groups([e.group_id for e in examples], folds, seed)
+    parts: list[list[RawExample]] = [[] for _ in range(folds)]
+    for e, k in zip(examples, which, strict=True):
+        parts[k].append(e)
+    return parts

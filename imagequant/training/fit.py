@@ -30,11 +30,13 @@ from imagequant.core.metrics import best_threshold, candidate_recall, per_entity
 from imagequant.core.units import values_equal
 from imagequant.errors import UsageError
 from imagequant.scoring.base import Prediction, ScoringRow
-from imagequant.scoring.checkpoint import save_checkpoint
+from imagequant.scoring.checkpoint import CHECKPOINT_FILES, METRICS_FILE, json_default, save_checkpoint
+from imagequant.scoring.confidence import CONFIDENCE_FILE, ConfidenceModel
 from imagequant.scoring.decode import decode
 from imagequant.scoring.encode import INPUT_NAMES, EncodedExample, ModelParams, Vocab, encode_example
 from imagequant.scoring.network import build_model, collate, option_loss
-from imagequant.scoring.zoo import RuleScorer
+from imagequant.scoring.zoo import SCORER_FILE, RuleScorer, write_rules_directory
+from imagequant.training.confidence import ConfidenceSettings, train_confidence
 from imagequant.training.examples import RawExample, examples_from_records, group_folds, split_by_group
 from imagequant.training.reader import TrainingTable, iter_training_records
 
@@ -59,8 +61,7 @@ def threshold_report(preds: Sequence[Prediction], labels: Sequence[str | None]) 
 
 def rule_predictions(examples: Sequence[RawExample]) -> list[Prediction]:
     """The rule baseline's answers (no threshold applied), for comparison on the same rows."""
-    rows = [ScoringRow(e.entity, e.tokens, e.image_size, e.candidates, e.cnn) for e in examples]
-    return RuleScorer().predict(rows)
+    return RuleScorer().predict(scoring_rows(examples))
 
 
 def apply_threshold(preds: Sequence[Prediction], threshold: float) -> list[str]:
@@ -93,6 +94,10 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def line(self) -> str:
+        if self.metrics.get("scorer") == "rules":
+            r = self.metrics["rules"]
+            return (f"wrote a rules model directory for {self.metrics['rows']} rows (rules F1 {r['f1']:.3f}, "
+                    f"candidate recall {self.metrics['candidate_recall']:.3f}) to {self.model_dir}")
         v = self.metrics["validation"]
         r = self.metrics.get("rules_validation", {})
         return (
@@ -304,13 +309,24 @@ def train_model(
 
 
 
+@dataclass
+class OutOfFold:
+    """Every row's predictions from models that never saw its product group: the network of the fold that
+    held it out, and the rules (which see no labels), both before any threshold."""
+
+    examples: list[RawExample]
+    model: list[Prediction]
+    rules: list[Prediction]
+
+
 def cross_validate(examples: Sequence[RawExample], model_config: ModelConfig, settings: TrainConfig, folds: int,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True) -> tuple[dict[str, Any], OutOfFold]:
     """Group k-fold: each fold is predicted by a model trained on the others (early-stopped and thresholded
     on a group split of those), and by the rule baseline (threshold chosen the same way). Returns the
-    out-of-fold scores of both, overall and per entity, and the candidate-recall ceiling per entity."""
+    out-of-fold scores of both, overall and per entity, and the candidate-recall ceiling per entity; and
+    the out-of-fold predictions themselves (what the confidence model learns from)."""
     parts = group_folds(examples, folds, settings.seed)
-    rows: list[RawExample] = []
+    oof = OutOfFold([], [], [])
     model_answers: list[str] = []
     rule_answers: list[str] = []
     per_fold = []
@@ -320,8 +336,9 @@ def cross_validate(examples: Sequence[RawExample], model_config: ModelConfig, se
         fitted = fit_model(train, val, model_config, settings, progress=False)
         inner_val = val or train
         rule_threshold = threshold_report(rule_predictions(inner_val), [e.label for e in inner_val])["threshold"]
-        fold_model = apply_threshold(fitted.predict(test), fitted.threshold)
-        fold_rules = apply_threshold(rule_predictions(test), rule_threshold)
+        model_preds, rule_preds = fitted.predict(test), rule_predictions(test)
+        fold_model = apply_threshold(model_preds, fitted.threshold)
+        fold_rules = apply_threshold(rule_preds, rule_threshold)
         labels = [e.label or "" for e in test]
         per_fold.append({"fold": k, "rows": len(test), "best_epoch": fitted.best_epoch,
                          "model_f1": score(fold_model, labels)["f1"], "rules_f1": score(fold_rules, labels)["f1"]})
@@ -329,9 +346,12 @@ def cross_validate(examples: Sequence[RawExample], model_config: ModelConfig, se
             f = per_fold[-1]
             print(f"fold {k + 1}/{folds}: {f['rows']} rows, model F1 {f['model_f1']:.3f}, "
                   f"rules F1 {f['rules_f1']:.3f} (best epoch {f['best_epoch']})", file=sys.stderr, flush=True)
-        rows += test
+        oof.examples += test
+        oof.model += model_preds
+        oof.rules += rule_preds
         model_answers += fold_model
         rule_answers += fold_rules
+    rows = oof.examples
     entities = [e.entity for e in rows]
     labels = [e.label or "" for e in rows]
     model_table = per_entity(entities, model_answers, labels)
@@ -345,8 +365,22 @@ def cross_validate(examples: Sequence[RawExample], model_config: ModelConfig, se
             "rules_f1": float(rule_table.loc[entity, "f1"]),
             "model_f1": float(model_table.loc[entity, "f1"]),
         }
-    return {"folds": folds, "rows": len(rows), "model": score(model_answers, labels),
-            "rules": score(rule_answers, labels), "per_entity": table, "per_fold": per_fold}
+    cv = {"folds": folds, "rows": len(rows), "model": score(model_answers, labels),
+          "rules": score(rule_answers, labels), "per_entity": table, "per_fold": per_fold}
+    return cv, oof
+
+
+def scoring_rows(examples: Sequence[RawExample]) -> list[ScoringRow]:
+    return [ScoringRow(e.entity, e.tokens, e.image_size, e.candidates, e.cnn) for e in examples]
+
+
+def learn_confidence(examples: Sequence[RawExample], predictions: Sequence[Prediction], scorer: str,
+                     settings: TrainConfig) -> ConfidenceModel:
+    """The confidence model of ``scorer``'s out-of-fold ``predictions`` of ``examples``."""
+    return train_confidence(scoring_rows(examples), predictions, [e.label for e in examples],
+                            [e.group_id for e in examples], scorer,
+                            ConfidenceSettings(folds=settings.confidence_folds,
+                                               entity_rows=settings.confidence_entity_rows, seed=settings.seed))
 
 
 def render_cross_validation(cv: Mapping[str, Any]) -> str:
@@ -362,24 +396,61 @@ def render_cross_validation(cv: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _clear_model_directory(out: Path) -> None:
+    """Removes what an earlier training wrote that this one may not write again (a rules-only directory
+    retrained as a network, a confidence model when confidence is off): a stale file would be served."""
+    for name in (SCORER_FILE, CONFIDENCE_FILE, "cross_validation.json", "cross_validation.md",
+                 *CHECKPOINT_FILES):
+        if (out / name).is_file():
+            (out / name).unlink()
+
+
+def train_rules_directory(examples: Sequence[RawExample], out_dir: str | Path, settings: TrainConfig,
+                          extra_metrics: Mapping[str, Any], progress: bool = True) -> TrainResult:
+    """A model directory whose answers the rules choose (no network), with the confidence model of those
+    answers. The rules see no labels, so their predictions of every row are out-of-fold as they stand."""
+    started = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _clear_model_directory(out)
+    preds = rule_predictions(examples)
+    labels = [e.label for e in examples]
+    report = threshold_report(preds, labels)
+    metrics: dict[str, Any] = {
+        "scorer": "rules",
+        "rows": len(examples),
+        "rules": summary_at(preds, examples, report["threshold"]),
+        "candidate_recall": ceiling(examples),
+        **dict(extra_metrics),
+    }
+    if settings.confidence:
+        if progress:
+            print(f"confidence: fitting on the rules' answers to {len(examples)} rows", file=sys.stderr, flush=True)
+        confidence = learn_confidence(examples, preds, "rules", settings)
+        confidence.save(out)
+        metrics["confidence"] = confidence.report
+    write_rules_directory(out)
+    metrics["seconds"] = round(time.perf_counter() - started, 2)
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=json_default))
+    return TrainResult(out, metrics)
+
+
 def train_from_table(table: TrainingTable, out_dir: str | Path, config: Config, progress: bool = True,
                      folds: int = 0) -> TrainResult:
     """Reads a written training table and trains (no Spark needed).
 
     With ``folds`` >= 2 a group k-fold cross-validation runs first; its table is printed and written to
-    ``cross_validation.json`` / ``cross_validation.md`` in the model directory.
+    ``cross_validation.json`` / ``cross_validation.md`` in the model directory. Its out-of-fold predictions
+    (``train.confidence_folds`` folds when no cross-validation is asked for) train the confidence model,
+    written to ``confidence.json``. With ``train.scorer=rules`` no network is trained: the directory holds
+    the rules and the confidence model of their answers.
     """
     settings = config.train
     loader = settings.loader
     started = time.perf_counter()
     examples, skipped = examples_from_records(iter_training_records(table.uri, loader))
     read_seconds = time.perf_counter() - started
-    cv = None
-    if folds:
-        cv = cross_validate(examples, config.model, settings, folds, progress)
-        print(render_cross_validation(cv), flush=True)
-    train, val = split_by_group(examples, settings.val_fraction, settings.seed)
-    extra = {
+    extra: dict[str, Any] = {
         "loader": loader,
         "read_seconds": round(read_seconds, 3),
         "training_table": table.uri,
@@ -388,10 +459,30 @@ def train_from_table(table: TrainingTable, out_dir: str | Path, config: Config, 
         "table_failed_images": table.failed_images,
         "skipped": dict(skipped),
     }
-    if cv is not None:
+    if not examples:
+        raise UsageError("no training rows: every row was unlabeled, failed or missing from the store")
+    if settings.scorer == "rules":
+        return train_rules_directory(examples, out_dir, settings, extra, progress)
+    cv = oof = None
+    if folds or settings.confidence:
+        if progress and not folds:
+            print(f"confidence: predicting {len(examples)} rows out of fold ({settings.confidence_folds} group "
+                  "folds, a network trained for each)", file=sys.stderr, flush=True)
+        cv, oof = cross_validate(examples, config.model, settings, folds or settings.confidence_folds, progress)
+    if folds and cv is not None:
+        print(render_cross_validation(cv), flush=True)
         extra["cross_validation"] = {k: cv[k] for k in ("folds", "rows", "model", "rules")}
+    confidence = None
+    if settings.confidence and oof is not None:
+        confidence = learn_confidence(oof.examples, oof.model, "network", settings)
+        extra["confidence"] = confidence.report
+    train, val = split_by_group(examples, settings.val_fraction, settings.seed)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    _clear_model_directory(Path(out_dir))
     result = train_model(train, val, config.model, settings, out_dir, progress, extra)
-    if cv is not None:
+    if confidence is not None:
+        confidence.save(result.model_dir)
+    if folds and cv is not None:
         (result.model_dir / "cross_validation.json").write_text(json.dumps(cv, indent=2) + "\n")
         (result.model_dir / "cross_validation.md").write_text(render_cross_validation(cv))
     return result

@@ -145,7 +145,8 @@ def test_predict_writes_statuses_and_a_valid_submission(spark: Any, trained: dic
                           exported=True)
     assert summary.problems == []
     frame = pd.read_parquet(out / "predictions.parquet")
-    assert list(frame.columns) == ["index", "prediction", "value", "unit", "score", "n_candidates", "status", "error",
+    assert list(frame.columns) == ["index", "prediction", "value", "unit", "score", "confidence", "n_candidates",
+                                   "status", "error",
                                    "evidence_text", "evidence_left", "evidence_top", "evidence_width",
                                    "evidence_height", "evidence_angle", "reasons"]
     catalog = pd.read_csv(trained["catalog"])
@@ -170,6 +171,91 @@ def test_predict_writes_statuses_and_a_valid_submission(spark: Any, trained: dic
     # the rule baseline runs through the same UDF (eager vs exported agreement: test_model.py)
     rules_summary = run_predict(spark, trained["catalog"], trained["store"], "rules", trained["root"] / "pred_rules")
     assert rules_summary.problems == [] and rules_summary.answered > 0
+
+
+def test_training_learns_a_calibrated_confidence_and_predict_writes_it(spark: Any, trained: dict[str, Any]) -> None:
+    from imagequant.scoring.confidence import load_confidence
+    from imagequant.spark.inference import run_predict
+
+    model_dir = trained["result"].model_dir
+    model = load_confidence(model_dir)
+    assert model is not None and model.scorer == "network"
+    report = json.loads((model_dir / "metrics.json").read_text())["confidence"]
+    assert report["rows"] == 151 and report["answered"] > 100 and 0.0 <= report["ece"] <= 0.2
+    thresholds = [p["threshold"] for p in model.operating]
+    assert thresholds and thresholds == sorted(thresholds, reverse=True)
+    out = trained["root"] / "pred_confidence"
+    summary = run_predict(spark, trained["catalog"], trained["store"], str(model_dir), out, min_confidence=0.9)
+    frame = pd.read_parquet(out / "predictions.parquet")
+    ok = frame[frame["status"].isin(["ok", "low_confidence"])]
+    with_candidate = ok[ok["n_candidates"] > 0]
+    assert with_candidate["confidence"].between(0, 1).all() and summary.with_confidence == len(with_candidate)
+    held = frame[frame["status"] == "low_confidence"]
+    assert (held["confidence"] < 0.9).all() and (held["prediction"] == "").all()
+    assert held["error"].str.contains("below the minimum confidence 0.900").all()
+    answered = frame[frame["prediction"] != ""]
+    assert (answered["confidence"] >= 0.9).all()
+    assert "held back below 0.900" in summary.line()
+
+
+def test_a_rules_only_model_directory_gives_the_rules_answers_with_a_confidence(
+        spark: Any, trained: dict[str, Any]) -> None:
+    from imagequant.spark.inference import run_predict
+    from imagequant.training.fit import train_from_table
+
+    config = _config(trained["root"], "train.scorer=rules")
+    model_dir = trained["root"] / "rules_model"
+    result = train_from_table(trained["table"], model_dir, config, progress=False)
+    assert {p.name for p in model_dir.iterdir()} == {"scorer.json", "confidence.json", "metrics.json"}
+    assert result.metrics["confidence"]["rows"] == 151
+    with_model = run_predict(spark, trained["catalog"], trained["store"], str(model_dir), trained["root"] / "pr")
+    plain = run_predict(spark, trained["catalog"], trained["store"], "rules", trained["root"] / "pr_plain")
+    a = pd.read_parquet(with_model.out_dir / "predictions.parquet")
+    b = pd.read_parquet(plain.out_dir / "predictions.parquet")
+    # the same answers; only the directory's predictions carry a confidence
+    assert a["prediction"].tolist() == b["prediction"].tolist()
+    assert a["confidence"].notna().sum() > 0 and b["confidence"].isna().all()
+
+
+def test_confidence_options_refuse_without_a_confidence_model_and_bad_values(trained: dict[str, Any],
+                                                                            tmp_path: Path) -> None:
+    import shutil
+
+    old = tmp_path / "old_model"  # a model directory written before confidence existed
+    shutil.copytree(trained["result"].model_dir, old)
+    (old / "confidence.json").unlink()
+    base = ["--catalog", str(trained["catalog"]), "--store", str(trained["store"]), "--out", str(tmp_path / "o")]
+    cases = [
+        (["--model", str(old), "--target-precision", "0.9"], "needs a calibrated confidence"),
+        (["--model", "rules", "--min-confidence", "0.5"], "needs a calibrated confidence"),
+        (["--model", str(trained["result"].model_dir), "--min-confidence", "1.5"], "--min-confidence must be"),
+        (["--model", str(trained["result"].model_dir), "--target-precision", "0"], "--target-precision must be"),
+        (["--model", str(trained["result"].model_dir), "--target-precision", "nan"], "--target-precision must be"),
+        (["--model", str(trained["result"].model_dir), "--set", "predict.min_confidence=2"], "predict.min_confidence"),
+    ]
+    for args, fragment in cases:
+        done = _job("predict", *base, *args)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (args, done.stderr)
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and fragment in last, (args, done.stderr)
+    (old / "confidence.json").write_text("{not json")
+    done = _job("predict", *base, "--model", str(old))
+    assert done.returncode == 2 and "confidence.json cannot be used" in done.stderr.strip().splitlines()[-1]
+
+
+def test_an_old_model_directory_still_predicts_with_a_null_confidence(spark: Any, trained: dict[str, Any],
+                                                                      tmp_path: Path) -> None:
+    import shutil
+
+    from imagequant.spark.inference import run_predict
+
+    old = tmp_path / "old_model"
+    shutil.copytree(trained["result"].model_dir, old)
+    (old / "confidence.json").unlink()
+    summary = run_predict(spark, trained["catalog"], trained["store"], str(old), tmp_path / "out")
+    frame = pd.read_parquet(tmp_path / "out" / "predictions.parquet")
+    assert frame["confidence"].isna().all() and summary.answered > 0
+    assert "confidence: none" in summary.line()
 
 
 def test_model_cache_loads_once_per_process(trained: dict[str, Any]) -> None:

@@ -264,6 +264,35 @@ def test_coverage_table_and_operating_points(tmp_path: Path) -> None:
     assert written["coverage"]["table"][-1]["precision"] is None  # nothing answered: no precision
 
 
+def test_confidence_calibration_coverage_and_review_queue(tmp_path: Path) -> None:
+    truth, predictions = _predictions(tmp_path)
+    frame = pd.read_parquet(predictions)
+    # a confidence per best answer (none for the row without a candidate); ranks differ from the score's
+    frame["confidence"] = [0.97, 0.93, 0.91, 0.15, 0.88, 0.35, 0.8, 0.2, None, 0.5, 0.9, 0.25]
+    frame["status"] = ["ok"] * 11 + ["low_confidence"]
+    frame.to_parquet(predictions)
+    result, rows = evaluate(predictions, read_catalog(truth))
+    confidence = result["confidence"]
+    assert (confidence["rows"], confidence["answered"], confidence["right"]) == (11, 10, 6)
+    # the six right answers are the six most confident: 100% precision up to 6 of 11 rows
+    top = confidence["coverage_at_precision"]["0.99"]
+    assert (top["answered"], top["right"], top["threshold"]) == (6, 6, 0.8)
+    assert set(confidence["coverage_at_precision"]) == {"0.80", "0.90", "0.95", "0.99"}
+    bins = {round(b["low"], 1): b for b in confidence["reliability"] if b["rows"]}
+    assert bins[0.9]["rows"] == 4 and bins[0.9]["accuracy"] == 1.0
+    assert 0.0 < confidence["ece"] < 0.3 and confidence["per_entity"]["width"]["rows"] == 2
+    # a held-back row is not an image failure
+    assert rows.loc[rows["index"] == 11, "kind"].item() == "wrong_value"  # no store: candidates unknown
+
+    page = write_evaluation_report(result, rows, tmp_path / "report")
+    html = page.read_text()
+    assert 'src="reliability.png"' in html and 'src="precision_coverage_confidence.png"' in html
+    assert "Expected calibration error" in html
+    queue = pd.read_csv(tmp_path / "report" / "review_queue.csv")
+    assert queue["confidence"].is_monotonic_increasing and len(queue) == 11  # the unlabeled row too
+    assert queue["index"].tolist()[:3] == [3, 7, 11] and "thumbnail" in queue
+
+
 def test_a_submission_csv_has_no_coverage(tmp_path: Path) -> None:
     truth, predictions = _predictions(tmp_path)
     csv = tmp_path / "submission.csv"

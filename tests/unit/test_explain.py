@@ -60,7 +60,8 @@ def test_explains_a_local_file(label: tuple[Path, tuple[int, int, int, int]], tm
     text = explanation.text()
     assert "OCR lines:" in text and "Net Wt 500g" in text
     assert "candidates for item_weight" in text and "'500g'" in text and "evidence: keyword" in text
-    assert text.strip().splitlines()[-1].startswith("choice: 500.0 gram (score ")
+    assert text.strip().splitlines()[-2].startswith("choice: 500.0 gram (score ")
+    assert text.strip().splitlines()[-1].startswith("confidence: none (the scorer has no confidence model")
     assert "reasons: keyword,keyword_line" in text
     # every candidate has its rule score; the choice is the best of them
     assert max(v.rule_score for v in explanation.candidates) == chosen.rule_score
@@ -70,6 +71,26 @@ def test_explains_a_local_file(label: tuple[Path, tuple[int, int, int, int]], tm
     # the choice's box is drawn in green around the printed value
     edge = annotated.getpixel((c.left - 2, c.top + c.height // 2))
     assert edge[1] > 120 and edge[0] < 80, edge
+
+
+@needs_tesseract
+def test_explain_prints_the_confidence_of_a_model_directory_and_what_drove_it(
+        label: tuple[Path, tuple[int, int, int, int]], tmp_path: Path) -> None:
+    from imagequant.scoring.zoo import RuleScorer, write_rules_directory
+    from imagequant.training.confidence import ConfidenceSettings, train_confidence
+    from tests.unit.test_confidence import _rows
+
+    rows, labels, groups = _rows(200, seed=4)
+    model = train_confidence(rows, RuleScorer().predict(rows), labels, groups, "rules", ConfidenceSettings())
+    directory = write_rules_directory(tmp_path / "rules_model")
+    model.save(directory)
+    path, _ = label
+    explanation, _ = run_explain(str(path), "item_weight", _config(), model_spec=str(directory))
+    confidence = explanation.prediction.confidence
+    assert explanation.prediction.prediction == "500.0 gram" and confidence is not None and 0 < confidence <= 1
+    line = explanation.text().strip().splitlines()[-1]
+    assert line.startswith(f"confidence: {confidence:.3f} (calibrated probability that the answer is right)")
+    assert "raised by: " in line and "keyword" in line
 
 
 @needs_tesseract

@@ -1,0 +1,201 @@
+"""Fitting the confidence model: which answers are right, learned from out-of-fold predictions.
+
+The scorer's answers come from models that never saw their rows (the rules see no labels; a network is
+predicted fold by fold). On them a logistic regression over :func:`imagequant.scoring.confidence.
+answer_evidence` is fitted, and isotonic regression calibrates its probability: the map is fitted on the
+logistic model's own out-of-fold probabilities (group K-fold by product group, so no row calibrates a
+model that was fitted on it), per entity where the entity has enough rows of both kinds, pooled otherwise.
+
+Everything reported (reliability, expected calibration error, coverage at a precision) and the operating
+table that ``predict --target-precision`` reads come from a second, outer group K-fold: each row's
+confidence is given by a confidence model fitted without the row's product group.
+
+scikit-learn does the fitting (``LogisticRegression``, ``IsotonicRegression``); the fitted numbers are
+stored in ``confidence.json`` so applying them needs numpy only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+
+from imagequant.core import metrics
+from imagequant.core.units import values_equal
+from imagequant.errors import UsageError
+from imagequant.scoring.base import Prediction, ScoringRow
+from imagequant.scoring.confidence import (
+    FEATURE_NAMES,
+    Calibration,
+    ConfidenceModel,
+    answer_evidence,
+    log_odds,
+)
+from imagequant.training.examples import fold_of_groups
+
+
+@dataclass
+class ConfidenceSettings:
+    folds: int = 5  # outer and inner group K-fold
+    entity_rows: int = 500  # an entity gets its own calibration map from this many answered rows
+    entity_min_class: int = 20  # ... with at least this many right and this many wrong answers
+    # LogisticRegression's C: strong L2 shrinkage, as ~40 evidence terms meet a few hundred rows
+    regularisation: float = 0.03
+    calibration: str = "platt"  # or "isotonic"
+    seed: int = 7
+
+
+@dataclass
+class AnswerEvidence:
+    """The rows a confidence model learns from: one per answered row (rows without a candidate have no
+    answer to be right about, but count in the coverage's denominator)."""
+
+    evidence: np.ndarray  # (answered rows, len(FEATURE_NAMES))
+    right: np.ndarray  # bool per answered row
+    entities: list[str]
+    groups: list[str]
+    rows: int  # every labeled row, answered or not
+
+
+def collect_evidence(rows: Sequence[ScoringRow], predictions: Sequence[Prediction], labels: Sequence[str | None],
+                     groups: Sequence[str]) -> AnswerEvidence:
+    """Each answered row's evidence and whether its answer (the best candidate, thresholds aside) equals
+    its label; a range or unparseable label is never equal, as the challenge scores it."""
+    evidence, right, entities, kept_groups = [], [], [], []
+    for row, pred, label, group in zip(rows, predictions, labels, groups, strict=True):
+        x = answer_evidence(row, pred)
+        if x is None or pred.value is None or pred.unit is None:
+            continue
+        evidence.append(x)
+        right.append(bool(label) and values_equal(f"{pred.value!r} {pred.unit}", label or ""))
+        entities.append(row.entity)
+        kept_groups.append(group)
+    matrix = np.stack(evidence) if evidence else np.zeros((0, len(FEATURE_NAMES)))
+    return AnswerEvidence(matrix, np.asarray(right, dtype=bool), entities, kept_groups, len(rows))
+
+
+def _logistic(evidence: np.ndarray, right: np.ndarray, settings: ConfidenceSettings
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(mean, scale, coef, intercept) of an L2 logistic regression on standardised evidence."""
+    mean = evidence.mean(axis=0)
+    scale = evidence.std(axis=0)
+    scale[scale < 1e-9] = 1.0  # a constant term (an entity absent from these rows) stays at zero weight
+    model = LogisticRegression(C=settings.regularisation, max_iter=2000)
+    model.fit((evidence - mean) / scale, right)
+    return mean, scale, model.coef_[0], float(model.intercept_[0])
+
+
+def _calibration(p: np.ndarray, right: np.ndarray, kind: str) -> Calibration:
+    if kind == "isotonic":
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p, right.astype(float))
+        return Calibration("isotonic", x=[float(v) for v in iso.X_thresholds_],
+                           y=[float(v) for v in iso.y_thresholds_])
+    platt = LogisticRegression(C=1e6, max_iter=1000).fit(log_odds(p)[:, None], right)
+    return Calibration("platt", slope=float(platt.coef_[0][0]), intercept=float(platt.intercept_[0]))
+
+
+def _both_kinds(right: np.ndarray, at_least: int) -> bool:
+    return int(right.sum()) >= at_least and int((~right).sum()) >= at_least
+
+
+def fit_confidence(data: AnswerEvidence, scorer: str, settings: ConfidenceSettings) -> ConfidenceModel:
+    """The logistic model on all of ``data``, calibrated on its own inner out-of-fold probabilities."""
+    x, y = data.evidence, data.right
+    if len(y) < 2 * settings.folds or not _both_kinds(y, 2):
+        raise UsageError(f"the confidence model needs answered rows both right and wrong (at least "
+                         f"{2 * settings.folds} in all); got {int(y.sum())} right and {int((~y).sum())} wrong")
+    folds = fold_of_groups(data.groups, min(settings.folds, len(set(data.groups))), settings.seed)
+    inner = np.empty(len(y))
+    for k in np.unique(folds):
+        fit_rows, held = folds != k, folds == k
+        if not _both_kinds(y[fit_rows], 1):
+            inner[held] = y[fit_rows].mean()
+            continue
+        mean, scale, coef, intercept = _logistic(x[fit_rows], y[fit_rows], settings)
+        inner[held] = 1.0 / (1.0 + np.exp(-(((x[held] - mean) / scale) @ coef + intercept)))
+    entities = np.asarray(data.entities)
+    per_entity = {}
+    for entity in sorted(set(data.entities)):
+        mine = entities == entity
+        if mine.sum() >= settings.entity_rows and _both_kinds(y[mine], settings.entity_min_class):
+            per_entity[entity] = _calibration(inner[mine], y[mine], settings.calibration)
+    mean, scale, coef, intercept = _logistic(x, y, settings)
+    return ConfidenceModel(scorer, list(FEATURE_NAMES), mean.tolist(), scale.tolist(), coef.tolist(), intercept,
+                           _calibration(inner, y, settings.calibration), per_entity)
+
+
+@dataclass
+class OutOfFold:
+    """Each answered row's confidence from a model fitted without the row's group: ``fold[i]`` is the
+    outer fold row i was held out in, ``fitted_on[k]`` the rows fold k's model was fitted on."""
+
+    confidence: np.ndarray
+    fold: np.ndarray
+    fitted_on: list[np.ndarray]
+
+
+def out_of_fold_confidence(data: AnswerEvidence, scorer: str, settings: ConfidenceSettings) -> OutOfFold:
+    folds = fold_of_groups(data.groups, min(settings.folds, len(set(data.groups))), settings.seed + 1)
+    confidence = np.empty(len(data.right))
+    fitted_on = []
+    for k in range(int(folds.max()) + 1 if len(folds) else 0):
+        train = np.flatnonzero(folds != k)
+        held = folds == k
+        part = AnswerEvidence(data.evidence[train], data.right[train], [data.entities[i] for i in train],
+                              [data.groups[i] for i in train], len(train))
+        model = fit_confidence(part, scorer, settings)
+        confidence[held] = model.predict(data.evidence[held], [e for e, h in zip(data.entities, held, strict=True) if h])
+        fitted_on.append(train)
+    return OutOfFold(confidence, folds, fitted_on)
+
+
+def confidence_report(oof: OutOfFold, data: AnswerEvidence, rows_per_entity: dict[str, int]) -> dict[str, Any]:
+    """Reliability, ECE and coverage at each of :data:`imagequant.core.metrics.PRECISION_TARGETS`, overall and per entity, of
+    the out-of-fold confidences (coverage over every labeled row)."""
+    entities = np.asarray(data.entities)
+    report = metrics.confidence_summary(oof.confidence, data.right, data.rows)
+    report["per_entity"] = {
+        e: metrics.confidence_summary(oof.confidence[entities == e], data.right[entities == e], n)
+        for e, n in sorted(rows_per_entity.items())
+    }
+    return report
+
+
+def operating_table(oof: OutOfFold, data: AnswerEvidence) -> list[dict[str, float]]:
+    """The out-of-fold precision-coverage points, one per distinct confidence (thresholds decreasing)."""
+    curve = metrics.coverage_curve(oof.confidence, data.right, data.rows)
+    return [metrics.coverage_point(float(t), int(a), int(r), data.rows)
+            for t, a, r in zip(curve.thresholds, curve.answered, curve.right, strict=True)]
+
+
+def train_confidence(rows: Sequence[ScoringRow], predictions: Sequence[Prediction], labels: Sequence[str | None],
+                     groups: Sequence[str], scorer: str, settings: ConfidenceSettings) -> ConfidenceModel:
+    """The confidence model of ``scorer``'s out-of-fold ``predictions`` on labeled ``rows``, with its
+    out-of-fold operating table and report."""
+    data = collect_evidence(rows, predictions, labels, groups)
+    oof = out_of_fold_confidence(data, scorer, settings)
+    model = fit_confidence(data, scorer, settings)
+    per_entity_rows: dict[str, int] = {}
+    for row in rows:
+        per_entity_rows[row.entity] = per_entity_rows.get(row.entity, 0) + 1
+    model.operating = operating_table(oof, data)
+    model.report = confidence_report(oof, data, per_entity_rows)
+    return model
+
+
+def describe_report(report: dict[str, Any]) -> str:
+    """The confidence report in a few lines, as train prints it."""
+    lines = [f"confidence (out-of-fold over {report['rows']} labeled rows, {report['answered']} answered, "
+             f"{report['right']} right): expected calibration error {report['ece']:.3f}"]
+    for p, point in report["coverage_at_precision"].items():
+        if point is None:
+            lines.append(f"  precision {float(p):.0%}: no minimum confidence reaches it")
+        else:
+            lines.append(f"  precision {float(p):.0%}: answering {point['coverage']:.1%} of rows "
+                         f"({point['answered']}, {point['precision']:.1%} right) at min confidence "
+                         f"{point['threshold']:.3f}")
+    return "\n".join(lines)
