@@ -195,6 +195,7 @@ def _images_to_process(spark: SparkSession, fs: StoreFs, store: str, rows: DataF
     """The images of ``rows`` not yet ok in the store, cached and counted; a damaged images file met on
     the way is quarantined (its images are simply processed again)."""
     while True:
+        todo: DataFrame | None = None
         try:
             with reporting_damage(store):
                 existing = read_images(spark, store, exclude_batch=batch)
@@ -202,10 +203,15 @@ def _images_to_process(spark: SparkSession, fs: StoreFs, store: str, rows: DataF
                 summary.processed = todo.count()
             return todo
         except StoreDamaged as exc:
+            if todo is not None:
+                # The next attempt's plan equals this one, so Spark would serve it from this cache entry,
+                # built on the listing that still holds the damaged file.
+                todo.unpersist()
             relative = images_file(exc.path)
             if relative is None or len(summary.quarantined) >= MAX_QUARANTINED_FILES:
                 raise
             moved = quarantine(fs, relative)
+            spark.catalog.refreshByPath(fs.path(IMAGES.name))  # no listing of the table may outlive the move
             summary.quarantined.append(moved)
             log(f"warning: {exc.path} is not a readable Parquet file; moved it to {moved} and its images "
                 "will be processed again")

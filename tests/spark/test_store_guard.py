@@ -132,3 +132,26 @@ def test_a_store_that_cannot_be_written_is_refused_before_fetching(spark: Any, c
     with pytest.raises(UsageError, match="cannot be written.*nothing was fetched"):
         _extract(spark, catalogs["first"], store)
     assert sum(image_server.hits.values()) == hits
+
+
+def _job(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(REPO / "jobs" / "extract_features.py"), *args,
+                           *sum((["--set", s] for s in [*SETTINGS, "spark.master=local[2]",
+                                                        "spark.conf.spark.ui.enabled=false"]), [])],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+def test_one_job_run_quarantines_a_damaged_images_file_and_completes(catalogs: dict[str, Path],
+                                                                      tmp_path: Path) -> None:
+    # Two batches, the first one's file cut short: the run that finds it moves it aside and completes.
+    store = tmp_path / "store"
+    for key in ("first", "second"):
+        assert _job("--catalog", str(catalogs[key]), "--store", str(store)).returncode == 0
+    damaged = sorted((store / "images").glob("batch=*/*.parquet"), key=lambda p: p.stat().st_mtime)[0]
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    done = _job("--catalog", str(catalogs["first"]), "--store", str(store))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "quarantined=1" in done.stdout and "Traceback" not in done.stderr, done.stdout
+    assert (store / "_quarantine" / damaged.relative_to(store)).is_file() and not damaged.exists()
+    again = _job("--catalog", str(catalogs["first"]), "--store", str(store))
+    assert again.returncode == 0 and "quarantined" not in again.stdout, again.stderr[-3000:]
