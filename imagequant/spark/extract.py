@@ -52,9 +52,10 @@ class ExtractSummary:
     bad_rows: dict[str, int] = field(default_factory=dict)
     distinct_images: int = 0
     already_ok: int = 0
-    processed: int = 0
-    ok: int = 0
-    failed: dict[str, int] = field(default_factory=dict)
+    processed: int = 0  # this run's images: those not ok in the store before it
+    processed_ok: int = 0  # of which ok now
+    failed: dict[str, int] = field(default_factory=dict)  # of which failed, by kind
+    store_ok: int = 0  # this catalog's distinct images ok in the store after the run (already_ok + processed_ok)
     quarantined: list[str] = field(default_factory=list)  # damaged images files moved out of the store
     seconds: float = 0.0
     cnn_weights: str = ""
@@ -69,13 +70,20 @@ class ExtractSummary:
     def failure_ratio(self) -> float:
         return sum(self.failed.values()) / self.processed if self.processed else 0.0
 
+    @property
+    def store_not_ok(self) -> int:
+        """This catalog's distinct images the store holds no ok record of (failed; retried by the next run)."""
+        return self.distinct_images - self.store_ok
+
     def line(self) -> str:
         failed = ", ".join(f"{k}={v}" for k, v in sorted(self.failed.items())) or "none"
         bad = ", ".join(f"{k}={v}" for k, v in sorted(self.bad_rows.items()))
+        # What this run did (processed_*) and what the store now holds for the catalog (store_*), apart.
         return (
             f"extract_features: rows={self.rows}{f' (bad rows: {bad})' if bad else ''} "
             f"distinct_images={self.distinct_images} already_ok={self.already_ok} processed={self.processed} "
-            f"ok={self.ok} failed={sum(self.failed.values())} ({failed}) "
+            f"processed_ok={self.processed_ok} processed_failed={sum(self.failed.values())} ({failed}) "
+            f"store_ok={self.store_ok} store_not_ok={self.store_not_ok} "
             f"images_per_second={self.images_per_second:.2f} seconds={self.seconds:.1f} "
             f"ocr={self.ocr_engine}{f' ocr_device={self.ocr_device}' if self.ocr_device else ''} "
             f"cnn_weights={self.cnn_weights}"
@@ -84,6 +92,7 @@ class ExtractSummary:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data["store_not_ok"] = self.store_not_ok
         data["images_per_second"] = round(self.images_per_second, 3)
         data["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         return data
@@ -246,8 +255,9 @@ def _extract(spark: SparkSession, fs: StoreFs, config: Config, catalog: str, sto
         counts = Counter({r["status"]: r["count"] for r in written.groupBy("status").count().collect()})
         summary.ocr_device = ",".join(sorted(devices.value))
         log(f"OCR ({config.ocr.engine}) ran on {summary.ocr_device or 'nothing (no batch to read)'}")
-    summary.ok = counts.pop("ok", 0) + summary.already_ok
+    summary.processed_ok = counts.pop("ok", 0)
     summary.failed = dict(counts)
+    summary.store_ok = summary.already_ok + summary.processed_ok
     rows_files = max(1, summary.rows // max(1, config.store.rows_per_file) + 1)
     # Keyed by the batch like the images: a dated rerun replaces its rows, undated runs never replace each other's.
     write_partition(fs, rows, ROWS.name, f"{ROWS.partition}={batch}", run_id, compression, rows_files)
