@@ -228,7 +228,7 @@ def whole_extract(images: list[Any], folder: Path, overrides: list[str], batch: 
     finally:
         spark.stop()
     return {"images_per_s": round(summary.images_per_second, 2), "seconds": round(summary.seconds, 2),
-            "ok": summary.ok, "processed": summary.processed, "ocr_device": summary.ocr_device, "line": summary.line()}
+            "ok": summary.processed_ok, "processed": summary.processed, "ocr_device": summary.ocr_device, "line": summary.line()}
 
 
 def main() -> int:

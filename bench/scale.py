@@ -399,7 +399,7 @@ def main() -> int:
     for label, run in (("first", first), ("incremental", incr)):
         s = run["summary"]
         result.add("scale", f"{label} run: images/s (job time)", s["images_per_second"], "img/s",
-                   note=(f"{s['processed']} images in {s['seconds']:.1f} s; ok in the store {s['ok']}, "
+                   note=(f"{s['processed']} images in {s['seconds']:.1f} s; ok in the store {s['store_ok']}, "
                          f"failed {sum((s['failed'] or {}).values())} {s['failed'] or ''}").rstrip())
         result.add("scale", f"{label} run: images/s incl. JVM start (wall)",
                    s["processed"] / run["wall_s"] if run["wall_s"] else None, "img/s",

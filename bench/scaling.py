@@ -114,7 +114,7 @@ def spark_worker(master: str, catalog: str, images_dir: str, store: str) -> dict
     processing = max(stages, key=lambda s: s["executor_run_s"]) if stages else None
     return {
         "mode": master, "session_s": round(session_s, 3), "job_s": round(job_s, 3),
-        "summary_seconds": round(summary.seconds, 3), "images": summary.processed, "ok": summary.ok,
+        "summary_seconds": round(summary.seconds, 3), "images": summary.processed, "ok": summary.processed_ok,
         "failed": summary.failed, "stages": stages, "processing_stage": processing,
         "statuses": records["status"].value_counts().to_dict(), "work_seconds": _work(records),
     }

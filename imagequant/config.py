@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,6 +214,7 @@ class Config:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        check_spark_settings(self.spark.conf)
         return self
 
     def _range_checks(self) -> list[tuple[bool, str]]:
@@ -298,6 +301,39 @@ class Config:
         checks.append((min_score is None or (_finite(min_score) and 0.0 <= min_score <= 1.0),
                        f"predict.min_score must be between 0 and 1 or null, got {min_score!r}"))
         return checks
+
+
+# Sizes Spark parses with JavaUtils.byteStringAs ("512m", "2g", "1024"). Checked while the configuration
+# loads, so submit_conf.py (which hands spark.conf to spark-submit) refuses them too: spark-submit's JVM
+# would otherwise refuse them before Python starts, with a Java stack trace and exit 1.
+_SIZE_KEY = re.compile(r"(\.memory|\.memoryOverhead|\.maxResultSize|\.offHeap\.size|\.maxSize(InFlight)?"
+                       r"|\.buffer(\.max)?|\.maxPartitionBytes|\.autoBroadcastJoinThreshold)$")
+# spark-submit refuses a zero size for these ("Executor memory must be a positive number").
+_POSITIVE_SIZE_KEYS = frozenset({"spark.executor.memory", "spark.driver.memory"})
+_BYTE_STRING = re.compile(r"([0-9]+)(b|k|kb|m|mb|g|gb|t|tb|p|pb)?")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+# Whole-number settings and the values Spark accepts for them.
+_INT_KEYS: tuple[tuple[re.Pattern[str], str, int], ...] = (
+    (re.compile(r"(\.cores|\.cores\.max|\.cpus|\.partitions|\.parallelism|\.maxFailures)$"), "a positive whole number", 1),
+    (re.compile(r"\.instances$"), "a whole number >= 0", 0),
+    (re.compile(r"\.maxRecordsPerBatch$"), "a whole number", -(2**31)),
+)
+
+
+def check_spark_settings(settings: Mapping[str, str]) -> None:
+    """ConfigError naming the first setting whose value the JVM would refuse at start-up, for the kinds that
+    can be told without it: sizes (``spark.executor.memory=lots``) and counts (``...partitions=-1``)."""
+    for key, value in settings.items():
+        text = str(value).strip().lower()
+        if _SIZE_KEY.search(key):
+            size = _BYTE_STRING.fullmatch(text)
+            if not (size or (key.endswith("Threshold") and text == "-1")):
+                raise ConfigError(f"spark.conf.{key}={value!r} is not a size Spark can read (e.g. 512m, 4g)")
+            if key in _POSITIVE_SIZE_KEYS and size and int(size.group(1)) == 0:
+                raise ConfigError(f"spark.conf.{key}={value!r} must be a positive size (e.g. 512m, 4g)")
+        for pattern, wanted, low in _INT_KEYS:
+            if pattern.search(key) and not (_INTEGER.fullmatch(text) and low <= int(text) < 2**31):
+                raise ConfigError(f"spark.conf.{key}={value!r} must be {wanted}")
 
 
 def _finite(value: float) -> bool:

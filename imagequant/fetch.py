@@ -38,7 +38,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -120,7 +121,7 @@ class FetchResult:
     message: str
     attempts: int
     seconds: float
-    source: str = "http"  # "http" or "cache"
+    source: str = "http"  # "http", "cache" (saved for this link) or "plain_file" (user-placed, see fetch_or_load)
     final_url: str = ""  # the URL that gave the answer, after redirects
 
 
@@ -811,6 +812,9 @@ def fetch_image(url: str, cfg: FetchConfig, session: requests.Session | None = N
 
 # ------------------------------------------------------------------------------------ images_dir cache
 
+# FetchResult.source of an image read from a user-placed file named by the link's plain file name.
+PLAIN_FILE_SOURCE = "plain_file"
+
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
 _SAFE_SUFFIX = re.compile(r"\.[a-z0-9]{1,5}")
 
@@ -853,16 +857,27 @@ def cache_file_name(url: str) -> str:
     return f"{stem[:100] or 'url'}~{digest}{_suffix_of(base)}"
 
 
-def cached_image_paths(url: str, images_dir: Path | str) -> list[Path]:
+def cached_image_paths(url: str, images_dir: Path | str, plain_file: bool = True) -> list[Path]:
     """Where an image link may already be in ``images_dir``, in lookup order: the file the job saved for
-    exactly this link, then the readable name a user may have placed there (the downloader's layout)."""
+    exactly this link, then (with ``plain_file``) the readable name a user may have placed there (the
+    downloader's layout)."""
     folder = Path(images_dir)
-    return [folder / cache_file_name(url), folder / image_file_name(url)]
+    saved = folder / cache_file_name(url)
+    return [saved, folder / image_file_name(url)] if plain_file else [saved]
 
 
 def find_cached_image(url: str, images_dir: Path | str) -> Path | None:
     """The first file of ``cached_image_paths`` that exists, or None."""
     return next((p for p in cached_image_paths(url, images_dir) if p.is_file()), None)
+
+
+def plain_names_unique(links: Sequence[str]) -> list[bool]:
+    """For each link, whether no other distinct link of ``links`` has its plain file name
+    (``image_file_name``): only then can a user-placed file of that name be this link's image and no other's
+    (``…/q.jpg?id=1`` and ``…/q.jpg?id=2``, or one path on two hosts, share ``q.jpg``)."""
+    names = {link: image_file_name(link) for link in dict.fromkeys(links)}
+    counts = Counter(names.values())
+    return [counts[names[link]] == 1 for link in links]
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -880,18 +895,19 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def fetch_or_load(url: str, cfg: FetchConfig, images_dir: Path | str | None,
-                  session: requests.Session | None = None) -> FetchResult:
+                  session: requests.Session | None = None, plain_file: bool = False) -> FetchResult:
     """The image from ``images_dir`` when it is already there, else fetched and saved there.
 
-    Lookup: the file saved for exactly this link (``cache_file_name``), then a user-placed file named by
-    the link's basename (``image_file_name``). Downloads are saved under ``cache_file_name`` only, so one
-    link's bytes are never served for another. A file that does not look like an image is ignored (a saved
-    one is replaced). Failures are never cached.
+    Lookup: the file saved for exactly this link (``cache_file_name``, source ``cache``), then, only with
+    ``plain_file`` (the caller knows no other link has that name: ``plain_names_unique``), a user-placed file
+    named by the link's basename (``image_file_name``, source ``plain_file``). Downloads are saved under
+    ``cache_file_name`` only, so one link's bytes are never served for another. A file that does not look
+    like an image is ignored (a saved one is replaced). Failures are never cached.
     """
     started = time.monotonic()
     target: Path | None = None
     if images_dir is not None and isinstance(url, str) and url.strip():
-        candidates = cached_image_paths(url, images_dir)
+        candidates = cached_image_paths(url, images_dir, plain_file)
         target = candidates[0]
         for path in candidates:
             try:
@@ -904,7 +920,8 @@ def fetch_or_load(url: str, cfg: FetchConfig, images_dir: Path | str | None,
             if image_format(data) is not None:
                 return FetchResult(ok=True, data=data, status_code=None, error_kind=None,
                                    message=f"{len(data)} bytes from {path}", attempts=0,
-                                   seconds=time.monotonic() - started, source="cache", final_url=url)
+                                   seconds=time.monotonic() - started,
+                                   source="cache" if path == target else PLAIN_FILE_SOURCE, final_url=url)
     result = fetch_image(url, cfg, session)
     if result.ok and target is not None and result.data is not None:
         try:

@@ -1,7 +1,7 @@
 """Evaluate predictions against a labeled catalog: challenge F1, per-entity table, error kinds, a report.
 
     python jobs/evaluate.py --predictions submission.csv --truth labeled.csv --report out/eval
-        [--store STORE] [--images-dir DIR]
+        [--store STORE] [--images-dir DIR] [--conf FILE] [--set k=v]
 
 --predictions takes a submission CSV (index,prediction) or a predictions Parquet; --truth a labeled
 catalog (rows without an index column are numbered in file order, as predict numbers them). With --store
@@ -19,13 +19,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from imagequant.catalog import read_catalog  # noqa: E402
-from imagequant.cli import ArgumentParser, run_job  # noqa: E402
+from imagequant.cli import config_from_args, job_parser, run_job  # noqa: E402
 from imagequant.core import locations  # noqa: E402
 from imagequant.errors import UsageError  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = ArgumentParser(prog="evaluate", description=__doc__.splitlines()[0])
+    parser = job_parser("evaluate", __doc__.splitlines()[0])
     parser.add_argument("--predictions", required=True, help="submission CSV (index,prediction) or predictions Parquet")
     parser.add_argument("--truth", required=True, help="labeled catalog (CSV/.csv.gz/Parquet) with entity_value")
     parser.add_argument("--report", required=True, help="output folder for metrics.json and report.html")
@@ -33,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--images-dir", help="folder of images named by the link's file name, for thumbnails")
     parser.add_argument("--worst", type=int, default=12, help="how many of the worst errors to show (default 12)")
     args = parser.parse_args(argv)
+    # Nothing here reads a setting yet, but the configuration is checked like every job's: submit.sh passes
+    # its --conf files to every job, and a bad one must not pass silently.
+    config_from_args(args)
     local_store = locations.local_path(args.store) if args.store else None
     if local_store is not None and not local_store.is_dir():
         raise UsageError(f"feature store {args.store} is not a folder")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
@@ -16,6 +17,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from imagequant.catalog import read_catalog  # noqa: E402
 from imagequant.cli import EXIT_FAILED, config_from_args, job_parser, run_job  # noqa: E402
 from imagequant.errors import UsageError  # noqa: E402
+
+
+def check_run_date(text: str) -> None:
+    """A run date names a calendar day: ``YYYY-MM-DD`` that exists (not 2026-13-45)."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        raise UsageError(f"--run-date must be YYYY-MM-DD, got {text!r}")
+    try:
+        date.fromisoformat(text)
+    except ValueError as exc:
+        raise UsageError(f"--run-date {text} is not a calendar date ({exc})") from None
+
+
+def make_images_dir(path: str) -> None:
+    """The images folder, created when absent; a path that is a file or cannot be made is a usage error."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--images-dir {path} exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--images-dir {path} cannot be created: {exc.strerror or exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,12 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = config_from_args(args)
     read_catalog(args.catalog)  # every row checked (columns, index values) before Spark starts
-    if args.run_date and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.run_date):
-        raise UsageError(f"--run-date must be YYYY-MM-DD, got {args.run_date!r}")
+    if args.run_date is not None:
+        check_run_date(args.run_date)
     if args.max_failure_ratio is not None and not 0.0 <= args.max_failure_ratio <= 1.0:
         raise UsageError("--max-failure-ratio must be between 0 and 1")
     if args.images_dir:
-        Path(args.images_dir).mkdir(parents=True, exist_ok=True)
+        make_images_dir(args.images_dir)
 
     from imagequant.cnn_weights import check_weights
     from imagequant.spark.extract import run_extract

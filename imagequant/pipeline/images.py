@@ -23,7 +23,7 @@ from imagequant.core.entities import ENTITIES
 from imagequant.core.schema import CNN_FEATURE_DIM, OCR_STAGE, tokens_to_columns
 from imagequant.core.tokens import OcrToken, ocr_text
 from imagequant.errors import UsageError
-from imagequant.fetch import fetch_or_load
+from imagequant.fetch import fetch_or_load, plain_names_unique
 from imagequant.imaging import ImageError, decode_image, line_segments, prepare_for_cnn
 from imagequant.ocr.base import OcrError, OcrOutcome, Reading, WantsMore
 from imagequant.ocr.zoo import get_engine
@@ -108,11 +108,13 @@ class _Decoded:
 
 
 def _fetch_decode(image_id: str, link: str, config: Config, images_dir: str | None,
-                  entities: Sequence[str]) -> _Decoded | dict[str, Any]:
-    """Fetches and decodes one image (and makes its CNN crop); a failed image's record instead."""
+                  entities: Sequence[str], plain_file: bool) -> _Decoded | dict[str, Any]:
+    """Fetches and decodes one image (and makes its CNN crop); a failed image's record instead.
+    ``plain_file``: a user-placed file named by the link's file name may serve it (see ``fetch_or_load``)."""
     started = time.perf_counter()
     try:
-        fetched = fetch_or_load(link, config.fetch, Path(images_dir) if images_dir else None)
+        fetched = fetch_or_load(link, config.fetch, Path(images_dir) if images_dir else None,
+                                plain_file=plain_file)
     except Exception as exc:  # a bug or an unforeseen library error must not fail the whole task
         return _failed(image_id, link, "fetch_error", f"{type(exc).__name__}: {exc}")
     fetch_seconds = time.perf_counter() - started
@@ -156,12 +158,14 @@ def _ocr_record(item: _Decoded, config: Config, outcome: OcrOutcome, segments: l
 
 
 def process_image(image_id: str, link: str, config: Config, images_dir: str | None,
-                  entities: Sequence[str] = ()) -> dict[str, Any]:
+                  entities: Sequence[str] = (), plain_file: bool = True) -> dict[str, Any]:
     """Fetches, decodes and OCRs one image; never raises for a bad image (its status says what failed).
     ``entities`` are those the catalog asks of the image: the second look is spent where they lack a
-    candidate (none given: any entity). A configuration that cannot work (``ocr.device=cuda`` without a GPU)
-    raises: it is no image's fault."""
-    item = _fetch_decode(image_id, link, config, images_dir, entities)
+    candidate (none given: any entity). ``plain_file``: whether a file named by the link's plain file name
+    may serve it (by default yes: one link alone shares that name with no other; a caller looping over a
+    catalog passes ``plain_names_unique``). A configuration that cannot work (``ocr.device=cuda`` without a
+    GPU) raises: it is no image's fault."""
+    item = _fetch_decode(image_id, link, config, images_dir, entities, plain_file)
     if not isinstance(item, _Decoded):
         return item
     return _ocr_record(item, config, *read_images([item.image], [item.entities], config)[0])
@@ -169,12 +173,15 @@ def process_image(image_id: str, link: str, config: Config, images_dir: str | No
 
 def process_frame(frame: pd.DataFrame, config: Config, images_dir: str | None) -> pd.DataFrame:
     """Stage one over a batch of distinct images (columns image_id, image_link, and optionally entities: the
-    entity names the catalog asks of each image). Each image is fetched and decoded, then the decoded ones are
-    OCR'd together (:func:`read_images`), at most ``imaging.max_pixels`` pixels of them at a time so a batch
-    holds no more image memory than one largest image. The records are those :func:`process_image` makes."""
+    entity names the catalog asks of each image, and plain_file: whether no other link of the catalog has the
+    link's plain file name, else decided within the frame). Each image is fetched and decoded, then the decoded
+    ones are OCR'd together (:func:`read_images`), at most ``imaging.max_pixels`` pixels of them at a time so a
+    batch holds no more image memory than one largest image. The records are those :func:`process_image` makes."""
     wanted = frame["entities"] if "entities" in frame else [()] * len(frame)
-    prepared = [_fetch_decode(i, link, config, images_dir, list(e) if e is not None else ())
-                for i, link, e in zip(frame["image_id"], frame["image_link"], wanted, strict=True)]
+    plain = (frame["plain_file"].fillna(False).astype(bool) if "plain_file" in frame
+             else plain_names_unique(list(frame["image_link"])))
+    prepared = [_fetch_decode(i, link, config, images_dir, list(e) if e is not None else (), bool(p))
+                for i, link, e, p in zip(frame["image_id"], frame["image_link"], wanted, plain, strict=True)]
     decoded = [item for item in prepared if isinstance(item, _Decoded)]
     read: dict[int, dict[str, Any]] = {}
     for group in _pixel_groups(decoded, config.imaging.max_pixels):
@@ -273,9 +280,12 @@ def process_all_locally(
     images: Iterable[tuple[str, str]], config: Config, images_dir: str | None, run_id: str = "local"
 ) -> Iterator[pd.DataFrame]:
     """The plain single-process loop over the same code path (benchmarks compare Spark against it)."""
-    batch: list[tuple[str, str]] = []
-    for item in images:
-        batch.append(item)
+    items = list(images)
+    # Plain file names are judged over all the images, as the extract job judges them over the catalog.
+    plain = plain_names_unique([link for _, link in items])
+    batch: list[tuple[str, str, bool]] = []
+    for (image_id, link), unique in zip(items, plain, strict=True):
+        batch.append((image_id, link, unique))
         if len(batch) >= config.cnn.batch_size:
             yield _local_batch(batch, config, images_dir, run_id)
             batch = []
@@ -283,7 +293,8 @@ def process_all_locally(
         yield _local_batch(batch, config, images_dir, run_id)
 
 
-def _local_batch(batch: list[tuple[str, str]], config: Config, images_dir: str | None, run_id: str) -> pd.DataFrame:
-    stage1 = process_frame(pd.DataFrame(batch, columns=["image_id", "image_link"]), config, images_dir)
+def _local_batch(batch: list[tuple[str, str, bool]], config: Config, images_dir: str | None,
+                 run_id: str) -> pd.DataFrame:
+    stage1 = process_frame(pd.DataFrame(batch, columns=["image_id", "image_link", "plain_file"]), config, images_dir)
     features, seconds = embed_inputs(stage1["cnn_input"], config)
     return finish_records(stage1, features, seconds, config, run_id)

@@ -70,7 +70,7 @@ def run_compact(spark: SparkSession, config: Config, store: str) -> CompactSumma
     run_id = new_run_id()
     summary = CompactSummary(run_id=run_id, batch=f"{COMPACTED_PREFIX}{run_id}")
     fs = StoreFs(spark, store)
-    with store_lock(fs, run_id):
+    with store_lock(fs, run_id, job="compaction"):
         recover(fs)
         batches = list_partitions(fs, IMAGES.name)
         summary.batches_before = summary.batches_after = len(batches)

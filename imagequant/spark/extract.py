@@ -16,7 +16,7 @@ from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.accumulators import Accumulator
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from imagequant.catalog import ROW_COLUMNS, read_catalog
@@ -24,6 +24,7 @@ from imagequant.cnn_weights import check_weights, describe_weights
 from imagequant.config import Config
 from imagequant.core.schema import IMAGES, ROWS, STAGING_DIR
 from imagequant.errors import ConfigError
+from imagequant.fetch import PLAIN_FILE_SOURCE
 from imagequant.ocr.zoo import check_device
 from imagequant.spark.schema import IMAGE_SCHEMA, OCR_STAGE_SCHEMA
 from imagequant.spark.session import default_parallelism
@@ -41,7 +42,13 @@ from imagequant.spark.store import (
     store_lock,
     write_partition,
 )
-from imagequant.spark.udfs import SetParam, cnn_features_function, cnn_stage_schema, fetch_ocr_function
+from imagequant.spark.udfs import (
+    SetParam,
+    cnn_features_function,
+    cnn_stage_schema,
+    fetch_ocr_function,
+    plain_file_names,
+)
 
 
 @dataclass
@@ -52,9 +59,11 @@ class ExtractSummary:
     bad_rows: dict[str, int] = field(default_factory=dict)
     distinct_images: int = 0
     already_ok: int = 0
-    processed: int = 0
-    ok: int = 0
-    failed: dict[str, int] = field(default_factory=dict)
+    processed: int = 0  # this run's images: those not ok in the store before it
+    processed_ok: int = 0  # of which ok now
+    failed: dict[str, int] = field(default_factory=dict)  # of which failed, by kind
+    store_ok: int = 0  # this catalog's distinct images ok in the store after the run (already_ok + processed_ok)
+    from_plain_files: int = 0  # this run's images read from a user-placed file named by the link's file name
     quarantined: list[str] = field(default_factory=list)  # damaged images files moved out of the store
     seconds: float = 0.0
     cnn_weights: str = ""
@@ -69,13 +78,20 @@ class ExtractSummary:
     def failure_ratio(self) -> float:
         return sum(self.failed.values()) / self.processed if self.processed else 0.0
 
+    @property
+    def store_not_ok(self) -> int:
+        """This catalog's distinct images the store holds no ok record of (failed; retried by the next run)."""
+        return self.distinct_images - self.store_ok
+
     def line(self) -> str:
         failed = ", ".join(f"{k}={v}" for k, v in sorted(self.failed.items())) or "none"
         bad = ", ".join(f"{k}={v}" for k, v in sorted(self.bad_rows.items()))
+        # What this run did (processed_*) and what the store now holds for the catalog (store_*), apart.
         return (
             f"extract_features: rows={self.rows}{f' (bad rows: {bad})' if bad else ''} "
             f"distinct_images={self.distinct_images} already_ok={self.already_ok} processed={self.processed} "
-            f"ok={self.ok} failed={sum(self.failed.values())} ({failed}) "
+            f"processed_ok={self.processed_ok} processed_failed={sum(self.failed.values())} ({failed}) "
+            f"store_ok={self.store_ok} store_not_ok={self.store_not_ok} from_plain_files={self.from_plain_files} "
             f"images_per_second={self.images_per_second:.2f} seconds={self.seconds:.1f} "
             f"ocr={self.ocr_engine}{f' ocr_device={self.ocr_device}' if self.ocr_device else ''} "
             f"cnn_weights={self.cnn_weights}"
@@ -84,6 +100,7 @@ class ExtractSummary:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data["store_not_ok"] = self.store_not_ok
         data["images_per_second"] = round(self.images_per_second, 3)
         data["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         return data
@@ -100,11 +117,17 @@ def load_rows(spark: SparkSession, fs: StoreFs, catalog: str, run_id: str) -> Da
 
 def images_to_process(rows: DataFrame, existing: DataFrame | None) -> DataFrame:
     """Transform: the distinct images of servable rows that are not yet ``ok`` in the store, each with the
-    entities its rows ask for (the OCR's second look is spent where those lack a candidate)."""
+    entities its rows ask for (the OCR's second look is spent where those lack a candidate) and
+    ``plain_file``: whether it is the catalog's only link of its plain file name, the one case where a
+    user-placed ``--images-dir`` file of that name can be its image and no other link's."""
     wanted = rows.where(F.col("row_status") == "ok").groupBy("image_id").agg(
         F.first("image_link").alias("image_link"),
         F.array_sort(F.collect_set("entity_name")).alias("entities"),
     )
+    # Counted over the whole catalog, before the images already done are dropped.
+    wanted = (wanted.withColumn("_plain_name", plain_file_names(F.col("image_link")))
+              .withColumn("plain_file", F.count(F.lit(1)).over(Window.partitionBy("_plain_name")) == 1)
+              .drop("_plain_name"))
     if existing is None:
         return wanted
     done = existing.where(F.col("status") == "ok").select("image_id")
@@ -195,6 +218,7 @@ def _images_to_process(spark: SparkSession, fs: StoreFs, store: str, rows: DataF
     """The images of ``rows`` not yet ok in the store, cached and counted; a damaged images file met on
     the way is quarantined (its images are simply processed again)."""
     while True:
+        todo: DataFrame | None = None
         try:
             with reporting_damage(store):
                 existing = read_images(spark, store, exclude_batch=batch)
@@ -202,10 +226,15 @@ def _images_to_process(spark: SparkSession, fs: StoreFs, store: str, rows: DataF
                 summary.processed = todo.count()
             return todo
         except StoreDamaged as exc:
+            if todo is not None:
+                # The next attempt's plan equals this one, so Spark would serve it from this cache entry,
+                # built on the listing that still holds the damaged file.
+                todo.unpersist()
             relative = images_file(exc.path)
             if relative is None or len(summary.quarantined) >= MAX_QUARANTINED_FILES:
                 raise
             moved = quarantine(fs, relative)
+            spark.catalog.refreshByPath(fs.path(IMAGES.name))  # no listing of the table may outlive the move
             summary.quarantined.append(moved)
             log(f"warning: {exc.path} is not a readable Parquet file; moved it to {moved} and its images "
                 "will be processed again")
@@ -237,11 +266,14 @@ def _extract(spark: SparkSession, fs: StoreFs, config: Config, catalog: str, sto
         partition = f"{IMAGES.partition}={batch}"
         write_partition(fs, images, IMAGES.name, partition, run_id, compression, min(files, partitions))
         written = spark.read.parquet(fs.path(IMAGES.name, partition))
-        counts = Counter({r["status"]: r["count"] for r in written.groupBy("status").count().collect()})
+        for r in written.groupBy("status", "source").count().collect():
+            counts[r["status"]] += r["count"]
+            summary.from_plain_files += r["count"] if r["source"] == PLAIN_FILE_SOURCE else 0
         summary.ocr_device = ",".join(sorted(devices.value))
         log(f"OCR ({config.ocr.engine}) ran on {summary.ocr_device or 'nothing (no batch to read)'}")
-    summary.ok = counts.pop("ok", 0) + summary.already_ok
+    summary.processed_ok = counts.pop("ok", 0)
     summary.failed = dict(counts)
+    summary.store_ok = summary.already_ok + summary.processed_ok
     rows_files = max(1, summary.rows // max(1, config.store.rows_per_file) + 1)
     # Keyed by the batch like the images: a dated rerun replaces its rows, undated runs never replace each other's.
     write_partition(fs, rows, ROWS.name, f"{ROWS.partition}={batch}", run_id, compression, rows_files)

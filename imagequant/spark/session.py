@@ -13,7 +13,7 @@ from pyspark import SparkConf
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from imagequant.config import Config
+from imagequant.config import Config, check_spark_settings
 from imagequant.errors import UsageError
 
 if TYPE_CHECKING:
@@ -38,32 +38,6 @@ def effective_master(conf: SparkConf, config: Config) -> str:
     if conf.contains("spark.master"):
         return conf.get("spark.master")  # type: ignore[return-value]
     return config.spark.master or "local[*]"
-
-
-# Sizes Spark parses with JavaUtils.byteStringAs ("512m", "2g", "1024"): checked here, because the JVM
-# rejects a bad one only while the SparkContext starts, with a Java stack trace in the log.
-_SIZE_KEY = re.compile(r"(\.memory|\.memoryOverhead|\.maxResultSize|\.offHeap\.size|\.maxSize(InFlight)?"
-                       r"|\.buffer(\.max)?|\.maxPartitionBytes|\.autoBroadcastJoinThreshold)$")
-_BYTE_STRING = re.compile(r"[0-9]+(b|k|kb|m|mb|g|gb|t|tb|p|pb)?")
-_INTEGER = re.compile(r"[+-]?[0-9]+")
-# Whole-number settings and the values Spark accepts for them.
-_INT_KEYS: tuple[tuple[re.Pattern[str], str, int], ...] = (
-    (re.compile(r"(\.cores|\.partitions|\.parallelism|\.maxFailures)$"), "a positive whole number", 1),
-    (re.compile(r"\.instances$"), "a whole number >= 0", 0),
-    (re.compile(r"\.maxRecordsPerBatch$"), "a whole number", -(2**31)),
-)
-
-
-def check_spark_settings(settings: Mapping[str, str]) -> None:
-    """UsageError naming the first setting whose value the JVM would refuse at start-up, for the kinds that
-    can be told without it: sizes (``spark.executor.memory=lots``) and counts (``...partitions=-1``)."""
-    for key, value in settings.items():
-        text = str(value).strip().lower()
-        if _SIZE_KEY.search(key) and not (_BYTE_STRING.fullmatch(text) or (key.endswith("Threshold") and text == "-1")):
-            raise UsageError(f"spark.conf.{key}={value!r} is not a size Spark can read (e.g. 512m, 4g)")
-        for pattern, wanted, low in _INT_KEYS:
-            if pattern.search(key) and not (_INTEGER.fullmatch(text) and low <= int(text) < 2**31):
-                raise UsageError(f"spark.conf.{key}={value!r} must be {wanted}")
 
 
 def _first_line(exc: BaseException, keys: list[str] | None = None) -> str:
@@ -114,7 +88,7 @@ def build_session(config: Config, app_name: str | None = None) -> SparkSession:
     used only when none was given on the command line. A setting Spark refuses is a UsageError naming it.
     """
     settings = {key: str(value) for key, value in {**BASE_SPARK_CONF, **config.spark.conf}.items()}
-    check_spark_settings(settings)
+    check_spark_settings(settings)  # Config.validate checks these too; a Config built in code may skip it
     conf = SparkConf()
     # Under spark-submit (PYSPARK_GATEWAY_PORT set) the JVM already holds --master; a SparkConf made before
     # the context cannot see it, and setting one here would override spark-submit's.

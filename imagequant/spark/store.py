@@ -138,7 +138,7 @@ class StoreFs:
 
 
 class StoreInUse(UsageError):
-    """Another extract run holds the store."""
+    """Another run (an extract or a compaction) holds the store."""
 
 
 class StoreDamaged(UsageError):
@@ -155,13 +155,13 @@ def _first_line(exc: BaseException) -> str:
 
 
 @contextmanager
-def store_lock(fs: StoreFs, run_id: str) -> Iterator[None]:
-    """Holds ``STORE/_lock.json`` for one extract run, so two runs never write one store at once: a second
-    run is refused (StoreInUse, naming the run that holds it). A lock left by a run of this host whose
-    process is gone is taken over. Creating the lock is also the first write, so a store that cannot be
-    written is found here, before any image is fetched."""
+def store_lock(fs: StoreFs, run_id: str, job: str = "extract") -> Iterator[None]:
+    """Holds ``STORE/_lock.json`` for one run of ``job`` (``extract``, ``compaction``), so two runs never
+    write one store at once: a second run is refused (StoreInUse, naming the job and run that hold it). A lock
+    left by a run of this host whose process is gone is taken over. Creating the lock is also the first
+    write, so a store that cannot be written is found here, before any image is fetched."""
     path = fs.path(LOCK_FILE)
-    holder = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
+    holder = {"job": job, "run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
               "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
         fs.mkdirs(fs.root)
@@ -174,8 +174,10 @@ def store_lock(fs: StoreFs, run_id: str) -> Iterator[None]:
         raise UsageError(f"store {fs.root} cannot be written ({_first_line(exc)}); nothing was fetched") from None
     if not taken:
         other = _read_holder(fs.read_text(path))
+        # A lock written before the job was recorded names no job: say only that a run holds it.
+        holder_job = f"{other['job']} " if isinstance(other.get("job"), str) and other["job"] else ""
         raise StoreInUse(
-            f"store {fs.root} is in use by extract run {other.get('run_id', '?')} (host {other.get('host', '?')}, "
+            f"store {fs.root} is in use by {holder_job}run {other.get('run_id', '?')} (host {other.get('host', '?')}, "
             f"pid {other.get('pid', '?')}, since {other.get('started_at', '?')}); wait for it to finish, or "
             f"remove {path} if that run is dead"
         )

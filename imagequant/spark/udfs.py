@@ -15,9 +15,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pyspark.accumulators import Accumulator, AccumulatorParam
+from pyspark.sql import Column
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from imagequant.config import Config
+from imagequant.fetch import image_file_name
 from imagequant.pipeline.images import embed_crops, ocr_device, process_frame
 from imagequant.spark.schema import IMAGE_SCHEMA, OCR_STAGE_SCHEMA
 
@@ -72,6 +75,16 @@ def fetch_ocr_function(
             yield frame[names]
 
     return fetch_decode_ocr
+
+
+def plain_file_names(links: Column) -> Column:
+    """Each link's plain file name (``image_file_name``), by the same Python function the fetcher looks it
+    up with, so the catalog-wide count of links per name and the lookup never disagree."""
+
+    def names(batch: pd.Series) -> pd.Series:
+        return batch.map(image_file_name)
+
+    return F.pandas_udf(names, T.StringType())(links)  # type: ignore[call-overload]
 
 
 def cnn_stage_schema(input_schema: T.StructType) -> T.StructType:

@@ -204,7 +204,7 @@ def test_new_catalog_rows_process_only_their_new_images(history, catalogs, spark
     # New images plus the one that failed on night 1; the five good images of night 1 are not touched.
     assert d2.processed == len(catalogs["new"]) + 1
     assert d2.already_ok == len(catalogs["first"])
-    assert d2.ok == d2.distinct_images == len(catalogs["first"]) + len(catalogs["new"]) + 1
+    assert d2.store_ok == d2.distinct_images == len(catalogs["first"]) + len(catalogs["new"]) + 1
     before, after = history["hits_before_d2"], history["hits_after_d2"]
     for name in catalogs["first"]:
         assert after[f"/backfill/{name}"] == before[f"/backfill/{name}"], name
@@ -223,7 +223,7 @@ def test_new_catalog_rows_process_only_their_new_images(history, catalogs, spark
 def test_crashed_partition_swap_is_recovered_and_nothing_is_redone(history, catalogs) -> None:
     d3: ExtractSummary = history["d3"]
     # Recovery put D1 back before the store was read, so night 3 found every image already done.
-    assert d3.processed == 0 and d3.already_ok == d3.distinct_images == d3.ok
+    assert d3.processed == 0 and d3.already_ok == d3.distinct_images == d3.store_ok
     assert history["hits_after_d3"] == history["hits_after_d2"]
     restored = _partition(history["store"], "images", f"batch={D1}")
     pd.testing.assert_frame_equal(restored, history["d1_rerun_images"])

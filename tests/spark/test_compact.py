@@ -152,6 +152,25 @@ def test_compaction_waits_for_no_extract_run(spark: Any, nightly: dict[str, Path
         run_compact(spark, CONFIG, str(nightly["store"]))
 
 
+def test_a_refused_compaction_names_the_compaction_that_holds_the_store(spark: Any, nightly: dict[str, Path],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    store = nightly["store"]
+    seen: list[Any] = []
+    real_write = compact.write_partition
+
+    def second_compaction_meanwhile(*args: Any, **kwargs: Any) -> None:
+        # While this compaction holds the lock, another one tries the store.
+        with pytest.raises(StoreInUse) as refused:
+            run_compact(spark, CONFIG, str(store))
+        seen.append(refused.value)
+        real_write(*args, **kwargs)
+
+    monkeypatch.setattr(compact, "write_partition", second_compaction_meanwhile)
+    first = run_compact(spark, CONFIG, str(store))
+    [message] = [str(e) for e in seen]
+    assert f"in use by compaction run {first.run_id}" in message and "extract" not in message, message
+
+
 def test_the_job_compacts_and_refuses_a_missing_store(nightly: dict[str, Path]) -> None:
     import subprocess
     import sys

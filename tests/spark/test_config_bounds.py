@@ -63,6 +63,10 @@ REPO = Path(__file__).resolve().parents[2]
     ("train.batch_size=0", "train.batch_size"),
     ("train.grad_clip=-1", "train.grad_clip"),
     ("predict.min_score=.nan", "predict.min_score"),
+    # Spark settings are checked while the configuration loads, so submit.sh refuses them before spark-submit.
+    ("spark.conf.spark.executor.memory=lots", "spark.conf.spark.executor.memory"),
+    ("spark.conf.spark.driver.memory=0", "spark.conf.spark.driver.memory"),
+    ("spark.conf.spark.task.cpus=abc", "spark.conf.spark.task.cpus"),
 ])
 def test_values_that_cannot_work_are_rejected_with_their_name(setting: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -151,10 +155,34 @@ def test_extract_job_rejects_a_non_utf8_conf_file(catalog: Path, tmp_path: Path)
 
 @pytest.mark.parametrize(("setting", "expected"), [
     # Refused by the JVM while the SparkContext starts.
-    ("spark.conf.spark.task.cpus=abc", "spark.conf.spark.task.cpus"),
+    ("spark.conf.spark.scheduler.mode=SOMETIMES", "spark.conf.spark.scheduler.mode"),
     # Refused by Spark SQL only when the session state is built.
     ("spark.conf.spark.sql.ansi.enabled=maybe", "spark.conf.spark.sql.ansi.enabled"),
 ])
 def test_extract_job_turns_a_jvm_refusal_into_one_error_line(catalog: Path, tmp_path: Path, setting: str,
                                                              expected: str) -> None:
     _one_error_line(_extract(catalog, tmp_path / "store", "--set", setting), expected)
+
+
+def _submit(catalog: Path, store: Path, setting: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(REPO / "submit.sh"), "extract_features", "--catalog", str(catalog), "--store", str(store),
+         "--master", "local[1]", "--set", "spark.conf.spark.ui.enabled=false", "--set", setting],
+        capture_output=True, text=True, timeout=240, cwd=REPO,
+    )
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    # spark-submit's own JVM refuses it before Python starts, unless submit.sh's check comes first.
+    ("spark.conf.spark.executor.memory=lots", "spark.conf.spark.executor.memory"),
+    # Refused while the SparkContext starts: Spark's message stays in the log, its Java stack trace does not.
+    ("spark.conf.spark.scheduler.mode=SOMETIMES", "spark.conf.spark.scheduler.mode"),
+])
+def test_submit_turns_a_refused_spark_setting_into_one_error_line(catalog: Path, tmp_path: Path, setting: str,
+                                                                  expected: str) -> None:
+    done = _submit(catalog, tmp_path / "store", setting)
+    # spark-submit hands the Python driver's stderr on through its stdout: read both as one console.
+    console = subprocess.CompletedProcess(done.args, done.returncode, "", done.stderr + done.stdout)
+    _one_error_line(console, expected)
+    assert "Exception in thread" not in console.stderr and not any(
+        line.lstrip().startswith("at org.apache.") for line in console.stderr.splitlines()), console.stderr[-3000:]

@@ -171,7 +171,7 @@ def test_images_dir_serves_a_fresh_store_without_fetching(spark, first_run, cata
     image_hits_before = {p: n for p, n in image_server.hits.items() if p.startswith("/img/")}
     summary = run_extract(spark, first_run["config"], str(catalog["path"]), str(tmp_path / "store2"),
                           str(first_run["images_dir"]))
-    assert summary.ok == first_run["summary"].ok
+    assert summary.store_ok == first_run["summary"].store_ok
     assert {p: n for p, n in image_server.hits.items() if p.startswith("/img/")} == image_hits_before
 
 

@@ -78,7 +78,7 @@ def test_summary_names_the_provider_and_spark_batches_read_as_single_images(spar
     config = load_config(overrides=["ocr.engine=rapidocr", "cnn.enabled=false", "ocr.rapidocr.rec_batch_lines=1",
                                     "spark.image_partitions_per_core=1"])
     summary = run_extract(spark, config, str(sample / "labels.csv"), str(tmp_path / "store"), str(sample / "images"))
-    assert summary.ok == summary.processed == 4
+    assert summary.processed_ok == summary.processed == 4
     assert summary.ocr_device == "CPUExecutionProvider"
     assert "ocr=rapidocr ocr_device=CPUExecutionProvider " in summary.line()
     images = pq.ParquetDataset(str(tmp_path / "store" / "images")).read().to_pandas()

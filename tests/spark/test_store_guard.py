@@ -59,7 +59,7 @@ def test_a_second_run_into_a_held_store_is_refused(spark: Any, catalogs: dict[st
     assert not (store / "images").exists()  # nothing was fetched or written
     assert not (store / "_lock.json").exists()  # the holder released it; the refused run never took it
     summary = _extract(spark, catalogs["first"], store)
-    assert summary.ok == 3 and not (store / "_lock.json").exists()
+    assert summary.store_ok == 3 and not (store / "_lock.json").exists()
 
 
 def test_a_lock_left_by_a_dead_run_of_this_host_is_taken_over(spark: Any, catalogs: dict[str, Path],
@@ -69,7 +69,7 @@ def test_a_lock_left_by_a_dead_run_of_this_host_is_taken_over(spark: Any, catalo
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (store / "_lock.json").write_text(json.dumps({"run_id": "old", "host": socket.gethostname(),
                                                   "pid": int(dead.stdout), "started_at": "2024-01-01T00:00:00Z"}))
-    assert _extract(spark, catalogs["first"], store).ok == 3
+    assert _extract(spark, catalogs["first"], store).store_ok == 3
 
 
 def test_the_job_refuses_a_held_store_with_one_error_line(catalogs: dict[str, Path], tmp_path: Path) -> None:
@@ -108,7 +108,7 @@ def test_a_damaged_images_file_is_quarantined_and_its_images_redone(spark: Any, 
     with pytest.raises(StoreDamaged, match=r"is not a readable Parquet file.*_quarantine"):
         run_predict(spark, catalogs["first"], store, "rules", tmp_path / "pred")
     summary = _extract(spark, catalogs["first"], store)
-    assert summary.processed == 3 and summary.ok == 3 and len(summary.quarantined) == 1
+    assert summary.processed == 3 and summary.processed_ok == 3 and len(summary.quarantined) == 1
     assert "quarantined=1" in summary.line()
     moved = store / "_quarantine" / damaged.relative_to(store)
     assert moved.is_file() and not damaged.exists()
@@ -132,3 +132,41 @@ def test_a_store_that_cannot_be_written_is_refused_before_fetching(spark: Any, c
     with pytest.raises(UsageError, match="cannot be written.*nothing was fetched"):
         _extract(spark, catalogs["first"], store)
     assert sum(image_server.hits.values()) == hits
+
+
+def _job(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(REPO / "jobs" / "extract_features.py"), *args,
+                           *sum((["--set", s] for s in [*SETTINGS, "spark.master=local[2]",
+                                                        "spark.conf.spark.ui.enabled=false"]), [])],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+def test_one_job_run_quarantines_a_damaged_images_file_and_completes(catalogs: dict[str, Path],
+                                                                      tmp_path: Path) -> None:
+    # Two batches, the first one's file cut short: the run that finds it moves it aside and completes.
+    store = tmp_path / "store"
+    for key in ("first", "second"):
+        assert _job("--catalog", str(catalogs[key]), "--store", str(store)).returncode == 0
+    damaged = sorted((store / "images").glob("batch=*/*.parquet"), key=lambda p: p.stat().st_mtime)[0]
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    done = _job("--catalog", str(catalogs["first"]), "--store", str(store))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "quarantined=1" in done.stdout and "Traceback" not in done.stderr, done.stdout
+    assert (store / "_quarantine" / damaged.relative_to(store)).is_file() and not damaged.exists()
+    again = _job("--catalog", str(catalogs["first"]), "--store", str(store))
+    assert again.returncode == 0 and "quarantined" not in again.stdout, again.stderr[-3000:]
+
+
+def test_the_summary_line_tells_this_runs_work_from_what_the_store_holds(spark: Any, catalogs: dict[str, Path],
+                                                                          image_server: Any, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    _extract(spark, catalogs["first"], store)
+    grown = pd.read_csv(catalogs["first"])
+    grown.loc[len(grown)] = [len(grown), image_server.url("/guard/never-there.jpg"), "1", "item_weight"]
+    grown.to_csv(tmp_path / "grown.csv", index=False)
+    summary = _extract(spark, tmp_path / "grown.csv", store)
+    # This run processed one image, which failed; the store holds the three earlier ones ok and this one not.
+    assert (summary.processed, summary.processed_ok, summary.store_ok, summary.store_not_ok) == (1, 0, 3, 1)
+    assert ("distinct_images=4 already_ok=3 processed=1 processed_ok=0 processed_failed=1 (http_status=1) "
+            "store_ok=3 store_not_ok=1 ") in summary.line(), summary.line()
+    assert " ok=" not in summary.line()  # no bare ok= that mixes the two

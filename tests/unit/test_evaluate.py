@@ -251,3 +251,14 @@ def test_job_exits_2_on_unlabeled_truth(files: dict[str, Path], tmp_path: Path) 
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "error: the truth catalog has no labels " \
         "(entity_value column missing or empty)"
+
+
+def test_job_takes_conf_and_set_like_every_job(files: dict[str, Path], tmp_path: Path) -> None:
+    base = [sys.executable, str(REPO / "jobs" / "evaluate.py"), "--predictions", str(files["submission"]),
+            "--truth", str(files["truth"]), "--report", str(tmp_path / "out")]
+    # submit.sh passes its --conf files to every job.
+    done = subprocess.run([*base, "--conf", str(REPO / "conf" / "local.yaml"), "--set", "ocr.engine=tesseract"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    bad = subprocess.run([*base, "--set", "fetch.read_timeout_s=-1"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: fetch.read_timeout_s")

@@ -2,7 +2,7 @@
 
 Files the job saves are named by the whole link (``cache_file_name``); a user-placed file named by the
 link's basename (the challenge downloader's layout, ``image_file_name``) is only a fallback for links the
-job has not saved. Served by a loopback server whose answer depends on the query string and the host.
+job has not saved, and only for a link no other link shares that name with (``plain_names_unique``). Served by a loopback server whose answer depends on the query string and the host.
 """
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 
 from imagequant.config import FetchConfig
-from imagequant.fetch import cache_file_name, cached_image_paths, fetch_or_load, image_file_name
+from imagequant.fetch import (
+    cache_file_name,
+    cached_image_paths,
+    fetch_or_load,
+    image_file_name,
+    plain_names_unique,
+)
 from tests.httpserver import HTML_PAGE, fetch_config, tiny_jpeg, tiny_png
 
 RED = tiny_jpeg(color=(200, 30, 30))
@@ -98,10 +104,25 @@ def test_user_placed_basename_is_a_fallback_only(server: tuple[int, type[_Handle
     assert fetch_or_load(link_a, make_cfg(), tmp_path).data == RED
     (tmp_path / "item.jpg").write_bytes(GREEN)  # the downloader's layout, placed by the user
     assert fetch_or_load(link_a, make_cfg(), tmp_path).data == RED
-    # Link b has no saved file: the user-placed one serves it (the documented --images-dir layout).
-    fallback = fetch_or_load(link_b, make_cfg(), tmp_path)
-    assert (fallback.source, fallback.data) == ("cache", GREEN)
-    assert handler.hits.get("127.0.0.1/x/item.jpg?b", 0) == 0
+    # Link b has no saved file, but item.jpg may as well be a's image: unless the caller knows b is the only
+    # link of that name, it is fetched.
+    assert plain_names_unique([link_a, link_b]) == [False, False]
+    fetched = fetch_or_load(link_b, make_cfg(), tmp_path)
+    assert (fetched.source, fetched.data) == ("http", BLUE)
+    # A link alone with its name: the user-placed file serves it (the documented --images-dir layout).
+    link_c = f"http://127.0.0.1:{port}/y/only.jpg"
+    (tmp_path / "only.jpg").write_bytes(GREEN)
+    assert plain_names_unique([link_a, link_c]) == [True, True]
+    fallback = fetch_or_load(link_c, make_cfg(), tmp_path, plain_file=True)
+    assert (fallback.source, fallback.data) == ("plain_file", GREEN)
+    assert handler.hits.get("127.0.0.1/y/only.jpg", 0) == 0
+
+
+def test_plain_names_are_unique_only_for_one_distinct_link() -> None:
+    links = ["http://h/q.jpg?id=1", "http://h/q.jpg?id=2", "http://127.0.0.1:8/x.jpg", "http://localhost:8/x.jpg",
+             "http://h/solo.jpg", "http://h/solo.jpg", "http://h/caf\u00e9 %.jpg"]
+    # The same link twice is one link; names that are not plain are a hash of the whole link.
+    assert plain_names_unique(links) == [False, False, False, False, True, True, True]
 
 
 def test_saved_names_never_collide_with_user_names() -> None:
