@@ -24,7 +24,7 @@ from imagequant.core.schema import CNN_FEATURE_DIM, OCR_STAGE, tokens_to_columns
 from imagequant.core.tokens import OcrToken, ocr_text
 from imagequant.errors import UsageError
 from imagequant.fetch import fetch_or_load
-from imagequant.imaging import ImageError, decode_image, line_segments, prepare_for_cnn
+from imagequant.imaging import ImageError, check_not_blank, decode_image, line_segments, prepare_for_cnn
 from imagequant.ocr.base import OcrError, OcrOutcome, Reading, WantsMore
 from imagequant.ocr.zoo import get_engine
 from imagequant.scoring.rules import plausible
@@ -66,20 +66,36 @@ def read_images(images: Sequence[Image.Image], entities: Sequence[Sequence[str]]
     """OCR and line segments of decoded images, the one reading path of the extract job and explain: one
     :meth:`OcrEngine.read_many` call (RapidOCR recognises their lines together), each image with its own
     second-look target (the entities asked of it), then each read image's line segments, timed with its OCR.
-    Each image keeps its own outcome, even when the engine cannot be built; a configuration that cannot work
-    (``ocr.device=cuda`` without a GPU) raises: it is no image's fault."""
+    Each image keeps its own outcome, even when the engine cannot be built; a blank image (``check_not_blank``)
+    is not read at all. A configuration that cannot work (``ocr.device=cuda`` without a GPU) raises: it is no
+    image's fault."""
+    blank: dict[int, OcrOutcome] = {}
+    for i, image in enumerate(images):
+        started = time.perf_counter()
+        try:
+            check_not_blank(image)
+        except ImageError as exc:
+            blank[i] = OcrOutcome(None, exc, time.perf_counter() - started)
+    todo = [i for i in range(len(images)) if i not in blank]
+    if not todo:
+        return [(blank[i], None) for i in range(len(images))]
     started = time.perf_counter()
     try:
         engine = get_engine(config.ocr, config.imaging)
     except UsageError:
         raise
     except Exception as exc:
-        return [(OcrOutcome(None, exc), None) for _ in images]
-    built = (time.perf_counter() - started) / max(1, len(images))  # loading the models, on a worker's first batch
-    outcomes = engine.read_many(list(images), [lacks_candidates(e, img.size) for img, e in zip(images, entities,
-                                                                                                 strict=True)])
+        return [(blank.get(i) or OcrOutcome(None, exc), None) for i in range(len(images))]
+    built = (time.perf_counter() - started) / len(todo)  # loading the models, on a worker's first batch
+    outcomes = dict(zip(todo, engine.read_many([images[i] for i in todo],
+                                               [lacks_candidates(entities[i], images[i].size) for i in todo]),
+                        strict=True))
     read: list[tuple[OcrOutcome, list[float] | None]] = []
-    for image, outcome in zip(images, outcomes, strict=True):
+    for i, image in enumerate(images):
+        if i in blank:
+            read.append((blank[i], None))
+            continue
+        outcome = outcomes[i]
         outcome.seconds += built
         segments = None
         if outcome.reading is not None:
