@@ -204,6 +204,9 @@ class Config:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        from imagequant.worker_memory import PYSPARK_MEMORY_KEY, check_worker_memory
+
+        check_worker_memory(self.spark.conf.get(PYSPARK_MEMORY_KEY), self.cnn.enabled)
         return self
 
     def _range_checks(self) -> list[tuple[bool, str]]:

@@ -29,6 +29,7 @@ from imagequant.ocr.base import OcrError, OcrOutcome, Reading, WantsMore
 from imagequant.ocr.zoo import get_engine
 from imagequant.scoring.rules import plausible
 from imagequant.text.candidates import extract_candidates
+from imagequant.worker_memory import MIN_MIB_WITH_CNN, PYSPARK_MEMORY_KEY
 
 
 def lacks_candidates(entities: Sequence[str], image_size: tuple[int, int]) -> WantsMore:
@@ -242,6 +243,29 @@ def embed_crops(crops: np.ndarray | Sequence[np.ndarray], config: Config) -> tup
     return features, time.perf_counter() - started
 
 
+#: The status of an image whose CNN features could not be computed in its worker.
+CNN_ERROR = "cnn_error"
+
+
+def embed_crops_or_failure(crops: np.ndarray | Sequence[np.ndarray],
+                           config: Config) -> tuple[np.ndarray, float, str | None]:
+    """:func:`embed_crops`, with a failure of the CNN stage in this worker (torch that cannot be imported under a
+    Python worker's memory cap, a model that cannot be built or run) returned as the message its images record
+    (status ``cnn_error``, zero features) instead of raised: one worker's library never ends the job. A
+    configuration that cannot work (``cnn.device=cuda`` without a GPU, missing weights) still raises."""
+    try:
+        features, seconds = embed_crops(crops, config)
+        return features, seconds, None
+    except UsageError:
+        raise
+    except Exception as exc:  # ImportError, MemoryError, RuntimeError from torch: kept to these images
+        pieces = [crops] if isinstance(crops, np.ndarray) else list(crops)
+        total = sum(len(piece) for piece in pieces)
+        message = (f"the CNN stage failed in this worker ({type(exc).__name__}: {exc}); "
+                   f"a memory cap ({PYSPARK_MEMORY_KEY}) must be at least {MIN_MIB_WITH_CNN // 1024}g")[:2000]
+        return np.zeros((total, CNN_FEATURE_DIM), dtype=np.float32), 0.0, message
+
+
 def _chunks(pieces: list[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
     """Consecutive slices of the pieces, ``size`` rows per chunk (the last may be shorter; empty pieces add
     nothing); views, no copies."""
@@ -261,21 +285,28 @@ def _chunks(pieces: list[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
         yield chunk
 
 
-def embed_inputs(inputs: pd.Series, config: Config) -> tuple[pd.Series, float]:
-    """Stage two of the plain loop: CNN features for a batch of crop bytes (no input -> zeros)."""
+def embed_inputs(inputs: pd.Series, config: Config) -> tuple[pd.Series, float, str | None]:
+    """Stage two of the plain loop: CNN features for a batch of crop bytes (no input -> zeros), the seconds spent
+    and the CNN stage's failure (:func:`embed_crops_or_failure`), if any."""
     size = config.imaging.cnn_size
     present = [i for i, data in enumerate(inputs) if data is not None and len(data) == size * size * 3]
     crops = np.stack([np.frombuffer(inputs.iloc[i], dtype=np.uint8).reshape(size, size, 3) for i in present]) \
         if present else np.zeros((0, size, size, 3), dtype=np.uint8)
-    embedded, seconds = embed_crops(crops, config)
+    embedded, seconds, failure = embed_crops_or_failure(crops, config)
     features = np.zeros((len(inputs), CNN_FEATURE_DIM), dtype=np.float32)
     features[present] = embedded
-    return pd.Series(list(features)), seconds
+    return pd.Series(list(features)), seconds, failure
 
 
-def finish_records(stage1: pd.DataFrame, features: pd.Series, seconds_cnn: float, config: Config, run_id: str) -> pd.DataFrame:
-    """Final images-table records: stage one plus features, with the CNN time shared among the batch."""
+def finish_records(stage1: pd.DataFrame, features: pd.Series, seconds_cnn: float, config: Config, run_id: str,
+                   cnn_failure: str | None = None) -> pd.DataFrame:
+    """Final images-table records: stage one plus features, with the CNN time shared among the batch; with
+    ``cnn_failure`` the images that had a crop get status ``cnn_error`` and that message."""
     out = stage1.drop(columns=["cnn_input"]).copy()
+    if cnn_failure is not None:
+        failed = np.array([len(data) > 0 for data in stage1["cnn_input"]], dtype=bool)
+        out.loc[failed, "status"] = CNN_ERROR
+        out.loc[failed, "error"] = cnn_failure
     out["cnn_weights"] = describe_weights(config.cnn)
     out["cnn_features"] = list(features)
     embedded = [len(data) > 0 for data in stage1["cnn_input"]]
@@ -301,5 +332,5 @@ def process_all_locally(
 
 def _local_batch(batch: list[tuple[str, str]], config: Config, images_dir: str | None, run_id: str) -> pd.DataFrame:
     stage1 = process_frame(pd.DataFrame(batch, columns=["image_id", "image_link"]), config, images_dir)
-    features, seconds = embed_inputs(stage1["cnn_input"], config)
-    return finish_records(stage1, features, seconds, config, run_id)
+    features, seconds, failure = embed_inputs(stage1["cnn_input"], config)
+    return finish_records(stage1, features, seconds, config, run_id, failure)
