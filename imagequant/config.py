@@ -89,7 +89,8 @@ class RapidOcrConfig:
 class OcrConfig:
     engine: str = "rapidocr"
     device: str = "auto"  # auto | cpu | cuda: where onnxruntime runs the OCR models (imagequant/devices.py)
-    timeout_s: float = 60.0
+    timeout_s: float = 60.0  # CPU seconds of one image's reading (imagequant/ocr/base.py)
+    wall_timeout_factor: float = 4.0  # the wall-clock backstop of a reading, in multiples of timeout_s
     min_confidence: float = 0.0
     rotated_pass: bool = True
     rotated_angles: list[int] = field(default_factory=lambda: [90, 270])
@@ -215,6 +216,9 @@ class Config:
             if not ok:
                 raise ConfigError(message)
         check_spark_settings(self.spark.conf)
+        from imagequant.worker_memory import PYSPARK_MEMORY_KEY, check_worker_memory
+
+        check_worker_memory(self.spark.conf.get(PYSPARK_MEMORY_KEY), self.cnn.enabled)
         return self
 
     def _range_checks(self) -> list[tuple[bool, str]]:
@@ -259,6 +263,7 @@ class Config:
         checks.append((resize_to * resize_to <= im.max_pixels,
                        f"imaging.cnn_size {im.cnn_size} needs {resize_to}x{resize_to} pixels, over imaging.max_pixels"))
         positive("ocr.timeout_s", ocr.timeout_s)
+        at_least("ocr.wall_timeout_factor", ocr.wall_timeout_factor, 1)
         at_least("ocr.second_pass_max_regions", ocr.second_pass_max_regions, 0)
         positive("ocr.second_pass_text_px", ocr.second_pass_text_px)
         at_least("ocr.second_pass_detail_max_side", ocr.second_pass_detail_max_side, 0)

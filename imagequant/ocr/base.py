@@ -1,7 +1,10 @@
 """The OCR engine contract: errors, the deadline of one read, and the passes every engine runs.
 
-Each ``read`` runs under one deadline of ``ocr.timeout_s`` seconds covering all of its passes; an engine
-that outlives it raises :class:`OcrTimeout` (kind "ocr_timeout").
+Each ``read`` runs under one budget of ``ocr.timeout_s`` CPU seconds covering all of its passes: the CPU time
+of the thread reading the image (plus that of the Tesseract processes it waits for), which a busy machine does
+not inflate the way it stretches wall-clock time, so an image's outcome does not depend on the machine's load.
+A wall-clock backstop of ``ocr.wall_timeout_factor`` times that catches true hangs (a thread that waits and
+burns nothing). An engine that outlives either raises :class:`OcrTimeout` (kind "ocr_timeout").
 
 Passes (each measured on real product images, see jobs/measure_ocr.py):
 - the upright reading, always;
@@ -21,6 +24,7 @@ Passes (each measured on real product images, see jobs/measure_ocr.py):
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -58,46 +62,90 @@ class OcrTimeout(OcrError):
 
 
 class Deadline:
-    """The time budget of one ``read`` call, shared by all of its passes."""
+    """The budget of one ``read`` call, shared by all of its passes: ``seconds`` of CPU time of the thread that
+    made it (other threads, e.g. a watchdog, may check it), plus CPU time done elsewhere on its behalf
+    (:meth:`charge`: a Tesseract process, a share of a model call), and ``wall_seconds`` of wall-clock time as
+    a backstop for hangs (default: :data:`WALL_TIMEOUT_FACTOR` times ``seconds``)."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, wall_seconds: float | None = None) -> None:
         self.seconds = seconds
-        self.end = time.monotonic() + seconds
+        self.wall_seconds = seconds * WALL_TIMEOUT_FACTOR if wall_seconds is None else wall_seconds
+        self._clock = time.pthread_getcpuclockid(threading.get_ident())
+        self.end = self._cpu() + seconds
+        self.wall_end = time.monotonic() + self.wall_seconds
+
+    def _cpu(self) -> float:
+        """CPU seconds of the thread that made this deadline (readable from any thread)."""
+        return time.clock_gettime(self._clock)
 
     def remaining(self) -> float:
-        return self.end - time.monotonic()
+        """CPU seconds left."""
+        return self.end - self._cpu()
+
+    def wall_remaining(self) -> float:
+        """Wall-clock seconds left before the backstop."""
+        return self.wall_end - time.monotonic()
+
+    def expired(self) -> str | None:
+        """Why the budget is spent (CPU or the wall-clock backstop), or None."""
+        if self.remaining() <= 0:
+            return f"used its budget of {self.seconds:g} CPU s (ocr.timeout_s)"
+        if self.wall_remaining() <= 0:
+            return f"passed the wall-clock backstop of {self.wall_seconds:g} s (ocr.wall_timeout_factor)"
+        return None
 
     def check(self, what: str) -> None:
-        if self.remaining() <= 0:
-            raise OcrTimeout(f"{what}: OCR exceeded {self.seconds:g} s")
+        reason = self.expired()
+        if reason is not None:
+            raise OcrTimeout(f"{what}: OCR {reason}")
+
+    def charge(self, cpu_seconds: float, wall_seconds: float = 0.0) -> None:
+        """Counts work done outside this thread's clock, or while paused, against the budget."""
+        self.end -= cpu_seconds
+        self.wall_end -= wall_seconds
 
 
 class PausableDeadline(Deadline):
     """One image's deadline inside a batch read (:meth:`OcrEngine.read_many`): while it is paused, other images'
-    work runs and its clock stands still; a model call it shares with other images is charged to it in part
-    (:meth:`charge`). So an image's budget covers its own passes and its share of the shared calls, wherever
-    it sits in the batch."""
+    work runs and its clocks (CPU and wall) stand still; a model call it shares with other images is charged to
+    it in part (:meth:`charge`). So an image's budget covers its own passes and its share of the shared calls,
+    wherever it sits in the batch."""
 
-    def __init__(self, seconds: float, paused: bool = False) -> None:
-        super().__init__(seconds)
-        self._paused_at: float | None = self.end - seconds if paused else None
+    def __init__(self, seconds: float, wall_seconds: float | None = None, paused: bool = False) -> None:
+        super().__init__(seconds, wall_seconds)
+        self._paused_at: tuple[float, float] | None = (
+            (self.end - seconds, self.wall_end - self.wall_seconds) if paused else None)
 
     def pause(self) -> None:
         if self._paused_at is None:
-            self._paused_at = time.monotonic()
+            self._paused_at = (self._cpu(), time.monotonic())
 
     def resume(self) -> None:
         if self._paused_at is not None:
-            self.end += time.monotonic() - self._paused_at
+            cpu, wall = self._paused_at
+            self.end += self._cpu() - cpu
+            self.wall_end += time.monotonic() - wall
             self._paused_at = None
 
     def remaining(self) -> float:
-        now = self._paused_at if self._paused_at is not None else time.monotonic()
+        now = self._paused_at[0] if self._paused_at is not None else self._cpu()
         return self.end - now
 
-    def charge(self, seconds: float) -> None:
-        """Counts ``seconds`` of work done while paused (its share of a shared call) against the budget."""
-        self.end -= seconds
+    def wall_remaining(self) -> float:
+        now = self._paused_at[1] if self._paused_at is not None else time.monotonic()
+        return self.wall_end - now
+
+
+#: ocr.wall_timeout_factor's default: the wall-clock backstop of a read, in multiples of its CPU budget.
+WALL_TIMEOUT_FACTOR = 4.0
+
+
+def child_cpu_seconds() -> float:
+    """CPU seconds of this process's finished, waited-for child processes (a Tesseract pass, once it ended)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 _ROTATIONS = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
@@ -139,7 +187,7 @@ class OcrEngine:
 
     A new engine subclasses this, sets ``name``, implements :meth:`read_pass` (one reading of one image) and
     registers itself in :mod:`imagequant.ocr.zoo`; it may override :meth:`read_detail` (the second look's
-    closer reading). This class runs the passes around them under one deadline of ``ocr.timeout_s``: the
+    closer reading). This class runs the passes around them under one budget of ``ocr.timeout_s``: the
     upright reading, the rotated passes (``ocr.rotated_pass``) and the second look (``ocr.second_pass``).
     """
 
@@ -150,6 +198,11 @@ class OcrEngine:
         self.imaging = imaging
         self.rotated_pass = cfg.rotated_pass
 
+    def new_deadline(self, paused: bool = False) -> PausableDeadline:
+        """The budget of one image's read: ``ocr.timeout_s`` CPU seconds, ``ocr.wall_timeout_factor`` times that
+        of wall-clock time."""
+        return PausableDeadline(self.cfg.timeout_s, self.cfg.timeout_s * self.cfg.wall_timeout_factor, paused)
+
     def read(self, img: Image.Image, wants_more: WantsMore | None = None) -> list[OcrToken]:
         """The tokens of ``img``. ``wants_more`` targets the second look (None: the image is read as if
         it still lacked everything, so every configured step runs)."""
@@ -159,7 +212,7 @@ class OcrEngine:
         """:meth:`read`, also saying which passes ran."""
         if img.mode != "RGB":
             img = img.convert("RGB")
-        return self.read_with_deadline(img, Deadline(self.cfg.timeout_s), wants_more)
+        return self.read_with_deadline(img, self.new_deadline(), wants_more)
 
     def read_with_deadline(self, img: Image.Image, deadline: Deadline, wants_more: WantsMore | None = None,
                            upright: list[OcrToken] | None = None) -> Reading:
@@ -258,7 +311,7 @@ class OcrEngine:
 
     def reread_incomplete(self, img: Image.Image, tokens: list[OcrToken]) -> list[OcrToken]:
         """The second look's first step alone: re-reads the regions of ``tokens`` holding incomplete mentions."""
-        return reading_order(self._second_pass(img.convert("RGB"), list(tokens), Deadline(self.cfg.timeout_s)))
+        return reading_order(self._second_pass(img.convert("RGB"), list(tokens), self.new_deadline()))
 
     def _second_pass(self, img: Image.Image, tokens: list[OcrToken], deadline: Deadline) -> list[OcrToken]:
         """Crops each incomplete mention with its line neighbourhood, enlarges it to ~second_pass_text_px

@@ -1,10 +1,12 @@
 """RapidOCR: PP-OCRv4 detection, angle classification and recognition run by onnxruntime in this process,
 from the models shipped in the rapidocr_onnxruntime wheel (offline, no download).
 
-RapidOCR runs in the calling thread; a watchdog timer sets onnxruntime's ``RunOptions.terminate`` so a
-model call in progress is abandoned at the deadline, and the Python steps between model calls check the
-deadline. The Python steps are bounded by the image size (the decoder caps pixels), so no read outlives
-its deadline by more than one such step.
+RapidOCR runs in the calling thread; a watchdog thread watches that thread's CPU clock (and the wall-clock
+backstop) and sets onnxruntime's ``RunOptions.terminate`` so a model call in progress is abandoned when the
+budget is spent, and the Python steps between model calls check it. The Python steps are bounded by the
+image size (the decoder caps pixels), so no read outlives its budget by more than one such step. With
+``ocr.rapidocr.threads`` above 1 the model's other threads are not on that clock: the budget then counts the
+calling thread's share of the work.
 
 The models run where ``ocr.device`` puts them (imagequant/devices.py): onnxruntime's CUDA provider on the
 task's GPU when the onnxruntime-gpu build is installed, else the CPU. :meth:`RapidOcrEngine.read_many`
@@ -44,6 +46,8 @@ from imagequant.ocr.base import (
 from imagequant.ocr.merging import clean_text, split_line_words
 
 _MODELS_LOCK = threading.Lock()
+# How often the watchdog reads the reading thread's CPU clock: how late past its budget a model call can stop.
+_WATCHDOG_POLL_S = 0.02
 
 
 class _TerminableSession:
@@ -255,34 +259,39 @@ class RapidOcrEngine(OcrEngine):
     @contextlib.contextmanager
     def _watchdog(self, deadline: Deadline) -> Iterator[Any]:
         deadline.check("rapidocr")
-        remaining = deadline.remaining()
         run_options = self._ort.RunOptions()
         run_options.log_severity_level = 4
         for s in self._sessions:
             s.run_options = run_options
-        fired = threading.Event()
+        fired: list[str] = []
+        done = threading.Event()
 
-        def terminate() -> None:
-            fired.set()
-            run_options.terminate = True
+        def watch() -> None:
+            # A thread's CPU clock has no timer to wait on: it is polled; a poll costs microseconds.
+            while not done.wait(_WATCHDOG_POLL_S):
+                reason = deadline.expired()
+                if reason is not None:
+                    fired.append(reason)
+                    run_options.terminate = True
+                    return
 
-        timer = threading.Timer(remaining, terminate)
-        timer.daemon = True
-        timer.start()
+        watcher = threading.Thread(target=watch, name="rapidocr-watchdog", daemon=True)
+        watcher.start()
         try:
             yield run_options
         except OcrTimeout:
             raise
         except Exception as exc:
-            if fired.is_set():
-                raise OcrTimeout(f"rapidocr stopped after {deadline.seconds:g} s") from exc
+            if fired:
+                raise OcrTimeout(f"rapidocr stopped: OCR {fired[0]}") from exc
             raise OcrError("ocr_error", f"rapidocr failed: {exc}") from exc
         finally:
-            timer.cancel()
+            done.set()
+            watcher.join()
             for s in self._sessions:
                 s.run_options = None
-        if fired.is_set():
-            raise OcrTimeout(f"rapidocr stopped after {deadline.seconds:g} s")
+        if fired:
+            raise OcrTimeout(f"rapidocr stopped: OCR {fired[0]}")
 
     def read_pass(self, img: Image.Image, deadline: Deadline) -> list[OcrToken]:
         work, scale = self._ocr_input(img)
@@ -401,8 +410,8 @@ class RapidOcrEngine(OcrEngine):
         passes (rotated pass, second look, targeted by its ``wants_more``) on its own, exactly as
         :meth:`read_passes` does.
 
-        Each image keeps its own deadline of ``ocr.timeout_s`` (paused while other images' work runs, charged
-        its share of the shared calls) and its own error: an image that fails detection or its follow-ups gets
+        Each image keeps its own budget of ``ocr.timeout_s`` CPU seconds (paused while other images' work runs,
+        charged its share of the shared calls) and its own error: an image that fails detection or its follow-ups gets
         its own outcome; when the shared calls fail (an image's budget ran out, or a model error) each image's
         lines are recognised again on their own, so one image never costs the others their tokens."""
         self._bind_models()
@@ -412,7 +421,7 @@ class RapidOcrEngine(OcrEngine):
         seconds = [0.0] * count
         rgb: list[Image.Image | None] = [None] * count
         # Each image's clock runs only while its own work (or work it shares) does.
-        deadlines = [PausableDeadline(self.cfg.timeout_s, paused=True) for _ in range(count)]
+        deadlines = [self.new_deadline(paused=True) for _ in range(count)]
         detected: dict[int, tuple[_Lines, float]] = {}
         for i, img in enumerate(images):
             started = time.perf_counter()
@@ -466,18 +475,21 @@ class RapidOcrEngine(OcrEngine):
             return {}
         shares = {i: len(lines[i].crops) / total for i in members}
         budget = min(deadlines[i].remaining() / shares[i] for i in members)
+        wall_budget = min(deadlines[i].wall_remaining() / shares[i] for i in members)
         results: dict[int, tuple[list[bool], list[Any]] | Exception] = {}
         started = time.perf_counter()
+        started_cpu = time.thread_time()
         try:
-            shared = Deadline(max(budget, 0.0))
+            shared = Deadline(max(budget, 0.0), max(wall_budget, 0.0))
             with self._models.lock, self._watchdog(shared):
                 flipped, rec_res = self._classify_recognise([c for i in members for c in lines[i].crops],
                                                             [q for i in members for q in lines[i].quads], shared)
         except Exception:  # a budget ran out or a model call failed: each image on its own below
             flipped, rec_res = [], []
         spent = time.perf_counter() - started
+        spent_cpu = time.thread_time() - started_cpu
         for i in members:
-            deadlines[i].charge(spent * shares[i])
+            deadlines[i].charge(spent_cpu * shares[i], spent * shares[i])
             seconds[i] += spent * shares[i]
         if len(rec_res) == total:
             start = 0

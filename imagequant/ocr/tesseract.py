@@ -1,4 +1,5 @@
-"""Tesseract through pytesseract: one ``image_to_data`` call per pass, killed at the deadline."""
+"""Tesseract through pytesseract: one ``image_to_data`` call per pass; a pass's process CPU time is charged to the
+read's budget when it ends, and a pass is killed at the wall-clock backstop."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from PIL import Image, ImageOps
 from imagequant.config import ImagingConfig, OcrConfig
 from imagequant.core.tokens import OcrToken, scale_box, token_box
 from imagequant.imaging import prepare_for_ocr
-from imagequant.ocr.base import Deadline, OcrEngine, OcrError, OcrTimeout
+from imagequant.ocr.base import Deadline, OcrEngine, OcrError, OcrTimeout, child_cpu_seconds
 from imagequant.ocr.merging import clean_text, merge_tokens, split_glued_tokens
 
 
 class TesseractEngine(OcrEngine):
-    """Tesseract through pytesseract: one ``image_to_data`` call per pass, killed at the deadline."""
+    """Tesseract through pytesseract: one ``image_to_data`` call per pass. The process's CPU time counts against
+    the read's budget once the pass ends (a pass over budget ends the read as ``ocr_timeout``, as a stopped
+    RapidOCR call does); a process still running at the wall-clock backstop is killed."""
 
     name = "tesseract"
 
@@ -56,7 +59,7 @@ class TesseractEngine(OcrEngine):
 
     def _run(self, img: Image.Image, args: str, deadline: Deadline) -> list[OcrToken]:
         deadline.check("tesseract")
-        remaining = deadline.remaining()
+        remaining = deadline.wall_remaining()
         pixels = self._prepare_pixels(img)
         # Uncompressed PNM: pytesseract would otherwise write PNG (0.25 s for a 1600 px image) or, for an
         # image still tagged JPEG, a lossy JPEG.
@@ -64,12 +67,17 @@ class TesseractEngine(OcrEngine):
         os.close(fd)
         try:
             pixels.save(path, format="PPM")
+            # Wall-clock kill at the backstop only: the process's CPU time is what the budget counts (below).
+            before = child_cpu_seconds()
             data = self._pt.image_to_data(
                 path, lang=self._lang, config=args, output_type=self._pt.Output.DICT, timeout=remaining
             )
+            deadline.charge(child_cpu_seconds() - before)
+            deadline.check("tesseract")
         except RuntimeError as exc:
             if "timeout" in str(exc).lower():
-                raise OcrTimeout(f"tesseract killed after {remaining:.1f} s (ocr.timeout_s={deadline.seconds:g})") from exc
+                raise OcrTimeout(f"tesseract killed at the wall-clock backstop of {deadline.wall_seconds:g} s "
+                                 f"(ocr.timeout_s={deadline.seconds:g} x ocr.wall_timeout_factor)") from exc
             raise OcrError("ocr_error", f"tesseract failed: {exc}") from exc
         except self._pt.TesseractNotFoundError as exc:
             raise OcrError("ocr_error", "tesseract binary not found; install it with: apt-get install tesseract-ocr") from exc

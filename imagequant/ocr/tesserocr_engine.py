@@ -4,9 +4,10 @@ alive for the worker's life, which saves starting a process and writing an image
 
 An optional dependency (``pip install 'imagequant[tesserocr]'``); building the engine without it is an
 ``ocr_error`` naming the install command. Two differences a user of its readings must know: the tesserocr wheel bundles its own libtesseract (5.5.x at the time of
-writing, the CLI here is Debian's 5.3), so the two may read words differently; and the deadline
-(``ocr.timeout_s``) is Tesseract's own cancellation (``Recognize(timeout=...)``), which does not interrupt
-layout analysis, where pytesseract kills a process.
+writing, the CLI here is Debian's 5.3), so the two may read words differently; and the wall-clock backstop is
+Tesseract's own cancellation (``Recognize(timeout=...)``), which does not interrupt layout analysis, where
+pytesseract kills a process. Recognition runs in the reading thread, so its CPU clock counts it against
+``ocr.timeout_s``, checked when each pass ends.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class TesserocrEngine(TesseractEngine):
 
     def _run(self, img: Image.Image, args: str, deadline: Deadline) -> list[OcrToken]:
         deadline.check("tesserocr")
-        remaining = deadline.remaining()
+        remaining = deadline.wall_remaining()
         pixels = self._prepare_pixels(img)
         if pixels.mode not in ("L", "RGB"):
             pixels = pixels.convert("RGB")
@@ -90,5 +91,7 @@ class TesserocrEngine(TesseractEngine):
         api.SetImageBytes(pixels.tobytes(), pixels.width, pixels.height, depth, pixels.width * depth)
         # Tesseract's own progress monitor cancels recognition at the deadline (layout analysis may run over).
         if not api.Recognize(timeout=max(1, int(remaining * 1000))):
-            raise OcrTimeout(f"tesserocr stopped after {remaining:.1f} s (ocr.timeout_s={deadline.seconds:g})")
+            raise OcrTimeout(f"tesserocr stopped at the wall-clock backstop of {deadline.wall_seconds:g} s "
+                             f"(ocr.timeout_s={deadline.seconds:g} x ocr.wall_timeout_factor)")
+        deadline.check("tesserocr")
         return parse_tesseract_data(parse_tsv(api.GetTSVText(0)))

@@ -24,11 +24,12 @@ from imagequant.core.schema import CNN_FEATURE_DIM, OCR_STAGE, tokens_to_columns
 from imagequant.core.tokens import OcrToken, ocr_text
 from imagequant.errors import UsageError
 from imagequant.fetch import fetch_or_load, plain_names_unique
-from imagequant.imaging import ImageError, decode_image, line_segments, prepare_for_cnn
+from imagequant.imaging import ImageError, check_not_blank, decode_image, line_segments, prepare_for_cnn
 from imagequant.ocr.base import OcrError, OcrOutcome, Reading, WantsMore
 from imagequant.ocr.zoo import get_engine
 from imagequant.scoring.rules import plausible
 from imagequant.text.candidates import extract_candidates
+from imagequant.worker_memory import MIN_MIB_WITH_CNN, PYSPARK_MEMORY_KEY
 
 
 def lacks_candidates(entities: Sequence[str], image_size: tuple[int, int]) -> WantsMore:
@@ -66,20 +67,36 @@ def read_images(images: Sequence[Image.Image], entities: Sequence[Sequence[str]]
     """OCR and line segments of decoded images, the one reading path of the extract job and explain: one
     :meth:`OcrEngine.read_many` call (RapidOCR recognises their lines together), each image with its own
     second-look target (the entities asked of it), then each read image's line segments, timed with its OCR.
-    Each image keeps its own outcome, even when the engine cannot be built; a configuration that cannot work
-    (``ocr.device=cuda`` without a GPU) raises: it is no image's fault."""
+    Each image keeps its own outcome, even when the engine cannot be built; a blank image (``check_not_blank``)
+    is not read at all. A configuration that cannot work (``ocr.device=cuda`` without a GPU) raises: it is no
+    image's fault."""
+    blank: dict[int, OcrOutcome] = {}
+    for i, image in enumerate(images):
+        started = time.perf_counter()
+        try:
+            check_not_blank(image)
+        except ImageError as exc:
+            blank[i] = OcrOutcome(None, exc, time.perf_counter() - started)
+    todo = [i for i in range(len(images)) if i not in blank]
+    if not todo:
+        return [(blank[i], None) for i in range(len(images))]
     started = time.perf_counter()
     try:
         engine = get_engine(config.ocr, config.imaging)
     except UsageError:
         raise
     except Exception as exc:
-        return [(OcrOutcome(None, exc), None) for _ in images]
-    built = (time.perf_counter() - started) / max(1, len(images))  # loading the models, on a worker's first batch
-    outcomes = engine.read_many(list(images), [lacks_candidates(e, img.size) for img, e in zip(images, entities,
-                                                                                                 strict=True)])
+        return [(blank.get(i) or OcrOutcome(None, exc), None) for i in range(len(images))]
+    built = (time.perf_counter() - started) / len(todo)  # loading the models, on a worker's first batch
+    outcomes = dict(zip(todo, engine.read_many([images[i] for i in todo],
+                                               [lacks_candidates(entities[i], images[i].size) for i in todo]),
+                        strict=True))
     read: list[tuple[OcrOutcome, list[float] | None]] = []
-    for image, outcome in zip(images, outcomes, strict=True):
+    for i, image in enumerate(images):
+        if i in blank:
+            read.append((blank[i], None))
+            continue
+        outcome = outcomes[i]
         outcome.seconds += built
         segments = None
         if outcome.reading is not None:
@@ -233,6 +250,29 @@ def embed_crops(crops: np.ndarray | Sequence[np.ndarray], config: Config) -> tup
     return features, time.perf_counter() - started
 
 
+#: The status of an image whose CNN features could not be computed in its worker.
+CNN_ERROR = "cnn_error"
+
+
+def embed_crops_or_failure(crops: np.ndarray | Sequence[np.ndarray],
+                           config: Config) -> tuple[np.ndarray, float, str | None]:
+    """:func:`embed_crops`, with a failure of the CNN stage in this worker (torch that cannot be imported under a
+    Python worker's memory cap, a model that cannot be built or run) returned as the message its images record
+    (status ``cnn_error``, zero features) instead of raised: one worker's library never ends the job. A
+    configuration that cannot work (``cnn.device=cuda`` without a GPU, missing weights) still raises."""
+    try:
+        features, seconds = embed_crops(crops, config)
+        return features, seconds, None
+    except UsageError:
+        raise
+    except Exception as exc:  # ImportError, MemoryError, RuntimeError from torch: kept to these images
+        pieces = [crops] if isinstance(crops, np.ndarray) else list(crops)
+        total = sum(len(piece) for piece in pieces)
+        message = (f"the CNN stage failed in this worker ({type(exc).__name__}: {exc}); "
+                   f"a memory cap ({PYSPARK_MEMORY_KEY}) must be at least {MIN_MIB_WITH_CNN // 1024}g")[:2000]
+        return np.zeros((total, CNN_FEATURE_DIM), dtype=np.float32), 0.0, message
+
+
 def _chunks(pieces: list[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
     """Consecutive slices of the pieces, ``size`` rows per chunk (the last may be shorter; empty pieces add
     nothing); views, no copies."""
@@ -252,21 +292,28 @@ def _chunks(pieces: list[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
         yield chunk
 
 
-def embed_inputs(inputs: pd.Series, config: Config) -> tuple[pd.Series, float]:
-    """Stage two of the plain loop: CNN features for a batch of crop bytes (no input -> zeros)."""
+def embed_inputs(inputs: pd.Series, config: Config) -> tuple[pd.Series, float, str | None]:
+    """Stage two of the plain loop: CNN features for a batch of crop bytes (no input -> zeros), the seconds spent
+    and the CNN stage's failure (:func:`embed_crops_or_failure`), if any."""
     size = config.imaging.cnn_size
     present = [i for i, data in enumerate(inputs) if data is not None and len(data) == size * size * 3]
     crops = np.stack([np.frombuffer(inputs.iloc[i], dtype=np.uint8).reshape(size, size, 3) for i in present]) \
         if present else np.zeros((0, size, size, 3), dtype=np.uint8)
-    embedded, seconds = embed_crops(crops, config)
+    embedded, seconds, failure = embed_crops_or_failure(crops, config)
     features = np.zeros((len(inputs), CNN_FEATURE_DIM), dtype=np.float32)
     features[present] = embedded
-    return pd.Series(list(features)), seconds
+    return pd.Series(list(features)), seconds, failure
 
 
-def finish_records(stage1: pd.DataFrame, features: pd.Series, seconds_cnn: float, config: Config, run_id: str) -> pd.DataFrame:
-    """Final images-table records: stage one plus features, with the CNN time shared among the batch."""
+def finish_records(stage1: pd.DataFrame, features: pd.Series, seconds_cnn: float, config: Config, run_id: str,
+                   cnn_failure: str | None = None) -> pd.DataFrame:
+    """Final images-table records: stage one plus features, with the CNN time shared among the batch; with
+    ``cnn_failure`` the images that had a crop get status ``cnn_error`` and that message."""
     out = stage1.drop(columns=["cnn_input"]).copy()
+    if cnn_failure is not None:
+        failed = np.array([len(data) > 0 for data in stage1["cnn_input"]], dtype=bool)
+        out.loc[failed, "status"] = CNN_ERROR
+        out.loc[failed, "error"] = cnn_failure
     out["cnn_weights"] = describe_weights(config.cnn)
     out["cnn_features"] = list(features)
     embedded = [len(data) > 0 for data in stage1["cnn_input"]]
@@ -296,5 +343,5 @@ def process_all_locally(
 def _local_batch(batch: list[tuple[str, str, bool]], config: Config, images_dir: str | None,
                  run_id: str) -> pd.DataFrame:
     stage1 = process_frame(pd.DataFrame(batch, columns=["image_id", "image_link", "plain_file"]), config, images_dir)
-    features, seconds = embed_inputs(stage1["cnn_input"], config)
-    return finish_records(stage1, features, seconds, config, run_id)
+    features, seconds, failure = embed_inputs(stage1["cnn_input"], config)
+    return finish_records(stage1, features, seconds, config, run_id, failure)

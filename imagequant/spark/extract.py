@@ -49,6 +49,7 @@ from imagequant.spark.udfs import (
     fetch_ocr_function,
     plain_file_names,
 )
+from imagequant.worker_memory import PYSPARK_MEMORY_KEY, check_worker_memory
 
 
 @dataclass
@@ -175,10 +176,12 @@ def run_extract(
 ) -> ExtractSummary:
     """Runs extract -> transform -> load and commits both tables; returns the run's summary.
 
-    A setting that cannot work on the workers (``ocr.device=cuda`` or ``cnn.device=cuda`` without a GPU) is a
-    ConfigError: checked here first when the workers are this machine (local mode), else raised by the first
+    A setting that cannot work on the workers (``ocr.device=cuda`` or ``cnn.device=cuda`` without a GPU, a Python
+    worker memory cap under what its libraries need) is a ConfigError: checked here first when the workers are this machine (local mode), else raised by the first
     failing task and passed on as the job's own error."""
     check_weights(config.cnn)
+    # The cap may come from spark-submit --conf as well as from the YAML (checked with the configuration).
+    check_worker_memory(spark.sparkContext.getConf().get(PYSPARK_MEMORY_KEY), config.cnn.enabled)
     if spark.sparkContext.master.startswith("local"):
         check_device(config.ocr)
     started = time.perf_counter()

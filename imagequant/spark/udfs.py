@@ -21,7 +21,7 @@ from pyspark.sql import types as T
 
 from imagequant.config import Config
 from imagequant.fetch import image_file_name
-from imagequant.pipeline.images import embed_crops, ocr_device, process_frame
+from imagequant.pipeline.images import CNN_ERROR, embed_crops_or_failure, ocr_device, process_frame
 from imagequant.spark.schema import IMAGE_SCHEMA, OCR_STAGE_SCHEMA
 
 CNN_OUTPUT_FIELDS = [IMAGE_SCHEMA["cnn_features"], IMAGE_SCHEMA["seconds_cnn"]]
@@ -122,7 +122,9 @@ def cnn_features_function(config: Config) -> Callable[[Iterator[pa.RecordBatch]]
     """mapInArrow function: rows with a binary ``cnn_input`` -> the same rows without it, plus cnn_features
     (float32 x 2048; zeros where there is no crop) and seconds_cnn (the batch's CNN time shared among its crops).
 
-    Arrow batches are gathered until they hold ``cnn.batch_size`` rows and embedded together, so the network
+    A CNN stage that fails in this worker (torch cannot be imported under a memory cap) gives the batch's
+    images status cnn_error instead of failing the task. Arrow batches are gathered until they hold
+    ``cnn.batch_size`` rows and embedded together, so the network
     sees full batches even though spark.sql.execution.arrow.maxRecordsPerBatch is kept small for the fetch/OCR
     stage; each comes back as its own batch, its features one Arrow list column over a float32 matrix.
     """
@@ -131,11 +133,11 @@ def cnn_features_function(config: Config) -> Callable[[Iterator[pa.RecordBatch]]
 
     def embed_together(batches: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         found = [crops_from_arrow(batch.column(batch.schema.get_field_index("cnn_input")), size) for batch in batches]
-        embedded, seconds = embed_crops([crops for crops, _present in found], config)
+        embedded, seconds, failure = embed_crops_or_failure([crops for crops, _present in found], config)
         share = seconds / max(1, len(embedded))
         row = 0
         for batch, (_crops, present) in zip(batches, found, strict=True):
-            yield _with_features(batch, present, embedded[row : row + present.size], share)
+            yield _with_features(batch, present, embedded[row : row + present.size], share, failure)
             row += present.size
 
     def cnn_features(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -153,8 +155,19 @@ def cnn_features_function(config: Config) -> Callable[[Iterator[pa.RecordBatch]]
     return cnn_features
 
 
-def _with_features(batch: pa.RecordBatch, present: np.ndarray, embedded: np.ndarray, share: float) -> pa.RecordBatch:
-    """The batch without cnn_input, plus cnn_features (zeros where there was no crop) and seconds_cnn."""
+def _with_features(batch: pa.RecordBatch, present: np.ndarray, embedded: np.ndarray, share: float,
+                   failure: str | None = None) -> pa.RecordBatch:
+    """The batch without cnn_input, plus cnn_features (zeros where there was no crop) and seconds_cnn; with
+    ``failure`` (the CNN stage failed in this worker) the rows that had a crop get status cnn_error and that
+    message, so the job goes on and those images are processed again by the next run."""
+    if failure is not None and present.size:
+        columns = dict(zip(batch.schema.names, batch.columns, strict=True))
+        status, error = columns["status"].to_pylist(), columns["error"].to_pylist()
+        for row in present.tolist():
+            status[row], error[row] = CNN_ERROR, failure
+        columns["status"] = pa.array(status, type=columns["status"].type)
+        columns["error"] = pa.array(error, type=columns["error"].type)
+        batch = pa.RecordBatch.from_arrays(list(columns.values()), schema=batch.schema)
     dim = embedded.shape[1]
     features = np.zeros((batch.num_rows, dim), dtype=np.float32)
     features[present] = embedded

@@ -189,10 +189,28 @@ def test_pixel_guard_uses_the_given_limit_not_pillows_global() -> None:
         decode_image(data, max_pixels=9_999)
     assert info.value.kind == "pixel_bomb"
     assert decode_image(data, max_pixels=10_000).size == (100, 100)
-    # Far beyond Pillow's own hard limit: still reported as a pixel bomb.
+    # Far beyond Pillow's own hard limit (which refuses it inside Image.open): told with the setting's number.
     with pytest.raises(ImageError) as info:
-        decode_image(_png_header_only(100_000, 100_000), max_pixels=10**12)
+        decode_image(_png_header_only(100_000, 100_000), max_pixels=60_000_000)
     assert info.value.kind == "pixel_bomb"
+    assert "imaging.max_pixels=60000000" in str(info.value) and "178956970" not in str(info.value)
+
+
+def test_a_pixel_limit_above_pillows_own_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pillow refuses images over twice its process-wide MAX_IMAGE_PIXELS (178,956,970 by default) before our
+    # check runs; the setting must decide. Pillow's limit is lowered here so an image over it costs nothing.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)  # Pillow's hard refusal: over 2,000 pixels
+    img = decode_image(_save(Image.new("RGB", (100, 100), "white"), "PNG"), max_pixels=60_000_000)
+    assert img.size == (100, 100)
+    with pytest.raises(ImageError) as info:
+        decode_image(_save(Image.new("RGB", (200, 200), "white"), "PNG"), max_pixels=20_000)
+    assert info.value.kind == "pixel_bomb" and "imaging.max_pixels=20000" in str(info.value)
+    # At Pillow's real limit: a setting of 200,000,000 is the number an image just over it is refused with.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS and 89_478_485)
+    with pytest.raises(ImageError) as info:
+        decode_image(_png_header_only(20_000, 10_001), max_pixels=200_000_000)
+    assert info.value.kind == "pixel_bomb"
+    assert "imaging.max_pixels=200000000" in str(info.value) and "178956970" not in str(info.value)
 
 
 def test_image_error_rejects_unknown_kind() -> None:

@@ -1,0 +1,62 @@
+"""The address-space cap of a Python worker (``spark.executor.pyspark.memory``) checked against what the job's
+libraries need, before any work.
+
+Spark applies that setting as RLIMIT_AS on every Python worker, which limits address space, not resident memory.
+Importing torch's CUDA build maps about 3.1 GB of shared libraries even on a CPU-only machine, far more than it
+ever touches, so a cap that comfortably holds the worker's real memory can still refuse the import
+(``ImportError: libtorch_cuda.so: failed to map segment from shared object``). Measured on this project's
+pins (torch 2.14 cu130, onnxruntime 1.20, 2026-12-05) in a process doing what one extract worker does, under
+``resource.setrlimit(RLIMIT_AS, ...)``:
+
+- RapidOCR on four images, then torch + ResNet-50 on a batch of 32 crops (the CNN stage in the same worker,
+  as Spark reuses workers across the two stages): fails at 4 GiB (torchvision's operators do not load) and
+  4.5 GiB (the forward pass cannot allocate), works at 4.75 GiB;
+- the CNN stage alone (a fresh worker): fails at 3 GiB (the import) and 4 GiB (the forward pass), works at
+  4.5 GiB;
+- RapidOCR alone (``cnn.enabled=false``): fails at 1 GiB, works at 1.5 GiB.
+
+The minimums below add a margin to those (the Spark worker's own modules and buffers). Not measured: CUDA on
+a GPU executor, whose driver reserves address space of its own; a cap there must be found on that machine.
+"""
+
+from __future__ import annotations
+
+import re
+
+from imagequant.errors import ConfigError
+
+PYSPARK_MEMORY_KEY = "spark.executor.pyspark.memory"
+
+#: The smallest cap (MiB) a Python worker of the extract job works under, with the CNN stage and without it.
+MIN_MIB_WITH_CNN = 5 * 1024
+MIN_MIB_OCR_ONLY = 2 * 1024
+
+_SIZE = re.compile(r"(\d+)\s*([kmgtp]?)b?")
+_MIB_PER_UNIT = {"k": 1 / 1024, "m": 1, "": 1, "g": 1024, "t": 1024**2, "p": 1024**3}  # no suffix: MiB, as Spark reads it
+
+
+def pyspark_memory_mib(value: str) -> int | None:
+    """The cap a ``spark.executor.pyspark.memory`` value sets, in MiB (Spark's reading: no suffix is MiB);
+    None when it is not a size (the Spark settings check reports that)."""
+    found = _SIZE.fullmatch(str(value).strip().lower())
+    if not found:
+        return None
+    return int(int(found.group(1)) * _MIB_PER_UNIT[found.group(2)])
+
+
+def check_worker_memory(value: str | None, cnn_enabled: bool) -> None:
+    """ConfigError when ``value`` (``spark.executor.pyspark.memory``, None: unset, no cap) is a cap under which
+    the extract job's Python workers cannot import and run their libraries."""
+    if value is None:
+        return
+    mib = pyspark_memory_mib(value)
+    if mib is None:
+        return
+    minimum = MIN_MIB_WITH_CNN if cnn_enabled else MIN_MIB_OCR_ONLY
+    if mib < minimum:
+        need = "the CNN stage (torch's CUDA build maps about 3.1 GB of libraries) and OCR" if cnn_enabled else "OCR"
+        raise ConfigError(
+            f"{PYSPARK_MEMORY_KEY}={value} caps each Python worker's address space below what {need} need: "
+            f"at least {minimum // 1024}g{' (or cnn.enabled=false: 2g)' if cnn_enabled else ''}; "
+            "README \"Configuration\""
+        )
