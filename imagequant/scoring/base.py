@@ -51,6 +51,7 @@ class Scorer(Protocol):
     name: str
     threshold: float  # the abstain threshold the scorer was tuned with
     confidence: Any  # its ConfidenceModel (imagequant.scoring.confidence), or None
+    entities: tuple[str, ...]  # the entities it can score (a network: those it was trained with)
 
     def predict(self, rows: Sequence[ScoringRow], threshold: float | None = None) -> list[Prediction]:
         """One prediction per row; rows scoring below ``threshold`` (default: :attr:`threshold`) get "".

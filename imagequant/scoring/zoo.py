@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from imagequant.core.entities import ENTITY_SPECS
 from imagequant.core.units import format_prediction
 from imagequant.errors import UsageError
 from imagequant.scoring import rules
@@ -35,6 +36,7 @@ class RuleScorer:
         self.name = name
         self.threshold = threshold
         self.confidence = confidence
+        self.entities = tuple(ENTITY_SPECS)
 
     def predict(self, rows: Sequence[ScoringRow], threshold: float | None = None) -> list[Prediction]:
         cut = self.threshold if threshold is None else threshold
@@ -61,6 +63,7 @@ class NeuralScorer:
         self.name = str(model.directory)
         self.threshold = model.threshold
         self.confidence = confidence
+        self.entities = tuple(model.params.entities)
 
     def predict(self, rows: Sequence[ScoringRow], threshold: float | None = None) -> list[Prediction]:
         encoded = [self.model.encode(r.tokens, r.image_size, r.entity, r.cnn, r.candidates) for r in rows]

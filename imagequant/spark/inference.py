@@ -22,6 +22,7 @@ Output, one row per catalog row (``predictions.parquet``):
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -87,6 +88,9 @@ def predict_frame(frame: pd.DataFrame, model_spec: str, exported: bool, threshol
             continue
         if image_status != "ok":
             out.append(_failed(index, image_status, text_or_none(record.get("image_error")) or ""))
+            continue
+        if entity not in scorer.entities:
+            out.append(_failed(index, ENTITY_NOT_TRAINED, untrained_entity_message(scorer.name, entity)))
             continue
         try:
             evidence = row_evidence(record, entity)
@@ -174,6 +178,14 @@ class PredictSummary:
                 f"submission.csv in {self.seconds:.1f}s")
 
 
+ENTITY_NOT_TRAINED = "entity_not_trained"  # a model directory trained before the row's entity existed
+
+
+def untrained_entity_message(model: str, entity: str) -> str:
+    return (f"model {model} was not trained with entity {entity!r}: retrain it (jobs/train.py) on rows that "
+            "include it, or predict with --model rules")
+
+
 def resolve_min_confidence(model_spec: str, exported: bool, min_confidence: float | None,
                            target_precision: float | None) -> tuple[float | None, str]:
     """Loads the scorer (a UsageError when the model directory is not a loadable model) and turns
@@ -220,6 +232,10 @@ def run_predict(
     submission (problems listed in the summary)."""
     started = time.perf_counter()
     catalog = read_catalog(catalog_path)
+    known = set(load_scorer(model_spec, exported).entities)
+    for entity in sorted(set(catalog["entity_name"].dropna().astype(str)) & set(ENTITY_UNITS) - known):
+        print(f"warning: {untrained_entity_message(str(model_spec), entity)}; its rows get status "
+              f"{ENTITY_NOT_TRAINED}", file=sys.stderr, flush=True)
     row_fields = [ROW_SCHEMA[name] for name in ("index", "image_id", "entity_name", "row_status", "row_error")]
     parallelism = default_parallelism(spark)
     rows = catalog_frame(spark, catalog[[f.name for f in row_fields]], T.StructType(row_fields))

@@ -258,6 +258,30 @@ def test_an_old_model_directory_still_predicts_with_a_null_confidence(spark: Any
     assert "confidence: none" in summary.line()
 
 
+def test_an_old_model_meeting_an_entity_it_was_not_trained_on_gives_those_rows_a_status(
+        spark: Any, trained: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from imagequant.spark.inference import run_predict
+
+    old = tmp_path / "old_model"  # as if trained before "voltage" existed: its slot held another entity
+    shutil.copytree(trained["result"].model_dir, old)
+    config = json.loads((old / "config.json").read_text())
+    config["entities"] = ["retired_entity" if e == "voltage" else e for e in config["entities"]]
+    (old / "config.json").write_text(json.dumps(config))
+    summary = run_predict(spark, trained["catalog"], trained["store"], str(old), tmp_path / "out", exported=False)
+    frame = pd.read_parquet(tmp_path / "out" / "predictions.parquet")
+    catalog = pd.read_csv(trained["catalog"])
+    voltage = set(catalog.loc[catalog["entity_name"] == "voltage", "index"])
+    statuses = dict(zip(frame["index"], frame["status"], strict=True))
+    # every voltage row whose image is in the store gets the status; the others are scored as before
+    untrained = {i for i, s in statuses.items() if s == "entity_not_trained"}
+    assert untrained and untrained <= voltage
+    assert frame.loc[frame["status"] == "entity_not_trained", "error"].str.contains("retrain").all()
+    assert summary.answered > 0 and summary.problems == []
+    assert "warning: model" in capsys.readouterr().err
+
+
 def test_model_cache_loads_once_per_process(trained: dict[str, Any]) -> None:
     from imagequant.scoring.zoo import load_scorer
 
