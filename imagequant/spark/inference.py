@@ -43,7 +43,7 @@ from imagequant.errors import UsageError
 from imagequant.pipeline.rows import evidence_fields, row_evidence, text_or_none
 from imagequant.scoring.base import ScoringRow
 from imagequant.scoring.confidence import LOW_CONFIDENCE
-from imagequant.scoring.zoo import RULES, load_scorer
+from imagequant.scoring.zoo import RULES, is_rules, load_scorer
 from imagequant.spark.schema import IMAGE_EVIDENCE_SCHEMA, PREDICTIONS_SCHEMA, ROW_SCHEMA
 from imagequant.spark.session import catalog_frame, default_parallelism
 from imagequant.spark.store import read_images, reporting_damage
@@ -232,7 +232,8 @@ def run_predict(
     submission (problems listed in the summary)."""
     started = time.perf_counter()
     catalog = read_catalog(catalog_path)
-    known = set(load_scorer(model_spec, exported).entities)
+    scorer = load_scorer(model_spec, exported)
+    known = set(scorer.entities)
     for entity in sorted(set(catalog["entity_name"].dropna().astype(str)) & set(ENTITY_UNITS) - known):
         print(f"warning: {untrained_entity_message(str(model_spec), entity)}; its rows get status "
               f"{ENTITY_NOT_TRAINED}", file=sys.stderr, flush=True)
@@ -259,7 +260,8 @@ def run_predict(
         rows=len(result),
         answered=int((result["prediction"] != "").sum()),
         by_status={str(k): int(v) for k, v in result["status"].value_counts().items()},
-        model=RULES if model_spec == RULES else f"{model_spec} ({'exported' if exported else 'eager'})",
+        model=(RULES if model_spec == RULES else f"{model_spec} (rules)" if is_rules(scorer)
+               else f"{model_spec} ({'exported' if exported else 'eager'})"),
         out_dir=out,
         seconds=time.perf_counter() - started,
         problems=problems,
