@@ -62,6 +62,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result["missing_predictions"]:
         print(f"warning: {result['missing_predictions']:,} rows have no prediction (scored as empty)",
               file=sys.stderr, flush=True)
+    confidence = result.get("confidence")
+    if confidence:
+        reached = confidence["coverage_at_precision"]
+        points = ", ".join(f"{float(p):.0%}: {v['coverage']:.1%}" if v else f"{float(p):.0%}: none"
+                           for p, v in reached.items())
+        print(f"confidence: expected calibration error {confidence['ece']:.3f} over {confidence['answered']:,} "
+              f"answered rows; coverage at precision {points}; review queue: {Path(args.report) / 'review_queue.csv'}",
+              flush=True)
     print(f"report: {page}", flush=True)
     return 0
 
