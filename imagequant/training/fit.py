@@ -375,12 +375,32 @@ def scoring_rows(examples: Sequence[RawExample]) -> list[ScoringRow]:
 
 
 def learn_confidence(examples: Sequence[RawExample], predictions: Sequence[Prediction], scorer: str,
-                     settings: TrainConfig) -> ConfidenceModel:
-    """The confidence model of ``scorer``'s out-of-fold ``predictions`` of ``examples``."""
-    return train_confidence(scoring_rows(examples), predictions, [e.label for e in examples],
-                            [e.group_id for e in examples], scorer,
-                            ConfidenceSettings(folds=settings.confidence_folds,
-                                               entity_rows=settings.confidence_entity_rows, seed=settings.seed))
+                     settings: TrainConfig) -> ConfidenceModel | None:
+    """The confidence model of ``scorer``'s out-of-fold ``predictions`` of ``examples``; None, with a warning,
+    when these rows cannot support one (too few answers right or wrong)."""
+    try:
+        return train_confidence(scoring_rows(examples), predictions, [e.label for e in examples],
+                                [e.group_id for e in examples], scorer,
+                                ConfidenceSettings(folds=settings.confidence_folds,
+                                                   entity_rows=settings.confidence_entity_rows, seed=settings.seed))
+    except UsageError as exc:
+        _skip_confidence(str(exc))
+        return None
+
+
+def _skip_confidence(why: str) -> None:
+    print(f"warning: no confidence model learned: {why}; this model directory's predictions get a null "
+          "confidence", file=sys.stderr, flush=True)
+
+
+def confidence_possible(examples: Sequence[RawExample], settings: TrainConfig) -> bool:
+    """Whether the rows hold enough product groups for the confidence's group folds (warns when not)."""
+    groups = len({e.group_id for e in examples})
+    if groups >= settings.confidence_folds:
+        return True
+    _skip_confidence(f"its {settings.confidence_folds} group folds (train.confidence_folds) need labeled rows "
+                     f"from as many product groups (group_id); these rows have {groups}")
+    return False
 
 
 def render_cross_validation(cv: Mapping[str, Any]) -> str:
@@ -423,12 +443,13 @@ def train_rules_directory(examples: Sequence[RawExample], out_dir: str | Path, s
         "candidate_recall": ceiling(examples),
         **dict(extra_metrics),
     }
-    if settings.confidence:
+    if settings.confidence and confidence_possible(examples, settings):
         if progress:
             print(f"confidence: fitting on the rules' answers to {len(examples)} rows", file=sys.stderr, flush=True)
         confidence = learn_confidence(examples, preds, "rules", settings)
-        confidence.save(out)
-        metrics["confidence"] = confidence.report
+        if confidence is not None:
+            confidence.save(out)
+            metrics["confidence"] = confidence.report
     write_rules_directory(out)
     metrics["seconds"] = round(time.perf_counter() - started, 2)
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=json_default))
@@ -464,8 +485,9 @@ def train_from_table(table: TrainingTable, out_dir: str | Path, config: Config, 
     if settings.scorer == "rules":
         return train_rules_directory(examples, out_dir, settings, extra, progress)
     cv = oof = None
-    if folds or settings.confidence:
-        if progress and not folds:
+    wants_confidence = settings.confidence and confidence_possible(examples, settings)
+    if folds or wants_confidence:
+        if progress and not folds:  # the confidence's own out-of-fold predictions
             print(f"confidence: predicting {len(examples)} rows out of fold ({settings.confidence_folds} group "
                   "folds, a network trained for each)", file=sys.stderr, flush=True)
         cv, oof = cross_validate(examples, config.model, settings, folds or settings.confidence_folds, progress)
@@ -473,9 +495,10 @@ def train_from_table(table: TrainingTable, out_dir: str | Path, config: Config, 
         print(render_cross_validation(cv), flush=True)
         extra["cross_validation"] = {k: cv[k] for k in ("folds", "rows", "model", "rules")}
     confidence = None
-    if settings.confidence and oof is not None:
+    if wants_confidence and oof is not None:
         confidence = learn_confidence(oof.examples, oof.model, "network", settings)
-        extra["confidence"] = confidence.report
+        if confidence is not None:
+            extra["confidence"] = confidence.report
     train, val = split_by_group(examples, settings.val_fraction, settings.seed)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     _clear_model_directory(Path(out_dir))

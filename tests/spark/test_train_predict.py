@@ -217,6 +217,22 @@ def test_a_rules_only_model_directory_gives_the_rules_answers_with_a_confidence(
     assert a["confidence"].notna().sum() > 0 and b["confidence"].isna().all()
 
 
+def test_too_few_product_groups_train_without_a_confidence_and_say_so(
+        spark: Any, trained: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from imagequant.spark.training_table import prepare_training_table
+    from imagequant.training.fit import train_from_table
+
+    labeled = pd.read_csv(trained["labeled"])
+    few = tmp_path / "few.csv"
+    labeled[labeled["group_id"].isin(["0", "1", "2"])].to_csv(few, index=False)  # 3 groups, 5 folds asked
+    table = prepare_training_table(spark, [few], trained["store"])
+    for scorer in ("network", "rules"):
+        model_dir = tmp_path / scorer
+        train_from_table(table, model_dir, _config(tmp_path, f"train.scorer={scorer}"), progress=False)
+        assert not (model_dir / "confidence.json").exists()
+        assert "warning: no confidence model learned" in capsys.readouterr().err
+
+
 def test_confidence_options_refuse_without_a_confidence_model_and_bad_values(trained: dict[str, Any],
                                                                             tmp_path: Path) -> None:
     import shutil
