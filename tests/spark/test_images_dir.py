@@ -3,15 +3,16 @@ only the catalog's one link of that name: links that share the name are fetched,
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from PIL import Image, ImageDraw
 
 from imagequant.config import load_config
 from imagequant.spark.extract import run_extract
-from tests.httpserver import tiny_jpeg
 
 pytestmark = pytest.mark.slow
 
@@ -19,9 +20,19 @@ SETTINGS = ["fetch.allow_loopback=true", "fetch.max_retries=0", "ocr.engine=tess
             "ocr.second_pass=false", "cnn.enabled=false", "spark.image_partitions_per_core=1"]
 
 
+def marked_jpeg(size: tuple[int, int], color: tuple[int, int, int]) -> bytes:
+    """A small JPEG of one colour with a dark bar across it: not uniform, so it is read, not a blank_image."""
+    image = Image.new("RGB", size, color)
+    ImageDraw.Draw(image).rectangle((size[0] // 4, size[1] // 3, 3 * size[0] // 4, size[1] // 2), fill=(0, 0, 0))
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
 def test_a_plain_named_file_serves_only_the_one_link_of_its_name(spark: Any, image_server: Any,
                                                                  tmp_path: Path) -> None:
-    served, placed, solo = tiny_jpeg((64, 48)), tiny_jpeg((40, 30), (0, 0, 250)), tiny_jpeg((50, 50), (0, 250, 0))
+    served = marked_jpeg((64, 48), (200, 30, 30))
+    placed, solo = marked_jpeg((40, 30), (0, 0, 250)), marked_jpeg((50, 50), (0, 250, 0))
     images_dir = tmp_path / "images"
     images_dir.mkdir()
     for name, data in (("q.jpg", placed), ("x.jpg", placed), ("solo.jpg", solo)):
