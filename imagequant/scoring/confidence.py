@@ -185,7 +185,7 @@ class ConfidenceModel:
         return max(reaching, key=lambda p: p["coverage"]) if reaching else None
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": CONFIDENCE_FORMAT, **asdict(self)}
+        return plain_json({"format": CONFIDENCE_FORMAT, **asdict(self)})
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ConfidenceModel:
@@ -201,8 +201,19 @@ class ConfidenceModel:
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / CONFIDENCE_FILE
-        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        path.write_text(json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n")
         return path
+
+
+def plain_json(data: Any) -> Any:
+    """NaN (an empty reliability bin's accuracy) as null, so the file is strict JSON."""
+    if isinstance(data, float) and math.isnan(data):
+        return None
+    if isinstance(data, dict):
+        return {k: plain_json(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [plain_json(v) for v in data]
+    return data
 
 
 def load_confidence(directory: str | Path) -> ConfidenceModel | None:

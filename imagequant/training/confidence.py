@@ -34,6 +34,7 @@ from imagequant.scoring.confidence import (
     ConfidenceModel,
     answer_evidence,
     log_odds,
+    plain_json,
 )
 from imagequant.training.examples import fold_of_groups
 
@@ -183,7 +184,7 @@ def train_confidence(rows: Sequence[ScoringRow], predictions: Sequence[Predictio
     for row in rows:
         per_entity_rows[row.entity] = per_entity_rows.get(row.entity, 0) + 1
     model.operating = operating_table(oof, data)
-    model.report = confidence_report(oof, data, per_entity_rows)
+    model.report = plain_json(confidence_report(oof, data, per_entity_rows))
     return model
 
 
