@@ -311,12 +311,11 @@ def train_model(
 
 @dataclass
 class OutOfFold:
-    """Every row's predictions from models that never saw its product group: the network of the fold that
-    held it out, and the rules (which see no labels), both before any threshold."""
+    """Every row's prediction by the network of the fold that held its product group out, before any
+    threshold."""
 
     examples: list[RawExample]
     model: list[Prediction]
-    rules: list[Prediction]
 
 
 def cross_validate(examples: Sequence[RawExample], model_config: ModelConfig, settings: TrainConfig, folds: int,
@@ -326,7 +325,7 @@ def cross_validate(examples: Sequence[RawExample], model_config: ModelConfig, se
     out-of-fold scores of both, overall and per entity, and the candidate-recall ceiling per entity; and
     the out-of-fold predictions themselves (what the confidence model learns from)."""
     parts = group_folds(examples, folds, settings.seed)
-    oof = OutOfFold([], [], [])
+    oof = OutOfFold([], [])
     model_answers: list[str] = []
     rule_answers: list[str] = []
     per_fold = []
@@ -348,7 +347,6 @@ def cross_validate(examples: Sequence[RawExample], model_config: ModelConfig, se
                   f"rules F1 {f['rules_f1']:.3f} (best epoch {f['best_epoch']})", file=sys.stderr, flush=True)
         oof.examples += test
         oof.model += model_preds
-        oof.rules += rule_preds
         model_answers += fold_model
         rule_answers += fold_rules
     rows = oof.examples

@@ -385,8 +385,8 @@ def test_cross_validation_scores_every_row_out_of_fold() -> None:
     cv, oof = cross_validate(examples, small_model_config(), tiny_settings(epochs=2, export=False), folds=3,
                              progress=False)
     assert cv["rows"] == 96 and len(cv["per_fold"]) == 3
-    # the out-of-fold predictions the confidence model learns from: one of each scorer per row, unthresholded
-    assert len(oof.examples) == len(oof.model) == len(oof.rules) == 96
+    # the out-of-fold predictions the confidence model learns from: one per row, unthresholded
+    assert len(oof.examples) == len(oof.model) == 96
     assert sorted(e.index for e in oof.examples) == sorted(e.index for e in examples)
     assert sum(f["rows"] for f in cv["per_fold"]) == 96
     table = cv["per_entity"]
