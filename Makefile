@@ -72,7 +72,7 @@ demo: setup
 	echo "[demo] 5/6 predict the held-out catalog"; \
 	./submit.sh predict --catalog "$$d/heldout/catalog.csv" --store "$$d/store" --model "$$d/model" --out "$$d/predictions" | tee "$$d/predict.txt"; \
 	echo "[demo] 6/6 evaluate against the held-out labels"; \
-	$(PY) jobs/evaluate.py --predictions "$$d/predictions/submission.csv" --truth "$$d/heldout/labels.csv" --store "$$d/store" --images-dir "$$d/heldout/images" --report "$$d/report"; \
+	$(PY) jobs/evaluate.py --predictions "$$d/predictions/predictions.parquet" --truth "$$d/heldout/labels.csv" --store "$$d/store" --images-dir "$$d/heldout/images" --report "$$d/report"; \
 	echo "[demo] done: report at $$d/report/report.html"
 
 test: setup
