@@ -124,14 +124,14 @@ def _dense_image() -> Image.Image:
 
 
 def test_each_image_keeps_its_own_deadline_in_a_batch() -> None:
-    # The dense image cannot finish in 4 s; it must not take the others down with it, and their clocks stand
-    # still while its own work runs. The label's lines are recognised on their own once the shared call is
+    # The dense image needs over 4 CPU s (4.3-4.5 measured) and gets 2; it must not take the others down with
+    # it, and their clocks stand still while its own work runs. The label's lines are recognised on their own once the shared call is
     # stopped at the dense image's deadline, so its tokens are exactly those of a read alone.
-    # (No second look: a read alone must stay well inside 4 s on a busy machine.)
+    # (No second look: the label alone takes about 0.6 CPU s, well inside its 2.)
     # The budget is CPU time of the reading thread (README "ocr_timeout"), so the bounds are in CPU seconds.
     label = _label_image()[0]
     blank = Image.new("RGB", (320, 320), "white")
-    engine = get_engine(_rapid(6, timeout_s=4.0, second_pass=False), IMAGING)
+    engine = get_engine(_rapid(6, timeout_s=2.0, second_pass=False), IMAGING)
     started = time.thread_time()
     alone = engine.read(label)
     alone_cpu = time.thread_time() - started
@@ -143,7 +143,7 @@ def test_each_image_keeps_its_own_deadline_in_a_batch() -> None:
     assert label_out.error is None and label_out.tokens == alone
     assert blank_out.error is None and blank_out.tokens == []
     # the dense image's budget, plus at most one step between model calls, plus the others' own work
-    assert cpu < 4.0 + 2.0 + 2 * alone_cpu + 1.0, (cpu, alone_cpu)
+    assert cpu < 2.0 + 2.0 + 2 * alone_cpu + 1.0, (cpu, alone_cpu)
 
 
 def test_a_deadline_passed_before_any_work_times_out_every_image_on_its_own() -> None:
