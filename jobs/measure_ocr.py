@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError("--limit must be >= 0, --every and --workers >= 1")
 
     from imagequant.evaluation.ocr_recall import (
+        add_segments,
         load_labels,
         read_tokens,
         render_markdown,
@@ -64,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = [r for r in rows if r.image_file in keep]
     if args.from_tokens:
         results = read_tokens(args.from_tokens)
+        if Path(args.images_dir).is_dir():  # older token files hold no line segments: found here for the rules F1
+            add_segments(results, args.images_dir, cfg.imaging.max_pixels)
         done = {r.image_file for r in results}
         rows = [r for r in rows if r.image_file in done]
     else:
