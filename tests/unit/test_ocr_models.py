@@ -141,3 +141,38 @@ def test_each_model_choice_runs_on_the_gpu(models: str) -> None:
     img, boxes = _label_image()
     engine = get_engine(dataclasses.replace(_rapid(models=models), device="cuda"), IMAGING)
     _check_reading(engine.read(img), boxes)
+
+
+@needs_rapidocr
+def test_measure_ocr_reads_again_only_the_images_a_second_look_setting_changes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import sys
+
+    from imagequant.synthetic import generate_sample
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "jobs"))
+    try:
+        import measure_ocr
+    finally:
+        sys.path.pop(0)
+    generate_sample(tmp_path / "s", n_images=2, seed=5, difficulty="easy", image_size=(320, 480))
+    common = ["--labels", str(tmp_path / "s" / "labels.csv"), "--images-dir", str(tmp_path / "s" / "images"),
+              "--workers", "1"]
+    first = tmp_path / "first.jsonl"
+    assert measure_ocr.main([*common, "--out", str(tmp_path / "a.md"), "--tokens-out", str(first)]) == 0
+    lines = [json.loads(x) for x in first.read_text().splitlines()]
+    # one image as if it had taken the second look: that one is read again, the other is taken as it is
+    lines[0]["passes"], lines[0]["tokens"] = ["upright", "regions"], []
+    lines[1]["seconds"] = 123.0
+    first.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    again = tmp_path / "again.jsonl"
+    assert measure_ocr.main([*common, "--out", str(tmp_path / "b.md"), "--tokens-out", str(again),
+                             "--reuse-first", str(first), "--set", "ocr.rapidocr.second_look_models=ppocrv6_small"]) == 0
+    assert f"1 images without a second look taken from {first}" in capsys.readouterr().out
+    read = {x["image_file"]: x for x in map(json.loads, again.read_text().splitlines())}
+    assert read[lines[1]["image_file"]]["seconds"] == 123.0
+    assert read[lines[0]["image_file"]]["tokens"] and read[lines[0]["image_file"]]["seconds"] != 123.0
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert report["images"] == 2 and 0.0 <= report["rules"]["f1"] <= 1.0
