@@ -100,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = run_ocr(images, args.images_dir, cfg, workers=args.workers, progress=not args.quiet,
                           entities=asked)
         if reused:
+            add_segments(reused, args.images_dir, cfg.imaging.max_pixels)  # token files of older runs lack them
             order = {f: i for i, f in enumerate(dict.fromkeys(r.image_file for r in rows))}
             results = sorted([*results, *reused], key=lambda r: order[r.image_file])
         if args.tokens_out:
