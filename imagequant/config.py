@@ -87,6 +87,8 @@ class RapidOcrConfig:
     models: str = "ppocrv4"
     det_models: str = ""  # the detector of another set ("": that of ``models``)
     second_look_models: str = ""  # the set the second look reads with ("": ``models``)
+    # a set whose second look follows the first reader's where that one still found no plausible candidate
+    fallback_models: str = ""
     det_model_path: str = ""  # a user's own PP-OCR ONNX files, replacing the chosen set's
     rec_model_path: str = ""
     rec_keys_path: str = ""
@@ -235,13 +237,13 @@ class Config:
         from imagequant.ocr import ppocr_models
 
         rc = self.ocr.rapidocr
-        problem = ppocr_models.check_names(rc.models, rc.det_models, rc.second_look_models)
+        problem = ppocr_models.check_names(rc.models, rc.det_models, rc.second_look_models, rc.fallback_models)
         if problem:
             raise ConfigError(problem)
         if self.ocr.engine in ("rapidocr", "both"):
             ppocr_models.resolve(rc.models, rc.det_models, rc.det_model_path, rc.rec_model_path, rc.rec_keys_path)
-            if rc.second_look_models:
-                ppocr_models.resolve(rc.second_look_models)
+            for extra in {rc.second_look_models, rc.fallback_models} - {""}:
+                ppocr_models.resolve(extra)
 
     def _range_checks(self) -> list[tuple[bool, str]]:
         """Every numeric setting that cannot work: zero or negative sizes and counts, negative, NaN or

@@ -85,10 +85,11 @@ def _set(name: str) -> tuple[Detector, Recogniser]:
     raise ConfigError(f"ocr.rapidocr models must be one of {', '.join(MODEL_SETS)}, got {name!r}")
 
 
-def check_names(models: str, det_models: str, second_look_models: str) -> str | None:
+def check_names(models: str, det_models: str, second_look_models: str, fallback_models: str = "") -> str | None:
     """The first bad model-set name, as a message (None: all known); no file is looked at."""
     for key, value, empty_ok in (("models", models, False), ("det_models", det_models, True),
-                                 ("second_look_models", second_look_models, True)):
+                                 ("second_look_models", second_look_models, True),
+                                 ("fallback_models", fallback_models, True)):
         if not (value in MODEL_SETS or (empty_ok and value == "")):
             return (f"ocr.rapidocr.{key} must be one of {', '.join(MODEL_SETS)}"
                     f"{' or empty' if empty_ok else ''}, got {value!r}")
@@ -127,6 +128,8 @@ def models_name(ocr: OcrConfig) -> str:
         name += "+own_files"
     if rc.second_look_models and rc.second_look_models != rc.models:
         name += f"+second_look={rc.second_look_models}"
+    if rc.fallback_models:
+        name += f"+fallback={rc.fallback_models}"
     return name
 
 

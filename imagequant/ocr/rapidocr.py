@@ -261,6 +261,7 @@ class RapidOcrEngine(OcrEngine):
         # The second look's reader: None when it is the first reading's.
         second = resolve(rc.second_look_models) if rc.second_look_models else None
         self._second_files = second if second != self._files else None
+        self._fallback_files = resolve(rc.fallback_models) if rc.fallback_models else None
         self._bind_models()
 
     def _bind_models(self) -> None:
@@ -274,10 +275,11 @@ class RapidOcrEngine(OcrEngine):
         models = _rapid_models(max(1, rc.threads), rc.use_angle_cls, rc.memory_arena, placement, self._files,
                                required=required)
         self._first = self._use(models)
-        self._second = self._first
-        if self._second_files is not None:
-            self._second = self._use(_rapid_models(max(1, rc.threads), rc.use_angle_cls, rc.memory_arena, placement,
-                                                   self._second_files, required=required))
+        self._second = self._fallback = self._first
+        for attr, files in (("_second", self._second_files), ("_fallback", self._fallback_files)):
+            if files is not None:
+                setattr(self, attr, _rapid_models(max(1, rc.threads), rc.use_angle_cls, rc.memory_arena, placement,
+                                                  files, required=required))
         self._use(models)
         self._placement = placement
 
@@ -288,14 +290,23 @@ class RapidOcrEngine(OcrEngine):
 
     def read_with_deadline(self, img: Image.Image, deadline: Deadline, wants_more: WantsMore | None = None,
                            upright: list[OcrToken] | None = None) -> Reading:
-        if self._second is self._first:
+        if self._second is self._first and self._fallback is self._first:
             return super().read_with_deadline(img, deadline, wants_more, upright)
         # The upright pass with the first reader, every later pass (the second look) with the second one.
         if upright is None:
             upright = self.read_pass(img, deadline)
         self._use(self._second)
         try:
-            return super().read_with_deadline(img, deadline, wants_more, upright)
+            reading = super().read_with_deadline(img, deadline, wants_more, upright)
+            if (self._fallback is self._first or "regions" not in reading.passes
+                    or not (not self.cfg.second_pass_targeted or wants_more is None or wants_more(reading.tokens))):
+                return reading
+            # Still nothing plausible: the fallback reader's second look, its tokens merged by box overlap
+            # (the first reader's finds stay: each reader reads some print the other misses).
+            self._use(self._fallback)
+            more = super().read_with_deadline(img, deadline, wants_more, reading.tokens)
+            name = self.cfg.rapidocr.fallback_models
+            return Reading(more.tokens, [*reading.passes, *(f"{name}:{p}" for p in more.passes[1:])])
         finally:
             self._use(self._first)
 

@@ -176,3 +176,35 @@ def test_measure_ocr_reads_again_only_the_images_a_second_look_setting_changes(
     assert read[lines[0]["image_file"]]["tokens"] and read[lines[0]["image_file"]]["seconds"] != 123.0
     report = json.loads((tmp_path / "b.json").read_text())
     assert report["images"] == 2 and 0.0 <= report["rules"]["f1"] <= 1.0
+
+
+@needs_rapidocr
+def test_the_fallback_reader_looks_again_only_where_the_first_second_look_found_nothing() -> None:
+    img = Image.new("RGB", (700, 260), "white")
+    ImageDraw.Draw(img).text((40, 90), "Net Wt 250", fill="black", font=_font(40))  # a weight without its unit
+    cfg = dataclasses.replace(_rapid(fallback_models="ppocrv6_small"), second_pass=True)
+    engine = get_engine(cfg, IMAGING)
+    assert engine._fallback is not engine._first and engine._second is engine._first
+    used: list[object] = []
+    original = type(engine)._read_array
+
+    def spy(self: object, *args: object, **kwargs: object) -> object:
+        used.append(engine._models)
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    type(engine)._read_array = spy  # type: ignore[method-assign]
+    try:
+        lacking = engine.read_passes(img, lambda tokens: True)
+        used_lacking, used[:] = list(used), []
+        found_after_first = engine.read_passes(img, lambda tokens: False)
+    finally:
+        type(engine)._read_array = original  # type: ignore[method-assign]
+    # the first reader's whole second look, then the fallback's, merged
+    assert lacking.passes[:2] == ["upright", "regions"] and "ppocrv6_small:regions" in lacking.passes
+    switched = used_lacking.index(engine._fallback)
+    assert switched >= 2 and all(m is engine._first for m in used_lacking[:switched])
+    assert all(m is engine._fallback for m in used_lacking[switched:])
+    assert len(_find(lacking.tokens, r"250")) == 1  # merged by box overlap, not duplicated
+    # an image the first reading satisfies never meets the fallback
+    assert found_after_first.passes == ["upright"] and all(m is engine._first for m in used)
+    assert engine._models is engine._first
