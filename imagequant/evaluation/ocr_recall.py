@@ -3,7 +3,9 @@
 For every labeled row it asks two questions of the OCR tokens of the row's image:
 - candidate recall: is the label's value+unit among the candidates extracted for the row's entity?
 - number-anywhere recall: does the label's number appear anywhere in the OCR text (numerically)?
-and it times every image (decode + OCR, engine threads pinned to 1: the cost on one core).
+and it times every image (decode + OCR, engine threads pinned to 1: the cost on one core). The rules F1 is the
+challenge F1 of the rule baseline (``--model rules``) over every labeled row, from the same tokens and the
+image's line segments (found after the clock stops: they are not OCR).
 
 Candidates come from ``imagequant.text.candidates.extract_candidates``, as in the extract and predict jobs.
 """
@@ -120,6 +122,19 @@ def candidate_pairs(
     return {(float(c.value), c.unit) for c in extract_candidates(list(tokens), entity, image_size)}
 
 
+def rules_prediction(tokens: Sequence[OcrToken], entity: str, image_size: tuple[int, int],
+                     segments: Sequence[float] | None) -> str:
+    """The rule baseline's answer for one row, as the predict job gives it (candidates linked to the image's
+    drawn lines, no abstaining)."""
+    from imagequant.core.geometry import segments_from_flat
+    from imagequant.scoring.base import ScoringRow
+    from imagequant.scoring.zoo import RuleScorer
+    from imagequant.text.candidates import extract_candidates
+
+    cands = extract_candidates(list(tokens), entity, image_size, segments=segments_from_flat(segments))
+    return RuleScorer().predict([ScoringRow(entity, list(tokens), image_size, cands)])[0].prediction
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Running the engine over images (pool workers)
 # ---------------------------------------------------------------------------------------------------------
@@ -135,6 +150,7 @@ class ImageResult:
     tokens: list[OcrToken] = field(default_factory=list)
     passes: list[str] = field(default_factory=list)  # the OCR passes run (a second look adds "regions", ...)
     device: str = ""  # where the engine's models ran (e.g. CPUExecutionProvider)
+    segments: list[float] | None = None  # the image's line segments (imaging.line_segments); None: not found
 
     @property
     def second_look(self) -> bool:
@@ -145,6 +161,7 @@ class ImageResult:
             "image_file": self.image_file, "seconds": round(self.seconds, 4), "wall": round(self.wall, 4),
             "size": list(self.size), "passes": self.passes,
             "error": self.error, "tokens": [t.to_dict() for t in self.tokens], "device": self.device,
+            "segments": self.segments,
         }
 
     @classmethod
@@ -153,7 +170,7 @@ class ImageResult:
             image_file=data["image_file"], seconds=float(data["seconds"]), wall=float(data.get("wall", 0.0)),
             size=tuple(data["size"]), passes=list(data.get("passes", [])),
             error=data.get("error"), tokens=[OcrToken.from_dict(t) for t in data.get("tokens", [])],
-            device=data.get("device", ""),
+            device=data.get("device", ""), segments=data.get("segments"),
         )
 
 
@@ -222,12 +239,32 @@ def _measure_one(job: tuple[str, tuple[str, ...]]) -> ImageResult:
         img = decode_image(data, cfg.imaging.max_pixels)
         # as the extract job reads it: the second look where the entities asked of the image lack a candidate
         reading = engine.read_passes(img, lacks_candidates(entities, img.size))
-        return ImageResult(image_file, clock.cpu(), clock.wall(), img.size, None, reading.tokens, reading.passes,
-                           engine.describe_device())
+        cpu, wall = clock.cpu(), clock.wall()
+        return ImageResult(image_file, cpu, wall, img.size, None, reading.tokens, reading.passes,
+                           engine.describe_device(), _segments(img))
     except FileNotFoundError:
         return ImageResult(image_file, clock.cpu(), clock.wall(), error="missing_file")
     except (ImageError, OcrError) as exc:
         return ImageResult(image_file, clock.cpu(), clock.wall(), error=exc.kind)
+
+
+def _segments(img: Any) -> list[float] | None:
+    from imagequant.imaging import line_segments
+
+    try:
+        return line_segments(img)
+    except Exception:  # noqa: BLE001 - an image without segments scores without them, as extract records it
+        return None
+
+
+def add_segments(results: Sequence[ImageResult], images_dir: str | Path, max_pixels: int) -> None:
+    """Finds the line segments of results read before they were recorded (older --tokens-out files)."""
+    from imagequant.imaging import decode_image
+
+    for r in results:
+        path = Path(images_dir) / r.image_file
+        if r.segments is None and r.error is None and path.is_file():
+            r.segments = _segments(decode_image(path.read_bytes(), max_pixels))
 
 
 def run_ocr(
@@ -304,6 +341,7 @@ class EvalReport:
     per_entity: dict[str, GroupStats]
     row_hits: list[dict[str, Any]] = field(default_factory=list)
     devices: list[str] = field(default_factory=list)  # where the OCR models ran, as the workers reported it
+    rules: dict[str, Any] = field(default_factory=dict)  # challenge F1 of the rule baseline over all rows
 
     def to_json(self) -> dict[str, Any]:
         def stats(g: GroupStats) -> dict[str, Any]:
@@ -318,7 +356,7 @@ class EvalReport:
             "second_look": {"share": round(self.second_look_share, 4),
                             "seconds_mean_with": round(self.second_look_seconds_mean, 3),
                             "seconds_mean_without": round(self.first_seconds_mean, 3)},
-            "overall": stats(self.overall),
+            "overall": stats(self.overall), "rules": self.rules,
             "per_entity": {k: stats(v) for k, v in sorted(self.per_entity.items())},
             "rows": self.row_hits,
         }
@@ -337,8 +375,12 @@ def percentile(values: Sequence[float], q: float) -> float:
 def score(
     rows: Sequence[LabeledRow], results: Sequence[ImageResult], engine: str, settings: dict[str, Any]
 ) -> EvalReport:
-    """Candidate and number-anywhere recall per entity and overall, plus per-image seconds."""
+    """Candidate and number-anywhere recall per entity and overall, the rule baseline's F1, per-image seconds."""
+    from imagequant.core import metrics
+
     by_file = {r.image_file: r for r in results}
+    predictions: list[str] = []
+    truths: list[str] = []
     overall = GroupStats()
     per_entity: dict[str, GroupStats] = {}
     row_hits = []
@@ -357,8 +399,11 @@ def score(
             s.parsed += int(row.value is not None)
             s.cand_hits += int(cand_hit)
             s.number_hits += int(num_hit)
+        predicted = rules_prediction(res.tokens, row.entity, res.size, res.segments) if res.error is None else ""
+        predictions.append(predicted)
+        truths.append(row.label)
         row_hits.append({"image_file": row.image_file, "entity": row.entity, "label": row.label,
-                         "candidate": cand_hit, "number": num_hit})
+                         "candidate": cand_hit, "number": num_hit, "rules": predicted})
     secs = [r.seconds for r in results if r.error is None]
     looked = [r.seconds for r in results if r.error is None and r.second_look]
     plain = [r.seconds for r in results if r.error is None and not r.second_look]
@@ -376,6 +421,8 @@ def score(
         first_seconds_mean=statistics.fmean(plain) if plain else 0.0,
         overall=overall, per_entity=per_entity, row_hits=row_hits,
         devices=sorted({r.device for r in results if r.device}),
+        rules={**metrics.score(predictions, truths),
+               "images_without_segments": sum(r.segments is None for r in results if r.error is None)},
     )
 
 
@@ -390,6 +437,8 @@ def render_markdown(report: EvalReport) -> str:
         f"(wall median {report.wall_median:.2f})",
         f"- second look: {report.second_look_share:.1%} of the images (mean CPU s {report.second_look_seconds_mean:.2f} "
         f"for those, {report.first_seconds_mean:.2f} for the others)",
+        f"- rules F1 (rule baseline, all {len(report.row_hits)} rows): {report.rules.get('f1', 0.0):.3f}"
+        f" (images scored without line segments: {report.rules.get('images_without_segments', 0)})",
         f"- settings: `{json.dumps(report.settings, sort_keys=True)}`",
         "",
         "| entity | rows | single-value labels | candidate recall | number-anywhere recall |",

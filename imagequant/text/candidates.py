@@ -216,16 +216,23 @@ _SLIP_RE = re.compile(r"(?<=[0-9])[OoDQlI|iSB]+(?=[0-9])")
 # "3OZ" read as "30Z": a 0 glued between digits and a lone z is the O of "oz" (same length: "3oz")
 _ZERO_OZ_RE = re.compile(r"(?<=[0-9])0(?=[zZ](?![A-Za-z]))")
 # "1kg" read as "lkg" / "Ikg": a lone l or I glued to a unit is the digit 1
-_ONE_BEFORE_UNIT_RE = re.compile(r"(?<![A-Za-z0-9.,])[lI](?=(?:kg|KG|Kg|mg|MG|ml|mL|ML|oz|OZ|lbs?|LBS?)(?![A-Za-z]))")
+# ... and "l KG" / "I oz" the same slip where the reader kept the space (PP-OCRv6 keeps spaces v4 drops)
+_ONE_BEFORE_UNIT_RE = re.compile(
+    r"(?<![A-Za-z0-9.,])[lI](?=[ \t]?(?:kg|KG|Kg|mg|MG|ml|mL|ML|oz|OZ|lbs?|LBS?)(?![A-Za-z]))"
+)
 
 
 # "2.2lbs" read as "2.21bs": a 1 glued between a number and "b"/"bs" is the l of "lb" ("b" is no unit)
-_ONE_FOR_L_RE = re.compile(r"(?<=[0-9])1(?=(?:bs?|BS?)(?![A-Za-z]))")
+_ONE_FOR_L_RE = re.compile(r"(?:(?<=[0-9])|(?<=[0-9][ \t]))1(?=(?:bs?|BS?)(?![A-Za-z]))")  # also "2.2 1bs"
 
 
 # "5Og", "1OOW": a capital O after a digit and before a unit is a 0; "l5kg", "I2V": a lone l or I starting a
 # number is a 1
-_ZERO_BEFORE_UNIT_RE = re.compile(r"(?<=[0-9])O+(?=(?:g|kg|KG|Kg|mg|MG|ml|mL|ML|mm|cm|CM|MM|W|V)(?![A-Za-z]))")
+# Spaced ("5O g", "1O OZ"): the same, and there an O before oz or lb can only be a digit ("5Oz" glued is 5 oz).
+_ZERO_BEFORE_UNIT_RE = re.compile(
+    r"(?<=[0-9])O+(?=(?:g|kg|KG|Kg|mg|MG|ml|mL|ML|mm|cm|CM|MM|W|V)(?![A-Za-z])"
+    r"|[ \t](?:g|kg|KG|Kg|mg|MG|ml|mL|ML|mm|cm|CM|MM|W|V|oz|OZ|Oz|lbs?|LBS?)(?![A-Za-z]))"
+)
 _ONE_BEFORE_DIGIT_RE = re.compile(
     r"(?<![A-Za-z0-9.,])[lI](?=[0-9]+(?:[.,][0-9]+)?\s?(?i:kg|mg|g|ml|oz|lbs?|v|w|cm|mm|in)(?![A-Za-z]))"
 )
@@ -296,6 +303,7 @@ _UNIT_SLIPS: dict[str, str] = {
     "lnches": "inches",
     "mi": "ml",
     "foz": "fl oz",
+    "fi oz": "fl oz",  # "8 FI OZ": a capital I read for the l of a spaced "FL OZ"
     # fabric weight in grams per square metre, which catalogs record as the item weight in grams
     "gsm": "g",
     "¢": "g",  # Tesseract's usual reading of a printed "g"

@@ -401,3 +401,49 @@ def test_a_number_grouped_with_words_beside_it_still_takes_the_unit_under_it() -
     cands = extract_candidates(tokens, "maximum_weight_recommendation", (2500, 2500))
     assert [(c.value, c.unit) for c in cands] == [(10.0, "kilogram")]
 
+
+
+# The same print as the two readers give it: PP-OCRv4 drops the spaces between words (RapidOCR's tokens are
+# then split at letter/digit boundaries), PP-OCRv6 keeps them. Both must give the same candidates.
+@pytest.mark.parametrize(
+    ("glued", "spaced", "entity", "expected"),
+    [
+        (["8floz"], ["8", "fl", "oz"], "item_volume", [(8.0, "fluid ounce")]),
+        (["10OZ"], ["10", "OZ"], "item_weight", [(10.0, "ounce")]),
+        (["1KG", "(2.2lbs)"], ["1", "KG", "(2.2", "lbs)"], "item_weight", [(1.0, "kilogram"), (2.2, "pound")]),
+        (["NETWT", "10OZ(283g)"], ["NET", "WT", "10", "OZ", "(283", "g)"], "item_weight",
+         [(10.0, "ounce"), (283.0, "gram")]),
+        (["1800mg"], ["1800", "mg"], "item_weight", [(1800.0, "milligram")]),
+        (["8FLOZ(236mL)"], ["8", "FL", "OZ", "(236", "mL)"], "item_volume", [(8.0, "fluid ounce"), (236.0, "millilitre")]),
+        (["100-240V"], ["100", "-", "240", "V"], "voltage", [(100.0, "volt"), (240.0, "volt")]),
+        (["30x20x10cm"], ["30", "x", "20", "x", "10", "cm"], "width",
+         [(30.0, "centimetre"), (20.0, "centimetre"), (10.0, "centimetre")]),
+        # OCR slips, glued and spaced: l/I for 1 before a unit, O for 0 after a digit, 1 for the l of lb
+        (["lKG"], ["l", "KG"], "item_weight", [(1.0, "kilogram")]),
+        (["5Og"], ["5O", "g"], "item_weight", [(50.0, "gram")]),
+        (["2.21bs"], ["2.2", "1bs"], "item_weight", [(2.2, "pound")]),
+    ],
+)
+def test_spaced_and_glued_readings_give_the_same_candidates(
+    glued: list[str], spaced: list[str], entity: str, expected: list[tuple[float, str]]
+) -> None:
+    assert found(glued, entity) == expected
+    assert found(spaced, entity) == expected
+
+
+@pytest.mark.parametrize(
+    ("words", "entity", "expected"),
+    [
+        (["1O", "OZ"], "item_weight", [(10.0, "ounce")]),  # spaced: an O before "oz" can only be a digit
+        (["8", "FI", "OZ"], "item_volume", [(8.0, "fluid ounce")]),  # I for the l of a spaced FL
+        (["8", "fI", "oz."], "item_volume", [(8.0, "fluid ounce")]),
+        (["(I", "kg)"], "item_weight", [(1.0, "kilogram")]),
+        # what must stay as it is: glued "5Oz" is 5 oz; "I" before a word that is no unit stays a letter;
+        # a list of sizes is not decimals
+        (["5Oz"], "item_weight", [(5.0, "ounce")]),
+        (["I", "love", "5", "kg"], "item_weight", [(5.0, "kilogram")]),
+        (["size", "7,", "8", "oz"], "item_weight", [(8.0, "ounce")]),
+    ],
+)
+def test_slips_of_spaced_text(words: list[str], entity: str, expected: list[tuple[float, str]]) -> None:
+    assert found(words, entity) == expected
