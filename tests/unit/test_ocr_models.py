@@ -5,6 +5,8 @@ look can read with another set; the store and summary say which models read."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -60,26 +62,38 @@ def test_each_choice_has_its_own_cached_sessions() -> None:
     assert v6._ocr.text_rec.postprocess_op.character == ["blank", *keys, " "]
 
 
-@needs_rapidocr
-def test_the_second_look_reads_with_its_own_models() -> None:
+def _unit_weight_image() -> Image.Image:
     img = Image.new("RGB", (700, 260), "white")
     ImageDraw.Draw(img).text((40, 90), "Net Wt 250", fill="black", font=_font(40))  # a weight without its unit
+    return img
+
+
+@contextmanager
+def _models_used(engine: object) -> Iterator[list[object]]:
+    """Records which loaded models each model call of ``engine`` read with (the reads themselves run)."""
+    used: list[object] = []
+    original = type(engine)._read_array  # type: ignore[attr-defined]
+
+    def spy(self: object, *args: object, **kwargs: object) -> object:
+        used.append(engine._models)  # type: ignore[attr-defined]
+        return original(self, *args, **kwargs)
+
+    type(engine)._read_array = spy  # type: ignore[attr-defined]
+    try:
+        yield used
+    finally:
+        type(engine)._read_array = original  # type: ignore[attr-defined]
+
+
+@needs_rapidocr
+def test_the_second_look_reads_with_its_own_models() -> None:
+    img = _unit_weight_image()
     cfg = dataclasses.replace(_rapid(second_look_models="ppocrv6_small"), second_pass=True)
     engine = get_engine(cfg, IMAGING)
     first, second = engine._first, engine._second
     assert first is not second and first is engine._models
-    used: list[object] = []
-    original = type(engine)._read_array
-
-    def spy(self: object, *args: object, **kwargs: object) -> object:
-        used.append(engine._models)
-        return original(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    type(engine)._read_array = spy  # type: ignore[method-assign]
-    try:
+    with _models_used(engine) as used:
         reading = engine.read_passes(img, lambda tokens: True)
-    finally:
-        type(engine)._read_array = original  # type: ignore[method-assign]
     assert reading.passes[:2] == ["upright", "regions"]
     assert used[0] is first and used[1:] and all(m is second for m in used[1:])
     assert engine._models is first  # the next image's first reading is the first reader's again
@@ -180,25 +194,14 @@ def test_measure_ocr_reads_again_only_the_images_a_second_look_setting_changes(
 
 @needs_rapidocr
 def test_the_fallback_reader_looks_again_only_where_the_first_second_look_found_nothing() -> None:
-    img = Image.new("RGB", (700, 260), "white")
-    ImageDraw.Draw(img).text((40, 90), "Net Wt 250", fill="black", font=_font(40))  # a weight without its unit
+    img = _unit_weight_image()
     cfg = dataclasses.replace(_rapid(fallback_models="ppocrv6_small"), second_pass=True)
     engine = get_engine(cfg, IMAGING)
     assert engine._fallback is not engine._first and engine._second is engine._first
-    used: list[object] = []
-    original = type(engine)._read_array
-
-    def spy(self: object, *args: object, **kwargs: object) -> object:
-        used.append(engine._models)
-        return original(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    type(engine)._read_array = spy  # type: ignore[method-assign]
-    try:
+    with _models_used(engine) as used:
         lacking = engine.read_passes(img, lambda tokens: True)
         used_lacking, used[:] = list(used), []
         found_after_first = engine.read_passes(img, lambda tokens: False)
-    finally:
-        type(engine)._read_array = original  # type: ignore[method-assign]
     # the first reader's whole second look, then the fallback's, merged
     assert lacking.passes[:2] == ["upright", "regions"] and "ppocrv6_small:regions" in lacking.passes
     switched = used_lacking.index(engine._fallback)
