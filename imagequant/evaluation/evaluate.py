@@ -336,16 +336,22 @@ def _best_answers(rows: pd.DataFrame) -> tuple[list[str], list[float]]:
     return answers, pd.to_numeric(rows["score"], errors="coerce").fillna(0.0).tolist()
 
 
-def coverage_curve(rows: pd.DataFrame, by: str = "score") -> metrics.CoverageCurve:
-    """The curve over rows with a truth, ranked by ``by`` (``score`` or ``confidence``); a range truth counts
-    as never right, as the challenge scores it, and a row without a value of ``by`` is never answered."""
+def _ranked_answers(rows: pd.DataFrame, by: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Over the rows with a truth: the ``by`` value (``score`` or ``confidence``) and whether it is right, of
+    each row with an answer and a value of ``by``, and how many rows have a truth. A range truth counts as
+    never right, as the challenge scores it; an abstaining row's best candidate counts as its answer."""
     labeled = rows[[bool(t) for t in rows["truth"]]]
     answers, _ = _best_answers(labeled)
     ranks = pd.to_numeric(labeled[by], errors="coerce")
     has = np.array([bool(a) for a in answers], dtype=bool) & ranks.notna().to_numpy()
     right = np.array([bool(a) and metrics.row_outcome(a, t) == "tp"
                       for a, t in zip(answers, labeled["truth"], strict=True)], dtype=bool)
-    return metrics.coverage_curve(ranks.to_numpy(dtype=float)[has], right[has], len(labeled))
+    return ranks.to_numpy(dtype=float)[has], right[has], len(labeled)
+
+
+def coverage_curve(rows: pd.DataFrame, by: str = "score") -> metrics.CoverageCurve:
+    """The precision-coverage curve over rows with a truth, ranked by ``by`` (``score`` or ``confidence``)."""
+    return metrics.coverage_curve(*_ranked_answers(rows, by))
 
 
 def coverage_analysis(rows: pd.DataFrame) -> dict[str, Any] | None:
@@ -377,13 +383,7 @@ def confidence_analysis(rows: pd.DataFrame) -> dict[str, Any] | None:
         return None
 
     def describe(part: pd.DataFrame) -> dict[str, Any]:
-        labeled = part[[bool(t) for t in part["truth"]]]
-        answers, _ = _best_answers(labeled)
-        confidence = pd.to_numeric(labeled["confidence"], errors="coerce")
-        has = np.array([bool(a) for a in answers], dtype=bool) & confidence.notna().to_numpy()
-        right = np.array([bool(a) and metrics.row_outcome(a, t) == "tp"
-                          for a, t in zip(answers, labeled["truth"], strict=True)], dtype=bool)
-        return metrics.confidence_summary(confidence.to_numpy(dtype=float)[has], right[has], len(labeled))
+        return metrics.confidence_summary(*_ranked_answers(part, "confidence"))
 
     result = describe(rows)
     result["per_entity"] = {str(e): describe(g) for e, g in rows.groupby("entity_name")}
