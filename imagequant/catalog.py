@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from imagequant.core.schema import ROWS
-from imagequant.core.units import ENTITY_UNITS
+from imagequant.core.units import ENTITY_UNITS, parse_label
 from imagequant.errors import CatalogError
 
 REQUIRED_COLUMNS = ("image_link", "group_id", "entity_name")
@@ -274,3 +274,39 @@ def read_catalog(path: str | Path, *, unique_index: bool | None = None) -> pd.Da
     label = f"catalog {info.path}"
     frame, where = read_table_strict(info.path, info.format, label)
     return normalize_rows(frame, label=label, where=where, unique_index=unique_index)
+
+
+@dataclass(frozen=True)
+class LabeledRow:
+    """One labeled row of a local labels file (the realdev layout: ``image_file`` names the image in a folder)."""
+
+    image_file: str
+    entity: str
+    label: str
+    value: float | None  # the label's value and unit; None for a range or an unreadable label
+    unit: str | None
+
+
+def read_labels(path: str | Path) -> list[LabeledRow]:
+    """Rows of a labels CSV or Parquet file with ``entity_name``, ``entity_value`` and ``image_file`` (or
+    ``image_link``, whose URL path's basename names the file), read as strictly as a catalog."""
+    path = Path(path)
+    label = f"labels {path}"
+    if not path.exists():
+        raise CatalogError(f"{label} does not exist")
+    frame, _ = read_table_strict(path, _format_of(path), label)
+    missing = [c for c in ("entity_name", "entity_value") if c not in frame.columns]
+    if "image_file" not in frame.columns and "image_link" not in frame.columns:
+        missing.append("image_file (or image_link)")
+    if missing:
+        raise CatalogError(f"{label} lacks the column(s) {', '.join(missing)}")
+    rows: list[LabeledRow] = []
+    for rec in frame.to_dict("records"):
+        link = _text_or_none(rec.get("image_link")) or ""
+        image_file = _text_or_none(rec.get("image_file")) or Path(urlsplit(link).path).name
+        text = _text_or_none(rec.get("entity_value")) or ""
+        parsed = parse_label(text)
+        known = parsed.kind == "value" and parsed.value is not None and parsed.unit is not None
+        rows.append(LabeledRow(image_file, _text_or_none(rec.get("entity_name")) or "", text,
+                               parsed.value if known else None, parsed.unit if known else None))
+    return rows

@@ -47,9 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.limit < 0 or args.every < 1 or args.workers < 1:
         raise UsageError("--limit must be >= 0, --every and --workers >= 1")
 
+    from imagequant.catalog import read_labels
     from imagequant.evaluation.ocr_recall import (
         add_segments,
-        load_labels,
         read_tokens,
         render_markdown,
         run_ocr,
@@ -58,10 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_tokens,
     )
 
-    try:
-        rows = load_labels(args.labels)
-    except (ValueError, OSError, KeyError) as exc:
-        raise UsageError(f"labels {args.labels} cannot be read: {exc}") from exc
+    rows = read_labels(args.labels)
     images = list(dict.fromkeys(r.image_file for r in rows))
     if args.every > 1 or args.limit:
         images = images[:: args.every]

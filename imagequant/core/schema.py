@@ -18,6 +18,7 @@ Layout of a store (``STORE`` is a local path or any URI that Spark and pyarrow c
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,10 +43,30 @@ _SCALAR_KINDS = ("string", "int", "long", "float", "double", "binary", "bool")
 
 
 @dataclass(frozen=True)
+class JsonFieldsCodec:
+    """A string column holding several columns of a record as one JSON object. Spark writes it with
+    ``to_json(struct(*fields))`` (:mod:`imagequant.spark.training_table`), which gives the object
+    :meth:`encode` gives; readers use :meth:`decode`."""
+
+    fields: tuple[str, ...]
+
+    def encode(self, record: Mapping[str, Any]) -> str:
+        return json.dumps({name: record.get(name) for name in self.fields}, separators=(",", ":"))
+
+    def decode(self, text: object) -> dict[str, Any]:
+        """The fields, each a list; all empty for an empty or null cell, or one without readings (a failed
+        image is written as ``{}`` and its array fields as null)."""
+        columns = json.loads(text) if isinstance(text, str) and text else {}
+        present = bool(columns) and columns.get(self.fields[0]) is not None
+        return {name: (columns.get(name) or []) if present else [] for name in self.fields}
+
+
+@dataclass(frozen=True)
 class Column:
     name: str
     kind: str
     nullable: bool = False
+    codec: JsonFieldsCodec | None = None  # how a value is encoded, for columns that pack others
 
     def __post_init__(self) -> None:
         inner = self.kind[5:-1] if self.kind.startswith("list<") and self.kind.endswith(">") else self.kind
@@ -133,6 +154,9 @@ LINE_SEGMENTS = Column("line_segments", "list<float>", nullable=True)
 # What a row's candidates are computed from, besides the image size: the tokens and the line segments.
 READING_COLUMNS = (*TOKEN_COLUMNS, LINE_SEGMENTS)
 READING_COLUMN_NAMES = tuple(c.name for c in READING_COLUMNS)
+# The reading columns of an image in one JSON string: the training table's ``tokens_json`` (Petastorm stacks
+# list columns into rectangular arrays; ragged token lists travel as text).
+READINGS_JSON = JsonFieldsCodec(READING_COLUMN_NAMES)
 
 
 def tokens_to_columns(tokens: Sequence[OcrToken]) -> dict[str, list[Any]]:
@@ -229,7 +253,7 @@ TRAINING = Table(
         Column("status", "string"),
         Column("width", "int"),
         Column("height", "int"),
-        Column("tokens_json", "string"),
+        Column("tokens_json", "string", codec=READINGS_JSON),
         Column("has_cnn", "bool"),
         Column("cnn_features", "list<float>"),
     ),

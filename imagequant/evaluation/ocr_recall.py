@@ -13,7 +13,6 @@ Candidates come from ``imagequant.text.candidates.extract_candidates``, as in th
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import json
 import math
@@ -27,50 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imagequant.catalog import LabeledRow
 from imagequant.config import Config
-from imagequant.core import units
 from imagequant.core.tokens import OcrToken
-
-# ---------------------------------------------------------------------------------------------------------
-# Labels
-# ---------------------------------------------------------------------------------------------------------
-
-def parse_label(text: str) -> tuple[float, str] | None:
-    """``"500.0 gram"`` -> (500.0, "gram"); ranges ("[10.0, 20.0] gram") and malformed labels -> None."""
-    parsed = units.parse_label(text)
-    if parsed.kind != "value" or parsed.value is None or parsed.unit is None:
-        return None
-    return parsed.value, parsed.unit
-
-
-@dataclass(frozen=True)
-class LabeledRow:
-    image_file: str
-    entity: str
-    label: str
-    value: float | None
-    unit: str | None
-
-
-def load_labels(path: str | Path) -> list[LabeledRow]:
-    """Rows of a labels CSV with ``entity_name``, ``entity_value`` and ``image_file`` (or ``image_link``)."""
-    rows: list[LabeledRow] = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for rec in csv.DictReader(fh):
-            image_file = rec.get("image_file") or os.path.basename((rec.get("image_link") or "").split("?")[0])
-            label = rec.get("entity_value", "")
-            parsed = parse_label(label)
-            rows.append(
-                LabeledRow(
-                    image_file=image_file,
-                    entity=rec["entity_name"],
-                    label=label,
-                    value=parsed[0] if parsed else None,
-                    unit=parsed[1] if parsed else None,
-                )
-            )
-    return rows
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Matching: candidates and plain numbers

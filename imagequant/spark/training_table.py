@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from imagequant.catalog import read_catalog
 from imagequant.core import locations
-from imagequant.core.schema import CNN_FEATURE_DIM, READING_COLUMN_NAMES, TRAINING, TRAINING_DIR
+from imagequant.core.schema import CNN_FEATURE_DIM, READINGS_JSON, TRAINING, TRAINING_DIR
 from imagequant.errors import UsageError
 from imagequant.spark.schema import spark_schema
 from imagequant.spark.session import catalog_frame
@@ -64,7 +64,8 @@ def build_training_table(spark: SparkSession, catalogs: Sequence[str | Path], st
     has_cnn = F.coalesce(F.size("cnn_features") == CNN_FEATURE_DIM, F.lit(False))
     images = images.select(
         "image_id", "status", "width", "height",
-        F.to_json(F.struct(*[F.col(name) for name in READING_COLUMN_NAMES])).alias("tokens_json"),
+        # the JVM side of the column's codec (READINGS_JSON.encode gives the same object)
+        F.to_json(F.struct(*[F.col(name) for name in READINGS_JSON.fields])).alias("tokens_json"),
         has_cnn.alias("has_cnn"),
         F.when(has_cnn, F.col("cnn_features")).otherwise(zeros).alias("cnn_features"),
     )

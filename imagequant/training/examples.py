@@ -15,7 +15,6 @@ group is on both sides.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from imagequant.core.schema import CNN_FEATURE_DIM, READING_COLUMN_NAMES
+from imagequant.core.schema import CNN_FEATURE_DIM, TRAINING
 from imagequant.core.tokens import OcrToken
 from imagequant.core.units import ENTITY_UNITS
 from imagequant.errors import UsageError
@@ -49,12 +48,10 @@ class RawExample:
 def image_record(record: Mapping[str, Any]) -> Mapping[str, Any]:
     """A training record with its tokens as the ``tok_*`` arrays and its line segments (the training table
     holds them as one JSON column); other records are returned as they are."""
-    if "tokens_json" not in record:
+    column = TRAINING["tokens_json"]
+    if column.name not in record or column.codec is None:
         return record
-    text = record["tokens_json"]
-    columns = json.loads(text) if isinstance(text, str) and text else {}
-    present = bool(columns) and columns.get("tok_text") is not None
-    return {**record, **{name: (columns.get(name) or []) if present else [] for name in READING_COLUMN_NAMES}}
+    return {**record, **column.codec.decode(record[column.name])}
 
 
 def examples_from_records(records: Iterable[Mapping[str, Any]]) -> tuple[list[RawExample], Counter[str]]:

@@ -170,3 +170,25 @@ def test_extract_job_refuses_before_spark(tmp_path: Path) -> None:
     _one_error_line(_run("extract_features", "--catalog", str(duplicated), "--store", str(tmp_path / "s")),
                     "index 0 appears more than once")
     assert not (tmp_path / "s").exists()
+
+
+def test_labels_are_read_by_the_catalog_reader_with_image_files_from_the_column_or_the_link(tmp_path: Path) -> None:
+    from imagequant.catalog import read_labels
+    from imagequant.errors import CatalogError
+
+    path = tmp_path / "labels.csv"
+    path.write_text("image_file,image_link,group_id,entity_name,entity_value\n"
+                    "a.jpg,https://h/x/a.jpg,1,item_weight,500.0 gram\n"
+                    ",https://h/x/b.png?v=2,1,voltage,\"[10.0, 20.0] volt\"\n")
+    rows = read_labels(path)
+    assert [(r.image_file, r.entity, r.value, r.unit) for r in rows] == [
+        ("a.jpg", "item_weight", 500.0, "gram"), ("b.png", "voltage", None, None)]
+    assert rows[1].label == "[10.0, 20.0] volt"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image_file,entity_name\na.jpg,depth\n")
+    with pytest.raises(CatalogError, match="entity_value"):
+        read_labels(bad)
+    wide = tmp_path / "wide.csv"
+    wide.write_text("image_file,entity_name,entity_value\na.jpg,depth,1 cm,extra\n")
+    with pytest.raises(CatalogError, match="line 2"):
+        read_labels(wide)

@@ -82,3 +82,20 @@ def test_readers_refuse_a_store_of_another_format(tmp_path: Path) -> None:
         read_store_images(locations.store_uri(future))
     with pytest.raises(StoreFormatError):
         check_manifest({"format": "2"}, "somewhere")
+
+
+def test_the_readings_codec_round_trips_an_images_record_and_reads_a_failed_image_as_empty() -> None:
+    from imagequant.core.schema import READING_COLUMN_NAMES, READINGS_JSON, TRAINING
+
+    tokens = [OcrToken("500", 91.5, 10, 20, 30, 12, 1, 1, 0, 0), OcrToken("g", 88.0, 42, 20, 9, 12, 1, 1, 1, 90)]
+    record = {**tokens_to_columns(tokens), "line_segments": [1.0, 2.0, 3.0, 4.0], "status": "ok"}
+    assert TRAINING["tokens_json"].codec is READINGS_JSON
+    assert READINGS_JSON.fields == READING_COLUMN_NAMES
+    decoded = READINGS_JSON.decode(READINGS_JSON.encode(record))
+    assert tokens_from_record(decoded) == tokens
+    assert decoded["line_segments"] == [1.0, 2.0, 3.0, 4.0]
+    # a store written before line segments existed: null segments read as none
+    assert READINGS_JSON.decode(READINGS_JSON.encode({**record, "line_segments": None}))["line_segments"] == []
+    # the training table's cell for a row whose image failed (or is missing)
+    for cell in ("{}", "", None):
+        assert READINGS_JSON.decode(cell) == {name: [] for name in READING_COLUMN_NAMES}
