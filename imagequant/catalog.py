@@ -273,7 +273,9 @@ def read_catalog(path: str | Path, *, unique_index: bool | None = None) -> pd.Da
     info = inspect_catalog(path)
     label = f"catalog {info.path}"
     frame, where = read_table_strict(info.path, info.format, label)
-    return normalize_rows(frame, label=label, where=where, unique_index=unique_index)
+    rows = normalize_rows(frame, label=label, where=where, unique_index=unique_index)
+    rows.attrs["path"] = str(info.path)  # for messages about the catalog once it travels as a frame
+    return rows
 
 
 @dataclass(frozen=True)

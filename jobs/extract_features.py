@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="exit 1 (after writing everything) when more than this share of images failed")
     args = parser.parse_args(argv)
     config = config_from_args(args)
-    read_catalog(args.catalog)  # every row checked (columns, index values) before Spark starts
+    catalog = read_catalog(args.catalog)  # every row checked (columns, index values) before Spark starts
     if args.run_date is not None:
         check_run_date(args.run_date)
     if args.max_failure_ratio is not None and not 0.0 <= args.max_failure_ratio <= 1.0:
@@ -60,14 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.images_dir:
         make_images_dir(args.images_dir)
 
-    from imagequant.cnn_weights import check_weights
     from imagequant.spark.extract import run_extract
     from imagequant.spark.session import build_session
 
-    check_weights(config.cnn)
     spark = build_session(config, "imagequant-extract-features")
     try:
-        summary = run_extract(spark, config, args.catalog, args.store, args.images_dir, args.run_date)
+        summary = run_extract(spark, config, catalog, args.store, args.images_dir, args.run_date)
     finally:
         spark.stop()
     print(summary.line(), flush=True)

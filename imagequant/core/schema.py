@@ -235,7 +235,7 @@ CNN_STAGE_COLUMNS = ("cnn_weights", "cnn_features", "seconds_cnn", "run_id", "pr
 OCR_STAGE = IMAGES.without(*CNN_STAGE_COLUMNS, name="ocr_stage").plus(Column("cnn_input", "binary"))
 
 # What inference and evaluation read of an image: its status, size and tokens (and the features).
-IMAGE_EVIDENCE = IMAGES.select("image_id", "status", "error", "width", "height", *READING_COLUMN_NAMES,
+IMAGE_EVIDENCE = IMAGES.select("image_id", "status", "error", "width", "height", "ocr_engine", *READING_COLUMN_NAMES,
                                "cnn_features", name="image_evidence")
 
 # The training table: labeled rows joined with their image. Token arrays travel as one JSON column and
@@ -286,6 +286,9 @@ PREDICTIONS = Table(
         Column("n_candidates", "int"),
         Column("status", "string"),
         Column("error", "string"),
+        # which reader read the row's image (the images table's ocr_engine, e.g.
+        # rapidocr:ppocrv6_small+fallback=ppocrv4); null when the store holds no record of the image
+        Column("ocr_reader", "string", nullable=True),
         # the mention the value was read from (null without one): its text, its box in original-image
         # pixels, the rotation of the OCR pass that read it, and the rules' reasons (comma-separated, the
         # vocabulary of imagequant.scoring.rules.REASONS)

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import pandas as pd
 from pyspark import StorageLevel
 from pyspark.accumulators import Accumulator
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -110,10 +111,12 @@ class ExtractSummary:
         return data
 
 
-def load_rows(spark: SparkSession, fs: StoreFs, catalog: str, run_id: str) -> DataFrame:
-    """Extract: the catalog (validated, bad rows marked) as a DataFrame of the rows table, staged in the
-    store as a file for the executors to read (so the driver does not hold the catalog)."""
-    rows = read_catalog(catalog)[list(ROW_COLUMNS)].copy()
+def load_rows(spark: SparkSession, fs: StoreFs, catalog: str | pd.DataFrame, run_id: str) -> DataFrame:
+    """Extract: the catalog (validated, bad rows marked; a path, or the frame ``read_catalog`` gave) as a
+    DataFrame of the rows table, staged in the store as a file for the executors to read (so the driver does
+    not hold the catalog)."""
+    frame = read_catalog(catalog) if isinstance(catalog, str) else catalog
+    rows = frame[list(ROW_COLUMNS)].copy()
     rows["run_id"] = run_id
     rows["entity_value"] = rows["entity_value"].astype(object).where(rows["entity_value"].notna(), None)
     return stage_frame(spark, fs, rows, ROWS, fs.path(STAGING_DIR, run_id, "catalog.parquet"))
@@ -172,12 +175,13 @@ def log(message: str) -> None:
 def run_extract(
     spark: SparkSession,
     config: Config,
-    catalog: str,
+    catalog: str | pd.DataFrame,
     store: str,
     images_dir: str | None = None,
     run_date: str | None = None,
 ) -> ExtractSummary:
-    """Runs extract -> transform -> load and commits both tables; returns the run's summary.
+    """Runs extract -> transform -> load and commits both tables; returns the run's summary. ``catalog`` is a
+    path, or the catalog ``imagequant.catalog.read_catalog`` already read (the job reads it once, before Spark).
 
     A setting that cannot work on the workers (``ocr.device=cuda`` or ``cnn.device=cuda`` without a GPU, a Python
     worker memory cap under what its libraries need) is a ConfigError: checked here first when the workers are this machine (local mode), else raised by the first
@@ -247,7 +251,7 @@ def _images_to_process(spark: SparkSession, fs: StoreFs, store: str, rows: DataF
                 "will be processed again")
 
 
-def _extract(spark: SparkSession, fs: StoreFs, config: Config, catalog: str, store: str,
+def _extract(spark: SparkSession, fs: StoreFs, config: Config, catalog: str | pd.DataFrame, store: str,
              images_dir: str | None, run_date: str | None, summary: ExtractSummary, started: float) -> None:
     run_id, batch = summary.run_id, summary.batch
     rows = load_rows(spark, fs, catalog, run_id).cache()
@@ -258,7 +262,8 @@ def _extract(spark: SparkSession, fs: StoreFs, config: Config, catalog: str, sto
 
     todo = _images_to_process(spark, fs, store, rows, batch, summary)
     summary.already_ok = summary.distinct_images - summary.processed
-    log(f"catalog {catalog}: {summary.rows} rows, {summary.distinct_images} distinct images, "
+    name = catalog if isinstance(catalog, str) else catalog.attrs.get("path", "(a frame)")
+    log(f"catalog {name}: {summary.rows} rows, {summary.distinct_images} distinct images, "
         f"{summary.already_ok} already ok in the store, {summary.processed} to process (batch {batch})")
 
     compression = "uncompressed" if config.store.compression == "none" else config.store.compression

@@ -53,9 +53,9 @@ CHUNK_ROWS = 256  # rows scored per model call inside a worker (Arrow batches ar
 OUTPUT_COLUMNS = PREDICTIONS.names()
 
 
-def _failed(index: int, status: str, error: str, n: int = 0) -> dict[str, Any]:
-    return PREDICTIONS.empty_record(index=index, value=None, unit=None, confidence=None, n_candidates=n, status=status,
-                                    error=error, **evidence_fields(None, ""))
+def _failed(index: int, status: str, error: str, reader: str | None = None) -> dict[str, Any]:
+    return PREDICTIONS.empty_record(index=index, value=None, unit=None, confidence=None, n_candidates=0, status=status,
+                                    error=error, ocr_reader=reader, **evidence_fields(None, ""))
 
 
 def predict_frame(frame: pd.DataFrame, model_spec: str, exported: bool, threshold: float | None,
@@ -69,12 +69,13 @@ def predict_frame(frame: pd.DataFrame, model_spec: str, exported: bool, threshol
     """
     scorer = load_scorer(model_spec, exported)
     out: list[dict[str, Any] | None] = []
-    pending: list[tuple[int, int, ScoringRow]] = []
+    pending: list[tuple[int, int, ScoringRow, str | None]] = []
     for record in frame.to_dict("records"):
         index = int(record["index"])
         row_status = text_or_none(record.get("row_status")) or "ok"
         image_status = text_or_none(record.get("image_status")) or ""
         entity = text_or_none(record.get("entity_name")) or ""
+        reader = text_or_none(record.get("ocr_engine"))
         if row_status != "ok":
             out.append(_failed(index, row_status, text_or_none(record.get("row_error")) or ""))
             continue
@@ -87,23 +88,23 @@ def predict_frame(frame: pd.DataFrame, model_spec: str, exported: bool, threshol
                                                        "catalog first"))
             continue
         if image_status != "ok":
-            out.append(_failed(index, image_status, text_or_none(record.get("image_error")) or ""))
+            out.append(_failed(index, image_status, text_or_none(record.get("image_error")) or "", reader))
             continue
         if entity not in scorer.entities:
-            out.append(_failed(index, ENTITY_NOT_TRAINED, untrained_entity_message(scorer.name, entity)))
+            out.append(_failed(index, ENTITY_NOT_TRAINED, untrained_entity_message(scorer.name, entity), reader))
             continue
         try:
             evidence = row_evidence(record, entity)
         except Exception as exc:  # one bad row must not fail the job; it is reported in its status
-            out.append(_failed(index, "predict_error", f"{type(exc).__name__}: {exc}"))
+            out.append(_failed(index, "predict_error", f"{type(exc).__name__}: {exc}", reader))
             continue
         row = ScoringRow(entity, evidence.tokens, evidence.image_size, evidence.candidates,
                          record.get("cnn_features"))
-        pending.append((len(out), index, row))
+        pending.append((len(out), index, row, reader))
         out.append(None)  # filled after the batched scorer call
     if pending:
-        preds = scorer.predict([row for _, _, row in pending], threshold=threshold)
-        for (slot, index, scored), pred in zip(pending, preds, strict=True):
+        preds = scorer.predict([row for _, _, row, _ in pending], threshold=threshold)
+        for (slot, index, scored, reader), pred in zip(pending, preds, strict=True):
             status, error, answer = "ok", "", pred.prediction
             held = min_confidence is not None and pred.confidence is not None and pred.confidence < min_confidence
             if answer and held:
@@ -111,7 +112,7 @@ def predict_frame(frame: pd.DataFrame, model_spec: str, exported: bool, threshol
                 error = f"confidence {pred.confidence:.3f} is below the minimum confidence {min_confidence:.3f}"
             out[slot] = {"index": index, "prediction": answer, "value": pred.value, "unit": pred.unit,
                          "score": float(pred.score), "confidence": pred.confidence,
-                         "n_candidates": pred.n_candidates, "status": status, "error": error,
+                         "n_candidates": pred.n_candidates, "status": status, "error": error, "ocr_reader": reader,
                          **evidence_fields(pred.candidate, scored.entity)}
     return typed(pd.DataFrame([r for r in out if r is not None], columns=OUTPUT_COLUMNS))
 
@@ -163,6 +164,7 @@ class PredictSummary:
     problems: list[str] = field(default_factory=list)
     with_confidence: int = 0  # rows given a confidence
     min_confidence: float | None = None
+    readers: dict[str, int] = field(default_factory=dict)  # rows by the reader that read their image
 
     def line(self) -> str:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))
@@ -173,8 +175,9 @@ class PredictSummary:
             confidence = f"confidence on {self.with_confidence} rows"
             if self.min_confidence is not None:
                 confidence += f", {self.by_status.get(LOW_CONFIDENCE, 0)} held back below {self.min_confidence:.3f}"
+        readers = ", ".join(f"{k} {v}" for k, v in sorted(self.readers.items())) or "none"
         return (f"predicted {self.rows} rows with {self.model}: {self.answered} answered, "
-                f"status: {statuses}; {confidence}; {verdict}; wrote {self.out_dir}/predictions.parquet and "
+                f"status: {statuses}; {confidence}; read by: {readers}; {verdict}; wrote {self.out_dir}/predictions.parquet and "
                 f"submission.csv in {self.seconds:.1f}s")
 
 
@@ -267,6 +270,7 @@ def run_predict(
         problems=problems,
         with_confidence=int(result["confidence"].notna().sum()),
         min_confidence=min_confidence,
+        readers={str(k): int(v) for k, v in result["ocr_reader"].dropna().value_counts().items()},
     )
 
 

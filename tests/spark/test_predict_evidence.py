@@ -68,6 +68,8 @@ def test_predictions_carry_the_evidence(spark: Any, store: dict[str, Any]) -> No
     for index in (2, 3):
         assert frame.loc[index, list(EVIDENCE_COLUMN_NAMES)].isna().all(), frame.loc[index]
     assert frame.loc[3, "status"] == "image_missing"
+    # which reader read each image, from the images table; none for an image the store does not hold
+    assert list(frame["ocr_reader"].iloc[:3]) == ["synthetic"] * 3  # what _image_record writes and pd.isna(frame.loc[3, "ocr_reader"])
     submission = pd.read_csv(out / "submission.csv", keep_default_na=False)
     assert list(submission.columns) == ["index", "prediction"]
     store["scores"] = dict(zip(frame.index, frame["score"], strict=True))
