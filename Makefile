@@ -22,7 +22,7 @@ help:
 	@echo "make test-fast  - the unit tests alone (tests/unit: no Spark, no torch; about a minute)"
 	@echo "make test-model / test-spark / test-e2e - the torch, Spark and standalone-cluster tests alone"
 	@echo "make lint   - ruff check"
-	@echo "make bench  - run the benchmarks and refresh the README table"
+	@echo "make bench  - run the benchmarks and refresh the tables in README.md and docs/benchmarks.md"
 	@echo "make docker-check - build docker/Dockerfile with buildah from a local Debian base, run its checks (slow)"
 
 setup: system-deps venv

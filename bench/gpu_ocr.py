@@ -19,7 +19,7 @@ measured (one image at a time, 6 lines per call), on the same images.
 Every run reads every image with every second-look step (``ocr.second_pass_targeted=false``), so all of them
 do the same work per image; the extract itself spends the second look only where it is needed (faster).
 
-Measuring needs onnxruntime-gpu (the ``gpu`` extra, swapped for onnxruntime: README "OCR on GPU executors")
+Measuring needs onnxruntime-gpu (the ``gpu`` extra, swapped for onnxruntime: docs/cluster.md "OCR on GPU executors")
 and a GPU, e.g. inside the GPU workers' image. Without the CUDA provider or a GPU it prints "not measured on
 GPU": it exits 75 (KEPT_STORED_EXIT) and leaves a stored GPU result (bench/results/gpu_ocr.json) when there is
 one, else writes "skipped" and exits 0. BENCH_GPU_ALLOW_CPU=1 runs the same code on the CPU at a tiny size into
@@ -277,7 +277,7 @@ def main() -> int:
     result.add("gpu ocr", "bare loop, one image at a time, images/s", bare["single_images_per_s"], "img/s", digits=1)
     result.add("gpu ocr", "batched / one at a time", bare["images_per_s"] / bare["single_images_per_s"], "x")
 
-    # The CPU path as measured for the README: one image at a time, RapidOCR's own batch of 6, one thread each.
+    # The CPU path as measured for docs/ocr.md: one image at a time, RapidOCR's own batch of 6, one thread each.
     cpu_runs = run_ocr_pool([im.path for im in items], functools.partial(make_engine, "rapidocr", ocr_overrides("cpu", 6)),
                             workers, "CPU reference")
     cpu_seconds = sorted(r.cpu for r in cpu_runs if r.error is None)

@@ -1,11 +1,13 @@
 """Runs the benchmarks in order, each in its own subprocess with a timeout, prints one summary table
 (stage, figure, value, goal, met?), writes bench/results/<name>.json (each script) and
-bench/results/summary.json, and refreshes the results table in README.md between the markers
-``<!-- bench:start -->`` and ``<!-- bench:end -->``.
+bench/results/summary.json, writes the full results table into docs/benchmarks.md between the markers
+``<!-- bench:start -->`` and ``<!-- bench:end -->``, and a short headline table (HEADLINE: one row per figure,
+each naming the run it came from) into README.md between ``<!-- bench-headline:start -->`` and
+``<!-- bench-headline:end -->``.
 
     .venv/bin/python bench/run_all.py                 # all of them (make bench)
     .venv/bin/python bench/run_all.py scaling dedup   # some; the table still shows every stored result
-    .venv/bin/python bench/run_all.py --table-only    # rebuild summary and README from stored results
+    .venv/bin/python bench/run_all.py --table-only    # rebuild summary and both tables from stored results
 
 Sizes come from environment knobs (see bench/README.md); timeouts from BENCH_TIMEOUT_<NAME> (seconds).
 Each script's full output goes to a log file in the work folder; only its figures and progress are echoed.
@@ -48,7 +50,27 @@ BENCHMARKS: list[tuple[str, int]] = [
     ("scale", 1800),
 ]
 README = REPO / "README.md"
+FULL_TABLE = REPO / "docs" / "benchmarks.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+HEADLINE_START, HEADLINE_END = "<!-- bench-headline:start -->", "<!-- bench-headline:end -->"
+# The README's headline rows: (benchmark, the start of its figure's text, the label shown in the README).
+HEADLINE: list[tuple[str, str, str]] = [
+    ("stages", "OCR rapidocr, median CPU s/image", "OCR (RapidOCR), median CPU s per image on one core"),
+    ("stages", "OCR tesseract, median CPU s/image", "OCR (Tesseract), median CPU s per image on one core"),
+    ("stages", "ResNet-50 CPU, batch 32, 1 thread", "ResNet-50 on the CPU, batch 32, one thread, ms per image"),
+    ("stages", "OCR (rapidocr) share", "OCR's share of one image's time on one core"),
+    ("scaling", "local[2] / loop throughput, whole job", "local[2] / single-process loop, whole job"),
+    ("scaling", "local[1] / loop throughput, whole job", "local[1] / single-process loop, whole job"),
+    ("scale", "first run: images/s (job time)", "extract on 2 cores (`local[2]`), images/s"),
+    ("scale", "whole job: CPU seconds per image", "extract, CPU s per image (all processes)"),
+    ("scale", "incremental run time / first run time", "incremental run (only new images) / first run, time"),
+    ("scale", "peak RSS per Python worker", "peak RSS per Python worker"),
+    ("scale", "1M images, CPU executors: core-hours", "1M images on CPU executors, core-hours"),
+    ("scale", "1M images, CPU executors: cores to finish in 8 h", "1M images on CPU executors, cores for 8 h"),
+    ("training_input", "petastorm / pyarrow rows/s", "training input, Petastorm / pyarrow rows/s"),
+    ("gpu_cnn", "UDF / bare loop bf16", "CNN on an H100: Spark function / bare torch loop"),
+    ("compaction", "predict (rules), whole Spark part", "predict, before / after compacting 30 nightly batches"),
+]
 # Console noise from Spark and the JVM; it still goes to the log file.
 _NOISE = ("[Stage ", "WARN ", "WARNING: Using incubator", "Using Spark's default log4j", "Setting default log level",
           "To adjust logging level", "SLF4J")
@@ -166,17 +188,50 @@ def _short_params(params: dict[str, Any]) -> dict[str, Any]:
     return {k: params[k] for k in keep if k in params}
 
 
-def refresh_readme(markdown: str) -> bool:
-    """Writes the table between the markers; False (and nothing written) when they are missing."""
-    if not README.is_file():
+def _run_label(res: dict[str, Any]) -> str:
+    """The run a figure came from: script, date, machine and load at start."""
+    m = res.get("machine", {})
+    load = m.get("load_average_1_5_15")
+    return (f"`{res['name']}` {str(m.get('date', '?'))[:10]}, {m.get('cores', '?')}-core {m.get('cpu_model', '?')}, "
+            f"load {load[0] if load else '?'}")
+
+
+def headline_rows(results: list[dict[str, Any]]) -> list[list[str]]:
+    """The README's short table: each HEADLINE figure from its benchmark's stored JSON, with that run named."""
+    by_name = {r["name"]: r for r in results}
+    rows = []
+    for name, prefix, label in HEADLINE:
+        res = by_name.get(name)
+        fig = next((f for f in (res or {}).get("figures", []) if f.get("figure", "").startswith(prefix)), None)
+        if res is None or fig is None:
+            rows.append([label, "not in the stored results", "", "", ""])
+            continue
+        met = {True: "yes", False: "**no**", None: ""}[fig.get("met")]
+        rows.append([label, fig.get("display", ""), fig.get("goal") or "", met, _run_label(res)])
+    return rows
+
+
+def render_headline(rows: list[list[str]]) -> str:
+    lines = ["| figure | value | goal | met? | run (date, machine, load average at start) |",
+             "| --- | ---: | --- | --- | --- |"]
+    for r in rows:
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |")
+    lines.append("")
+    lines.append("Every figure with its parameters: [docs/benchmarks.md](docs/benchmarks.md).")
+    return "\n".join(lines)
+
+
+def refresh_region(path: Path, start_marker: str, end_marker: str, markdown: str, what: str) -> bool:
+    """Writes markdown between the markers in path; False (and nothing written) when they are missing."""
+    if not path.is_file():
         return False
-    text = README.read_text()
-    start, end = text.find(START), text.find(END)
+    text = path.read_text()
+    start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < start:
         return False
-    body = (f"{START}\n<!-- generated by bench/run_all.py (make bench); edit bench/, not this table -->\n\n"
-            f"{markdown}\n{END}")
-    README.write_text(text[:start] + body + text[end + len(END):])
+    body = (f"{start_marker}\n<!-- generated by bench/run_all.py (make bench); edit bench/, not this {what} -->\n\n"
+            f"{markdown}\n{end_marker}")
+    path.write_text(text[:start] + body + text[end + len(end_marker):])
     return True
 
 
@@ -209,10 +264,14 @@ def main() -> int:
     (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\n" + render_console(rows))
     print(f"\n[bench] total {summary['seconds']:.0f} s; wrote {(RESULTS / 'summary.json').relative_to(REPO)}")
-    if refresh_readme(render_markdown(rows, results)):
-        print("[bench] refreshed the results table in README.md")
-    else:
-        print(f"[bench] README.md has no {START} ... {END} markers: table printed above, README not changed")
+    for path, start, end, markdown, what in (
+            (FULL_TABLE, START, END, render_markdown(rows, results), "table"),
+            (README, HEADLINE_START, HEADLINE_END, render_headline(headline_rows(results)), "headline table")):
+        name = path.relative_to(REPO)
+        if refresh_region(path, start, end, markdown, what):
+            print(f"[bench] refreshed the {what} in {name}")
+        else:
+            print(f"[bench] {name} has no {start} ... {end} markers: {name} not changed")
     return 0 if all(r["status"] in SUCCEEDED for r in runs.values()) else 1
 
 

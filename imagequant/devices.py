@@ -104,7 +104,7 @@ def ocr_placement(device: str, available: Sequence[str], assigned: int | None, v
             raise ConfigError(
                 f"ocr.device=cuda but this onnxruntime has no {CUDA_PROVIDER} (it offers {', '.join(available)}); "
                 "replace onnxruntime by onnxruntime-gpu: pip uninstall -y onnxruntime && pip install "
-                "'imagequant[gpu]' (README \"OCR on GPU executors\"), or set ocr.device=auto or cpu"
+                "'imagequant[gpu]' (docs/cluster.md \"OCR on GPU executors\"), or set ocr.device=auto or cpu"
             )
         if gpu is None:
             raise ConfigError("ocr.device=cuda but no GPU is assigned to this task or visible to this worker; "

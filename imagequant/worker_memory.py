@@ -58,5 +58,5 @@ def check_worker_memory(value: str | None, cnn_enabled: bool) -> None:
         raise ConfigError(
             f"{PYSPARK_MEMORY_KEY}={value} caps each Python worker's address space below what {need} need: "
             f"at least {minimum // 1024}g{' (or cnn.enabled=false: 2g)' if cnn_enabled else ''}; "
-            "README \"Configuration\""
+            "docs/configuration.md \"Python worker memory\""
         )

@@ -191,7 +191,7 @@ def _rapid_models(threads: int, use_cls: bool, memory_arena: bool, placement: Oc
                       "RapidOCR runs on the CPU", file=sys.stderr, flush=True)
     if required and models.gpu_failure:
         raise ConfigError(f"ocr.device=cuda but the OCR models do not run on {placement.describe()} "
-                          f"({models.gpu_failure}); README \"OCR on GPU executors\" lists the CUDA 12 and "
+                          f"({models.gpu_failure}); docs/cluster.md \"OCR on GPU executors\" lists the CUDA 12 and "
                           "cuDNN 9 libraries that onnxruntime-gpu 1.20 needs")
     return models
 

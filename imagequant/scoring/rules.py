@@ -184,7 +184,7 @@ def choose(candidates: Sequence[Candidate], entity: str) -> tuple[Candidate | No
     return best, confidence(best_score)
 
 
-# The vocabulary of :func:`reasons`, in the order they are listed (README: "Why this answer").
+# The vocabulary of :func:`reasons`, in the order they are listed (docs/predictions.md "Reasons").
 REASONS: tuple[str, ...] = (
     "keyword", "keyword_line", "keyword_row", "dim_letter:<letter>", "xgroup:first", "xgroup:middle",
     "xgroup:last", "drawing:row_left", "drawing:row_right", "drawing:beside_row", "line:horizontal",

@@ -128,7 +128,7 @@ def test_each_image_keeps_its_own_deadline_in_a_batch() -> None:
     # it, and their clocks stand still while its own work runs. The label's lines are recognised on their own once the shared call is
     # stopped at the dense image's deadline, so its tokens are exactly those of a read alone.
     # (No second look: the label alone takes about 0.6 CPU s, well inside its 2.)
-    # The budget is CPU time of the reading thread (README "ocr_timeout"), so the bounds are in CPU seconds.
+    # The budget is CPU time of the reading thread (docs/robustness.md "ocr_timeout"), so the bounds are in CPU seconds.
     label = _label_image()[0]
     blank = Image.new("RGB", (320, 320), "white")
     engine = get_engine(_rapid(6, timeout_s=2.0, second_pass=False), IMAGING)
