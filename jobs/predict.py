@@ -1,11 +1,12 @@
 """Predict: catalog rows + their images in the feature store -> predictions.parquet and submission.csv.
 
-    spark-submit jobs/predict.py --catalog PATH --store DIR --model DIR|rules --out DIR [--eager]
-                                 [--min-score S] [--min-confidence P | --target-precision P]
+    spark-submit jobs/predict.py (--catalog PATH | --run-date RUN) --store DIR --model DIR|rules --out DIR
+                                 [--eager] [--min-score S] [--min-confidence P | --target-precision P]
                                  [--conf FILE] [--set k=v]
 
 The store must already hold the catalog's images (jobs/extract_features.py); rows whose image is not
-there get status image_missing and an empty prediction. ``--model rules`` uses the rule baseline. The
+there get status image_missing and an empty prediction. ``--run-date RUN`` predicts the rows an extract run
+stored (its ``--run-date``, or the run id of an undated run): a nightly back-fill needs no catalog file again. ``--model rules`` uses the rule baseline. The
 submission is checked (every index once, plain-decimal values, one space, allowed units); the job exits 1
 and lists the offending rows when the check fails.
 """
@@ -25,7 +26,10 @@ from imagequant.errors import UsageError  # noqa: E402
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = job_parser("predict", __doc__.splitlines()[0])
-    parser.add_argument("--catalog", required=True, help="catalog CSV or Parquet (labeled or not)")
+    rows = parser.add_mutually_exclusive_group(required=True)
+    rows.add_argument("--catalog", help="catalog CSV or Parquet (labeled or not)")
+    rows.add_argument("--run-date", metavar="RUN",
+                      help="predict the catalog rows the extract run of this --run-date (or run id) stored")
     parser.add_argument("--store", required=True, help="feature store holding the catalog's images")
     parser.add_argument("--model", required=True, metavar="DIR|rules",
                         help="model directory written by jobs/train.py, or 'rules' for the rule baseline")
@@ -54,13 +58,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     min_confidence, target_precision = args.min_confidence, args.target_precision
     if min_confidence is None and target_precision is None:
         min_confidence, target_precision = config.predict.min_confidence, config.predict.target_precision
-    inspect_catalog(args.catalog)
+    if args.catalog is not None:
+        inspect_catalog(args.catalog)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out} exists and is not a directory")
     exported = bool(config.predict.use_exported) and not args.eager
 
     from imagequant.spark.inference import require_store, resolve_min_confidence, run_predict
     from imagequant.spark.session import build_session
+    from imagequant.spark.store import read_rows
 
     min_confidence, expected = resolve_min_confidence(args.model, exported, min_confidence, target_precision)
     if expected:
@@ -68,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     require_store(args.store)
     spark = build_session(config, "imagequant-predict")
     try:
-        summary = run_predict(spark, args.catalog, args.store, args.model, args.out, exported, cut, min_confidence)
+        catalog = args.catalog if args.catalog is not None else read_rows(spark, args.store, args.run_date)
+        summary = run_predict(spark, catalog, args.store, args.model, args.out, exported, cut, min_confidence)
     finally:
         spark.stop()
     print(summary.line(), flush=True)

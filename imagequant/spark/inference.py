@@ -223,7 +223,7 @@ def resolve_min_confidence(model_spec: str, exported: bool, min_confidence: floa
 
 def run_predict(
     spark: SparkSession,
-    catalog_path: str | Path,
+    catalog_path: str | Path | pd.DataFrame,
     store: str | Path,
     model_spec: str,
     out_dir: str | Path,
@@ -231,10 +231,11 @@ def run_predict(
     threshold: float | None = None,
     min_confidence: float | None = None,
 ) -> PredictSummary:
-    """Predicts every row of the catalog; writes predictions.parquet and submission.csv and checks the
-    submission (problems listed in the summary)."""
+    """Predicts every row of the catalog (a path, or rows already read: ``read_catalog``'s frame or an extract
+    run's rows from the store, ``imagequant.spark.store.read_rows``); writes predictions.parquet and
+    submission.csv and checks the submission (problems listed in the summary)."""
     started = time.perf_counter()
-    catalog = read_catalog(catalog_path)
+    catalog = catalog_path if isinstance(catalog_path, pd.DataFrame) else read_catalog(catalog_path)
     scorer = load_scorer(model_spec, exported)
     known = set(scorer.entities)
     for entity in sorted(set(catalog["entity_name"].dropna().astype(str)) & set(ENTITY_UNITS) - known):

@@ -42,7 +42,7 @@ from imagequant.core.schema import (
     check_manifest,
 )
 from imagequant.errors import UsageError
-from imagequant.spark.schema import IMAGE_SCHEMA, spark_schema
+from imagequant.spark.schema import IMAGE_SCHEMA, ROW_SCHEMA, spark_schema
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +343,24 @@ def read_images(spark: SparkSession, store: str | Path, exclude_batch: str | Non
         F.when(F.col("status") == "ok", 0).otherwise(1), F.col("processed_at").desc()
     )
     return frame.withColumn("_rank", F.row_number().over(order)).where("_rank = 1").drop("_rank")
+
+
+def read_rows(spark: SparkSession, store: str | Path, batch: str) -> pd.DataFrame:
+    """The catalog rows one extract run wrote (``ROWS`` partition ``run_date=<batch>``: its ``--run-date``, or
+    its run id for an undated run), in index order, as ``imagequant.catalog.read_catalog`` gives a catalog.
+    A UsageError names the batches the store holds when there is no such run."""
+    fs = StoreFs(spark, store)
+    read_manifest(fs)
+    partition = f"{ROWS.partition}={batch}"
+    held = list_partitions(fs, ROWS.name)
+    if partition not in held:
+        known = ", ".join(p.split("=", 1)[1] for p in held[-10:]) or "none"
+        raise UsageError(f"store {store} holds no catalog rows of run {batch!r} (the latest runs: {known})")
+    columns = [name for name in ROWS.names() if name != "run_id"]
+    frame = spark.read.schema(ROW_SCHEMA).parquet(fs.path(ROWS.name, partition)).select(*columns).toPandas()
+    frame = frame.sort_values("index", kind="stable").reset_index(drop=True)
+    frame.attrs["path"] = f"{store} (rows of run {batch})"
+    return frame
 
 
 def append_manifest(fs: StoreFs, entry: Mapping[str, Any]) -> None:

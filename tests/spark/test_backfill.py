@@ -220,6 +220,24 @@ def test_new_catalog_rows_process_only_their_new_images(history, catalogs, spark
     assert d1_late["status"] == "http_status"
 
 
+def test_predict_reads_a_nights_rows_from_the_store_as_from_its_catalog(history, catalogs, spark, tmp_path) -> None:
+    from imagequant.errors import UsageError
+    from imagequant.spark.inference import run_predict
+    from imagequant.spark.store import read_rows
+
+    store = str(history["store"])
+    rows = read_rows(spark, store, D2)
+    assert len(rows) == len(catalogs["b"]) and list(rows["index"]) == list(range(len(rows)))
+    from_store = run_predict(spark, rows, store, "rules", tmp_path / "from_store")
+    from_catalog = run_predict(spark, catalogs["paths"]["b"], store, "rules", tmp_path / "from_catalog")
+    assert from_store.rows == from_catalog.rows == len(rows) and not from_store.problems
+    a = pq.read_table(tmp_path / "from_store" / "predictions.parquet").to_pandas()
+    b = pq.read_table(tmp_path / "from_catalog" / "predictions.parquet").to_pandas()
+    pd.testing.assert_frame_equal(a, b)
+    with pytest.raises(UsageError, match="no catalog rows of run '1999-01-01'.*2024-05-01"):
+        read_rows(spark, store, "1999-01-01")
+
+
 def test_crashed_partition_swap_is_recovered_and_nothing_is_redone(history, catalogs) -> None:
     d3: ExtractSummary = history["d3"]
     # Recovery put D1 back before the store was read, so night 3 found every image already done.
