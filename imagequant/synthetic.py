@@ -28,81 +28,57 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from imagequant.core.entities import ENTITY_SPECS
+from imagequant.core.entities import ENTITY_SPECS, ValueRange, dimension_specs, entity_spec
 from imagequant.core.units import ENTITIES, ENTITY_UNITS, format_value
 
 DEFAULT_LINK_BASE = "https://images.example.com/sample/"
 DIFFICULTIES = ("easy", "mixed", "hard")
 
-# The lengths of a drawing, in drawing order.
-DIMENSIONS = tuple(name for name, spec in ENTITY_SPECS.items() if spec.dimension)
-
 T = TypeVar("T")
 
 # --------------------------------------------------------------------------------------------------
-# Units: how often each is the label's unit, plausible value ranges and printed spellings.
+# Units: plausible value ranges and printed spellings. How often each unit is the label's unit is the
+# entity table's unit_prior, and an entity whose values differ from a unit's usual ones (a maximum load
+# is heavier than an item weight) says so in its value_ranges.
 # --------------------------------------------------------------------------------------------------
 
-# Unit shares of the truth label, after the challenge's train-label statistics (CHALLENGE.md); each
-# entity's renderer (RENDERERS, below) holds its own.
-_DIM_UNIT_SHARE = {"centimetre": 0.50, "inch": 0.34, "millimetre": 0.13, "metre": 0.01, "foot": 0.015,
-                   "yard": 0.005}
-
-
-@dataclass(frozen=True)
-class _Range:
-    lo: float  # log-uniform bounds of the value
-    hi: float
-    p_int: float  # share written as a whole number
-    nice: tuple[float, ...] = ()  # values packaging favours (500 g, 12 V, 60 W)
-    p_nice: float = 0.4
-
-
 _DIM_RANGES = {
-    "centimetre": _Range(1.5, 200, 0.7, (5, 10, 15, 20, 25, 30, 40, 50, 60, 80, 100, 120), 0.3),
-    "inch": _Range(0.5, 80, 0.45, (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 18, 24, 36), 0.3),
-    "millimetre": _Range(8, 900, 0.95, (10, 20, 25, 50, 100, 150, 200, 300, 500), 0.25),
-    "metre": _Range(0.3, 5, 0.4, (1, 1.5, 2, 3), 0.3),
-    "foot": _Range(1, 12, 0.75, (2, 3, 4, 5, 6, 8, 10), 0.4),
-    "yard": _Range(1, 5, 0.8, (1, 2, 3), 0.4),
+    "centimetre": ValueRange(1.5, 200, 0.7, (5, 10, 15, 20, 25, 30, 40, 50, 60, 80, 100, 120), 0.3),
+    "inch": ValueRange(0.5, 80, 0.45, (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 18, 24, 36), 0.3),
+    "millimetre": ValueRange(8, 900, 0.95, (10, 20, 25, 50, 100, 150, 200, 300, 500), 0.25),
+    "metre": ValueRange(0.3, 5, 0.4, (1, 1.5, 2, 3), 0.3),
+    "foot": ValueRange(1, 12, 0.75, (2, 3, 4, 5, 6, 8, 10), 0.4),
+    "yard": ValueRange(1, 5, 0.8, (1, 2, 3), 0.4),
 }
-# Keyed by (entity, unit) first, then by unit: max-load values are heavier than item weights.
-_RANGES: dict[tuple[str, str] | str, _Range] = {
-    "gram": _Range(2, 1000, 0.85, (50, 100, 125, 150, 200, 250, 300, 400, 450, 500, 750, 1000), 0.45),
-    "kilogram": _Range(0.2, 25, 0.5, (0.5, 1, 1.5, 2, 2.5, 5, 10, 20, 25), 0.45),
-    "pound": _Range(0.3, 50, 0.5, (1, 2, 3, 5, 10, 25, 50), 0.4),
-    "ounce": _Range(0.5, 64, 0.5, (1, 2, 4, 6, 8, 12, 16, 32), 0.45),
-    "milligram": _Range(5, 5000, 0.97, (50, 100, 200, 250, 300, 400, 500, 1000), 0.5),
-    "microgram": _Range(5, 5000, 1.0, (25, 50, 100, 400, 500, 1000, 5000), 0.5),
-    "ton": _Range(0.5, 30, 0.8, (1, 2, 3, 5, 10), 0.5),
-    ("maximum_weight_recommendation", "kilogram"): _Range(
-        2, 300, 0.92, (5, 10, 15, 20, 25, 30, 50, 100, 120, 150, 200, 250), 0.55),
-    ("maximum_weight_recommendation", "pound"): _Range(
-        5, 800, 0.93, (10, 20, 25, 50, 100, 150, 250, 300, 330, 400, 500), 0.55),
-    ("maximum_weight_recommendation", "gram"): _Range(50, 2000, 0.97, (100, 200, 500, 1000), 0.5),
-    ("maximum_weight_recommendation", "ton"): _Range(1, 20, 0.9, (1, 2, 3, 5, 10), 0.5),
-    ("maximum_weight_recommendation", "ounce"): _Range(1, 50, 0.7, (8, 16, 32), 0.4),
-    ("maximum_weight_recommendation", "milligram"): _Range(10, 2000, 0.95, (100, 500), 0.4),
-    "volt": _Range(1.2, 240, 0.8, (1.5, 3, 3.7, 5, 6, 9, 12, 18, 20, 24, 36, 48, 110, 120, 220, 230, 240), 0.7),
-    "kilovolt": _Range(1, 50, 0.8, (1, 5, 10, 15, 20), 0.5),
-    "millivolt": _Range(10, 900, 0.95, (100, 200, 500), 0.4),
-    "watt": _Range(1, 3000, 0.94, (3, 5, 7, 9, 10, 15, 20, 25, 40, 60, 75, 100, 150, 200, 500, 800, 1000,
+# A value's usual range per unit, where the entity's value_ranges names none.
+_RANGES: dict[str, ValueRange] = {
+    "gram": ValueRange(2, 1000, 0.85, (50, 100, 125, 150, 200, 250, 300, 400, 450, 500, 750, 1000), 0.45),
+    "kilogram": ValueRange(0.2, 25, 0.5, (0.5, 1, 1.5, 2, 2.5, 5, 10, 20, 25), 0.45),
+    "pound": ValueRange(0.3, 50, 0.5, (1, 2, 3, 5, 10, 25, 50), 0.4),
+    "ounce": ValueRange(0.5, 64, 0.5, (1, 2, 4, 6, 8, 12, 16, 32), 0.45),
+    "milligram": ValueRange(5, 5000, 0.97, (50, 100, 200, 250, 300, 400, 500, 1000), 0.5),
+    "microgram": ValueRange(5, 5000, 1.0, (25, 50, 100, 400, 500, 1000, 5000), 0.5),
+    "ton": ValueRange(0.5, 30, 0.8, (1, 2, 3, 5, 10), 0.5),
+    "volt": ValueRange(1.2, 240, 0.8, (1.5, 3, 3.7, 5, 6, 9, 12, 18, 20, 24, 36, 48, 110, 120, 220, 230, 240), 0.7),
+    "kilovolt": ValueRange(1, 50, 0.8, (1, 5, 10, 15, 20), 0.5),
+    "millivolt": ValueRange(10, 900, 0.95, (100, 200, 500), 0.4),
+    "watt": ValueRange(1, 3000, 0.94, (3, 5, 7, 9, 10, 15, 20, 25, 40, 60, 75, 100, 150, 200, 500, 800, 1000,
                                    1200, 1500, 1800, 2000, 2200), 0.6),
-    "kilowatt": _Range(0.5, 10, 0.5, (1, 1.5, 2, 2.2, 3), 0.5),
-    "millilitre": _Range(5, 2000, 0.97, (5, 10, 15, 30, 50, 75, 100, 120, 150, 200, 250, 300, 330, 350,
+    "kilowatt": ValueRange(0.5, 10, 0.5, (1, 1.5, 2, 2.2, 3), 0.5),
+    "millilitre": ValueRange(5, 2000, 0.97, (5, 10, 15, 30, 50, 75, 100, 120, 150, 200, 250, 300, 330, 350,
                                          400, 500, 750, 1000), 0.6),
-    "fluid ounce": _Range(0.5, 128, 0.7, (1, 2, 3.4, 4, 6, 8, 12, 16, 16.9, 20, 24, 32, 64), 0.6),
-    "litre": _Range(0.2, 20, 0.75, (0.5, 1, 1.5, 2, 3, 4, 5, 10, 20), 0.6),
-    "gallon": _Range(0.5, 10, 0.9, (1, 2, 5), 0.6),
-    "cup": _Range(1, 12, 0.9, (2, 4, 8, 10, 12), 0.5),
-    "pint": _Range(1, 4, 0.95, (1, 2), 0.5),
-    "quart": _Range(1, 8, 0.95, (1, 2, 4, 6), 0.5),
-    "cubic foot": _Range(0.5, 30, 0.6, (1, 2, 5, 10), 0.4),
-    "cubic inch": _Range(5, 300, 0.6, (), 0.0),
-    "centilitre": _Range(5, 100, 0.95, (25, 33, 50, 70, 75), 0.6),
-    "decilitre": _Range(1, 10, 0.8, (1, 2, 5), 0.5),
-    "microlitre": _Range(10, 1000, 1.0, (100, 200, 500), 0.5),
-    "imperial gallon": _Range(0.5, 10, 0.9, (1, 2, 5), 0.6),
+    "fluid ounce": ValueRange(0.5, 128, 0.7, (1, 2, 3.4, 4, 6, 8, 12, 16, 16.9, 20, 24, 32, 64), 0.6),
+    "litre": ValueRange(0.2, 20, 0.75, (0.5, 1, 1.5, 2, 3, 4, 5, 10, 20), 0.6),
+    "gallon": ValueRange(0.5, 10, 0.9, (1, 2, 5), 0.6),
+    "cup": ValueRange(1, 12, 0.9, (2, 4, 8, 10, 12), 0.5),
+    "pint": ValueRange(1, 4, 0.95, (1, 2), 0.5),
+    "quart": ValueRange(1, 8, 0.95, (1, 2, 4, 6), 0.5),
+    "cubic foot": ValueRange(0.5, 30, 0.6, (1, 2, 5, 10), 0.4),
+    "cubic inch": ValueRange(5, 300, 0.6, (), 0.0),
+    "centilitre": ValueRange(5, 100, 0.95, (25, 33, 50, 70, 75), 0.6),
+    "decilitre": ValueRange(1, 10, 0.8, (1, 2, 5), 0.5),
+    "microlitre": ValueRange(10, 1000, 1.0, (100, 200, 500), 0.5),
+    "imperial gallon": ValueRange(0.5, 10, 0.9, (1, 2, 5), 0.6),
     **_DIM_RANGES,
 }
 
@@ -441,12 +417,21 @@ def _image_name(rng: np.random.Generator) -> str:
 
 
 def _sample_unit(rng: np.random.Generator, entity: str) -> str:
-    shares = RENDERERS[entity].unit_shares
+    shares = entity_spec(entity).unit_prior
     return _pick(rng, list(shares), list(shares.values()))
 
 
+def _value_range(entity: str, unit: str) -> ValueRange:
+    """The entity's own range for ``unit`` (the entity table), else the unit's usual one."""
+    found = entity_spec(entity).value_ranges.get(unit) or _RANGES.get(unit)
+    if found is None:
+        raise ValueError(f"no value range for {unit!r} values of entity {entity!r}: give the entity's "
+                         "value_ranges one")
+    return found
+
+
 def _sample_value(rng: np.random.Generator, entity: str, unit: str) -> float:
-    rng_spec = _RANGES.get((entity, unit)) or _RANGES[unit]
+    rng_spec = _value_range(entity, unit)
     if rng_spec.nice and _chance(rng, rng_spec.p_nice):
         return float(_pick(rng, rng_spec.nice))
     value = math.exp(_uniform(rng, math.log(rng_spec.lo), math.log(rng_spec.hi)))
@@ -504,7 +489,7 @@ def _make_truth(rng: np.random.Generator, entity: str, prof: _Profile, unit: str
     if _chance(rng, prof.p_dual) and RENDERERS[entity].dual:
         alt = _alt_qty(rng, value, unit, prof)
         if alt is not None:
-            q = f"{q} ({alt})" if entity not in DIMENSIONS else _pick(rng, (f"{q} / {alt}", f"{q}\n{alt}"))
+            q = f"{q} ({alt})" if not entity_spec(entity).dimension else _pick(rng, (f"{q} / {alt}", f"{q}\n{alt}"))
     if not phrase:
         return Truth(entity, value, unit, q, number)
     template = _pick(rng, RENDERERS[entity].phrases)
@@ -519,15 +504,16 @@ def _confuser(rng: np.random.Generator, truth: Truth) -> str:
 
 @dataclass(frozen=True)
 class EntityRenderer:
-    """How the generator prints one entity of :mod:`imagequant.core.entities`."""
+    """How the generator prints one entity of :mod:`imagequant.core.entities` (its units' shares and value
+    ranges are the entity table's)."""
 
-    unit_shares: dict[str, float]  # how often each unit is the label's unit
     weight: float  # share of images whose main value is this entity (renormalised over those chosen)
     scenes: tuple[tuple[str, float], ...]  # the scenes that can state it as their main value, with weights
     phrases: tuple[str, ...]  # how a value is printed: {q} the quantity, {Q} in capitals
     table_names: tuple[str, ...]  # its row name in a specification table
     confusers: Callable[[np.random.Generator], tuple[str, ...]]  # same-entity numbers that are no answer
     dual: bool = False  # the value may be printed in a second unit too ("17.6 oz (500 g)")
+    p_also_drawn: float = 0.0  # a length's chance to be drawn too when another length is the drawing's main value
 
 
 def _dimension_confusers(rng: np.random.Generator) -> tuple[str, ...]:
@@ -539,15 +525,13 @@ _DIMENSION_SCENES = (("dimension", 0.8), ("table", 0.2))
 # One renderer per entity, in the entity table's order; the confusers draw their numbers in the order
 # written, so a generated sample is the same for the same seed.
 RENDERERS: dict[str, EntityRenderer] = {
-    "width": EntityRenderer(_DIM_UNIT_SHARE, 0.17, _DIMENSION_SCENES, ("{q}", "W: {q}", "Width {q}", "W {q}"),
-                            ("Width", "Item width", "W"), _dimension_confusers, dual=True),
-    "depth": EntityRenderer(_DIM_UNIT_SHARE, 0.14, _DIMENSION_SCENES, ("{q}", "D: {q}", "Depth {q}", "L {q}"),
-                            ("Depth", "Length", "D"), _dimension_confusers, dual=True),
-    "height": EntityRenderer(_DIM_UNIT_SHARE, 0.19, _DIMENSION_SCENES, ("{q}", "H: {q}", "Height {q}", "H {q}"),
-                             ("Height", "Item height", "H"), _dimension_confusers, dual=True),
+    "width": EntityRenderer(0.17, _DIMENSION_SCENES, ("{q}", "W: {q}", "Width {q}", "W {q}"),
+                            ("Width", "Item width", "W"), _dimension_confusers, dual=True, p_also_drawn=0.55),
+    "depth": EntityRenderer(0.14, _DIMENSION_SCENES, ("{q}", "D: {q}", "Depth {q}", "L {q}"),
+                            ("Depth", "Length", "D"), _dimension_confusers, dual=True, p_also_drawn=0.3),
+    "height": EntityRenderer(0.19, _DIMENSION_SCENES, ("{q}", "H: {q}", "Height {q}", "H {q}"),
+                             ("Height", "Item height", "H"), _dimension_confusers, dual=True, p_also_drawn=0.55),
     "item_weight": EntityRenderer(
-        {"gram": 0.63, "kilogram": 0.12, "pound": 0.08, "ounce": 0.08, "milligram": 0.07, "microgram": 0.01,
-         "ton": 0.01},
         0.24, (("package", 0.7), ("table", 0.15), ("infographic", 0.15)),
         ("{q}", "{q}", "Net Wt. {q}", "NET WT {Q}", "Net Weight: {q}", "NET WEIGHT {Q}", "Weight: {q}",
          "Net wt {q}", "Poids net {q}", "Item Weight {q}", "Nettogewicht {q}"),
@@ -557,7 +541,6 @@ RENDERERS: dict[str, EntityRenderer] = {
         dual=True,
     ),
     "maximum_weight_recommendation": EntityRenderer(
-        {"kilogram": 0.43, "pound": 0.32, "gram": 0.12, "ton": 0.07, "ounce": 0.05, "milligram": 0.01},
         0.06, (("shelf", 0.65), ("table", 0.2), ("infographic", 0.15)),
         ("Max load {q}", "MAX LOAD: {Q}", "Load capacity {q}", "Holds up to {q}", "Max. {q}", "Capacity: {q}",
          "Weight capacity {q}", "Supports up to {q}", "MAX {Q}", "Max load: {q}"),
@@ -566,7 +549,6 @@ RENDERERS: dict[str, EntityRenderer] = {
                      f"Tested {_pick(rng, (1000, 5000, 10000))} cycles"),
     ),
     "voltage": EntityRenderer(
-        {"volt": 0.97, "kilovolt": 0.02, "millivolt": 0.01},
         0.07, (("device", 0.6), ("infographic", 0.2), ("table", 0.2)),
         ("{q}", "{q} DC", "Output: {q}", "Rated voltage: {q}", "Voltage {q}", "DC {q}", "{q}~ 50Hz", "{q} AC",
          "Input {q}"),
@@ -575,7 +557,6 @@ RENDERERS: dict[str, EntityRenderer] = {
                      f"{_pick(rng, (1200, 2000, 2600, 3000, 5000))}mAh"),
     ),
     "wattage": EntityRenderer(
-        {"watt": 0.97, "kilowatt": 0.03},
         0.07, (("device", 0.45), ("infographic", 0.3), ("table", 0.25)),
         ("{q}", "{q}", "Power: {q}", "{q} Max", "Rated power {q}", "{q} LED", "Output power {q}", "POWER {Q}"),
         ("Power", "Wattage", "Rated power", "Output power"),
@@ -583,8 +564,6 @@ RENDERERS: dict[str, EntityRenderer] = {
                      f"{_pick(rng, (2700, 3000, 4000, 6500))}K", "Energy class A+"),
     ),
     "item_volume": EntityRenderer(
-        {"millilitre": 0.47, "fluid ounce": 0.27, "litre": 0.12, "gallon": 0.04, "cup": 0.02, "pint": 0.02,
-         "quart": 0.02, "cubic foot": 0.01, "cubic inch": 0.01, "centilitre": 0.01, "decilitre": 0.01},
         0.06, (("bottle", 0.8), ("table", 0.1), ("infographic", 0.1)),
         ("{q}", "{q}", "Contents: {q}", "Vol. {q}", "Capacity {q}", "{q} \u212e", "Volume: {q}"),
         ("Capacity", "Volume", "Contents"),
@@ -657,38 +636,44 @@ def make_spec(rng: np.random.Generator, difficulty: str = "mixed", entities: Ite
                 truths.append(_make_truth(rng, entity, prof))
     elif kind == "dimension":
         category = _pick(rng, ("general", "device", "furniture", "liquid"), (0.55, 0.2, 0.15, 0.1))
-        dims = [main] + [d for d in DIMENSIONS if extra(d, 0.55 if d != "depth" else 0.3)]
-        dims = [d for d in DIMENSIONS if d in dims]  # drawing order
+        # one length per place of the drawing (the entity table's drawing_role)
+        dims, roles = [main], {entity_spec(main).drawing_role}
+        for d in _dimensions():
+            if extra(d, RENDERERS[d].p_also_drawn) and entity_spec(d).drawing_role not in roles:
+                dims.append(d)
+                roles.add(entity_spec(d).drawing_role)
+        dims = [d for d in _dimensions() if d in dims]  # drawing order
         unit = _sample_unit(rng, main)
         options["letters"] = _chance(rng, 0.4)
         options["vertical_height"] = _chance(rng, prof.p_vertical)
-        options["shape"] = "box" if "depth" in dims else _pick(rng, ("box", "bottle", "device", "box"))
+        # a box shows the receding edge a depth is measured along
+        options["shape"] = "box" if "receding" in roles else _pick(rng, ("box", "bottle", "device", "box"))
         for d in dims:
             t = _make_truth(rng, d, prof, unit=unit, phrase=False)
             if options["letters"]:
-                t = Truth(d, t.value, t.unit, f"{d[0].upper()}: {t.text}", t.number_text)
+                t = Truth(d, t.value, t.unit, f"{_letter(d)}: {t.text}", t.number_text)
             truths.append(t)
     else:  # table
         category = _pick(rng, ("general", "device", "furniture"))
         ents = [main] + [e for e in allowed if extra(e, 0.25)]
         ents = ents[:4]
-        dims = [d for d in DIMENSIONS if d in ents]
+        dims = [d for d in _dimensions() if d in ents]
         combo = len(dims) >= 2 and _chance(rng, 0.5)
         unit = _sample_unit(rng, dims[0]) if dims else None
         values = {d: _make_truth(rng, d, prof, unit=unit, phrase=False) for d in dims}
         if combo:
-            order = ("W", "D", "H") if _chance(rng, 0.6) else ("W", "H", "D")
-            names = {"W": "width", "D": "depth", "H": "height"}
-            shown = [o for o in order if names[o] in values]
+            # W x D x H, or W x H x D: by each length's group_position (the entity table)
+            order = _COMBO_ORDERS[0] if _chance(rng, 0.6) else _COMBO_ORDERS[1]
+            shown = sorted(values, key=lambda d: order.index(entity_spec(d).group_position))
             spelled = _spelling(rng, unit or "centimetre")
             if spelled in _NO_SPACE_SPELLINGS:  # 5" x 9" x 2"
-                text = " x ".join(values[names[o]].number_text + spelled for o in shown)
+                text = " x ".join(values[d].number_text + spelled for d in shown)
             else:  # 30 x 20 x 10 cm
-                text = " x ".join(values[names[o]].number_text for o in shown) + f" {spelled}"
-            text = f"({' x '.join(shown)}) {text}"
+                text = " x ".join(values[d].number_text for d in shown) + f" {spelled}"
+            text = f"({' x '.join(_letter(d) for d in shown)}) {text}"
             options["combo"] = text
-            for o in shown:
-                v = values[names[o]]
+            for d in shown:
+                v = values[d]
                 truths.append(Truth(v.entity, v.value, v.unit, text, v.number_text))
         for e in ents:
             if e in values and combo:
@@ -701,6 +686,23 @@ def make_spec(rng: np.random.Generator, difficulty: str = "mixed", entities: Ite
     title = _pick(rng, _TITLES[category])
     return ItemSpec(kind=kind, truths=truths, difficulty=difficulty, size=size, category=category,
                     brand=_brand(rng), title=title, lines=lines, confusers=confusers, options=options)
+
+
+# The orders a table's shared "a x b x c" text prints the lengths in, by their group positions.
+_COMBO_ORDERS = (("first", "middle", "last"), ("first", "last", "middle"))
+
+
+def _dimensions() -> list[str]:
+    """The lengths (the entity table's dimension entities), in drawing order, read from the table now."""
+    return [spec.name for spec in dimension_specs()]
+
+
+def _letter(entity: str) -> str:
+    """The letter a length is printed with ("W: 30 cm", "(W x D x H)"): its first in the entity table."""
+    letters = entity_spec(entity).letters
+    if not letters:
+        raise ValueError(f"entity {entity!r} has no letters to print it with")
+    return letters[0].upper()
 
 
 def _sample_size(rng: np.random.Generator, image_size: tuple[int, int]) -> tuple[int, int]:
@@ -1306,13 +1308,14 @@ def _paint_dimension(img: Image.Image, ctx: _Ctx) -> None:
     w, h = img.size
     side = min(w, h)
     draw = ImageDraw.Draw(img)
-    by_entity = {t.entity: t for t in spec.truths}
+    # each length's label goes where its drawing_role (the entity table) puts it
+    by_role = {entity_spec(t.entity).drawing_role: t for t in spec.truths}
     bg = _bg_color(img)
     ink = _text_color(rng, bg, ctx.prof)
     line_w = max(2, int(side * _uniform(rng, 0.003, 0.006)))
     shape = spec.options.get("shape", "box")
     body = _color(rng, 0.35, 0.9, sat=0.6)
-    has_depth = "depth" in by_entity
+    has_depth = "receding" in by_role
     # With depth, the height arrow moves to the left so the right side is free for the depth arrow.
     if has_depth:
         rect = (w * _uniform(rng, 0.28, 0.33), h * 0.2, w * _uniform(rng, 0.76, 0.8), h * _uniform(rng, 0.66, 0.72))
@@ -1344,16 +1347,16 @@ def _paint_dimension(img: Image.Image, ctx: _Ctx) -> None:
         draw.rectangle(box, fill=bg)
         _paste_text(img, mask, center, ink)
 
-    if "width" in by_entity:
+    if "below" in by_role:
         y = fy1 + gap
         _arrow(draw, (fx0, y), (fx1, y), ink, line_w)
-        mask = mask_for(by_entity["width"], (fx1 - fx0) * 0.9 if has_depth else max(fx1 - fx0, w * 0.3))
+        mask = mask_for(by_role["below"], (fx1 - fx0) * 0.9 if has_depth else max(fx1 - fx0, w * 0.3))
         if has_depth or _chance(rng, 0.5):
             on_line(mask, ((fx0 + fx1) / 2, y))
         else:
             _paste_text(img, mask, ((fx0 + fx1) / 2, min(y + line_w + mask.height * 0.6, h - mask.height / 2)), ink)
-    if "height" in by_entity:
-        t = by_entity["height"]
+    if "beside" in by_role:
+        t = by_role["beside"]
         vertical = bool(spec.options.get("vertical_height"))
         if has_depth:
             top, x = fy0, fx0 - gap
@@ -1375,7 +1378,7 @@ def _paint_dimension(img: Image.Image, ctx: _Ctx) -> None:
         q = (p[0] + dx, p[1] - dy)
         _arrow(draw, p, q, ink, line_w)
         # Label right of the front face, under the depth arrow: clear of the width label.
-        mask = mask_for(by_entity["depth"], w - fx1 - 8)
+        mask = mask_for(by_role["receding"], w - fx1 - 8)
         cx = min(max(p[0] + dx * 0.5, fx1 + 4 + mask.width / 2), w - mask.width / 2 - 2)
         _paste_text(img, mask, (cx, min(p[1] + gap * 0.3 + mask.height * 0.6, h - mask.height / 2)), ink)
     # A heading above the drawing ("Product Dimensions") and maybe one distractor line.

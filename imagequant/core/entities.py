@@ -3,8 +3,9 @@
 An entry says everything the pure steps need about an entity: its allowed units (the challenge's list),
 how often each unit is the label's unit, the unit a bare number is read in, the plausible magnitude, the
 words that name it on packaging, the words that name a neighbouring entity instead, and whether it is a
-length of a drawing. Units, candidates, rules and the network all read this table; adding an entity is one
-entry here plus its renderer in :mod:`imagequant.synthetic`.
+length of a drawing; for such a length also where drawings and ``a x b x c`` groups print it. Units,
+candidates, rules, the network and the synthetic generator all read this table; adding an entity is one
+entry here plus its text templates in :mod:`imagequant.synthetic` (:func:`registered` adds one for a while).
 
 The table is checked when imported (every field consistent, every regular expression valid), and
 :mod:`imagequant.core.units` checks that every unit named here is a unit it can convert.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -23,6 +25,32 @@ _MASS = frozenset({"gram", "kilogram", "microgram", "milligram", "ounce", "pound
 _LENGTH_PRIOR = {"centimetre": 0.50, "inch": 0.34, "millimetre": 0.14, "metre": 0.012, "foot": 0.01,
                  "yard": 0.001}
 _DIMENSION_WORDS = r"size|dimensions?|dims?|measures?"
+
+# Where a drawing prints a length's label: under the object (left of the bottom row of labels), along the
+# receding edge (right of that row), or beside the object above that row.
+DRAWING_ROLES = ("below", "receding", "beside")
+# Which way the line a length's label sits on runs in a drawing.
+LINE_ORIENTATIONS = ("horizontal", "vertical", "diagonal")
+# A length's place in an "a x b x c" group: first (W x D x H), last (W x D x H, W x H), or the middle of
+# a triple (W x D x H; failing that the first, as in L x W x H).
+GROUP_POSITIONS = ("first", "middle", "last")
+# Which end of an image's sizes a length takes in catalog labels ("": neither more often).
+SIZE_ENDS = ("largest", "smallest", "")
+
+
+@dataclass(frozen=True)
+class ValueRange:
+    """How the synthetic generator draws an entity's value in one unit."""
+
+    lo: float  # log-uniform bounds of the value
+    hi: float
+    p_int: float  # share written as a whole number
+    nice: tuple[float, ...] = ()  # values packaging favours (500 g, 12 V, 60 W)
+    p_nice: float = 0.4
+
+    def __post_init__(self) -> None:
+        if not 0 < self.lo < self.hi or not 0 <= self.p_int <= 1 or not 0 <= self.p_nice <= 1:
+            raise ValueError(f"value range {self} needs 0 < lo < hi and shares in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -36,6 +64,17 @@ class EntitySpec:
     competing_keywords: str = ""  # words naming a neighbouring entity: "Weight capacity" is no item weight
     dimension: bool = False  # a length of the product, as dimension drawings and "a x b x c" groups print it
     letters: tuple[str, ...] = field(default=())  # letters printed before its value ("W30", "H: 20")
+    # --- lengths only (dimension=True must set the first three; other entities leave them all empty) ---
+    drawing_role: str = ""  # where a drawing prints its label: one of DRAWING_ROLES
+    line_orientation: str = ""  # which way the line its label sits on runs: one of LINE_ORIENTATIONS
+    group_position: str = ""  # its place in an "a x b x c" group: one of GROUP_POSITIONS
+    size_end: str = ""  # which end of an image's sizes it takes more often: one of SIZE_ENDS
+    rotated_text: bool = False  # text turned 90 degrees along a vertical edge measures it
+    header_words: tuple[str, ...] = ()  # words naming it in a group header ("Width x Height"); each starts
+    # with one of its letters, which then names its place in the group
+    # The synthetic generator's value per unit where it differs from the unit's usual one (synthetic._RANGES):
+    # a maximum load is heavier than an item weight.
+    value_ranges: Mapping[str, ValueRange] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         problems = []
@@ -61,8 +100,31 @@ class EntitySpec:
             problems.append("no keywords")
         if any(len(letter) != 1 or not letter.islower() for letter in self.letters):
             problems.append("letters must be single lower-case letters")
+        problems += self._length_problems()
+        if set(self.value_ranges) - set(self.units):
+            problems.append(f"value_ranges names units it does not allow: {sorted(set(self.value_ranges) - set(self.units))}")
         if problems:
             raise ValueError(f"entity {self.name!r}: " + "; ".join(problems))
+
+    def _length_problems(self) -> list[str]:
+        """What is wrong with the drawing and group facts (every length needs them, nothing else has them)."""
+        problems = []
+        choices = (("drawing_role", DRAWING_ROLES), ("line_orientation", LINE_ORIENTATIONS),
+                   ("group_position", GROUP_POSITIONS), ("size_end", SIZE_ENDS))
+        for label, allowed in choices:
+            value = getattr(self, label)
+            if self.dimension and value not in allowed:
+                problems.append(f"{label} must be one of {', '.join(a for a in allowed if a)}, not {value!r}")
+            elif not self.dimension and value:
+                problems.append(f"{label} is for lengths (dimension=True) only")
+        if self.dimension and not self.letters:
+            problems.append("a length needs letters (drawings and groups print it by its letter)")
+        if not self.dimension and (self.rotated_text or self.header_words):
+            problems.append("rotated_text and header_words are for lengths (dimension=True) only")
+        for word in self.header_words:
+            if not re.fullmatch(r"[a-z]+", word) or word[0] not in self.letters:
+                problems.append(f"header word {word!r} must be lower-case letters starting with one of its letters")
+        return problems
 
     def keyword_re(self) -> re.Pattern[str]:
         return _word_re(self.keywords)
@@ -80,14 +142,20 @@ SPECS: tuple[EntitySpec, ...] = (
     EntitySpec(
         "width", _LENGTH, _LENGTH_PRIOR, "centimetre", (0.0001, 20.0),
         r"width|wide|w|" + _DIMENSION_WORDS, dimension=True, letters=("w",),
+        drawing_role="below", line_orientation="horizontal", group_position="first", size_end="smallest",
+        header_words=("width",),
     ),
     EntitySpec(
         "depth", _LENGTH, _LENGTH_PRIOR, "centimetre", (0.0001, 20.0),
         r"depth|deep|d|length|long|l|thickness|thick|" + _DIMENSION_WORDS, dimension=True, letters=("d", "l"),
+        drawing_role="receding", line_orientation="diagonal", group_position="middle", size_end="largest",
+        header_words=("depth", "length"),
     ),
     EntitySpec(
         "height", _LENGTH, _LENGTH_PRIOR, "centimetre", (0.0001, 20.0),
         r"height|high|tall|h|" + _DIMENSION_WORDS, dimension=True, letters=("h",),
+        drawing_role="beside", line_orientation="vertical", group_position="last", rotated_text=True,
+        header_words=("height",),
     ),
     EntitySpec(
         "item_weight", _MASS,
@@ -105,6 +173,14 @@ SPECS: tuple[EntitySpec, ...] = (
         "kilogram", (100.0, 50_000_000.0),
         r"max(?:imum)?|load|capacity|up\s*to|supports?|holds?|bearing|limit|withstand",
         competing_keywords=r"(?:item|net|product)\s*w(?:eigh)?t",
+        value_ranges={
+            "kilogram": ValueRange(2, 300, 0.92, (5, 10, 15, 20, 25, 30, 50, 100, 120, 150, 200, 250), 0.55),
+            "pound": ValueRange(5, 800, 0.93, (10, 20, 25, 50, 100, 150, 250, 300, 330, 400, 500), 0.55),
+            "gram": ValueRange(50, 2000, 0.97, (100, 200, 500, 1000), 0.5),
+            "ton": ValueRange(1, 20, 0.9, (1, 2, 3, 5, 10), 0.5),
+            "ounce": ValueRange(1, 50, 0.7, (8, 16, 32), 0.4),
+            "milligram": ValueRange(10, 2000, 0.95, (100, 500), 0.4),
+        },
     ),
     EntitySpec(
         "voltage", frozenset({"kilovolt", "millivolt", "volt"}),
@@ -144,6 +220,32 @@ def entity_spec(name: str) -> EntitySpec:
     if spec is None:
         raise ValueError(f"unknown entity {name!r} (known: {', '.join(ENTITY_SPECS)})")
     return spec
+
+
+def dimension_specs() -> list[EntitySpec]:
+    """The lengths of a product (``dimension=True``), in table order, read from the table on every use."""
+    return [spec for spec in ENTITY_SPECS.values() if spec.dimension]
+
+
+@contextmanager
+def registered(*specs: EntitySpec) -> Iterator[tuple[EntitySpec, ...]]:
+    """The table with ``specs`` in it for the block's duration, as it was afterwards.
+
+    A new name goes last (so it gets the next entity id of a network built meanwhile); an existing name is
+    replaced in its place (say, to narrow a neighbour's keywords). Every step reads the table when used,
+    so this is how a test or an experiment tries an entity without editing the table.
+    """
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"entities registered twice: {names}")
+    before = dict(ENTITY_SPECS)
+    try:
+        for spec in specs:
+            ENTITY_SPECS[spec.name] = spec
+        yield specs
+    finally:
+        ENTITY_SPECS.clear()
+        ENTITY_SPECS.update(before)
 
 
 class _EntityNames(Sequence[str]):

@@ -193,8 +193,8 @@ def normalize_unit(text: str, entity: str | None = None) -> str | None:
     allowed = ENTITY_UNITS.get(entity)
     if allowed is None:
         return None
-    if unit == "ounce" and entity == "item_volume":
-        unit = "fluid ounce"
+    if unit == "ounce" and "fluid ounce" in allowed and "ounce" not in allowed:
+        unit = "fluid ounce"  # an entity measured in fluid ounces and not in ounces is a volume
     return unit if unit in allowed else None
 
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from difflib import SequenceMatcher
 
 from imagequant.core.tokens import OcrToken, box_overlap, token_box
+from imagequant.core.units import UNIT_ALIASES
 
 
 def clean_text(text: str) -> str:
@@ -116,13 +117,17 @@ def add_rotated_tokens(upright: Sequence[OcrToken], rotated: Sequence[OcrToken])
     return out
 
 
-# Units printed on packaging, used only to decide where a second look may pay (the candidate extractor
-# has the full list). Short forms need the word boundary so "9" in "1999" is not a trigger.
-_UNIT_WORD = (
-    r"(?:mg|g|gm|gms|gr|grams?|kg|kgs|kilos?|kilograms?|mcg|µg|ug|oz|ounces?|lbs?|pounds?|tons?|"
-    r"v|volts?|kv|mv|vac|vdc|w|watts?|kw|mm|cm|m|in|inch(?:es)?|ft|feet|foot|yds?|"
-    r"ml|l|ltr|litres?|liters?|cl|dl|fl\.?oz|gal|gallons?|qt|quarts?|pt|pints?|cups?)"
-)
+def _unit_word_pattern() -> str:
+    """Every spelling of a unit made of letters (core.units' alias table, the one the candidate extractor
+    reads too), longest first; a space in it may be a dot or nothing as print and OCR give it ("fl.oz",
+    "floz"). Quote marks and other symbols are left out: alone they are punctuation far more often, and
+    this pattern only decides where a second look may pay."""
+    words = {alias for alias in UNIT_ALIASES if all(ch.isalpha() or ch == " " for ch in alias)}
+    return "(?:" + "|".join(re.escape(w).replace(r"\ ", r"[.\s]?") for w in sorted(words, key=lambda w: (-len(w), w))) + ")"
+
+
+# Short forms need the word boundary so "9" in "1999" is not a trigger.
+_UNIT_WORD = _unit_word_pattern()
 _NUMBER_UNIT = re.compile(r"\d+(?:[.,]\d+)?\s*" + _UNIT_WORD + r"(?![a-z])", re.IGNORECASE)
 _UNIT_ONLY = re.compile(r"^[(\[]?" + _UNIT_WORD + r"[)\].,:;]?$", re.IGNORECASE)
 _BARE_NUMBER = re.compile(r"^[~≈(\[]?\d{1,5}(?:[.,]\d{1,3})?[)\].,:;]?$")

@@ -3,7 +3,8 @@
 The score is a sum of log-odds-like terms: the unit's share among the entity's labels (the entity table),
 whether the value is plausible for the entity, text size, a nearby keyword, recurrence of the same
 quantity, and for dimensions the printed letter (W/H/D), the position in an ``a x b x c`` group or the
-place of the label in a drawing (width under the object, depth right of it, height beside it).
+place of the label in a drawing (width under the object, depth right of it, height beside it): the entity
+table says which of these conventions each length follows, and this module how much each is worth.
 :func:`choose` squashes the best score to 0..1 so it can be thresholded for abstaining.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from imagequant.core.entities import ENTITY_SPECS
+from imagequant.core.entities import ENTITY_SPECS, EntitySpec
 from imagequant.text.candidates import Candidate
 
 _PRIOR_FLOOR = 0.001  # the prior of a unit absent from the entity's label statistics
@@ -32,27 +33,33 @@ PLAUSIBLE_PRINTED: dict[str, tuple[float, float]] = {
     "microlitre": (1.0, 100_000.0),
 }
 
-def _position_bonus(c: Candidate, entity: str) -> float:
-    """Conventions of "a x b x c" groups: width first, height last (W x D x H, L x W x H, W x H)."""
+def _position_bonus(c: Candidate, spec: EntitySpec) -> float:
+    """Conventions of "a x b x c" groups, by the length's group position (the entity table): the first
+    (W x D x H, L x W x H, W x H), the last (W x D x H, W x H), or the middle of a triple (W x D x H; else
+    the first of a triple, L x W x H)."""
     if c.xgroup_pos < 0:
         return 0.0
     last = c.xgroup_len - 1
-    if entity == "width":
+    if spec.group_position == "first":
         return 0.6 if c.xgroup_pos == 0 else (0.2 if c.xgroup_len >= 3 and c.xgroup_pos == 1 else -0.2)
-    if entity == "height":
+    if spec.group_position == "last":
         return 0.6 if c.xgroup_pos == last else -0.2
-    # depth: the middle of a triple (W x D x H), or the first of a triple (L x W x H)
-    if c.xgroup_len >= 3:
-        return 0.4 if c.xgroup_pos == 1 else (0.2 if c.xgroup_pos == 0 else -0.3)
-    return -0.1
+    if spec.group_position == "middle":
+        if c.xgroup_len >= 3:
+            return 0.4 if c.xgroup_pos == 1 else (0.2 if c.xgroup_pos == 0 else -0.3)
+        return -0.1
+    raise ValueError(f"entity {spec.name!r} has no group position")
 
 
-def _drawing_bonus(c: Candidate, entity: str) -> float:
-    """Where a drawing puts each measure: the width under the object (left of the bottom row), the depth
-    along the receding edge (right of that row), the height beside the object, above the row."""
-    if entity == "height":
+def _drawing_bonus(c: Candidate, spec: EntitySpec) -> float:
+    """Where a drawing puts the length's label, by its drawing role (the entity table): under the object
+    (left of the bottom row), along the receding edge (right of that row), or beside the object, above
+    the row."""
+    if spec.drawing_role == "beside":
         return 0.6 if c.beside_row else (-0.6 if c.row_left or c.row_right else 0.0)
-    own, other = (c.row_left, c.row_right) if entity == "width" else (c.row_right, c.row_left)
+    if spec.drawing_role not in ("below", "receding"):
+        raise ValueError(f"entity {spec.name!r} has no drawing role")
+    own, other = (c.row_left, c.row_right) if spec.drawing_role == "below" else (c.row_right, c.row_left)
     return 0.6 if own else (-0.6 if other or c.beside_row else 0.0)
 
 
@@ -74,34 +81,38 @@ def plausible(c: Candidate, entity: str) -> bool:
             and not c.unit_inferred and _plausible_magnitude(c, entity) and _plausible_printed(c))
 
 
-# Which way the line a measure labels runs, per entity (the share of each among real drawings' labels:
-# heights are drawn vertical, widths horizontal; depths run any way, a diagonal most often in perspective).
+# Evidence of the line a label sits on, by the way the length's line runs (the entity table's
+# line_orientation; from the share of each among real drawings' labels: heights are drawn vertical, widths
+# horizontal; depths run any way, a diagonal most often in perspective).
 _LINE_TERMS: dict[str, dict[str, float]] = {
-    "height": {"vertical": 1.0, "horizontal": -1.0, "diagonal": -0.5},
-    "width": {"horizontal": 1.0, "vertical": -1.0, "diagonal": -0.5},
-    "depth": {"diagonal": 1.0, "vertical": -0.5, "horizontal": 0.0},
+    "vertical": {"vertical": 1.0, "horizontal": -1.0, "diagonal": -0.5},
+    "horizontal": {"horizontal": 1.0, "vertical": -1.0, "diagonal": -0.5},
+    "diagonal": {"diagonal": 1.0, "vertical": -0.5, "horizontal": 0.0},
 }
 
 
-# Which end of an image's sizes each measure takes in catalog labels: of the challenge's training images
-# labelled with a depth and another measure that differ, the depth is the largest in 2,350 and the smallest
-# in 638; the width is the smallest in 2,909 and the largest in 1,102; the height either about equally.
-# A tie-breaker only (from +w for the largest to -w for the smallest): where the drawing shows which line
-# a label measures, the line decides.
-_SIZE_TERMS: dict[str, float] = {"depth": 0.2, "width": -0.2}
+# Which end of an image's sizes a length takes in catalog labels (the entity table's size_end): of the
+# challenge's training images labelled with a depth and another measure that differ, the depth is the
+# largest in 2,350 and the smallest in 638; the width is the smallest in 2,909 and the largest in 1,102;
+# the height either about equally. A tie-breaker only (from +w for the largest to -w for the smallest):
+# where the drawing shows which line a label measures, the line decides.
+_SIZE_TERMS: dict[str, float] = {"largest": 0.2, "smallest": -0.2, "": 0.0}
+
+# Rotated text along a vertical edge measures the length whose rotated_text is set, almost never another.
+_ROTATED_OWN, _ROTATED_OTHER = 0.5, -1.0
 
 
-def _size_bonus(c: Candidate, entity: str) -> float:
-    """The larger quantities of an image for a depth, the smaller ones for a width (0 for one quantity, and
-    in an "a x b x c" group, which keeps its position rule)."""
+def _size_bonus(c: Candidate, spec: EntitySpec) -> float:
+    """The larger quantities of an image for a length taking the largest end, the smaller ones for one
+    taking the smallest (0 for one quantity, and in an "a x b x c" group, which keeps its position rule)."""
     if c.xgroup_len >= 3:
         return 0.0
-    return _SIZE_TERMS.get(entity, 0.0) * (1.0 - 2.0 * c.size_order)
+    return _SIZE_TERMS[spec.size_end] * (1.0 - 2.0 * c.size_order)
 
 
-def _line_bonus(c: Candidate, entity: str) -> float:
-    """The drawn line the label sits beside: a vertical one measures a height, a horizontal one a width."""
-    return _LINE_TERMS.get(entity, {}).get(c.line_orientation, 0.0)
+def _line_bonus(c: Candidate, spec: EntitySpec) -> float:
+    """The drawn line the label sits beside: one running the length's way speaks for it."""
+    return _LINE_TERMS[spec.line_orientation].get(c.line_orientation, 0.0)
 
 
 def score_candidate(c: Candidate, entity: str, prior_weight: float = 0.7) -> float:
@@ -152,13 +163,12 @@ def score_candidate(c: Candidate, entity: str, prior_weight: float = 0.7) -> flo
         if c.dim_letter:
             s += 1.5 if c.dim_letter in spec.letters else -1.0
         elif c.xgroup_pos >= 0:
-            s += _position_bonus(c, entity)
+            s += _position_bonus(c, spec)
         else:
-            s += _drawing_bonus(c, entity) + _line_bonus(c, entity)
+            s += _drawing_bonus(c, spec) + _line_bonus(c, spec)
         if c.angle % 180 == 90:
-            # rotated text along a vertical edge measures a height, almost never a width or depth
-            s += 0.5 if entity == "height" else -1.0
-        s += _size_bonus(c, entity)
+            s += _ROTATED_OWN if spec.rotated_text else _ROTATED_OTHER
+        s += _size_bonus(c, spec)
     elif c.xgroup_pos >= 0 and c.xgroup_pos < c.xgroup_len - 1:
         s -= 0.5  # "2 x 500g": the count, not the quantity
     return s
@@ -214,19 +224,19 @@ def reasons(c: Candidate, entity: str) -> list[str]:
             if c.dim_letter in spec.letters:
                 out.append(f"dim_letter:{c.dim_letter}")
         elif c.xgroup_pos >= 0:
-            if _position_bonus(c, entity) > 0:
+            if _position_bonus(c, spec) > 0:
                 last = c.xgroup_len - 1
                 out.append("xgroup:first" if c.xgroup_pos == 0 else "xgroup:last" if c.xgroup_pos == last
                            else "xgroup:middle")
         else:
-            if _drawing_bonus(c, entity) > 0:
+            if _drawing_bonus(c, spec) > 0:
                 out.append("drawing:beside_row" if c.beside_row else "drawing:row_left" if c.row_left
                            else "drawing:row_right")
-            if _line_bonus(c, entity) > 0:
+            if _line_bonus(c, spec) > 0:
                 out.append(f"line:{c.line_orientation}")
-        if c.angle % 180 == 90 and entity == "height":
+        if c.angle % 180 == 90 and spec.rotated_text:
             out.append("drawing:vertical")
-        if _size_bonus(c, entity) > 0 and c.size_order in (0.0, 1.0):
+        if _size_bonus(c, spec) > 0 and c.size_order in (0.0, 1.0):
             out.append("size:largest" if c.size_order == 0.0 else "size:smallest")
     if not c.unit_inferred and spec.unit_prior.get(c.unit, 0.0) >= _COMMON_UNIT:
         out.append("unit_prior")

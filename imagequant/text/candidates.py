@@ -13,17 +13,19 @@ image's other candidates (a drawing's bottom row of labels, the labels beside it
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from imagequant.core.entities import entity_spec
+from imagequant.core.entities import dimension_specs, entity_spec
 from imagequant.core.geometry import Segment, labelled_line
 from imagequant.core.tokens import OcrToken
 from imagequant.core.units import (
     UNIT_ALIASES,
+    UNIT_DIMENSION,
     UNIT_FACTOR,
     alias_key,
     format_value,
@@ -319,10 +321,7 @@ _UNIT_RE = re.compile(
     re.IGNORECASE,
 )
 _NUM_RE = re.compile(r"(?<![0-9])(?:[0-9]+(?:[.,][0-9]+)*|\.[0-9]+)")
-# "30 x 20", and "W30 x H20" where a dimension letter precedes the next value
-_XSEP_RE = re.compile(r"\s*[xX×*]\s*(?:[WHDLwhdl]\s*[:=]?\s*)?")
 _RANGE_RE = re.compile(r"\s*(?:-|–|—|~|\s(?:to|TO|To)\s)\s*")
-_DIM_LETTER_RE = re.compile(r"(?:^|[^A-Za-z]|(?<=[0-9])[xX])([WHDLwhdl])\s*[:=.]?\s*$")
 _FRACTION_DENOMS = {2, 3, 4, 8, 16, 32, 64}
 _SLASH_RE = re.compile(r"\s*[/\u2044]\s*")  # also the fraction slash that Unicode folding makes of "½"
 # Printed fraction glyphs; a glyph right after a digit is the fraction part of a mixed number ("12½").
@@ -359,6 +358,34 @@ def _glued_mixed_number(numerator: str, denominator: str) -> float | None:
             return int(numerator[:-k]) + int(tail) / den
     return None
 _SYMBOL_UNITS = {'"', "″", "''", "”", "“", "‟", "′′", "'", "′", "’"}
+
+
+@dataclass(frozen=True)
+class _LengthWords:
+    """The patterns made of the lengths' letters and header words (the entity table)."""
+
+    xsep: re.Pattern[str]  # "30 x 20", and "W30 x H20" where a length's letter precedes the next value
+    letter: re.Pattern[str]  # a length's letter right before a value: "W30", "H: 20"
+    header: re.Pattern[str]  # a group header naming each position: "L x W x H", "Width x Height"
+
+
+def _length_words() -> _LengthWords:
+    """The patterns for the table as it is now (an entity may be registered for a while)."""
+    specs = dimension_specs()
+    letters = "".join(dict.fromkeys(letter for spec in specs for letter in spec.letters))
+    words = tuple(dict.fromkeys(word for spec in specs for word in spec.header_words))
+    return _length_patterns(letters, words)
+
+
+@functools.cache
+def _length_patterns(letters: str, words: tuple[str, ...]) -> _LengthWords:
+    cls = f"[{re.escape(letters.upper() + letters)}]" if letters else "(?!)"
+    name = "|".join([*letters, *words]) or "(?!)"
+    return _LengthWords(
+        xsep=re.compile(rf"\s*[xX×*]\s*(?:{cls}\s*[:=]?\s*)?"),
+        letter=re.compile(rf"(?:^|[^A-Za-z]|(?<=[0-9])[xX])({cls})\s*[:=.]?\s*$"),
+        header=re.compile(rf"(?<![a-z])({name})\s*[x×*]\s*({name})(?:\s*[x×*]\s*({name}))?(?![a-z])"),
+    )
 
 @dataclass
 class _Line:
@@ -437,6 +464,7 @@ def _unit_at(s: str, pos: int) -> re.Match[str] | None:
 
 def _find_mentions(s: str) -> list[_Mention]:
     """Parse the repaired line string into mentions (not yet filtered by entity)."""
+    xsep_re = _length_words().xsep
     nums = list(_NUM_RE.finditer(s))
     out: list[_Mention] = []
     k = 0
@@ -449,7 +477,7 @@ def _find_mentions(s: str) -> list[_Mention]:
         while j + 1 < len(nums):
             pos = units[-1].end() if units[-1] else chain[-1].end()
             gap = s[pos : nums[j + 1].start()]
-            if _XSEP_RE.fullmatch(gap):
+            if xsep_re.fullmatch(gap):
                 sep = "x"
             elif _RANGE_RE.fullmatch(gap) and not (units[-1] and units[-1].group("sep").strip() == "-"):
                 sep = "range"
@@ -558,7 +586,8 @@ def _drop_glued_bars(s: str, mentions: list[_Mention], entity: str) -> None:
 
 
 def _is_length(alias: str) -> bool:
-    return normalize_unit(alias, "width") is not None
+    unit = normalize_unit(alias)
+    return unit is not None and UNIT_DIMENSION[unit] == "length"
 
 
 def _canonical(alias: str) -> str | None:
@@ -575,15 +604,10 @@ def _keyword_context(line: _Line, char_start: int, n_before: int = 4) -> str:
     return line.raw[line.char_tok.index(first) : char_start].lower()
 
 
-_HEADER_RE = re.compile(
-    r"(?<![a-z])(w|h|d|l|width|height|depth|length)\s*[x×*]\s*(w|h|d|l|width|height|depth|length)"
-    r"(?:\s*[x×*]\s*(w|h|d|l|width|height|depth|length))?(?![a-z])"
-)
-
-
 def _header_letters(context: str) -> list[str]:
-    """Letters of a dimension header such as "L x W x H" or "Width x Height", in order ([] if none)."""
-    found = _HEADER_RE.findall(context)
+    """Letters of a dimension header such as "L x W x H" or "Width x Height", in order ([] if none); a
+    header word names its position by its first letter (the entity table's header_words)."""
+    found = _length_words().header.findall(context)
     if not found:
         return []
     return [g[0] for g in found[-1] if g]
@@ -848,7 +872,7 @@ def _make_candidate(
     row_kw = bool(label_text) and bool(kw_re.search(label_text))
     competing = spec.competing_re()
     other_kw = competing is not None and bool(competing.search(f"{label_text} {context}"))
-    letter_match = _DIM_LETTER_RE.search(line.raw[max(0, m.num_start - 4) : m.num_start])
+    letter_match = _length_words().letter.search(line.raw[max(0, m.num_start - 4) : m.num_start])
     letter = letter_match.group(1).lower() if letter_match else ""
     if m.xgroup_pos >= 0:
         # "L x W x H: 30 x 20 x 10 cm": the header names each position of the group

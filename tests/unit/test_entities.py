@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from imagequant.catalog import classify_row
-from imagequant.core.entities import ENTITIES, ENTITY_SPECS, ENTITY_UNITS, EntitySpec, entity_spec
+from imagequant.core.entities import ENTITIES, ENTITY_SPECS, ENTITY_UNITS, EntitySpec, ValueRange, entity_spec
 from imagequant.core.tokens import OcrToken
 from imagequant.core.units import UNIT_FACTOR, is_valid_prediction, normalize_unit, parse_label
 from imagequant.scoring.base import ScoringRow
@@ -34,6 +34,15 @@ def test_the_table_holds_the_challenge_entities_in_order() -> None:
         ({"plausible_base": (2.0, 1.0)}, "plausible_base"),
         ({"name": "Frame Thickness"}, "name"),
         ({"letters": ("TH",)}, "letters"),
+        ({"dimension": True}, "drawing_role must be one of below, receding, beside"),
+        ({"drawing_role": "below"}, "drawing_role is for lengths"),
+        ({"dimension": True, "letters": ("t",), "drawing_role": "below", "line_orientation": "horizontal",
+          "group_position": "centre"}, "group_position must be one of first, middle, last"),
+        ({"dimension": True, "drawing_role": "below", "line_orientation": "horizontal",
+          "group_position": "first"}, "a length needs letters"),
+        ({"dimension": True, "letters": ("t",), "drawing_role": "below", "line_orientation": "horizontal",
+          "group_position": "first", "header_words": ("width",)}, "header word 'width'"),
+        ({"value_ranges": {"gram": ValueRange(1, 10, 0.5)}}, "value_ranges names units"),
     ],
 )
 def test_an_inconsistent_entry_is_refused_when_built(change: dict, message: str) -> None:
@@ -49,11 +58,11 @@ def ninth_entity(monkeypatch: pytest.MonkeyPatch) -> EntitySpec:
     from imagequant import synthetic
 
     spec = EntitySpec("frame_thickness", LENGTHS, {"millimetre": 0.6, "centimetre": 0.3, "inch": 0.1},
-                      "millimetre", (0.0001, 1.0), r"thickness|thick|frame", dimension=True, letters=("t",))
+                      "millimetre", (0.0001, 1.0), r"thickness|thick|frame", dimension=True, letters=("t",),
+                      drawing_role="receding", line_orientation="diagonal", group_position="middle")
     monkeypatch.setitem(ENTITY_SPECS, spec.name, spec)
     renderer = synthetic.EntityRenderer(
-        {"millimetre": 0.7, "centimetre": 0.3}, 0.1, (("table", 1.0),), ("Thickness {q}", "Frame {q}"),
-        ("Thickness",), lambda rng: ("Glass 4 mm",))
+        0.1, (("table", 1.0),), ("Thickness {q}", "Frame {q}"), ("Thickness",), lambda rng: ("Glass 4 mm",))
     monkeypatch.setitem(synthetic.RENDERERS, spec.name, renderer)
     return spec
 
@@ -79,5 +88,5 @@ def test_a_ninth_entity_is_rendered_and_encoded(ninth_entity: EntitySpec) -> Non
     from imagequant.scoring.encode import ModelParams
 
     truth = synthetic.make_truth(np.random.default_rng(3), ninth_entity.name)
-    assert truth.unit in ("millimetre", "centimetre") and truth.entity == ninth_entity.name
+    assert truth.unit in ninth_entity.unit_prior and truth.entity == ninth_entity.name
     assert ModelParams().entities[-1] == ninth_entity.name
