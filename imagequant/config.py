@@ -3,6 +3,11 @@
 Every knob lives in ``conf/default.yaml`` with a comment; ``local.yaml`` and ``cluster.yaml`` override
 parts of it. Unknown keys and values of the wrong type are rejected with the full dotted key, so a typo
 never silently falls back to a default.
+
+A package may declare a section of its own (:func:`register_section`) and the values a key may take
+(:func:`register_choice`): the OCR engines' ``ocr.rapidocr.*`` and ``ocr.tesseract.*`` and the
+``ocr.engine`` names come from :mod:`imagequant.ocr.zoo` that way, so this module imports nothing from the
+OCR package (whose engine modules import it).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,39 +67,6 @@ class ImagingConfig:
 
 
 @dataclass
-class TesseractConfig:
-    psm: int = 11
-    extra_psm: list[int] = field(default_factory=list)
-    oem: int = 1
-    lang: str = "eng"
-    extra_args: str = ""
-    thread_limit: int = 1
-    preprocess: str = "gray"
-
-
-@dataclass
-class RapidOcrConfig:
-    threads: int = 1
-    text_score: float = 0.3
-    use_angle_cls: bool = True
-    det_max_side: int = 960
-    det_upscale: float = 1.0
-    min_side: int = 0
-    memory_arena: bool = True
-    rotated_pass: bool = False
-    rec_batch_lines: int = 6  # text lines per recognition (and direction classifier) model call
-    # Which PP-OCR models read (imagequant/ocr/ppocr_models.py): ppocrv4 | ppocrv6_small | ppocrv6_tiny
-    models: str = "ppocrv4"
-    det_models: str = ""  # the detector of another set ("": that of ``models``)
-    second_look_models: str = ""  # the set the second look reads with ("": ``models``)
-    # a set whose second look follows the first reader's where that one still found no plausible candidate
-    fallback_models: str = ""
-    det_model_path: str = ""  # a user's own PP-OCR ONNX files, replacing the chosen set's
-    rec_model_path: str = ""
-    rec_keys_path: str = ""
-
-
-@dataclass
 class OcrConfig:
     engine: str = "rapidocr"
     device: str = "auto"  # auto | cpu | cuda: where onnxruntime runs the OCR models (imagequant/devices.py)
@@ -111,8 +83,8 @@ class OcrConfig:
     second_pass_max_regions: int = 4
     second_pass_text_px: int = 48
     split_letter_digit: bool = True
-    tesseract: TesseractConfig = field(default_factory=TesseractConfig)
-    rapidocr: RapidOcrConfig = field(default_factory=RapidOcrConfig)
+    # Each engine's own section (ocr.rapidocr, ocr.tesseract, ...) is a field too, added by register_section
+    # when imagequant.ocr.zoo is imported: the engines declare their settings beside their code.
 
 
 @dataclass
@@ -194,25 +166,13 @@ class Config:
 
     def validate(self) -> Config:
         """Checks that cross fields or value ranges; raises ConfigError naming the key."""
-        from imagequant.ocr.zoo import ENGINE_NAMES
-
-        for ok, message in self._range_checks():
-            if not ok:
-                raise ConfigError(message)
+        problems = self._range_checks()
+        if problems:
+            raise ConfigError(problems[0])
         checks: list[tuple[bool, str]] = [
-            (self.ocr.engine in ENGINE_NAMES, f"ocr.engine must be one of {', '.join(ENGINE_NAMES)}"),
             (all(a in (90, 180, 270) for a in self.ocr.rotated_angles), "ocr.rotated_angles must be 90, 180 or 270"),
-            (self.ocr.tesseract.preprocess in ("none", "gray", "autocontrast"),
-             "ocr.tesseract.preprocess must be none, gray or autocontrast"),
             (self.cnn.device in ("auto", "cpu", "cuda"), "cnn.device must be auto, cpu or cuda"),
             (self.ocr.device in ("auto", "cpu", "cuda"), f"ocr.device must be auto, cpu or cuda, got {self.ocr.device!r}"),
-            (0 <= self.ocr.tesseract.psm <= 13 and all(0 <= p <= 13 for p in self.ocr.tesseract.extra_psm),
-             "ocr.tesseract.psm and extra_psm must be page segmentation modes 0-13"),
-            (self.ocr.rapidocr.threads >= 1, "ocr.rapidocr.threads must be >= 1"),
-            (self.ocr.rapidocr.det_max_side == 0 or self.ocr.rapidocr.det_max_side >= 320,
-             "ocr.rapidocr.det_max_side must be 0 (full size) or >= 320"),
-            (self.ocr.rapidocr.min_side >= 0, "ocr.rapidocr.min_side must be >= 0"),
-            (1.0 <= self.ocr.rapidocr.det_upscale <= 4.0, "ocr.rapidocr.det_upscale must be between 1 and 4"),
             (0.0 < self.train.val_fraction < 1.0, "train.val_fraction must be between 0 and 1"),
             (self.train.loader in ("petastorm", "pyarrow"), "train.loader must be petastorm or pyarrow"),
             (self.train.scorer in ("network", "rules"), f"train.scorer must be network or rules, got {self.train.scorer!r}"),
@@ -224,112 +184,210 @@ class Config:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        self._check_ocr_models()
+        problem = next(_registered_problems(self), None)  # lazily: a later check may look for model files
+        if problem:
+            raise ConfigError(problem)
         check_spark_settings(self.spark.conf)
         from imagequant.worker_memory import PYSPARK_MEMORY_KEY, check_worker_memory
 
         check_worker_memory(self.spark.conf.get(PYSPARK_MEMORY_KEY), self.cnn.enabled)
         return self
 
-    def _check_ocr_models(self) -> None:
-        """ConfigError for an unknown model set, and, where RapidOCR reads, for a chosen model file that is not
-        installed: one clear line before any work, not an error per image."""
-        from imagequant.ocr import ppocr_models
-
-        rc = self.ocr.rapidocr
-        problem = ppocr_models.check_names(rc.models, rc.det_models, rc.second_look_models, rc.fallback_models)
-        if problem:
-            raise ConfigError(problem)
-        if self.ocr.engine in ("rapidocr", "both"):
-            ppocr_models.resolve(rc.models, rc.det_models, rc.det_model_path, rc.rec_model_path, rc.rec_keys_path)
-            for extra in {rc.second_look_models, rc.fallback_models} - {""}:
-                ppocr_models.resolve(extra)
-
-    def _range_checks(self) -> list[tuple[bool, str]]:
+    def _range_checks(self) -> list[str]:
         """Every numeric setting that cannot work: zero or negative sizes and counts, negative, NaN or
-        infinite times, scores outside their scale."""
-        f, im, ocr, rc, tc, cnn, m, t = (self.fetch, self.imaging, self.ocr, self.ocr.rapidocr, self.ocr.tesseract,
-                                         self.cnn, self.model, self.train)
-        checks: list[tuple[bool, str]] = []
-
-        def positive(key: str, value: float) -> None:
-            checks.append((_finite(value) and value > 0, f"{key} must be a positive number, got {value!r}"))
-
-        def at_least(key: str, value: float, low: float) -> None:
-            checks.append((_finite(value) and value >= low, f"{key} must be >= {low:g}, got {value!r}"))
-
-        def between(key: str, value: float, low: float, high: float) -> None:
-            checks.append((_finite(value) and low <= value <= high,
-                           f"{key} must be between {low:g} and {high:g}, got {value!r}"))
-
-        at_least("spark.image_partitions_per_core", self.spark.image_partitions_per_core, 1)
-        positive("fetch.connect_timeout_s", f.connect_timeout_s)
-        positive("fetch.read_timeout_s", f.read_timeout_s)
-        at_least("fetch.max_retries", f.max_retries, 0)
-        at_least("fetch.backoff_s", f.backoff_s, 0)
-        at_least("fetch.max_backoff_s", f.max_backoff_s, 0)
-        at_least("fetch.max_retry_after_s", f.max_retry_after_s, 0)
-        positive("fetch.max_bytes", f.max_bytes)
-        at_least("fetch.max_redirects", f.max_redirects, 0)
-        at_least("fetch.pool_size", f.pool_size, 1)
-        at_least("fetch.per_host_concurrency", f.per_host_concurrency, 1)
-        checks.append((bool(f.user_agent) and f.user_agent.isprintable(),
-                       "fetch.user_agent must be non-empty printable text (no line breaks)"))
-        checks.append((bool(f.allowed_schemes) and all(x.lower() in ("http", "https") for x in f.allowed_schemes),
-                       f"fetch.allowed_schemes may only hold http and https, got {f.allowed_schemes!r}"))
-        positive("imaging.max_pixels", im.max_pixels)
-        positive("imaging.ocr_min_side", im.ocr_min_side)
-        positive("imaging.ocr_max_side", im.ocr_max_side)
-        checks.append((im.ocr_min_side <= im.ocr_max_side,
-                       f"imaging.ocr_min_side ({im.ocr_min_side}) must not exceed imaging.ocr_max_side ({im.ocr_max_side})"))
-        positive("imaging.cnn_size", im.cnn_size)
+        infinite times, scores outside their scale (a registered section checks its own)."""
+        f, im, ocr, cnn, m, t = self.fetch, self.imaging, self.ocr, self.cnn, self.model, self.train
+        c = Checks()
+        c.at_least("spark.image_partitions_per_core", self.spark.image_partitions_per_core, 1)
+        c.positive("fetch.connect_timeout_s", f.connect_timeout_s)
+        c.positive("fetch.read_timeout_s", f.read_timeout_s)
+        c.at_least("fetch.max_retries", f.max_retries, 0)
+        c.at_least("fetch.backoff_s", f.backoff_s, 0)
+        c.at_least("fetch.max_backoff_s", f.max_backoff_s, 0)
+        c.at_least("fetch.max_retry_after_s", f.max_retry_after_s, 0)
+        c.positive("fetch.max_bytes", f.max_bytes)
+        c.at_least("fetch.max_redirects", f.max_redirects, 0)
+        c.at_least("fetch.pool_size", f.pool_size, 1)
+        c.at_least("fetch.per_host_concurrency", f.per_host_concurrency, 1)
+        c.that(bool(f.user_agent) and f.user_agent.isprintable(),
+               "fetch.user_agent must be non-empty printable text (no line breaks)")
+        c.that(bool(f.allowed_schemes) and all(x.lower() in ("http", "https") for x in f.allowed_schemes),
+               f"fetch.allowed_schemes may only hold http and https, got {f.allowed_schemes!r}")
+        c.positive("imaging.max_pixels", im.max_pixels)
+        c.positive("imaging.ocr_min_side", im.ocr_min_side)
+        c.positive("imaging.ocr_max_side", im.ocr_max_side)
+        c.that(im.ocr_min_side <= im.ocr_max_side,
+               f"imaging.ocr_min_side ({im.ocr_min_side}) must not exceed imaging.ocr_max_side ({im.ocr_max_side})")
+        c.positive("imaging.cnn_size", im.cnn_size)
         resize_to = round(im.cnn_size * 256 / 224) if im.cnn_size > 0 else 0
-        checks.append((resize_to * resize_to <= im.max_pixels,
-                       f"imaging.cnn_size {im.cnn_size} needs {resize_to}x{resize_to} pixels, over imaging.max_pixels"))
-        positive("ocr.timeout_s", ocr.timeout_s)
-        at_least("ocr.wall_timeout_factor", ocr.wall_timeout_factor, 1)
-        at_least("ocr.second_pass_max_regions", ocr.second_pass_max_regions, 0)
-        positive("ocr.second_pass_text_px", ocr.second_pass_text_px)
-        at_least("ocr.second_pass_detail_max_side", ocr.second_pass_detail_max_side, 0)
-        at_least("imaging.ocr_max_upscale", im.ocr_max_upscale, 1)
-        at_least("cnn.batch_size", cnn.batch_size, 1)
-        at_least("train.confidence_folds", t.confidence_folds, 2)
-        at_least("train.confidence_entity_rows", t.confidence_entity_rows, 1)
+        c.that(resize_to * resize_to <= im.max_pixels,
+               f"imaging.cnn_size {im.cnn_size} needs {resize_to}x{resize_to} pixels, over imaging.max_pixels")
+        c.positive("ocr.timeout_s", ocr.timeout_s)
+        c.at_least("ocr.wall_timeout_factor", ocr.wall_timeout_factor, 1)
+        c.at_least("ocr.second_pass_max_regions", ocr.second_pass_max_regions, 0)
+        c.positive("ocr.second_pass_text_px", ocr.second_pass_text_px)
+        c.at_least("ocr.second_pass_detail_max_side", ocr.second_pass_detail_max_side, 0)
+        c.at_least("imaging.ocr_max_upscale", im.ocr_max_upscale, 1)
+        c.at_least("cnn.batch_size", cnn.batch_size, 1)
+        c.at_least("train.confidence_folds", t.confidence_folds, 2)
+        c.at_least("train.confidence_entity_rows", t.confidence_entity_rows, 1)
         for key, value in (("predict.min_confidence", self.predict.min_confidence),
                            ("predict.target_precision", self.predict.target_precision)):
             if value is not None:
-                between(key, value, 0, 1)
-        between("ocr.min_confidence", ocr.min_confidence, 0, 100)
-        between("ocr.tesseract.oem", tc.oem, 0, 3)
-        at_least("ocr.tesseract.thread_limit", tc.thread_limit, 1)
-        checks.append((bool(tc.lang.strip()), "ocr.tesseract.lang must name a language pack, e.g. eng"))
-        between("ocr.rapidocr.text_score", rc.text_score, 0, 1)
-        at_least("ocr.rapidocr.rec_batch_lines", rc.rec_batch_lines, 1)
-        checks.append((_finite(rc.det_upscale), f"ocr.rapidocr.det_upscale must be a finite number, got {rc.det_upscale!r}"))
-        at_least("cnn.seed", cnn.seed, 0)
-        checks.append((cnn.seed < 2**32, f"cnn.seed must be below 2**32, got {cnn.seed}"))
-        at_least("cnn.torch_threads", cnn.torch_threads, 1)
-        at_least("cnn.stage_partitions", cnn.stage_partitions, 1)
-        at_least("store.rows_per_file", self.store.rows_per_file, 1)
+                c.between(key, value, 0, 1)
+        c.between("ocr.min_confidence", ocr.min_confidence, 0, 100)
+        c.at_least("cnn.seed", cnn.seed, 0)
+        c.that(cnn.seed < 2**32, f"cnn.seed must be below 2**32, got {cnn.seed}")
+        c.at_least("cnn.torch_threads", cnn.torch_threads, 1)
+        c.at_least("cnn.stage_partitions", cnn.stage_partitions, 1)
+        c.at_least("store.rows_per_file", self.store.rows_per_file, 1)
         for key in ("embed_dim", "entity_dim", "hidden_dim", "cnn_proj_dim", "max_tokens", "max_candidates", "mlp_dim"):
-            at_least(f"model.{key}", getattr(m, key), 1)
-        checks.append((_finite(m.dropout) and 0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout!r}"))
-        at_least("train.epochs", t.epochs, 1)
-        at_least("train.batch_size", t.batch_size, 1)
-        positive("train.learning_rate", t.learning_rate)
-        at_least("train.weight_decay", t.weight_decay, 0)
-        at_least("train.patience", t.patience, 0)
-        at_least("train.seed", t.seed, 0)
-        at_least("train.vocab_min_count", t.vocab_min_count, 1)
-        at_least("train.vocab_max_size", t.vocab_max_size, 1)
-        positive("train.grad_clip", t.grad_clip)
-        at_least("train.unanswerable_weight", t.unanswerable_weight, 0)
-        checks.append((_finite(t.min_gain), f"train.min_gain must be a finite number, got {t.min_gain!r}"))
-        at_least("train.min_gain_z", t.min_gain_z, 0)
+            c.at_least(f"model.{key}", getattr(m, key), 1)
+        c.that(_finite(m.dropout) and 0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout!r}")
+        c.at_least("train.epochs", t.epochs, 1)
+        c.at_least("train.batch_size", t.batch_size, 1)
+        c.positive("train.learning_rate", t.learning_rate)
+        c.at_least("train.weight_decay", t.weight_decay, 0)
+        c.at_least("train.patience", t.patience, 0)
+        c.at_least("train.seed", t.seed, 0)
+        c.at_least("train.vocab_min_count", t.vocab_min_count, 1)
+        c.at_least("train.vocab_max_size", t.vocab_max_size, 1)
+        c.positive("train.grad_clip", t.grad_clip)
+        c.at_least("train.unanswerable_weight", t.unanswerable_weight, 0)
+        c.that(_finite(t.min_gain), f"train.min_gain must be a finite number, got {t.min_gain!r}")
+        c.at_least("train.min_gain_z", t.min_gain_z, 0)
         min_score = self.predict.min_score
-        checks.append((min_score is None or (_finite(min_score) and 0.0 <= min_score <= 1.0),
-                       f"predict.min_score must be between 0 and 1 or null, got {min_score!r}"))
-        return checks
+        c.that(min_score is None or (_finite(min_score) and 0.0 <= min_score <= 1.0),
+               f"predict.min_score must be between 0 and 1 or null, got {min_score!r}")
+        return c.problems
+
+
+class Checks:
+    """Collects the problems among settings, each message naming its full dotted key; config.py and the
+    sections other packages register (:func:`register_section`) word them alike."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def that(self, ok: bool, message: str) -> None:
+        if not ok:
+            self.problems.append(message)
+
+    def positive(self, key: str, value: float) -> None:
+        self.that(_finite(value) and value > 0, f"{key} must be a positive number, got {value!r}")
+
+    def at_least(self, key: str, value: float, low: float) -> None:
+        self.that(_finite(value) and value >= low, f"{key} must be >= {low:g}, got {value!r}")
+
+    def between(self, key: str, value: float, low: float, high: float) -> None:
+        self.that(_finite(value) and low <= value <= high, f"{key} must be between {low:g} and {high:g}, got {value!r}")
+
+
+# A section's checks: (its settings, its dotted key e.g. "ocr.rapidocr", whether the configuration uses it)
+# -> the problems found, each naming its full key; it may raise ConfigError itself.
+SectionCheck = Callable[[Any, str, bool], Iterable[str]]
+
+
+@dataclass(frozen=True)
+class Section:
+    """A group of settings another package declares, e.g. one OCR engine's ``ocr.rapidocr.*``."""
+
+    parent: str  # the dotted key of the group holding it, e.g. "ocr"
+    name: str
+    cls: type  # a dataclass whose every field has a default
+    check: SectionCheck | None = None
+
+
+# Registered by the packages that own them (imagequant.ocr.zoo on import): config.py imports none of them,
+# so they can import config.py without a cycle.
+_SECTIONS: dict[tuple[str, str], Section] = {}
+# "ocr.engine" -> {engine name: the sections beside ocr.engine it reads}
+_CHOICES: dict[str, dict[str, tuple[str, ...]]] = {}
+# The fields each group declares itself, before any section was added to it.
+_DECLARED: dict[type, tuple[dataclasses.Field[Any], ...]] = {}
+
+
+def register_section(parent: str, name: str, cls: type, check: SectionCheck | None = None) -> None:
+    """Makes ``cls`` the settings of ``<parent>.<name>``: a field of the group ``parent`` (so YAML, ``--set``,
+    attribute access, ``to_dict`` and pickling treat it as any other setting), checked by ``check`` on every
+    :func:`load_config`. Registering a name again replaces the section."""
+    if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
+        raise TypeError(f"the settings of {parent}.{name} must be a dataclass, got {cls!r}")
+    group = _group_class(parent)
+    declared = _DECLARED.setdefault(group, dataclasses.fields(group))
+    if any(f.name == name for f in declared):
+        raise ValueError(f"{parent}.{name} is a setting of config.py itself, not a section to register")
+    _SECTIONS[(parent, name)] = Section(parent, name, cls, check)
+    _rebuild_group(group, parent)
+
+
+def unregister_section(parent: str, name: str) -> None:
+    """Removes a section :func:`register_section` added (a test's made-up engine, say)."""
+    if _SECTIONS.pop((parent, name), None) is not None:
+        _rebuild_group(_group_class(parent), parent)
+
+
+def register_choice(key: str, choices: Mapping[str, Sequence[str]]) -> None:
+    """``key`` (e.g. ``ocr.engine``) must be one of ``choices``; each choice names the sections beside the key
+    that it reads, which are checked as in use (e.g. for installed model files) only when it is chosen."""
+    _CHOICES[key] = {value: tuple(reads) for value, reads in choices.items()}
+
+
+def registered_sections() -> list[Section]:
+    return list(_SECTIONS.values())
+
+
+def _group_class(parent: str) -> type:
+    """The dataclass of the group at dotted key ``parent`` (``ocr`` -> OcrConfig)."""
+    cls: type = Config
+    for part in parent.split("."):
+        hint = typing.get_type_hints(cls).get(part)
+        if not (isinstance(hint, type) and dataclasses.is_dataclass(hint)):
+            raise ValueError(f"no settings group {parent!r} to register a section in")
+        cls = hint
+    return cls
+
+
+def _rebuild_group(group: type, parent: str) -> None:
+    """Gives ``group`` its declared fields plus one per registered section, in place: modules (and pickles)
+    hold the class itself, so it is the same class whatever registers when. The methods come from an equal
+    dataclass built afresh, the way @dataclass writes them (config.py's groups are plain, mutable ones)."""
+    declared = _DECLARED[group]
+    spec: list[tuple[str, Any, Any]] = [(f.name, f.type, _copy_field(f)) for f in declared]
+    spec += [(s.name, s.cls, field(default_factory=s.cls)) for s in _SECTIONS.values() if s.parent == parent]
+    namespace = {"__post_init__": group.__post_init__} if hasattr(group, "__post_init__") else {}
+    model = dataclasses.make_dataclass(group.__name__, spec, namespace=namespace)
+    for attr in ("__init__", "__repr__", "__eq__", "__match_args__", "__dataclass_fields__", "__annotations__"):
+        setattr(group, attr, model.__dict__[attr])
+
+
+def _copy_field(f: dataclasses.Field[Any]) -> Any:
+    return field(default=f.default, default_factory=f.default_factory, init=f.init, repr=f.repr, hash=f.hash,
+                 compare=f.compare, metadata=f.metadata, kw_only=f.kw_only)
+
+
+def _setting(config: Config, key: str) -> Any:
+    value: Any = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _registered_problems(config: Config) -> Iterator[str]:
+    """The registered choices' problems, then the sections' (a section is in use where a choice beside it
+    reads it, e.g. ``ocr.engine=both`` reads ocr.rapidocr and ocr.tesseract)."""
+    reads: dict[str, set[str]] = {}  # group -> the sections its chosen values read
+    for key, choices in _CHOICES.items():
+        value = _setting(config, key)
+        if value not in choices:
+            yield f"{key} must be one of {', '.join(choices)}"
+        reads.setdefault(key.rpartition(".")[0], set()).update(choices.get(value, ()))
+    for section in _SECTIONS.values():
+        if section.check is not None:
+            # a group without a registered choice uses all its sections
+            in_use = section.parent not in reads or section.name in reads[section.parent]
+            key = f"{section.parent}.{section.name}"
+            yield from section.check(_setting(config, key), key, in_use)
 
 
 # Sizes Spark parses with JavaUtils.byteStringAs ("512m", "2g", "1024"). Checked while the configuration

@@ -1,10 +1,15 @@
 """The OCR engines by name: ``ocr.engine`` picks one of :data:`ENGINES`.
 
 Adding an engine is one module with an :class:`imagequant.ocr.base.OcrEngine` subclass plus one entry
-here; configuration validation, ``jobs/measure_ocr.py`` and the docs read this table. The table names
-each engine's module, so reading it (as validation does) loads no engine and no image library.
-"""
+here, which names its settings section (``ocr.<section>.*``, a dataclass with its checks, kept in a module
+that loads no engine such as :mod:`imagequant.ocr.settings`); configuration validation,
+``jobs/measure_ocr.py`` and the docs read this table. The table names each engine's module, so reading it
+(as validation does) loads no engine and no image library.
 
+Importing this module registers the sections and the engine names with :mod:`imagequant.config`, which
+imports nothing from this package; ``imagequant/__init__.py`` imports it, so that is done before any
+configuration loads.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -14,6 +19,9 @@ import os
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from imagequant.config import SectionCheck, register_choice, register_section, unregister_section
+from imagequant.ocr.settings import RapidOcrSettings, TesseractSettings, check_rapidocr, check_tesseract
 
 if TYPE_CHECKING:
     from imagequant.config import ImagingConfig, OcrConfig
@@ -27,26 +35,79 @@ class EngineEntry:
     summary: str
     extra: str = ""  # the optional dependency group that installs it, when not installed by default
     onnxruntime: bool = False  # runs models on onnxruntime, where ocr.device places them
+    settings: type | None = None  # the dataclass of the engine's own section, ocr.<section>.*
+    section: str = ""
+    check: SectionCheck | None = None  # the section's value checks (imagequant.config.SectionCheck)
+    also_reads: tuple[str, ...] = ()  # other engines' sections it reads (``both`` runs two engines)
 
     def load(self) -> type[OcrEngine]:
         module, _, cls = self.target.partition(":")
         return getattr(importlib.import_module(module), cls)
+
+    @property
+    def sections(self) -> tuple[str, ...]:
+        """Every section of ``ocr`` the engine reads: its own, then the ones it borrows."""
+        return ((self.section,) if self.settings is not None else ()) + self.also_reads
 
 
 ENGINES: dict[str, EngineEntry] = {
     e.name: e
     for e in (
         EngineEntry("rapidocr", "imagequant.ocr.rapidocr:RapidOcrEngine",
-                    "PP-OCRv4 detection + recognition on onnxruntime, in process (the default)", onnxruntime=True),
+                    "PP-OCRv4 detection + recognition on onnxruntime, in process (the default)", onnxruntime=True,
+                    settings=RapidOcrSettings, section="rapidocr", check=check_rapidocr),
         EngineEntry("tesseract", "imagequant.ocr.tesseract:TesseractEngine",
-                    "Tesseract through pytesseract, one process per pass"),
+                    "Tesseract through pytesseract, one process per pass",
+                    settings=TesseractSettings, section="tesseract", check=check_tesseract),
         EngineEntry("both", "imagequant.ocr.both:BothEngine",
-                    "rapidocr and tesseract on the same image, tokens merged", onnxruntime=True),
+                    "rapidocr and tesseract on the same image, tokens merged", onnxruntime=True,
+                    also_reads=("rapidocr", "tesseract")),
         EngineEntry("tesserocr", "imagequant.ocr.tesserocr_engine:TesserocrEngine",
-                    "Tesseract in process through tesserocr (optional dependency)", extra="tesserocr"),
+                    "Tesseract in process through tesserocr (optional dependency)", extra="tesserocr",
+                    also_reads=("tesseract",)),
     )
 }
 ENGINE_NAMES: tuple[str, ...] = tuple(ENGINES)
+
+
+def _register_with_config() -> None:
+    """Tells imagequant.config the engines' sections and names: it imports nothing from this package (the
+    engine modules import it), so the table is handed to it."""
+    global ENGINE_NAMES
+    ENGINE_NAMES = tuple(ENGINES)
+    for entry in ENGINES.values():
+        if entry.settings is not None:
+            register_section("ocr", entry.section, entry.settings, entry.check)
+    register_choice("ocr.engine", {e.name: e.sections for e in ENGINES.values()})
+
+
+def _check_sections(entries: list[EngineEntry]) -> None:
+    """ValueError for an engine reading a section no engine declares: its settings would not exist."""
+    declared = {e.section for e in entries if e.settings is not None}
+    for entry in entries:
+        missing = set(entry.sections) - declared
+        if missing:
+            raise ValueError(f"OCR engine {entry.name} reads {', '.join(sorted(missing))}, which no engine declares")
+
+
+def register_engine(entry: EngineEntry) -> None:
+    """Adds an engine (and its settings section) beside the built-in ones: a plugin's, or a test's."""
+    _check_sections([*(e for e in ENGINES.values() if e.name != entry.name), entry])
+    ENGINES[entry.name] = entry
+    _register_with_config()
+
+
+def unregister_engine(name: str) -> None:
+    """Removes an engine :func:`register_engine` added, with its section."""
+    _check_sections([e for e in ENGINES.values() if e.name != name])
+    entry = ENGINES.pop(name, None)
+    if entry is not None and entry.settings is not None:
+        unregister_section("ocr", entry.section)
+    _register_with_config()
+
+
+_check_sections(list(ENGINES.values()))
+_register_with_config()
 
 _CACHE: dict[tuple[int, str], OcrEngine] = {}
 _CACHE_LOCK = threading.Lock()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from imagequant.config import ImagingConfig, OcrConfig, TesseractConfig
+from imagequant.config import ImagingConfig, OcrConfig
 from imagequant.core.tokens import OcrToken, box_overlap, rotate_box_back
 from imagequant.ocr.base import Deadline, OcrError
 from imagequant.ocr.merging import (
@@ -23,6 +23,7 @@ from imagequant.ocr.merging import (
     split_glued_tokens,
     split_line_words,
 )
+from imagequant.ocr.settings import TesseractSettings
 from imagequant.ocr.tesseract import parse_tesseract_data
 from imagequant.ocr.zoo import get_engine
 
@@ -395,7 +396,7 @@ def test_missing_tesseract_binary_is_a_clear_error(monkeypatch: pytest.MonkeyPat
     import pytesseract
 
     monkeypatch.setattr(pytesseract.pytesseract, "tesseract_cmd", "/nonexistent/tesseract")
-    cfg = _cfg("tesseract", tesseract=TesseractConfig(psm=7))  # a setting no other test caches
+    cfg = _cfg("tesseract", tesseract=TesseractSettings(psm=7))  # a setting no other test caches
     with pytest.raises(OcrError) as info:
         get_engine(cfg, IMAGING)
     assert info.value.kind == "ocr_error" and "apt-get install tesseract-ocr" in str(info.value)

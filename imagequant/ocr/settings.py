@@ -1,0 +1,80 @@
+"""The settings sections of the OCR engines (``ocr.rapidocr.*``, ``ocr.tesseract.*``) and their checks.
+
+Each section is named by its engine's entry in :mod:`imagequant.ocr.zoo`, which registers it with
+:func:`imagequant.config.register_section`; conf/default.yaml documents every key. Validation reads this
+module, so it imports no engine, image library or onnxruntime (:mod:`ppocr_models` only looks for files).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from imagequant.config import Checks
+from imagequant.ocr import ppocr_models
+
+
+@dataclass
+class TesseractSettings:
+    psm: int = 11
+    extra_psm: list[int] = field(default_factory=list)
+    oem: int = 1
+    lang: str = "eng"
+    extra_args: str = ""
+    thread_limit: int = 1
+    preprocess: str = "gray"
+
+
+@dataclass
+class RapidOcrSettings:
+    threads: int = 1
+    text_score: float = 0.3
+    use_angle_cls: bool = True
+    det_max_side: int = 960
+    det_upscale: float = 1.0
+    min_side: int = 0
+    memory_arena: bool = True
+    rotated_pass: bool = False
+    rec_batch_lines: int = 6  # text lines per recognition (and direction classifier) model call
+    # Which PP-OCR models read (imagequant/ocr/ppocr_models.py): ppocrv4 | ppocrv6_small | ppocrv6_tiny
+    models: str = "ppocrv4"
+    det_models: str = ""  # the detector of another set ("": that of ``models``)
+    second_look_models: str = ""  # the set the second look reads with ("": ``models``)
+    # a set whose second look follows the first reader's where that one still found no plausible candidate
+    fallback_models: str = ""
+    det_model_path: str = ""  # a user's own PP-OCR ONNX files, replacing the chosen set's
+    rec_model_path: str = ""
+    rec_keys_path: str = ""
+
+
+def check_tesseract(tc: TesseractSettings, key: str, in_use: bool) -> list[str]:
+    """The values Tesseract cannot run with, checked whichever engine is chosen (a typo is never kept)."""
+    c = Checks()
+    c.between(f"{key}.oem", tc.oem, 0, 3)
+    c.at_least(f"{key}.thread_limit", tc.thread_limit, 1)
+    c.that(bool(tc.lang.strip()), f"{key}.lang must name a language pack, e.g. eng")
+    c.that(tc.preprocess in ("none", "gray", "autocontrast"), f"{key}.preprocess must be none, gray or autocontrast")
+    c.that(0 <= tc.psm <= 13 and all(0 <= p <= 13 for p in tc.extra_psm),
+           f"{key}.psm and extra_psm must be page segmentation modes 0-13")
+    return c.problems
+
+
+def check_rapidocr(rc: RapidOcrSettings, key: str, in_use: bool) -> list[str]:
+    """The values RapidOCR cannot run with; where it reads (``in_use``), a chosen model file that is not
+    installed too (ConfigError): one clear line before any work, not an error per image."""
+    c = Checks()
+    c.between(f"{key}.text_score", rc.text_score, 0, 1)
+    c.at_least(f"{key}.rec_batch_lines", rc.rec_batch_lines, 1)
+    c.that(math.isfinite(rc.det_upscale), f"{key}.det_upscale must be a finite number, got {rc.det_upscale!r}")
+    c.that(rc.threads >= 1, f"{key}.threads must be >= 1")
+    c.that(rc.det_max_side == 0 or rc.det_max_side >= 320, f"{key}.det_max_side must be 0 (full size) or >= 320")
+    c.that(rc.min_side >= 0, f"{key}.min_side must be >= 0")
+    c.that(1.0 <= rc.det_upscale <= 4.0, f"{key}.det_upscale must be between 1 and 4")
+    problem = ppocr_models.check_names(rc.models, rc.det_models, rc.second_look_models, rc.fallback_models)
+    if problem:
+        c.problems.append(problem)
+    if in_use and not c.problems:
+        ppocr_models.resolve(rc.models, rc.det_models, rc.det_model_path, rc.rec_model_path, rc.rec_keys_path)
+        for extra in {rc.second_look_models, rc.fallback_models} - {""}:
+            ppocr_models.resolve(extra)
+    return c.problems
