@@ -63,6 +63,7 @@ def loop_worker(catalog: str, images_dir: str, out_dir: str) -> dict[str, Any]:
 
     from imagequant.catalog import read_catalog
     from imagequant.pipeline.images import process_all_locally
+    from imagequant.scoring.second_look import lacks_plausible_candidate
 
     config = bench_config("local[1]")
     started = time.perf_counter()
@@ -71,7 +72,7 @@ def loop_worker(catalog: str, images_dir: str, out_dir: str) -> dict[str, Any]:
     items = list(zip(todo["image_id"], todo["image_link"], strict=True))
     frames, batches = [], []
     last = time.perf_counter()
-    for frame in process_all_locally(items, config, images_dir):
+    for frame in process_all_locally(items, config, images_dir, needs_second_look=lacks_plausible_candidate):
         now = time.perf_counter()
         batches.append({"images": len(frame), "seconds": round(now - last, 3),
                         "seconds_ocr": round(float(frame["seconds_ocr"].sum()), 3)})

@@ -39,10 +39,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from imagequant.imaging import ImageError
     from imagequant.ocr.base import OcrError
     from imagequant.pipeline.explain import run_explain
+    from imagequant.scoring.second_look import lacks_plausible_candidate
+    from imagequant.scoring.zoo import load_scorer
 
     exported = bool(config.predict.use_exported) and not args.eager
+    scorer = load_scorer(args.model, exported)  # a bad model directory fails before the image is fetched and read
     try:
-        explanation, written = run_explain(args.image, args.entity, config, args.model, exported, args.out)
+        # the second look as the extract job spends it, so explain reads the image as the store would hold it
+        explanation, written = run_explain(args.image, args.entity, config, scorer, lacks_plausible_candidate,
+                                           args.out)
     except (OcrError, ImageError) as exc:  # the image is fine, reading it failed: not a usage error
         print(f"error: OCR of {args.image} failed ({exc.kind}): {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -185,7 +185,7 @@ class _Clock:
 def _measure_one(job: tuple[str, tuple[str, ...]]) -> ImageResult:
     from imagequant.imaging import ImageError, decode_image
     from imagequant.ocr.base import OcrError
-    from imagequant.pipeline.images import lacks_candidates
+    from imagequant.scoring.second_look import lacks_candidates
 
     image_file, entities = job
     engine, cfg = _WORKER["engine"], _WORKER["cfg"]

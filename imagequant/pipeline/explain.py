@@ -5,6 +5,11 @@ the same steps as extract and predict on one image, in one process, without Spar
 The image is a local file or a URL fetched under the configured safe-fetch rules (a private or loopback
 address is refused before any connection unless ``fetch.allow_private`` / ``fetch.allow_loopback`` say
 otherwise).
+
+Explain is given its scorer (the job loads it through :mod:`imagequant.scoring.zoo`) and the second look's
+question, and sees the scorer only through its contract (:class:`imagequant.scoring.base.Scorer`): how each
+candidate was judged comes from :meth:`~imagequant.scoring.base.Scorer.judge`, so any kind of scorer is
+explained the same way.
 """
 
 from __future__ import annotations
@@ -21,14 +26,13 @@ from imagequant.core.geometry import segments_from_flat
 from imagequant.core.tokens import OcrToken, ocr_text
 from imagequant.core.units import format_prediction, format_value
 from imagequant.errors import UsageError
-from imagequant.scoring import rules
-from imagequant.scoring.base import Prediction, ScoringRow
-from imagequant.scoring.confidence import answer_evidence
-from imagequant.scoring.zoo import RULES, is_rules, load_scorer
+from imagequant.scoring.base import CandidateScore, Prediction, Scorer, ScoringRow
 from imagequant.text.candidates import Candidate, extract_candidates
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from imagequant.pipeline.images import NeedsSecondLook
 
 # Boolean evidence of a Candidate shown by name when set; the rest of the evidence is shown as values.
 _SHOWN_VALUES = ("rel_height", "conf", "recurrence", "rank", "line_index")
@@ -39,9 +43,20 @@ class CandidateView:
     """One candidate as explain shows it."""
 
     candidate: Candidate
-    rule_score: float  # rules.score_candidate: the raw sum of evidence terms
-    rule_confidence: float  # its monotone squash to 0..1 (the rules' score column)
-    probability: float | None  # the model's probability of this mention (None with the rules)
+    rule_score: float | None  # the rules' raw sum of evidence terms (None: the scorer does not report it)
+    rule_confidence: float | None  # its monotone squash to 0..1 (the rules' score column)
+    probability: float | None  # the scorer's own score of this mention (a model's probability; None with the rules)
+    reasons: list[str] = dataclasses.field(default_factory=list)  # the evidence that speaks for it, as the scorer names it
+
+    @classmethod
+    def of(cls, candidate: Candidate, judged: CandidateScore) -> CandidateView:
+        return cls(candidate, judged.rule_score, judged.rule_confidence, judged.score, list(judged.reasons))
+
+    @property
+    def rule_text(self) -> str:
+        if self.rule_score is None or self.rule_confidence is None:
+            return "rule -"
+        return f"rule {self.rule_score:+.2f} (conf {self.rule_confidence:.3f})"
 
     @property
     def quantity(self) -> str:
@@ -80,7 +95,7 @@ class Explanation:
             model = f" p={view.probability:.3f}" if view.probability is not None else (" p=-" if with_model else "")
             mark = "*" if view is self.chosen() else " "
             out.append(f" {mark}{i + 1:>2}. {view.quantity:<22} text {c.text!r} box {box_text(c)} angle {c.angle} "
-                       f"rule {view.rule_score:+.2f} (conf {view.rule_confidence:.3f}){model}")
+                       f"{view.rule_text}{model}")
             out.append(f"      evidence: {', '.join(evidence_flags(c)) or '(none)'}")
         out += ["", self.choice_line(), self.confidence_line()]
         return "\n".join(out) + "\n"
@@ -102,7 +117,8 @@ class Explanation:
         if c is None:
             return f"choice: (empty) - no candidate for {self.entity}"
         where = f"read from {c.text!r} at {box_text(c)} (angle {c.angle})"
-        why = ",".join(rules.reasons(c, self.entity)) or "(none)"
+        chosen = self.chosen()
+        why = ",".join(chosen.reasons if chosen is not None else []) or "(none)"
         if not p.prediction:
             best = format_prediction(c.value, c.unit, self.entity)
             return (f"choice: (empty) - the best, {best}, scored {p.score:.3f}, below the minimum score "
@@ -188,42 +204,27 @@ def _cnn_features(image: Image.Image, config: Config) -> Any:
     return features[0]
 
 
-def _probabilities(scorer: Any, row: ScoringRow) -> list[float | None]:
-    """The model's probability of each candidate (those past the model's max_candidates get None)."""
-    model = scorer.model
-    encoded = model.encode(row.tokens, row.image_size, row.entity, row.cnn, row.candidates)
-    probs = model.probabilities([encoded])[0]
-    kept = len(encoded.candidates)
-    return [float(probs[i]) if i < kept else None for i in range(len(row.candidates))]
-
-
-def explain_image(image: Image.Image, source: str, entity: str, config: Config, model_spec: str = RULES,
-                  exported: bool = True) -> Explanation:
-    """OCR with the configured engine, the entity's candidates, the scorer's choice and each candidate's
-    scores, for one decoded image."""
+def explain_image(image: Image.Image, source: str, entity: str, config: Config, scorer: Scorer,
+                  needs_second_look: NeedsSecondLook) -> Explanation:
+    """OCR with the configured engine (its second look where ``needs_second_look`` says the entity lacks
+    something), the entity's candidates, ``scorer``'s choice and how it judged each candidate, for one decoded
+    image."""
     from imagequant.pipeline.images import read_image
 
     if entity not in ENTITY_SPECS:
         raise UsageError(f"--entity {entity!r} is not a known entity ({', '.join(ENTITY_SPECS)})")
-    scorer = load_scorer(model_spec, exported)  # a bad model directory fails before the OCR's seconds
-    reading, flat_segments = read_image(image, config, [entity])
+    reading, flat_segments = read_image(image, config, [entity], needs_second_look=needs_second_look)
     tokens = reading.tokens
     size = (image.width, image.height)
     candidates = extract_candidates(tokens, entity, size, segments=segments_from_flat(flat_segments))
-    cnn = _cnn_features(image, config) if not is_rules(scorer) else None
+    cnn = _cnn_features(image, config) if scorer.reads_cnn else None
     row = ScoringRow(entity, tokens, size, candidates, cnn)
     threshold = config.predict.min_score
     [prediction] = scorer.predict([row], threshold=threshold)
-    probabilities = _probabilities(scorer, row) if not is_rules(scorer) else [None] * len(candidates)
-    evidence = answer_evidence(row, prediction)
-    drivers = scorer.confidence.contributions(evidence) if scorer.confidence is not None and evidence is not None else []
-    views = []
-    for c, p in zip(candidates, probabilities, strict=True):
-        raw = rules.score_candidate(c, entity)
-        views.append(CandidateView(c, raw, rules.confidence(raw), p))
-    return Explanation(source, entity, size, config.ocr.engine, tokens, views, prediction,
-                       RULES if model_spec == RULES else str(model_spec),
-                       scorer.threshold if threshold is None else threshold, drivers)
+    judged = scorer.judge(row, prediction)
+    views = [CandidateView.of(c, j) for c, j in zip(candidates, judged.candidates, strict=True)]
+    return Explanation(source, entity, size, config.ocr.engine, tokens, views, prediction, scorer.name,
+                       scorer.threshold if threshold is None else threshold, judged.drivers)
 
 
 def annotated_name(source: str, entity: str) -> str:
@@ -265,12 +266,12 @@ def annotate(image: Image.Image, explanation: Explanation, path: str | Path) -> 
     return target
 
 
-def run_explain(source: str, entity: str, config: Config, model_spec: str = RULES, exported: bool = True,
+def run_explain(source: str, entity: str, config: Config, scorer: Scorer, needs_second_look: NeedsSecondLook,
                 out_dir: str | Path | None = None) -> tuple[Explanation, Path | None]:
-    """The whole of explain: load, decode, explain, and with ``out_dir`` the annotated PNG."""
+    """The whole of explain: load, decode, explain with ``scorer``, and with ``out_dir`` the annotated PNG."""
     if entity not in ENTITY_SPECS:
         raise UsageError(f"--entity {entity!r} is not a known entity ({', '.join(ENTITY_SPECS)})")
     image = decode(load_image_bytes(source, config), source, config)
-    explanation = explain_image(image, source, entity, config, model_spec, exported)
+    explanation = explain_image(image, source, entity, config, scorer, needs_second_look)
     written = annotate(image, explanation, Path(out_dir) / annotated_name(source, entity)) if out_dir else None
     return explanation, written

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,6 @@ from PIL import Image
 
 from imagequant.cnn_weights import describe_weights
 from imagequant.config import Config
-from imagequant.core.entities import ENTITIES
 from imagequant.core.schema import CNN_FEATURE_DIM, OCR_STAGE, tokens_to_columns
 from imagequant.core.tokens import OcrToken, ocr_text
 from imagequant.errors import UsageError
@@ -28,23 +27,26 @@ from imagequant.imaging import ImageError, check_not_blank, decode_image, line_s
 from imagequant.ocr.base import OcrError, OcrOutcome, Reading, WantsMore
 from imagequant.ocr.ppocr_models import reader_name
 from imagequant.ocr.zoo import get_engine
-from imagequant.scoring.rules import plausible
-from imagequant.text.candidates import extract_candidates
 from imagequant.worker_memory import MIN_MIB_WITH_CNN, PYSPARK_MEMORY_KEY
 
 
-def lacks_candidates(entities: Sequence[str], image_size: tuple[int, int]) -> WantsMore:
-    """The second look's target: tokens that leave any of ``entities`` without a plausible candidate (no
-    known entity given: tokens with no plausible candidate for any entity)."""
-    known = [e for e in entities if e in ENTITIES]
+class NeedsSecondLook(Protocol):
+    """The second look's question, asked by reading and answered by the job that knows the rows: given the
+    tokens read so far from an image of ``image_size`` and the entities the catalog asks of it (none: read
+    for any entity), whether the image still lacks what it is read for and is worth reading again. Reading
+    knows images, not what makes a candidate usable, so it takes the question rather than answering it
+    (the jobs pass :func:`imagequant.scoring.second_look.lacks_plausible_candidate`)."""
 
-    def lacking(tokens: Sequence[OcrToken], entity: str) -> bool:
-        return not any(plausible(c, entity) for c in extract_candidates(list(tokens), entity, image_size))
+    def __call__(self, tokens: Sequence[OcrToken], entities: Sequence[str], image_size: tuple[int, int]) -> bool:
+        ...
+
+
+def _target(question: NeedsSecondLook, entities: Sequence[str], image_size: tuple[int, int]) -> WantsMore:
+    """The question bound to one image: the second-look target an engine takes."""
+    asked = tuple(entities)
 
     def wants_more(tokens: Sequence[OcrToken]) -> bool:
-        if known:
-            return any(lacking(tokens, e) for e in known)
-        return all(lacking(tokens, e) for e in ENTITIES)
+        return question(tokens, asked, image_size)
 
     return wants_more
 
@@ -53,21 +55,23 @@ def _failed(image_id: str, link: str, kind: str, message: str, **extra: Any) -> 
     return OCR_STAGE.empty_record(image_id=image_id, image_link=link, status=kind, error=message[:2000], **extra)
 
 
-def read_image(image: Image.Image, config: Config, entities: Sequence[str] = ()) -> tuple[Reading, list[float]]:
+def read_image(image: Image.Image, config: Config, entities: Sequence[str] = (), *,
+               needs_second_look: NeedsSecondLook) -> tuple[Reading, list[float]]:
     """What the store keeps of a decoded image's text and drawing: the OCR reading (its second look spent
-    where ``entities`` lack a candidate) and the line segments; raises what stopped them. Explain uses it."""
-    outcome, segments = read_images([image], [entities], config)[0]
+    where ``needs_second_look`` says ``entities`` lack something) and the line segments; raises what stopped
+    them. Explain uses it."""
+    outcome, segments = read_images([image], [entities], config, needs_second_look=needs_second_look)[0]
     if outcome.error is not None:
         raise outcome.error
     assert outcome.reading is not None and segments is not None
     return outcome.reading, segments
 
 
-def read_images(images: Sequence[Image.Image], entities: Sequence[Sequence[str]],
-                config: Config) -> list[tuple[OcrOutcome, list[float] | None]]:
+def read_images(images: Sequence[Image.Image], entities: Sequence[Sequence[str]], config: Config, *,
+                needs_second_look: NeedsSecondLook) -> list[tuple[OcrOutcome, list[float] | None]]:
     """OCR and line segments of decoded images, the one reading path of the extract job and explain: one
     :meth:`OcrEngine.read_many` call (RapidOCR recognises their lines together), each image with its own
-    second-look target (the entities asked of it), then each read image's line segments, timed with its OCR.
+    second-look target (``needs_second_look`` asked with the entities asked of it), then each read image's line segments, timed with its OCR.
     Each image keeps its own outcome, even when the engine cannot be built; a blank image (``check_not_blank``)
     is not read at all. A configuration that cannot work (``ocr.device=cuda`` without a GPU) raises: it is no
     image's fault."""
@@ -89,9 +93,8 @@ def read_images(images: Sequence[Image.Image], entities: Sequence[Sequence[str]]
     except Exception as exc:
         return [(blank.get(i) or OcrOutcome(None, exc), None) for i in range(len(images))]
     built = (time.perf_counter() - started) / len(todo)  # loading the models, on a worker's first batch
-    outcomes = dict(zip(todo, engine.read_many([images[i] for i in todo],
-                                               [lacks_candidates(entities[i], images[i].size) for i in todo]),
-                        strict=True))
+    targets = [_target(needs_second_look, entities[i], images[i].size) for i in todo]
+    outcomes = dict(zip(todo, engine.read_many([images[i] for i in todo], targets), strict=True))
     read: list[tuple[OcrOutcome, list[float] | None]] = []
     for i, image in enumerate(images):
         if i in blank:
@@ -176,23 +179,26 @@ def _ocr_record(item: _Decoded, config: Config, outcome: OcrOutcome, segments: l
 
 
 def process_image(image_id: str, link: str, config: Config, images_dir: str | None,
-                  entities: Sequence[str] = (), plain_file: bool = True) -> dict[str, Any]:
+                  entities: Sequence[str] = (), plain_file: bool = True, *,
+                  needs_second_look: NeedsSecondLook) -> dict[str, Any]:
     """Fetches, decodes and OCRs one image; never raises for a bad image (its status says what failed).
-    ``entities`` are those the catalog asks of the image: the second look is spent where they lack a
-    candidate (none given: any entity). ``plain_file``: whether a file named by the link's plain file name
+    ``entities`` are those the catalog asks of the image: the second look is spent where
+    ``needs_second_look`` says they lack something (none given: read for any entity). ``plain_file``: whether a file named by the link's plain file name
     may serve it (by default yes: one link alone shares that name with no other; a caller looping over a
     catalog passes ``plain_names_unique``). A configuration that cannot work (``ocr.device=cuda`` without a
     GPU) raises: it is no image's fault."""
     item = _fetch_decode(image_id, link, config, images_dir, entities, plain_file)
     if not isinstance(item, _Decoded):
         return item
-    return _ocr_record(item, config, *read_images([item.image], [item.entities], config)[0])
+    return _ocr_record(item, config,
+                       *read_images([item.image], [item.entities], config, needs_second_look=needs_second_look)[0])
 
 
-def process_frame(frame: pd.DataFrame, config: Config, images_dir: str | None) -> pd.DataFrame:
+def process_frame(frame: pd.DataFrame, config: Config, images_dir: str | None, *,
+                  needs_second_look: NeedsSecondLook) -> pd.DataFrame:
     """Stage one over a batch of distinct images (columns image_id, image_link, and optionally entities: the
-    entity names the catalog asks of each image, and plain_file: whether no other link of the catalog has the
-    link's plain file name, else decided within the frame). Each image is fetched and decoded, then the decoded
+    entity names the catalog asks of each image, which ``needs_second_look`` is asked with, and plain_file:
+    whether no other link of the catalog has the link's plain file name, else decided within the frame). Each image is fetched and decoded, then the decoded
     ones are OCR'd together (:func:`read_images`), at most ``imaging.max_pixels`` pixels of them at a time so a
     batch holds no more image memory than one largest image. The records are those :func:`process_image` makes."""
     wanted = frame["entities"] if "entities" in frame else [()] * len(frame)
@@ -203,7 +209,8 @@ def process_frame(frame: pd.DataFrame, config: Config, images_dir: str | None) -
     decoded = [item for item in prepared if isinstance(item, _Decoded)]
     read: dict[int, dict[str, Any]] = {}
     for group in _pixel_groups(decoded, config.imaging.max_pixels):
-        outcomes = read_images([d.image for d in group], [d.entities for d in group], config)
+        outcomes = read_images([d.image for d in group], [d.entities for d in group], config,
+                               needs_second_look=needs_second_look)
         for item, (outcome, segments) in zip(group, outcomes, strict=True):
             read[id(item)] = _ocr_record(item, config, outcome, segments)
     records = [read[id(item)] if isinstance(item, _Decoded) else item for item in prepared]
@@ -325,9 +332,11 @@ def finish_records(stage1: pd.DataFrame, features: pd.Series, seconds_cnn: float
 
 
 def process_all_locally(
-    images: Iterable[tuple[str, str]], config: Config, images_dir: str | None, run_id: str = "local"
+    images: Iterable[tuple[str, str]], config: Config, images_dir: str | None, run_id: str = "local", *,
+    needs_second_look: NeedsSecondLook,
 ) -> Iterator[pd.DataFrame]:
-    """The plain single-process loop over the same code path (benchmarks compare Spark against it)."""
+    """The plain single-process loop over the same code path (benchmarks compare Spark against it); its
+    images are read for no entity in particular."""
     items = list(images)
     # Plain file names are judged over all the images, as the extract job judges them over the catalog.
     plain = plain_names_unique([link for _, link in items])
@@ -335,14 +344,15 @@ def process_all_locally(
     for (image_id, link), unique in zip(items, plain, strict=True):
         batch.append((image_id, link, unique))
         if len(batch) >= config.cnn.batch_size:
-            yield _local_batch(batch, config, images_dir, run_id)
+            yield _local_batch(batch, config, images_dir, run_id, needs_second_look)
             batch = []
     if batch:
-        yield _local_batch(batch, config, images_dir, run_id)
+        yield _local_batch(batch, config, images_dir, run_id, needs_second_look)
 
 
 def _local_batch(batch: list[tuple[str, str, bool]], config: Config, images_dir: str | None,
-                 run_id: str) -> pd.DataFrame:
-    stage1 = process_frame(pd.DataFrame(batch, columns=["image_id", "image_link", "plain_file"]), config, images_dir)
+                 run_id: str, needs_second_look: NeedsSecondLook) -> pd.DataFrame:
+    stage1 = process_frame(pd.DataFrame(batch, columns=["image_id", "image_link", "plain_file"]), config, images_dir,
+                           needs_second_look=needs_second_look)
     features, seconds, failure = embed_inputs(stage1["cnn_input"], config)
     return finish_records(stage1, features, seconds, config, run_id, failure)

@@ -7,14 +7,13 @@ same candidates from the same stored tokens.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from imagequant.core.geometry import Segment, segments_from_flat
 from imagequant.core.schema import EVIDENCE_COLUMN_NAMES, tokens_from_record
 from imagequant.core.tokens import OcrToken, image_size_of
-from imagequant.scoring.rules import reasons
 from imagequant.text.candidates import Candidate, extract_candidates
 
 
@@ -39,8 +38,10 @@ def row_evidence(record: Mapping[str, Any], entity: str) -> RowEvidence:
     return RowEvidence(tokens, size, extract_candidates(tokens, entity, size, segments=segments), segments)
 
 
-def evidence_fields(candidate: Candidate | None, entity: str) -> dict[str, Any]:
-    """The predictions row's evidence columns for the chosen mention (all None without one)."""
+def evidence_fields(candidate: Candidate | None, *, reasons: Sequence[str] = ()) -> dict[str, Any]:
+    """The predictions row's evidence columns for the chosen mention and the ``reasons`` that speak for it
+    (all None without a mention). The caller names the reasons (the scoring layer's
+    ``imagequant.scoring.rules.reasons``): this module reads evidence, it does not judge it."""
     if candidate is None:
         return dict.fromkeys(EVIDENCE_COLUMN_NAMES)
     return {
@@ -50,7 +51,7 @@ def evidence_fields(candidate: Candidate | None, entity: str) -> dict[str, Any]:
         "evidence_width": int(candidate.width),
         "evidence_height": int(candidate.height),
         "evidence_angle": int(candidate.angle),
-        "reasons": ",".join(reasons(candidate, entity)),
+        "reasons": ",".join(reasons),
     }
 
 

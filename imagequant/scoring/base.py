@@ -1,8 +1,9 @@
 """The scorer contract: a row's candidates in, one answer out.
 
 Every scorer (the rule baseline, the learned network) takes :class:`ScoringRow` s and returns one
-:class:`Prediction` per row; the loader in :mod:`imagequant.scoring.zoo` turns ``"rules"`` or a model
-directory into one. Training, inference and evaluation see only this contract.
+:class:`Prediction` per row, and says for one row how it judged each candidate (:class:`CandidateScore`,
+what explain shows); the registry in :mod:`imagequant.scoring.zoo` turns ``"rules"`` or a model directory
+into one. Training, inference, evaluation and explain see only this contract.
 """
 
 from __future__ import annotations
@@ -45,6 +46,30 @@ class Prediction:
     confidence: float | None = None
 
 
+@dataclass
+class CandidateScore:
+    """How a scorer judged one candidate of a row: the figures and reasons explain shows beside it."""
+
+    # the scorer's own score of the mention (a network: its probability); None where the rule figures are its
+    # score (the rules) or it did not score the mention (past a model's max_candidates)
+    score: float | None
+    reasons: list[str]  # the evidence that speaks for the mention, human-readable names, most telling first
+    # the rules' view of the mention, a yardstick the current scorers all report so a reviewer can compare a
+    # model with the rules; None from a scorer that does not report it
+    rule_score: float | None = None  # the rules' raw sum of evidence terms (imagequant.scoring.rules)
+    rule_confidence: float | None = None  # its monotone squash to 0..1 (the rules' score of the mention)
+
+
+@dataclass
+class RowJudgement:
+    """A scorer's account of one row's prediction: each candidate judged, and what moved the confidence."""
+
+    candidates: list[CandidateScore]  # one per ScoringRow.candidates, in that order
+    # each evidence term's push on the confidence model's log-odds for the answer, largest push first; empty
+    # without a confidence model or without an answer
+    drivers: list[tuple[str, float]]
+
+
 class Scorer(Protocol):
     """Chooses each row's answer among its candidates."""
 
@@ -52,8 +77,14 @@ class Scorer(Protocol):
     threshold: float  # the abstain threshold the scorer was tuned with
     confidence: Any  # its ConfidenceModel (imagequant.scoring.confidence), or None
     entities: tuple[str, ...]  # the entities it can score (a network: those it was trained with)
+    reads_cnn: bool  # whether it reads ScoringRow.cnn: a caller computes an image's CNN features only then
 
     def predict(self, rows: Sequence[ScoringRow], threshold: float | None = None) -> list[Prediction]:
         """One prediction per row; rows scoring below ``threshold`` (default: :attr:`threshold`) get "".
         With a confidence model each prediction with a candidate carries its ``confidence``."""
+        ...
+
+    def judge(self, row: ScoringRow, prediction: Prediction) -> RowJudgement:
+        """How it judged each of ``row``'s candidates and what drove the confidence of ``prediction`` (its own
+        prediction for the row): what a person reads when an answer looks wrong."""
         ...

@@ -1,10 +1,19 @@
-"""Scorers by name: ``"rules"`` is the rule baseline, anything else a model directory.
+"""Scorers by kind: the registry of what a model specification can name, as :mod:`imagequant.ocr.zoo` is the OCR
+engines'.
 
-A model directory (written by ``jobs/train.py``) holds a trained network (``config.json`` and its
-weights), or, for users who train no network, only ``scorer.json`` saying the rules choose; either kind
-may hold ``confidence.json``, the calibrated P(right) of its answers (:mod:`imagequant.scoring.confidence`).
-:func:`load_scorer` is the one place a model specification becomes a scorer; inference, training's
-baseline comparison, explain and evaluation go through it.
+A specification is a named kind's name (``"rules"``, the rule baseline) or a model directory, whose kind its
+marker file tells (directory kinds are tried in registration order):
+
+- ``rules``: the rule baseline; no training, asked for by name;
+- ``rules_directory``: a model directory (``jobs/train.py`` for users who train no network) holding only
+  ``scorer.json``: the rules choose its answers;
+- ``network``: a model directory holding a trained network (``config.json`` and its weights).
+
+A model directory of either kind may hold ``confidence.json``, the calibrated P(right) of its answers
+(:mod:`imagequant.scoring.confidence`). Adding a kind is one :class:`ScorerKind` passed to
+:func:`register_scorer_kind` (a scorer class following :class:`imagequant.scoring.base.Scorer`).
+:func:`load_scorer` is the one place a specification becomes a scorer; inference, training's baseline comparison,
+explain and evaluation go through it.
 """
 
 from __future__ import annotations
@@ -12,7 +21,8 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +30,36 @@ from imagequant.core.entities import ENTITY_SPECS
 from imagequant.core.units import format_prediction
 from imagequant.errors import UsageError
 from imagequant.scoring import rules
-from imagequant.scoring.base import Prediction, Scorer, ScoringRow
-from imagequant.scoring.confidence import ConfidenceModel, attach_confidence, load_confidence
+from imagequant.scoring.base import CandidateScore, Prediction, RowJudgement, Scorer, ScoringRow
+from imagequant.scoring.confidence import ConfidenceModel, answer_evidence, attach_confidence, load_confidence
+from imagequant.text.candidates import Candidate
 
 RULES = "rules"
 SCORER_FILE = "scorer.json"  # marks a model directory whose answers the rules choose
 SCORER_FORMAT = 1
+# marks a trained network's directory: imagequant.scoring.checkpoint.CONFIG_FILE, named here so that recognising
+# a directory imports no torch
+NETWORK_FILE = "config.json"
+
+
+def _rule_view(c: Candidate, entity: str, score: float | None) -> CandidateScore:
+    """A candidate with the rules' figures and reasons, and the scorer's own ``score``."""
+    raw = rules.score_candidate(c, entity)
+    return CandidateScore(score, rules.reasons(c, entity), raw, rules.confidence(raw))
+
+
+def _drivers(confidence: ConfidenceModel | None, row: ScoringRow, prediction: Prediction) -> list[tuple[str, float]]:
+    """What moved the confidence model's log-odds for the prediction, largest push first."""
+    if confidence is None:
+        return []
+    evidence = answer_evidence(row, prediction)
+    return confidence.contributions(evidence) if evidence is not None else []
 
 
 class RuleScorer:
     """The rule baseline (:mod:`imagequant.scoring.rules`): no training, never abstains by default."""
+
+    reads_cnn = False
 
     def __init__(self, threshold: float = 0.0, confidence: ConfidenceModel | None = None,
                  name: str = RULES) -> None:
@@ -54,9 +84,16 @@ class RuleScorer:
         attach_confidence(self.confidence, rows, out)
         return out
 
+    def judge(self, row: ScoringRow, prediction: Prediction) -> RowJudgement:
+        # the rule figures are this scorer's own scores: no separate one
+        return RowJudgement([_rule_view(c, row.entity, None) for c in row.candidates],
+                            _drivers(self.confidence, row, prediction))
+
 
 class NeuralScorer:
     """A trained checkpoint (:mod:`imagequant.scoring.checkpoint`), eager or its exported program."""
+
+    reads_cnn = True
 
     def __init__(self, model: Any, confidence: ConfidenceModel | None = None) -> None:
         self.model = model
@@ -71,6 +108,18 @@ class NeuralScorer:
         attach_confidence(self.confidence, rows, out)
         return out
 
+    def probabilities(self, row: ScoringRow) -> list[float | None]:
+        """The model's probability of each candidate (None past the model's max_candidates, which it never sees)."""
+        encoded = self.model.encode(row.tokens, row.image_size, row.entity, row.cnn, row.candidates)
+        probs = self.model.probabilities([encoded])[0]
+        kept = len(encoded.candidates)
+        return [float(probs[i]) if i < kept else None for i in range(len(row.candidates))]
+
+    def judge(self, row: ScoringRow, prediction: Prediction) -> RowJudgement:
+        return RowJudgement([_rule_view(c, row.entity, p)
+                             for c, p in zip(row.candidates, self.probabilities(row), strict=True)],
+                            _drivers(self.confidence, row, prediction))
+
 
 def write_rules_directory(directory: str | Path) -> Path:
     """Marks ``directory`` as a model directory whose answers the rules choose."""
@@ -80,17 +129,59 @@ def write_rules_directory(directory: str | Path) -> Path:
     return out
 
 
-def _rules_directory(root: Path) -> bool:
-    path = root / SCORER_FILE
-    if not path.is_file():
-        return False
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path} cannot be read ({exc}); retrain the model") from None
-    if not isinstance(data, dict) or data.get("format") != SCORER_FORMAT or data.get("scorer") != RULES:
-        raise UsageError(f"{path} is not a scorer file this version reads; retrain the model")
-    return True
+# --- the registry ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScorerKind:
+    """One kind of scorer the zoo loads: how a specification names it and how to load one."""
+
+    name: str
+    summary: str
+    # (the model directory, or None for a named kind; whether to serve an exported program) -> a new scorer
+    load: Callable[[Path | None, bool], Scorer]
+    # the file that marks a model directory of this kind; "": a named kind, asked for by its name (built anew
+    # each time, so it must be cheap); a directory's scorer is loaded once per process
+    marker: str = ""
+
+    @property
+    def named(self) -> bool:
+        return not self.marker
+
+
+SCORER_KINDS: dict[str, ScorerKind] = {}
+_KINDS_LOCK = threading.Lock()
+
+
+def register_scorer_kind(kind: ScorerKind) -> ScorerKind:
+    """Adds a kind to the registry; directory kinds are recognised in registration order. A name already
+    registered is a ValueError: a kind registers once."""
+    with _KINDS_LOCK:
+        if kind.name in SCORER_KINDS:
+            raise ValueError(f"scorer kind {kind.name!r} is already registered")
+        SCORER_KINDS[kind.name] = kind
+    return kind
+
+
+def _known_kinds() -> str:
+    return ", ".join(k.name if k.named else f"{k.name} (a directory with {k.marker})" for k in SCORER_KINDS.values())
+
+
+def scorer_kind(spec: str) -> tuple[ScorerKind, Path | None]:
+    """The kind ``spec`` names and, for a directory kind, the resolved model directory. A specification that
+    names no registered kind raises UsageError, listing the kinds there are."""
+    named = SCORER_KINDS.get(spec)
+    if named is not None and named.named:
+        return named, None
+    root = Path(spec).resolve()
+    if not root.is_dir():
+        raise UsageError(f"model directory {root} does not exist (a scorer is a model directory or one of the "
+                         f"names {', '.join(k.name for k in SCORER_KINDS.values() if k.named)})")
+    for kind in SCORER_KINDS.values():
+        if not kind.named and (root / kind.marker).is_file():
+            return kind, root
+    raise UsageError(f"model directory {root} holds no kind of scorer this version knows (kinds: {_known_kinds()}); "
+                     "train one with jobs/train.py")
 
 
 _LOADED: dict[tuple[str, bool], Scorer] = {}
@@ -98,28 +189,52 @@ _LOADED_LOCK = threading.Lock()
 
 
 def load_scorer(spec: str, exported: bool = True) -> Scorer:
-    """``"rules"`` or a model directory -> Scorer, loaded once per process (a Spark Python worker keeps it
-    across tasks). A directory that is no loadable model raises UsageError."""
-    if spec == RULES:
-        return RuleScorer()
+    """A specification (a named kind, or a model directory) -> its Scorer; a directory's is loaded once per
+    process (a Spark Python worker keeps it across tasks). One that is no loadable scorer raises UsageError."""
+    named = SCORER_KINDS.get(spec)
+    if named is not None and named.named:
+        return named.load(None, exported)
     key = (str(Path(spec).resolve()), exported)
     with _LOADED_LOCK:
         scorer = _LOADED.get(key)
         if scorer is None:
-            root = Path(key[0])
-            if not root.is_dir():
-                raise UsageError(f"model directory {root} does not exist")
-            if _rules_directory(root):
-                scorer = RuleScorer(confidence=load_confidence(root), name=str(root))
-            else:
-                # torch loads only when a learned model is asked for
-                from imagequant.scoring.checkpoint import load_model
-
-                scorer = NeuralScorer(load_model(root, exported=exported), load_confidence(root))
-            _LOADED[key] = scorer
+            kind, root = scorer_kind(spec)
+            scorer = _LOADED[key] = kind.load(root, exported)
     return scorer
 
 
 def is_rules(scorer: Scorer) -> bool:
     """Whether the rules choose the scorer's answers (the baseline, or a rules-only model directory)."""
     return isinstance(scorer, RuleScorer)
+
+
+def _load_rules(root: Path | None, exported: bool) -> Scorer:
+    return RuleScorer()
+
+
+def _load_rules_directory(root: Path | None, exported: bool) -> Scorer:
+    assert root is not None
+    path = root / SCORER_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path} cannot be read ({exc}); retrain the model") from None
+    if not isinstance(data, dict) or data.get("format") != SCORER_FORMAT or data.get("scorer") != RULES:
+        raise UsageError(f"{path} is not a scorer file this version reads; retrain the model")
+    return RuleScorer(confidence=load_confidence(root), name=str(root))
+
+
+def _load_network(root: Path | None, exported: bool) -> Scorer:
+    assert root is not None
+    # torch loads only when a learned model is asked for
+    from imagequant.scoring.checkpoint import load_model
+
+    return NeuralScorer(load_model(root, exported=exported), load_confidence(root))
+
+
+register_scorer_kind(ScorerKind(RULES, "the rule baseline: no training", _load_rules))
+# before the network: scorer.json decides a directory that holds both
+register_scorer_kind(ScorerKind("rules_directory", "a model directory whose answers the rules choose",
+                                _load_rules_directory, marker=SCORER_FILE))
+register_scorer_kind(ScorerKind("network", "a trained network checkpoint (jobs/train.py)", _load_network,
+                                marker=NETWORK_FILE))

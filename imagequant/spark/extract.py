@@ -28,6 +28,7 @@ from imagequant.errors import ConfigError
 from imagequant.fetch import PLAIN_FILE_SOURCE
 from imagequant.ocr.ppocr_models import models_name
 from imagequant.ocr.zoo import check_device
+from imagequant.scoring.second_look import lacks_plausible_candidate
 from imagequant.spark.schema import IMAGE_SCHEMA, OCR_STAGE_SCHEMA
 from imagequant.spark.session import default_parallelism
 from imagequant.spark.store import (
@@ -151,8 +152,9 @@ def process_images(
     ``config.spark`` GPU-sized partitions, so fetch/OCR use every core while the GPU stage runs one task per GPU.
     The workers add where their OCR ran to ``ocr_devices`` (an accumulator of :class:`SetParam`).
     """
-    stage1 = todo.repartition(partitions).mapInPandas(fetch_ocr_function(config, images_dir, ocr_devices),
-                                                      OCR_STAGE_SCHEMA)
+    # The job knows the rows: each image is read again where the entities its rows ask lack a plausible candidate.
+    reading = fetch_ocr_function(config, images_dir, ocr_devices, needs_second_look=lacks_plausible_candidate)
+    stage1 = todo.repartition(partitions).mapInPandas(reading, OCR_STAGE_SCHEMA)
     if separate_cnn_stage:
         stage1 = stage1.persist(StorageLevel.MEMORY_AND_DISK)
         stage1.count()

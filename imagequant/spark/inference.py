@@ -43,11 +43,13 @@ from imagequant.errors import UsageError
 from imagequant.pipeline.rows import evidence_fields, row_evidence, text_or_none
 from imagequant.scoring.base import ScoringRow
 from imagequant.scoring.confidence import LOW_CONFIDENCE
+from imagequant.scoring.rules import reasons as rule_reasons
 from imagequant.scoring.zoo import RULES, is_rules, load_scorer
 from imagequant.spark.schema import IMAGE_EVIDENCE_SCHEMA, PREDICTIONS_SCHEMA, ROW_SCHEMA
 from imagequant.spark.session import catalog_frame, default_parallelism
 from imagequant.spark.store import read_images, reporting_damage
 from imagequant.submission import check_submission, read_submission, write_submission
+from imagequant.text.candidates import Candidate
 
 CHUNK_ROWS = 256  # rows scored per model call inside a worker (Arrow batches are smaller: image rows are big)
 OUTPUT_COLUMNS = PREDICTIONS.names()
@@ -55,7 +57,12 @@ OUTPUT_COLUMNS = PREDICTIONS.names()
 
 def _failed(index: int, status: str, error: str, reader: str | None = None) -> dict[str, Any]:
     return PREDICTIONS.empty_record(index=index, value=None, unit=None, confidence=None, n_candidates=0, status=status,
-                                    error=error, ocr_reader=reader, **evidence_fields(None, ""))
+                                    error=error, ocr_reader=reader, **evidence_fields(None))
+
+
+def _reasons(candidate: Candidate | None, entity: str) -> list[str]:
+    """What speaks for the chosen mention, in the rules' vocabulary (whichever scorer chose it)."""
+    return rule_reasons(candidate, entity) if candidate is not None else []
 
 
 def predict_frame(frame: pd.DataFrame, model_spec: str, exported: bool, threshold: float | None,
@@ -113,7 +120,7 @@ def predict_frame(frame: pd.DataFrame, model_spec: str, exported: bool, threshol
             out[slot] = {"index": index, "prediction": answer, "value": pred.value, "unit": pred.unit,
                          "score": float(pred.score), "confidence": pred.confidence,
                          "n_candidates": pred.n_candidates, "status": status, "error": error, "ocr_reader": reader,
-                         **evidence_fields(pred.candidate, scored.entity)}
+                         **evidence_fields(pred.candidate, reasons=_reasons(pred.candidate, scored.entity))}
     return typed(pd.DataFrame([r for r in out if r is not None], columns=OUTPUT_COLUMNS))
 
 

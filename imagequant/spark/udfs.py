@@ -21,7 +21,14 @@ from pyspark.sql import types as T
 
 from imagequant.config import Config
 from imagequant.fetch import image_file_name
-from imagequant.pipeline.images import CNN_ERROR, embed_crops_or_failure, ocr_device, process_frame
+from imagequant.pipeline.images import (
+    CNN_ERROR,
+    NeedsSecondLook,
+    embed_crops_or_failure,
+    ocr_device,
+    process_frame,
+)
+from imagequant.scoring.second_look import lacks_plausible_candidate
 from imagequant.spark.schema import IMAGE_SCHEMA, OCR_STAGE_SCHEMA
 
 CNN_OUTPUT_FIELDS = [IMAGE_SCHEMA["cnn_features"], IMAGE_SCHEMA["seconds_cnn"]]
@@ -58,17 +65,20 @@ def _report_ocr_device(config: Config, devices: Accumulator[set[str]] | None) ->
 
 
 def fetch_ocr_function(
-    config: Config, images_dir: str | None, devices: Accumulator[set[str]] | None = None
+    config: Config, images_dir: str | None, devices: Accumulator[set[str]] | None = None,
+    needs_second_look: NeedsSecondLook = lacks_plausible_candidate,
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """mapInPandas function: distinct images (image_id, image_link) -> stage-one records (OCR_STAGE_SCHEMA).
     Each batch's images are OCR'd together (RapidOCR recognises their lines in shared model calls); where the
-    OCR ran is added to ``devices`` (an accumulator of :class:`SetParam`)."""
+    OCR ran is added to ``devices`` (an accumulator of :class:`SetParam`). ``needs_second_look`` decides which
+    images are read again (by default: those whose asked-for entities lack a plausible candidate); it is
+    pickled with the function, so it must be importable on the workers (a module-level function)."""
     names = OCR_STAGE_SCHEMA.fieldNames()
 
     def fetch_decode_ocr(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         reported = False
         for batch in batches:
-            frame = process_frame(batch, config, images_dir)
+            frame = process_frame(batch, config, images_dir, needs_second_look=needs_second_look)
             if not reported:  # after the first batch: the engine is built by then
                 _report_ocr_device(config, devices)
                 reported = True

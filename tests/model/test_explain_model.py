@@ -13,6 +13,8 @@ from imagequant.pipeline.explain import run_explain
 from imagequant.scoring.checkpoint import save_checkpoint
 from imagequant.scoring.encode import ModelParams, Vocab
 from imagequant.scoring.network import CandidateScorer
+from imagequant.scoring.second_look import lacks_plausible_candidate
+from imagequant.scoring.zoo import load_scorer
 from tests.unit.test_evidence import needs_tesseract, render_label
 
 
@@ -27,7 +29,8 @@ def test_explain_shows_the_models_probabilities(tmp_path: Path) -> None:
     render_label(image)
     config = load_config(overrides=["ocr.engine=tesseract", "ocr.rotated_pass=false", "ocr.second_pass=false",
                                     "imaging.ocr_min_side=300", "cnn.enabled=false"])
-    explanation, _ = run_explain(str(image), "item_weight", config, str(model_dir), exported=False)
+    explanation, _ = run_explain(str(image), "item_weight", config, load_scorer(str(model_dir), exported=False),
+                                 lacks_plausible_candidate)
     probabilities = [v.probability for v in explanation.candidates]
     assert probabilities and all(p is not None and 0.0 < p < 1.0 for p in probabilities)
     chosen = explanation.chosen()

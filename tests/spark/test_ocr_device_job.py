@@ -70,7 +70,7 @@ def test_summary_names_the_provider_and_spark_batches_read_as_single_images(spar
     from imagequant.core.tokens import ocr_text
     from imagequant.imaging import decode_image
     from imagequant.ocr.zoo import get_engine
-    from imagequant.pipeline.images import lacks_candidates
+    from imagequant.scoring.second_look import lacks_candidates
 
     # One line per recognition call, so the images read together in each Arrow batch give exactly the tokens
     # of a read alone (with the same second-look target: the entities the catalog asks of the image); one

@@ -53,6 +53,7 @@ def test_uniform_images_are_blank_and_a_small_label_is_not() -> None:
 @needs_rapidocr
 def test_a_large_blank_jpeg_gets_its_own_status_without_ocr(tmp_path: Path) -> None:
     from imagequant.pipeline.images import process_image
+    from imagequant.scoring.second_look import lacks_plausible_candidate
 
     # A small file declaring 900 x 60,000 pixels (under the pixel limit) that decodes blank: read by OCR it
     # would use the whole OCR budget; it must be recognised from its pixels in well under a second.
@@ -61,7 +62,8 @@ def test_a_large_blank_jpeg_gets_its_own_status_without_ocr(tmp_path: Path) -> N
     (tmp_path / "tall.jpg").write_bytes(data)
     config = load_config(overrides=CONFIG)
     started = time.perf_counter()
-    record = process_image("id", "http://img.invalid/x/tall.jpg", config, str(tmp_path), ["height"])
+    record = process_image("id", "http://img.invalid/x/tall.jpg", config, str(tmp_path), ["height"],
+                           needs_second_look=lacks_plausible_candidate)
     wall = time.perf_counter() - started
     assert record["status"] == "blank_image", record["error"]
     assert "900x60000 image is uniform" in record["error"] and "OCR not run" in record["error"]
@@ -73,9 +75,10 @@ def test_a_large_blank_jpeg_gets_its_own_status_without_ocr(tmp_path: Path) -> N
 @needs_rapidocr
 def test_a_sparse_label_is_read(tmp_path: Path) -> None:
     from imagequant.pipeline.images import process_image
+    from imagequant.scoring.second_look import lacks_plausible_candidate
 
     _sparse_label((1200, 1200)).save(tmp_path / "sparse.png")
     record = process_image("id", "http://img.invalid/x/sparse.png", load_config(overrides=CONFIG), str(tmp_path),
-                           ["item_weight"])
+                           ["item_weight"], needs_second_look=lacks_plausible_candidate)
     assert record["status"] == "ok", record["error"]
     assert "500" in record["ocr_text"]

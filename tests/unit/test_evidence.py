@@ -73,7 +73,7 @@ def test_rule_scorer_returns_the_chosen_mention_with_unchanged_scores() -> None:
     [held] = RuleScorer().predict([_row(tokens, candidates)], threshold=0.99)
     assert held.prediction == "" and held.candidate is best
     [nothing] = RuleScorer().predict([_row([], [])])
-    assert nothing.candidate is None and evidence_fields(None, "item_weight") == dict.fromkeys(EVIDENCE_COLUMN_NAMES)
+    assert nothing.candidate is None and evidence_fields(None) == dict.fromkeys(EVIDENCE_COLUMN_NAMES)
 
 
 def _row(tokens: list[OcrToken], candidates: list) -> object:
@@ -157,7 +157,7 @@ def test_evidence_box_contains_the_printed_value() -> None:
     evidence = row_evidence(record, "item_weight")  # as predict reads the stored image record
     [pred] = RuleScorer().predict([_row(evidence.tokens, evidence.candidates)])
     assert pred.prediction == "500.0 gram"
-    fields = evidence_fields(pred.candidate, "item_weight")
+    fields = evidence_fields(pred.candidate, reasons=reasons(pred.candidate, "item_weight"))
     assert set(fields) == set(EVIDENCE_COLUMN_NAMES) and set(fields) <= set(PREDICTIONS.names())
     assert "500" in fields["evidence_text"] and fields["evidence_angle"] == 0
     assert "keyword" in fields["reasons"].split(",")

@@ -17,6 +17,8 @@ from PIL import Image
 from imagequant.config import Config, load_config
 from imagequant.errors import UsageError
 from imagequant.pipeline.explain import annotated_name, explain_image, run_explain
+from imagequant.scoring.second_look import lacks_plausible_candidate
+from imagequant.scoring.zoo import load_scorer
 from tests.httpserver import ImageServer
 from tests.unit.test_evidence import needs_tesseract, render_label
 
@@ -27,6 +29,10 @@ QUICK = ["ocr.engine=tesseract", "ocr.rotated_pass=false", "ocr.second_pass=fals
 
 def _config(*extra: str) -> Config:
     return load_config(overrides=[*QUICK, *extra])
+
+
+RULES = load_scorer("rules")
+LOOK = lacks_plausible_candidate  # the second look as the extract job spends it
 
 
 @pytest.fixture()
@@ -51,7 +57,7 @@ def _contains(box: tuple[int, int, int, int], printed: tuple[int, int, int, int]
 @needs_tesseract
 def test_explains_a_local_file(label: tuple[Path, tuple[int, int, int, int]], tmp_path: Path) -> None:
     path, printed = label
-    explanation, written = run_explain(str(path), "item_weight", _config(), out_dir=tmp_path / "out")
+    explanation, written = run_explain(str(path), "item_weight", _config(), RULES, LOOK, out_dir=tmp_path / "out")
     assert explanation.prediction.prediction == "500.0 gram"
     chosen = explanation.chosen()
     assert chosen is not None and chosen.candidate is explanation.prediction.candidate
@@ -85,7 +91,7 @@ def test_explain_prints_the_confidence_of_a_model_directory_and_what_drove_it(
     directory = write_rules_directory(tmp_path / "rules_model")
     model.save(directory)
     path, _ = label
-    explanation, _ = run_explain(str(path), "item_weight", _config(), model_spec=str(directory))
+    explanation, _ = run_explain(str(path), "item_weight", _config(), load_scorer(str(directory)), LOOK)
     confidence = explanation.prediction.confidence
     assert explanation.prediction.prediction == "500.0 gram" and confidence is not None and 0 < confidence <= 1
     line = explanation.text().strip().splitlines()[-1]
@@ -96,7 +102,7 @@ def test_explain_prints_the_confidence_of_a_model_directory_and_what_drove_it(
 @needs_tesseract
 def test_a_minimum_score_holds_the_answer_back(label: tuple[Path, tuple[int, int, int, int]]) -> None:
     path, _ = label
-    explanation, _ = run_explain(str(path), "item_weight", _config("predict.min_score=0.99"))
+    explanation, _ = run_explain(str(path), "item_weight", _config("predict.min_score=0.99"), RULES, LOOK)
     assert explanation.prediction.prediction == "" and explanation.prediction.candidate is not None
     assert "below the minimum score 0.990" in explanation.choice_line()
 
@@ -105,12 +111,12 @@ def test_a_minimum_score_holds_the_answer_back(label: tuple[Path, tuple[int, int
 def test_explains_a_loopback_url(label: tuple[Path, tuple[int, int, int, int]], server: ImageServer) -> None:
     path, printed = label
     url = server.add("/images/I/label.png", path.read_bytes(), "image/png")
-    explanation, _ = run_explain(url, "item_weight", _config("fetch.allow_loopback=true"))
+    explanation, _ = run_explain(url, "item_weight", _config("fetch.allow_loopback=true"), RULES, LOOK)
     assert explanation.prediction.prediction == "500.0 gram" and server.hits["/images/I/label.png"] == 1
     assert annotated_name(url, "item_weight") == "label.item_weight.explain.png"
     # without the setting, the loopback server is refused before it is asked
     with pytest.raises(UsageError, match="refused by the safe-fetch rules: 127.0.0.1 is a loopback address"):
-        run_explain(url, "item_weight", _config())
+        run_explain(url, "item_weight", _config(), RULES, LOOK)
     assert server.hits["/images/I/label.png"] == 1
 
 
@@ -132,20 +138,20 @@ class _NoNetwork:
 def test_a_private_address_is_refused_without_traffic(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     _NoNetwork(monkeypatch)
     with pytest.raises(UsageError, match="refused by the safe-fetch rules"):
-        run_explain(url, "item_weight", _config())
+        run_explain(url, "item_weight", _config(), RULES, LOOK)
 
 
 def test_usage_errors(tmp_path: Path, label: tuple[Path, tuple[int, int, int, int]]) -> None:
     with pytest.raises(UsageError, match="neither a file nor a URL"):
-        run_explain(str(tmp_path / "absent.jpg"), "item_weight", _config())
+        run_explain(str(tmp_path / "absent.jpg"), "item_weight", _config(), RULES, LOOK)
     with pytest.raises(UsageError, match="not a known entity"):
-        run_explain(str(label[0]), "colour", _config())
+        run_explain(str(label[0]), "colour", _config(), RULES, LOOK)
     not_image = tmp_path / "notes.txt"
     not_image.write_text("hello")
     with pytest.raises(UsageError, match="cannot be read as an image"):
-        run_explain(str(not_image), "item_weight", _config())
+        run_explain(str(not_image), "item_weight", _config(), RULES, LOOK)
     with pytest.raises(UsageError, match="not a known entity"):
-        explain_image(Image.new("RGB", (10, 10)), "x", "colour", _config())
+        explain_image(Image.new("RGB", (10, 10)), "x", "colour", _config(), RULES, LOOK)
 
 
 # --- the job and submit.sh --------------------------------------------------------------------------------

@@ -114,12 +114,14 @@ def test_decode_refuses_formats_whose_header_can_understate_the_size() -> None:
 
 def test_process_image_records_pixel_bomb_for_a_tall_narrow_png(tmp_path: Path) -> None:
     from imagequant.pipeline.images import process_image
+    from imagequant.scoring.second_look import lacks_plausible_candidate
 
     data = pixel_bomb_png(4, 1_000_000)  # 4 Mpx, a few KB on disk
     assert len(data) < 200_000
     (tmp_path / "narrow.png").write_bytes(data)  # found in --images-dir by the link's file name
     config = load_config(overrides=["imaging.max_pixels=5000000", "cnn.enabled=true", "ocr.engine=tesseract"])
-    record = process_image("id", "http://img.invalid/a/narrow.png", config, str(tmp_path))
+    record = process_image("id", "http://img.invalid/a/narrow.png", config, str(tmp_path),
+                           needs_second_look=lacks_plausible_candidate)
     assert record["status"] == "pixel_bomb", record["error"]
     assert "CNN resize" in record["error"]
 
@@ -128,6 +130,7 @@ def test_rapidocr_detector_input_of_a_tall_narrow_image_is_refused(tmp_path: Pat
     pytest.importorskip("rapidocr_onnxruntime")
     from imagequant.ocr.zoo import get_engine
     from imagequant.pipeline.images import process_image
+    from imagequant.scoring.second_look import lacks_plausible_candidate
 
     # 10 x 200,000: the detector copy is 1 x 960, which RapidOCR would enlarge to 736 x 706,560.
     engine = get_engine(OcrConfig(engine="rapidocr", rotated_pass=False, second_pass=False), ImagingConfig())
@@ -142,5 +145,6 @@ def test_rapidocr_detector_input_of_a_tall_narrow_image_is_refused(tmp_path: Pat
     strip.save(tmp_path / "strip.png")
     config = load_config(overrides=["cnn.enabled=false", "ocr.engine=rapidocr", "ocr.rotated_pass=false",
                                     "ocr.second_pass=false"])
-    record = process_image("id", "http://img.invalid/b/strip.png", config, str(tmp_path))
+    record = process_image("id", "http://img.invalid/b/strip.png", config, str(tmp_path),
+                           needs_second_look=lacks_plausible_candidate)
     assert record["status"] == "pixel_bomb", record["error"]

@@ -30,6 +30,7 @@ import imagequant.core.entities, imagequant.core.locations, imagequant.core.metr
 import imagequant.core.schema, imagequant.core.tokens, imagequant.core.units  # noqa: E401
 import imagequant.text.candidates, imagequant.text.features  # noqa: E401
 import imagequant.scoring.base, imagequant.scoring.rules, imagequant.scoring.zoo  # noqa: E401
+import imagequant.scoring.second_look  # noqa: E401
 import imagequant.ocr.zoo, imagequant.config  # noqa: E401
 from imagequant.core.tokens import OcrToken
 from imagequant.scoring.base import ScoringRow
@@ -91,3 +92,39 @@ def test_pure_packages_import_no_framework_at_top_level() -> None:
             if frameworks:
                 offenders.append(f"{path.relative_to(PACKAGE.parent)}: {sorted(frameworks)}")
     assert offenders == []
+
+
+def _every_import(path: Path) -> set[str]:
+    """Every module a file imports, wherever (inside functions and TYPE_CHECKING blocks too), a name imported
+    from a package counted as its module (``from imagequant import scoring`` -> ``imagequant.scoring``)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+# The one scoring module the pipeline may use: the scorer contract. The scorers themselves, the registry and
+# the second look's question are given to it by the jobs.
+PIPELINE_MAY_IMPORT = {"imagequant.scoring", "imagequant.scoring.base"}
+
+
+def test_the_pipeline_reaches_no_scoring_module_but_the_contract() -> None:
+    offenders = []
+    for path in sorted((PACKAGE / "pipeline").glob("*.py")):
+        for name in sorted(_every_import(path)):
+            is_scoring = name == "imagequant.scoring" or name.startswith("imagequant.scoring.")
+            if is_scoring and name not in PIPELINE_MAY_IMPORT and not name.startswith("imagequant.scoring.base."):
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}: {name}")
+    assert offenders == []
+
+
+def test_explain_sees_the_scorer_only_through_its_contract() -> None:
+    tree = ast.parse((PACKAGE / "pipeline" / "explain.py").read_text())
+    attributes = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    assert "model" not in attributes  # a network scorer's checkpoint is no part of the contract
+    assert not names & {"RuleScorer", "NeuralScorer", "is_rules", "rules"}

@@ -491,7 +491,7 @@ def test_the_second_look_runs_only_where_the_first_reading_lacks_something() -> 
 
 @needs_rapidocr
 def test_the_second_look_stops_once_the_entities_have_a_candidate() -> None:
-    from imagequant.pipeline.images import lacks_candidates
+    from imagequant.scoring.second_look import lacks_candidates
 
     img = _small_print()
     engine = get_engine(_cfg("rapidocr", second_pass=True), IMAGING)

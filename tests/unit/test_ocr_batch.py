@@ -19,6 +19,7 @@ from imagequant.core.tokens import OcrToken
 from imagequant.imaging import ImageError
 from imagequant.ocr.base import OcrError, OcrTimeout, PausableDeadline
 from imagequant.ocr.zoo import get_engine
+from imagequant.scoring.second_look import lacks_plausible_candidate
 from imagequant.synthetic import iter_items
 from tests.httpserver import truncated_jpeg
 from tests.unit.test_ocr import IMAGING, _font, _label_image, _rotated_text_image, needs_rapidocr
@@ -223,9 +224,9 @@ def test_stage_one_records_are_those_of_process_image(tmp_path: Path) -> None:
     # A pixel budget of about four images per read_many call: the frame is read in two groups.
     budget = 3_000_000
     config = _config(**{"imaging.max_pixels": budget})
-    batched = process_frame(frame, config, str(tmp_path))
+    batched = process_frame(frame, config, str(tmp_path), needs_second_look=lacks_plausible_candidate)
     alone = pd.DataFrame.from_records(
-        [process_image(i, link, config, str(tmp_path), e or ())
+        [process_image(i, link, config, str(tmp_path), e or (), needs_second_look=lacks_plausible_candidate)
          for i, link, e in zip(frame["image_id"], frame["image_link"], frame["entities"], strict=True)],
         columns=batched.columns,
     )
@@ -246,4 +247,4 @@ def test_stage_one_with_an_engine_that_cannot_work_is_a_configuration_error(tmp_
 
     frame = _frame(tmp_path)
     with pytest.raises(ConfigError, match="ocr.device=cuda"):
-        process_frame(frame, _config(**{"ocr.device": "cuda"}), str(tmp_path))
+        process_frame(frame, _config(**{"ocr.device": "cuda"}), str(tmp_path), needs_second_look=lacks_plausible_candidate)
