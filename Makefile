@@ -14,12 +14,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export OMP_THREAD_LIMIT ?= 1
 export PYSPARK_PYTHON := $(abspath $(PY))
 
-.PHONY: setup system-deps venv demo test test-fast test-model test-spark test-e2e lint bench docker-check clean help
+.PHONY: setup system-deps venv demo test test-fast test-ocr test-model test-spark test-e2e lint bench docker-check clean help
 
 help:
 	@echo "make demo   - set up, then extract/train/predict/evaluate on generated sample data"
 	@echo "make test   - set up, then run the test suite (all of tests/)"
-	@echo "make test-fast  - the unit tests alone (tests/unit: no Spark, no torch; about a minute)"
+	@echo "make test-fast  - the unit tests alone (tests/unit: no Spark, no torch, no OCR models; under a minute)"
+	@echo "make test-ocr   - the tests that run the real OCR models (tests/ocr; minutes)"
 	@echo "make test-model / test-spark / test-e2e - the torch, Spark and standalone-cluster tests alone"
 	@echo "make lint   - ruff check"
 	@echo "make bench  - run the benchmarks and refresh the tables in README.md and docs/benchmarks.md"
@@ -80,6 +81,9 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q tests/unit
+
+test-ocr: setup
+	$(PY) -m pytest -q tests/ocr
 
 test-model: setup
 	$(PY) -m pytest -q tests/model

@@ -16,7 +16,7 @@ import pytest
 from imagequant.config import load_config
 from imagequant.errors import ConfigError
 from imagequant.spark.extract import run_extract, worker_config_error
-from tests.unit.test_ocr import needs_rapidocr
+from tests.ocr.test_ocr import needs_rapidocr
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

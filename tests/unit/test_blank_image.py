@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from imagequant.config import load_config
 from imagequant.imaging import BLANK_MAX_INK_PIXELS, ImageError, check_not_blank
-from tests.unit.test_ocr import _font, needs_rapidocr
+from tests.ocr.test_ocr import _font, needs_rapidocr
 
 CONFIG = ["cnn.enabled=false", "ocr.engine=rapidocr"]
 

@@ -16,7 +16,7 @@ from imagequant.config import Config, load_config
 from imagequant.pipeline.images import read_images
 from imagequant.scoring.second_look import lacks_plausible_candidate
 from imagequant.synthetic import iter_items
-from tests.unit.test_ocr import _label_image, needs_rapidocr
+from tests.ocr.test_ocr import _label_image, needs_rapidocr
 
 pytestmark = needs_rapidocr
 

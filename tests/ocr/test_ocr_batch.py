@@ -22,7 +22,7 @@ from imagequant.ocr.zoo import get_engine
 from imagequant.scoring.second_look import lacks_plausible_candidate
 from imagequant.synthetic import iter_items
 from tests.httpserver import truncated_jpeg
-from tests.unit.test_ocr import IMAGING, _font, _label_image, _rotated_text_image, needs_rapidocr
+from tests.ocr.test_ocr import IMAGING, _font, _label_image, _rotated_text_image, needs_rapidocr
 
 pytestmark = needs_rapidocr
 

@@ -22,7 +22,7 @@ from imagequant.devices import (
 )
 from imagequant.errors import ConfigError
 from imagequant.ocr.zoo import check_device
-from tests.unit.test_ocr import needs_rapidocr
+from tests.ocr.test_ocr import needs_rapidocr
 
 GPU_BUILD = [CUDA_PROVIDER, CPU_PROVIDER]
 CPU_BUILD = ["AzureExecutionProvider", CPU_PROVIDER]
@@ -116,7 +116,7 @@ def test_a_gpu_that_does_not_take_the_models_leaves_them_on_the_cpu(capsys: pyte
 @needs_rapidocr
 def test_engine_reports_the_provider_its_sessions_run_on() -> None:
     from imagequant.ocr.zoo import get_engine
-    from tests.unit.test_ocr import IMAGING, _cfg
+    from tests.ocr.test_ocr import IMAGING, _cfg
 
     engine = get_engine(_cfg("rapidocr"), IMAGING)
     assert engine.describe_device() == CPU_PROVIDER

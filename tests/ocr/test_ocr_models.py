@@ -18,7 +18,7 @@ from imagequant.devices import CPU_PROVIDER, CUDA_PROVIDER, OcrPlacement
 from imagequant.errors import ConfigError
 from imagequant.ocr.ppocr_models import MODEL_SETS, models_name, reader_name, resolve
 from imagequant.ocr.zoo import get_engine
-from tests.unit.test_ocr import IMAGING, _cfg, _find, _font, _inside, _label_image, needs_rapidocr
+from tests.ocr.test_ocr import IMAGING, _cfg, _find, _font, _inside, _label_image, needs_rapidocr
 
 
 def _check_reading(tokens: list[OcrToken], boxes: dict[str, tuple[int, int, int, int]]) -> None:
