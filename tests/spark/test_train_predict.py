@@ -146,7 +146,7 @@ def test_predict_writes_statuses_and_a_valid_submission(spark: Any, trained: dic
     assert summary.problems == []
     frame = pd.read_parquet(out / "predictions.parquet")
     assert list(frame.columns) == ["index", "prediction", "value", "unit", "score", "confidence", "n_candidates",
-                                   "status", "error",
+                                   "status", "error", "ocr_reader",
                                    "evidence_text", "evidence_left", "evidence_top", "evidence_width",
                                    "evidence_height", "evidence_angle", "reasons"]
     catalog = pd.read_csv(trained["catalog"])
