@@ -444,34 +444,42 @@ def _pool_init(factory: Callable[[], Any]) -> None:
     _POOL_STATE["engine"] = engine
 
 
-def _pool_one(path: str) -> OcrRun:
+def _pool_one(job: tuple[str, tuple[str, ...] | None]) -> OcrRun:
     from imagequant.imaging import ImageError, decode_image
     from imagequant.ocr.base import OcrError
+    from imagequant.scoring.second_look import lacks_candidates
 
+    path, entities = job
     engine = _POOL_STATE["engine"]
     try:
         img = decode_image(Path(path).read_bytes())
     except ImageError as exc:
         return OcrRun(Path(path).name, 0.0, 0.0, (0, 0), [], exc.kind)
+    # the extract job's second look: only where the entities asked of the image still lack a candidate
+    wants_more = lacks_candidates(entities, img.size) if entities is not None else None
     clock = Clock()  # OCR only: decoding is measured as its own stage
     try:
-        tokens = engine.read(img)
+        tokens = engine.read(img, wants_more)
         return OcrRun(Path(path).name, clock.cpu(), clock.wall(), img.size, tokens)
     except (ImageError, OcrError) as exc:
         return OcrRun(Path(path).name, clock.cpu(), clock.wall(), img.size, [], exc.kind)
 
 
-def run_ocr_pool(paths: Sequence[Path], factory: Callable[[], Any], workers: int, label: str = "") -> list[OcrRun]:
+def run_ocr_pool(paths: Sequence[Path], factory: Callable[[], Any], workers: int, label: str = "",
+                 asked: Sequence[Sequence[str]] | None = None) -> list[OcrRun]:
     """OCR of every image in ``workers`` fresh processes (spawn), each timing its own images.
 
     ``factory`` builds the engine in each worker (a module-level function or functools.partial, so it
     pickles). Engine threads are pinned to 1 by the engines themselves: CPU seconds are the cost on one core.
+    ``asked``: the entities the catalog asks of each image, which target the second look as in the extract job
+    (None: every image is read as if it lacked everything, every configured step running).
     """
+    jobs = [(str(p), tuple(asked[i]) if asked is not None else None) for i, p in enumerate(paths)]
     results: list[OcrRun] = []
     ctx = mp.get_context("spawn")
     started = time.perf_counter()
     with ctx.Pool(max(1, workers), initializer=_pool_init, initargs=(factory,)) as pool:
-        for i, res in enumerate(pool.imap_unordered(_pool_one, [str(p) for p in paths], chunksize=1), 1):
+        for i, res in enumerate(pool.imap_unordered(_pool_one, jobs, chunksize=1), 1):
             results.append(res)
             if i % 25 == 0 or i == len(paths):
                 log(f"{label} OCR {i}/{len(paths)} images ({time.perf_counter() - started:.0f} s)")
@@ -481,7 +489,8 @@ def run_ocr_pool(paths: Sequence[Path], factory: Callable[[], Any], workers: int
 
 
 def ocr_runs_cached(paths: Sequence[Path], engine: str, overrides: Sequence[str], factory: Callable[[], Any],
-                    workers: int, label: str) -> tuple[list[OcrRun], bool]:
+                    workers: int, label: str, asked: Sequence[Sequence[str]] | None = None
+                    ) -> tuple[list[OcrRun], bool]:
     """:func:`run_ocr_pool`, or the runs of an identical measurement made less than BENCH_OCR_CACHE_AGE
     seconds ago (default 3600; 0 turns reuse off): same images, engine, settings and OCR/imaging code.
     ``make bench`` measures the default engine in stages.py and reuses it as ocr_cost.py's baseline."""
@@ -493,7 +502,8 @@ def ocr_runs_cached(paths: Sequence[Path], engine: str, overrides: Sequence[str]
     package = REPO / "imagequant"
     code = [p.stat().st_mtime for p in sorted([*(package / "ocr").glob("*.py"), package / "imaging.py"])]
     key_data = json.dumps([engine, cfg.to_dict()["ocr"], cfg.to_dict()["imaging"], code,
-                           [(str(p), p.stat().st_size) for p in paths], workers], default=str)
+                           [(str(p), p.stat().st_size) for p in paths], workers,
+                           [list(a) for a in asked] if asked is not None else None], default=str)
     key = hashlib.sha1(key_data.encode()).hexdigest()[:20]
     cache = work_dir("ocr-cache") / f"{key}.pkl"
     max_age = env_int("BENCH_OCR_CACHE_AGE", 3600)
@@ -502,7 +512,7 @@ def ocr_runs_cached(paths: Sequence[Path], engine: str, overrides: Sequence[str]
             runs = pickle.loads(cache.read_bytes())
             log(f"{label}: reusing the OCR runs measured {time.time() - cache.stat().st_mtime:.0f} s ago ({cache.name})")
             return runs, True
-    runs = run_ocr_pool(paths, factory, workers, label)
+    runs = run_ocr_pool(paths, factory, workers, label, asked)
     cache.write_bytes(pickle.dumps(runs))
     return runs, False
 

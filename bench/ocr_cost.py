@@ -99,8 +99,9 @@ def main() -> int:
                      "sizes": [list(s) for s in sizes], **image_set.sizes()}
     log(f"ocr_cost: {image_set.describe()}")
 
+    asked = [[r.entity for r in im.rows] for im in images]  # the second look targeted as in the extract job
     base_runs, reused = ocr_runs_cached(paths, "tesseract", (), functools.partial(make_engine, "tesseract"),
-                                        workers, "pytesseract")
+                                        workers, "pytesseract", asked)
     base = summarize(images, base_runs)
     base["reused_from_earlier_run"] = reused
     result.details["pytesseract"] = base
@@ -123,7 +124,7 @@ def main() -> int:
         result.add("ocr", "fixed cost of one Tesseract call, pytesseract vs tesserocr", calls["pytesseract"] * 1000, "ms",
                    note=f"tesserocr {calls['tesserocr'] * 1000:.1f} ms; median CPU of {calls['calls']} calls on a "
                         "small one-word image (process start + model load vs a resident API); an image takes 3-7 calls")
-        t_runs = run_ocr_pool(paths, functools.partial(make_engine, "tesserocr"), workers, "tesserocr")
+        t_runs = run_ocr_pool(paths, functools.partial(make_engine, "tesserocr"), workers, "tesserocr", asked)
         t = summarize(images, t_runs)
         t["library"] = version
         t["same_words_share"] = round(same_tokens(base_runs, t_runs), 3)
@@ -147,7 +148,7 @@ def main() -> int:
     for lo, hi in sizes:
         overrides = (f"imaging.ocr_min_side={lo}", f"imaging.ocr_max_side={hi}")
         runs = run_ocr_pool([im.path for im in subset], functools.partial(make_engine, "tesseract", overrides),
-                            workers, f"size {lo}:{hi}")
+                            workers, f"size {lo}:{hi}", asked[: len(subset)])
         s = summarize(subset, runs)
         result.details["sizes"][f"{lo}:{hi}"] = s
         time_ratio = s["cpu_s"]["total"] / base_subset["cpu_s"]["total"] if base_subset["cpu_s"]["total"] else None

@@ -201,7 +201,7 @@ def main() -> int:
     runs_by_engine = {}
     for engine in engines:
         runs, reused = ocr_runs_cached([im.path for im in images], engine, (), functools.partial(make_engine, engine),
-                                  workers, engine)
+                                       workers, engine, [[r.entity for r in im.rows] for im in images])
         runs_by_engine[engine] = runs
         ok = [r for r in runs if r.error is None]
         cpu, wall = stats([r.cpu for r in ok]), stats([r.wall for r in ok])
