@@ -1,12 +1,13 @@
 """Train the candidate scorer: labeled catalog rows joined with the feature store -> a model directory.
 
-    spark-submit jobs/train.py --catalog LABELED [--catalog LABELED ...] --store DIR --model OUT
+    spark-submit jobs/train.py (--catalog LABELED | --run-date RUN) [... repeated] --store DIR --model OUT
                                [--conf FILE] [--set k=v] [--no-progress]
                                [--cross-validate K] [--scorer network|rules]
 
 Every catalog's images must already be in the one ``--store`` (run jobs/extract_features.py on each
 catalog with that store first; rows whose image is missing or failed are skipped and counted). Spark joins
-the labeled rows with STORE/images and writes the join to STORE/_training/<catalogs-hash>/; the trainer
+the labeled rows (of the catalogs, and of the extract runs ``--run-date`` names, read from the store's
+rows table) with STORE/images and writes the join to STORE/_training/<catalogs-hash>/; the trainer
 reads it back with Petastorm (train.loader=petastorm) or pyarrow (train.loader=pyarrow). The model
 directory gets weights.pt, vocab.json, config.json, threshold.json, metrics.json and model.pt2, and
 confidence.json: the calibrated probability that an answer is right, learned on out-of-fold predictions
@@ -29,9 +30,12 @@ from imagequant.errors import UsageError  # noqa: E402
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = job_parser("train", __doc__.splitlines()[0])
-    parser.add_argument("--catalog", action="append", required=True, metavar="PATH",
+    parser.add_argument("--catalog", action="append", default=[], metavar="PATH",
                         help="labeled catalog (image_link,group_id,entity_name,entity_value); repeatable, "
                         "e.g. synthetic plus real rows")
+    parser.add_argument("--run-date", action="append", default=[], metavar="RUN",
+                        help="the labeled rows the extract run of this --run-date (or run id) stored in --store; "
+                             "repeatable, and may be given with --catalog")
     parser.add_argument("--store", required=True, help="feature store holding the images of every --catalog")
     parser.add_argument("--model", required=True, metavar="OUT", help="model directory to write")
     parser.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars on stderr")
@@ -48,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.train.scorer == "rules" and args.cross_validate:
         raise UsageError("--cross-validate compares a trained network with the rules; --scorer rules trains "
                          "no network")
+    if not args.catalog and not args.run_date:
+        raise UsageError("give the labeled rows: --catalog PATH or --run-date RUN (repeatable)")
+    if len(set(args.run_date)) != len(args.run_date):
+        raise UsageError("the same --run-date is given twice")
     for path in args.catalog:
         if not inspect_catalog(path).labeled:
             raise UsageError(f"catalog {path} has no entity_value column; training needs labeled rows")
@@ -60,13 +68,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from imagequant.spark.inference import require_store
     from imagequant.spark.session import build_session
+    from imagequant.spark.store import read_rows
     from imagequant.spark.training_table import prepare_training_table
     from imagequant.training.fit import train_from_table
 
     require_store(args.store)
     spark = build_session(config, "imagequant-train")
     try:
-        table = prepare_training_table(spark, args.catalog, args.store)
+        runs = [read_rows(spark, args.store, run) for run in args.run_date]
+        table = prepare_training_table(spark, [*args.catalog, *runs], args.store)
     finally:
         spark.stop()  # training needs no Spark: free its memory first
     result = train_from_table(table, args.model, config, progress=not args.no_progress, folds=args.cross_validate)

@@ -14,7 +14,7 @@ import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from imagequant.catalog import read_catalog
+from imagequant.catalog import ROW_COLUMNS, read_catalog
 from imagequant.core import locations
 from imagequant.core.schema import CNN_FEATURE_DIM, READINGS_JSON, TRAINING, TRAINING_DIR
 from imagequant.errors import UsageError
@@ -23,12 +23,21 @@ from imagequant.spark.session import catalog_frame
 from imagequant.spark.store import read_images, reporting_damage
 from imagequant.training.reader import TrainingTable
 
+# A labeled catalog: a file, or rows already read (an extract run's rows, imagequant.spark.store.read_rows).
+CatalogSource = str | Path | pd.DataFrame
 
-def catalogs_hash(paths: Sequence[str | Path]) -> str:
-    """First 16 hex of a SHA-1 over the catalogs' bytes, in the order given (their training table's name)."""
+
+def catalogs_hash(sources: Sequence[CatalogSource]) -> str:
+    """First 16 hex of a SHA-1 over the catalogs' bytes (a frame: its rows' values), in the order given (their
+    training table's name)."""
     digest = hashlib.sha1()
-    for path in paths:
-        p = Path(path)
+    for source in sources:
+        if isinstance(source, pd.DataFrame):
+            values = pd.util.hash_pandas_object(source[list(ROW_COLUMNS)].astype(str), index=False).to_numpy()
+            digest.update(f"rows:{len(source)}\n".encode())
+            digest.update(values.tobytes())
+            continue
+        p = Path(source)
         files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
         digest.update(f"catalog:{len(files)}\n".encode())
         for f in files:
@@ -39,16 +48,16 @@ def catalogs_hash(paths: Sequence[str | Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-
-def build_training_table(spark: SparkSession, catalogs: Sequence[str | Path], store: str | Path) -> TrainingTable:
+def build_training_table(spark: SparkSession, catalogs: Sequence[CatalogSource], store: str | Path) -> TrainingTable:
     """Joins the labeled rows of ``catalogs`` with the store's canonical images view and writes the join
     (:data:`imagequant.core.schema.TRAINING`) under ``STORE/_training/<catalogs-hash>/``, replacing an
     earlier one."""
     frames = []
     for source, path in enumerate(catalogs):
-        frame = read_catalog(path)
+        frame = path if isinstance(path, pd.DataFrame) else read_catalog(path)
         if frame["entity_value"].isna().all():
-            raise UsageError(f"catalog {path} has no labels (entity_value); training needs a labeled catalog")
+            name = frame.attrs.get("path", path) if isinstance(path, pd.DataFrame) else path
+            raise UsageError(f"catalog {name} has no labels (entity_value); training needs a labeled catalog")
         frame = frame[["index", "group_id", "entity_name", "entity_value", "image_id", "row_status"]].copy()
         frame["source"] = source
         frames.append(frame)
@@ -85,7 +94,7 @@ def build_training_table(spark: SparkSession, catalogs: Sequence[str | Path], st
                          total - by_status.get("ok", 0) - by_status.get("image_missing", 0))
 
 
-def prepare_training_table(spark: SparkSession, catalogs: Sequence[str | Path], store: str | Path) -> TrainingTable:
+def prepare_training_table(spark: SparkSession, catalogs: Sequence[CatalogSource], store: str | Path) -> TrainingTable:
     """:func:`build_training_table`, refusing (UsageError) a join in which no row has a usable image."""
     table = build_training_table(spark, catalogs, store)
     if table.usable_rows == 0:

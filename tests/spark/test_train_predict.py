@@ -425,3 +425,32 @@ def test_predict_refuses_a_truncated_model_file_with_one_error_line(trained: dic
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "model.pt2 cannot be loaded" in last
+
+
+def test_training_on_an_extract_runs_stored_rows_equals_training_on_its_catalog(spark: Any, trained: dict[str, Any]
+                                                                                ) -> None:
+    import shutil
+
+    from imagequant.catalog import ROW_COLUMNS, read_catalog
+    from imagequant.spark.store import read_rows
+    from imagequant.spark.training_table import prepare_training_table
+    from imagequant.training.reader import iter_training_records
+
+    store = trained["store"]
+    part = store / "rows" / "run_date=2024-06-01"  # what an extract run of the labeled catalog stores
+    part.mkdir(parents=True)
+    read_catalog(trained["labeled"])[list(ROW_COLUMNS)].assign(run_id="r1").to_parquet(part / "part-0.parquet",
+                                                                                        index=False)
+    try:
+        from_rows = prepare_training_table(spark, [read_rows(spark, store, "2024-06-01")], store)
+        from_catalog = prepare_training_table(spark, [trained["labeled"]], store)
+    finally:
+        shutil.rmtree(store / "rows")
+    assert from_rows.uri != from_catalog.uri  # each source has its own training table
+    assert (from_rows.rows, from_rows.usable_rows) == (from_catalog.rows, from_catalog.usable_rows)
+
+    def records(uri: str) -> dict[int, tuple[Any, ...]]:
+        return {int(r["index"]): (r["entity_name"], r["entity_value"], r["status"], r["tokens_json"])
+                for r in iter_training_records(uri, "pyarrow")}
+
+    assert records(from_rows.uri) == records(from_catalog.uri)

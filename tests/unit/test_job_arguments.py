@@ -45,3 +45,15 @@ def test_images_dir_naming_a_file_is_refused(catalog: Path, tmp_path: Path) -> N
     _one_error_line(_extract(catalog, tmp_path / "store", "--images-dir", str(a_file / "below")),
                     f"--images-dir {a_file / 'below'} cannot be created")
     assert not (tmp_path / "store").exists()
+
+
+def test_train_and_predict_need_their_rows_from_a_catalog_or_a_stored_run(tmp_path: Path) -> None:
+    def job(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(REPO / "jobs" / f"{name}.py"), "--store", str(tmp_path / "s"),
+                               *args], capture_output=True, text=True, timeout=120, cwd=REPO)
+
+    _one_error_line(job("train", "--model", str(tmp_path / "m")), "--catalog PATH or --run-date RUN")
+    _one_error_line(job("train", "--model", str(tmp_path / "m"), "--run-date", "d", "--run-date", "d"),
+                    "the same --run-date is given twice")
+    both = job("predict", "--model", "rules", "--out", str(tmp_path / "o"), "--catalog", "c.csv", "--run-date", "d")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr  # one or the other
