@@ -151,10 +151,11 @@ def stage_worker_run(images: list[Any], folder: Path, overrides: list[str], batc
     """The OCR stage's mapInPandas function fed pandas batches of ``batch`` links, as Spark's Python worker does
     (no JVM: for machines with pyspark's Python package only)."""
     from imagequant.config import load_config
+    from imagequant.scoring.second_look import lacks_plausible_candidate
     from imagequant.spark.udfs import fetch_ocr_function
 
     config = load_config(overrides=[*overrides, "cnn.enabled=false"])
-    fn = fetch_ocr_function(config, str(folder))
+    fn = fetch_ocr_function(config, str(folder), needs_second_look=lacks_plausible_candidate)
     frames = stage_frames(images, batch)
     t0 = time.perf_counter()
     for _ in fn(iter(frames[:1])):  # the worker's first batch: engine and models
@@ -175,6 +176,7 @@ def stage_spark_run(images: list[Any], folder: Path, overrides: list[str], batch
     from pyspark.sql import functions as F
 
     from imagequant.config import load_config
+    from imagequant.scoring.second_look import lacks_plausible_candidate
     from imagequant.spark.schema import OCR_STAGE_SCHEMA
     from imagequant.spark.session import build_session
     from imagequant.spark.udfs import SetParam, fetch_ocr_function
@@ -190,7 +192,8 @@ def stage_spark_run(images: list[Any], folder: Path, overrides: list[str], batch
         links = pd.concat(stage_frames(images, len(images)))
         devices = spark.sparkContext.accumulator(set(), SetParam())
         frame = spark.createDataFrame(links).repartition(tasks)
-        out = frame.mapInPandas(fetch_ocr_function(config, str(folder), devices), OCR_STAGE_SCHEMA).select(
+        reading = fetch_ocr_function(config, str(folder), devices, needs_second_look=lacks_plausible_candidate)
+        out = frame.mapInPandas(reading, OCR_STAGE_SCHEMA).select(
             F.col("status"), F.col("seconds_ocr"))
         t0 = time.perf_counter()
         out.write.format("noop").mode("overwrite").save()

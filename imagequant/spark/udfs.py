@@ -28,7 +28,6 @@ from imagequant.pipeline.images import (
     ocr_device,
     process_frame,
 )
-from imagequant.scoring.second_look import lacks_plausible_candidate
 from imagequant.spark.schema import IMAGE_SCHEMA, OCR_STAGE_SCHEMA
 
 CNN_OUTPUT_FIELDS = [IMAGE_SCHEMA["cnn_features"], IMAGE_SCHEMA["seconds_cnn"]]
@@ -66,12 +65,12 @@ def _report_ocr_device(config: Config, devices: Accumulator[set[str]] | None) ->
 
 def fetch_ocr_function(
     config: Config, images_dir: str | None, devices: Accumulator[set[str]] | None = None,
-    needs_second_look: NeedsSecondLook = lacks_plausible_candidate,
+    *, needs_second_look: NeedsSecondLook,
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """mapInPandas function: distinct images (image_id, image_link) -> stage-one records (OCR_STAGE_SCHEMA).
     Each batch's images are OCR'd together (RapidOCR recognises their lines in shared model calls); where the
     OCR ran is added to ``devices`` (an accumulator of :class:`SetParam`). ``needs_second_look`` decides which
-    images are read again (by default: those whose asked-for entities lack a plausible candidate); it is
+    images are read again (the extract job passes those whose asked-for entities lack a plausible candidate); it is
     pickled with the function, so it must be importable on the workers (a module-level function)."""
     names = OCR_STAGE_SCHEMA.fieldNames()
 
