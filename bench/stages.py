@@ -65,7 +65,7 @@ def cnn_worker(crops_file: str, threads: int, batches: int) -> dict[str, Any]:
         extractor.embed(batch)
         per_image.append((time.perf_counter() - started) / len(batch))
     return {"threads": threads, "torch_threads": torch.get_num_threads(), "model_load_s": round(load_s, 3),
-            "seconds_per_image": per_image}
+            "cnn_device": extractor.describe(), "seconds_per_image": per_image}
 
 
 def measure_fetch(images: list[Any]) -> dict[str, Any]:
@@ -230,7 +230,8 @@ def main() -> int:
         s = stats(out["seconds_per_image"], 1000)
         result.details[f"cnn_{threads}_threads"] = {**out, "ms_per_image": s}
         result.add("cnn", f"ResNet-50 CPU, batch {CNN_BATCH}, {threads} thread(s), ms/image", s["median"], "ms",
-                   note=f"over {cnn_batches} batches; model load {out['model_load_s']:.1f} s")
+                   note=f"{out['cnn_device']} (cnn.cpu_precision=auto), over {cnn_batches} batches; "
+                        f"model load {out['model_load_s']:.1f} s")
 
     scoring = measure_scoring(images, runs_by_engine[default_engine])
     c, r = stats(scoring["candidates_s"], 1000), stats(scoring["rules_s"], 1000)

@@ -87,6 +87,10 @@ class OcrConfig:
     # when imagequant.ocr.zoo is imported: the engines declare their settings beside their code.
 
 
+# cnn.cpu_precision: f32 | bf16 (CPU autocast) | auto (bf16 where the CPU computes it natively; imagequant/cnn.py)
+CPU_PRECISIONS = ("f32", "bf16", "auto")
+
+
 @dataclass
 class CnnConfig:
     enabled: bool = True
@@ -95,6 +99,7 @@ class CnnConfig:
     batch_size: int = 32
     device: str = "auto"
     torch_threads: int = 1
+    cpu_precision: str = "auto"
     separate_stage: bool = False
     stage_partitions: int = 1
 
@@ -172,6 +177,8 @@ class Config:
         checks: list[tuple[bool, str]] = [
             (all(a in (90, 180, 270) for a in self.ocr.rotated_angles), "ocr.rotated_angles must be 90, 180 or 270"),
             (self.cnn.device in ("auto", "cpu", "cuda"), "cnn.device must be auto, cpu or cuda"),
+            (self.cnn.cpu_precision in CPU_PRECISIONS,
+             f"cnn.cpu_precision must be f32, bf16 or auto, got {self.cnn.cpu_precision!r}"),
             (self.ocr.device in ("auto", "cpu", "cuda"), f"ocr.device must be auto, cpu or cuda, got {self.ocr.device!r}"),
             (0.0 < self.train.val_fraction < 1.0, "train.val_fraction must be between 0 and 1"),
             (self.train.loader in ("petastorm", "pyarrow"), "train.loader must be petastorm or pyarrow"),

@@ -237,6 +237,13 @@ def ocr_device(config: Config) -> str:
     return get_engine(config.ocr, config.imaging).describe_device()
 
 
+def cnn_device(config: Config) -> str:
+    """Where and in which precision this process's CNN runs (e.g. ``cpu/bf16``); builds it when not built yet."""
+    from imagequant.cnn import get_extractor
+
+    return get_extractor(config.cnn).describe()
+
+
 def embed_crops(crops: np.ndarray | Sequence[np.ndarray], config: Config) -> tuple[np.ndarray, float]:
     """CNN features of uint8 crops (N, S, S, 3), given as one array or as pieces in order, in
     ``cnn.batch_size`` chunks: (N, 2048) float32 and the seconds spent."""

@@ -71,6 +71,7 @@ class ExtractSummary:
     quarantined: list[str] = field(default_factory=list)  # damaged images files moved out of the store
     seconds: float = 0.0
     cnn_weights: str = ""
+    cnn_device: str = ""  # where and in which precision the CNN ran, as the workers reported it (e.g. cpu/bf16)
     ocr_engine: str = ""
     ocr_device: str = ""  # where the OCR models ran, as the workers reported it (e.g. CPUExecutionProvider)
     ocr_models: str = ""  # which models read (ocr.rapidocr.models ...), e.g. ppocrv4; "" for Tesseract
@@ -100,7 +101,7 @@ class ExtractSummary:
             f"images_per_second={self.images_per_second:.2f} seconds={self.seconds:.1f} "
             f"ocr={self.ocr_engine}{f' ocr_device={self.ocr_device}' if self.ocr_device else ''} "
             f"{f'ocr_models={self.ocr_models} ' if self.ocr_models else ''}"
-            f"cnn_weights={self.cnn_weights}"
+            f"cnn_weights={self.cnn_weights}{f' cnn_device={self.cnn_device}' if self.cnn_device else ''}"
             + (f" quarantined={len(self.quarantined)} (damaged files moved to _quarantine/)" if self.quarantined else "")
         )
 
@@ -144,13 +145,14 @@ def images_to_process(rows: DataFrame, existing: DataFrame | None) -> DataFrame:
 
 def process_images(
     todo: DataFrame, config: Config, images_dir: str | None, run_id: str, partitions: int, separate_cnn_stage: bool,
-    ocr_devices: Accumulator[set[str]] | None = None,
+    ocr_devices: Accumulator[set[str]] | None = None, cnn_devices: Accumulator[set[str]] | None = None,
 ) -> DataFrame:
     """Transform: distinct images -> images-table records (fetch, decode, OCR, then CNN features).
 
     With ``separate_cnn_stage`` the CPU stage is persisted and the CNN runs as its own stage over
     ``config.spark`` GPU-sized partitions, so fetch/OCR use every core while the GPU stage runs one task per GPU.
-    The workers add where their OCR ran to ``ocr_devices`` (an accumulator of :class:`SetParam`).
+    The workers add where their OCR ran to ``ocr_devices`` and where and in which precision their CNN ran to
+    ``cnn_devices`` (accumulators of :class:`SetParam`).
     """
     # The job knows the rows: each image is read again where the entities its rows ask lack a plausible candidate.
     reading = fetch_ocr_function(config, images_dir, ocr_devices, needs_second_look=lacks_plausible_candidate)
@@ -159,7 +161,7 @@ def process_images(
         stage1 = stage1.persist(StorageLevel.MEMORY_AND_DISK)
         stage1.count()
         stage1 = stage1.coalesce(max(1, config.cnn.stage_partitions))
-    with_cnn = stage1.mapInArrow(cnn_features_function(config), cnn_stage_schema(OCR_STAGE_SCHEMA))
+    with_cnn = stage1.mapInArrow(cnn_features_function(config, cnn_devices), cnn_stage_schema(OCR_STAGE_SCHEMA))
     return with_cnn.select(
         *[F.col(c) for c in OCR_STAGE_SCHEMA.fieldNames() if c != "cnn_input"],
         F.lit(describe_weights(config.cnn)).alias("cnn_weights"),
@@ -275,7 +277,9 @@ def _extract(spark: SparkSession, fs: StoreFs, config: Config, catalog: str | pd
         cores = default_parallelism(spark)
         partitions = max(1, min(summary.processed, cores * config.spark.image_partitions_per_core))
         devices = spark.sparkContext.accumulator(set(), SetParam())
-        images = process_images(todo, config, images_dir, run_id, partitions, config.cnn.separate_stage, devices)
+        cnn_devices = spark.sparkContext.accumulator(set(), SetParam())
+        images = process_images(todo, config, images_dir, run_id, partitions, config.cnn.separate_stage, devices,
+                                cnn_devices)
         files = max(1, summary.processed // max(1, config.store.rows_per_file) + 1)
         partition = f"{IMAGES.partition}={batch}"
         write_partition(fs, images, IMAGES.name, partition, run_id, compression, min(files, partitions))
@@ -285,6 +289,9 @@ def _extract(spark: SparkSession, fs: StoreFs, config: Config, catalog: str | pd
             summary.from_plain_files += r["count"] if r["source"] == PLAIN_FILE_SOURCE else 0
         summary.ocr_device = ",".join(sorted(devices.value))
         log(f"OCR ({config.ocr.engine}) ran on {summary.ocr_device or 'nothing (no batch to read)'}")
+        summary.cnn_device = ",".join(sorted(cnn_devices.value))
+        if summary.cnn_device:
+            log(f"CNN ran on {summary.cnn_device}")
     summary.processed_ok = counts.pop("ok", 0)
     summary.failed = dict(counts)
     summary.store_ok = summary.already_ok + summary.processed_ok

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,7 @@ from imagequant.fetch import image_file_name
 from imagequant.pipeline.images import (
     CNN_ERROR,
     NeedsSecondLook,
+    cnn_device,
     embed_crops_or_failure,
     ocr_device,
     process_frame,
@@ -34,8 +35,8 @@ CNN_OUTPUT_FIELDS = [IMAGE_SCHEMA["cnn_features"], IMAGE_SCHEMA["seconds_cnn"]]
 
 
 class SetParam(AccumulatorParam[set[str]]):
-    """An accumulator of a set of strings: where each worker ran its OCR, gathered on the driver (a union, so a
-    retried task adds nothing twice)."""
+    """An accumulator of a set of strings: where each worker ran its OCR or CNN, gathered on the driver (a
+    union, so a retried task adds nothing twice)."""
 
     def zero(self, value: set[str]) -> set[str]:
         return set()
@@ -55,10 +56,15 @@ def _report_ocr_device(config: Config, devices: Accumulator[set[str]] | None) ->
         device = ocr_device(config)
     except Exception as exc:  # the engine could not be built: every image already records why
         device = f"unavailable ({type(exc).__name__})"
+    _report_device(f"OCR {config.ocr.engine}", device, devices)
+
+
+def _report_device(what: str, device: str, devices: Accumulator[set[str]] | None) -> None:
+    """Logs where ``what`` runs (once per Python worker, in the executor's log) and adds it to the job's
+    accumulator."""
     if (os.getpid(), device) not in _LOGGED_DEVICES:
         _LOGGED_DEVICES.add((os.getpid(), device))
-        print(f"[imagequant] OCR {config.ocr.engine} runs on {device} (Python worker {os.getpid()})",
-              file=sys.stderr, flush=True)
+        print(f"[imagequant] {what} runs on {device} (Python worker {os.getpid()})", file=sys.stderr, flush=True)
     if devices is not None:
         devices.add({device})
 
@@ -127,9 +133,13 @@ def crops_from_arrow(column: pa.Array, size: int) -> tuple[np.ndarray, np.ndarra
     return flat.reshape(present.size, size, size, 3), present
 
 
-def cnn_features_function(config: Config) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+def cnn_features_function(
+    config: Config, devices: Accumulator[set[str]] | None = None,
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """mapInArrow function: rows with a binary ``cnn_input`` -> the same rows without it, plus cnn_features
     (float32 x 2048; zeros where there is no crop) and seconds_cnn (the batch's CNN time shared among its crops).
+    Where and in which precision the network ran (e.g. ``cpu/bf16``) is added to ``devices`` (an accumulator of
+    :class:`SetParam`) once a task has embedded crops.
 
     A CNN stage that fails in this worker (torch cannot be imported under a memory cap) gives the batch's
     images status cnn_error instead of failing the task. Arrow batches are gathered until they hold
@@ -140,7 +150,8 @@ def cnn_features_function(config: Config) -> Callable[[Iterator[pa.RecordBatch]]
     size = config.imaging.cnn_size
     wanted = max(1, config.cnn.batch_size)
 
-    def embed_together(batches: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def embed_together(batches: list[pa.RecordBatch]) -> Generator[pa.RecordBatch, None, bool]:
+        """Yields the batches with their features; returns whether the network embedded crops."""
         found = [crops_from_arrow(batch.column(batch.schema.get_field_index("cnn_input")), size) for batch in batches]
         embedded, seconds, failure = embed_crops_or_failure([crops for crops, _present in found], config)
         share = seconds / max(1, len(embedded))
@@ -148,20 +159,31 @@ def cnn_features_function(config: Config) -> Callable[[Iterator[pa.RecordBatch]]
         for batch, (_crops, present) in zip(batches, found, strict=True):
             yield _with_features(batch, present, embedded[row : row + present.size], share, failure)
             row += present.size
+        return failure is None and len(embedded) > 0 and config.cnn.enabled
 
     def cnn_features(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        gathered: list[pa.RecordBatch] = []
-        rows = 0
-        for batch in batches:
-            gathered.append(batch)
-            rows += batch.num_rows
-            if rows >= wanted:
-                yield from embed_together(gathered)
-                gathered, rows = [], 0
-        if gathered:
-            yield from embed_together(gathered)
+        reported = False
+        for group in _gathered(batches, wanted):
+            ran = yield from embed_together(group)
+            if ran and not reported:  # the network is built by now: describing it costs nothing
+                _report_device("CNN", cnn_device(config), devices)
+                reported = True
 
     return cnn_features
+
+
+def _gathered(batches: Iterator[pa.RecordBatch], wanted: int) -> Iterator[list[pa.RecordBatch]]:
+    """Consecutive batches grouped until a group holds ``wanted`` rows or more (the last group may hold fewer)."""
+    group: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        group.append(batch)
+        rows += batch.num_rows
+        if rows >= wanted:
+            yield group
+            group, rows = [], 0
+    if group:
+        yield group
 
 
 def _with_features(batch: pa.RecordBatch, present: np.ndarray, embedded: np.ndarray, share: float,

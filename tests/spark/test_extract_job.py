@@ -130,6 +130,10 @@ def test_shared_images_processed_once(first_run, catalog) -> None:
     summary = first_run["summary"]
     assert summary.processed == served and summary.distinct_images == served
     assert summary.ocr_device == "cpu" and " ocr_device=cpu " in summary.line()  # Tesseract, as the workers said
+    from imagequant.cnn import cpu_has_native_bf16  # local[2]: the workers run on this CPU
+
+    expected_cnn = "cpu/bf16" if cpu_has_native_bf16() else "cpu/f32"  # cnn.cpu_precision=auto
+    assert summary.cnn_device == expected_cnn and summary.line().endswith(f" cnn_device={expected_cnn}")
 
 
 def test_ocr_reads_printed_values_and_features_have_shape(first_run, catalog) -> None:

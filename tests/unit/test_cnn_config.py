@@ -1,0 +1,19 @@
+"""``cnn.cpu_precision``: the values it may take, checked when the configuration loads (no torch needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from imagequant.config import load_config
+from imagequant.errors import ConfigError
+
+
+def test_cpu_precision_defaults_to_auto_and_takes_f32_bf16_auto() -> None:
+    assert load_config().cnn.cpu_precision == "auto"
+    for value in ("f32", "bf16", "auto"):
+        assert load_config(overrides=[f"cnn.cpu_precision={value}"]).cnn.cpu_precision == value
+
+
+def test_a_bad_cpu_precision_is_one_clear_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"^cnn\.cpu_precision must be f32, bf16 or auto, got 'fp16'$"):
+        load_config(overrides=["cnn.cpu_precision=fp16"])
