@@ -430,6 +430,14 @@ class OcrRun:
     size: tuple[int, int]
     tokens: list[Any]
     error: str | None = None
+    # CPU seconds of each model call this image made (``set:role``), where the engine counts them (RapidOCR)
+    model_cpu: dict[str, float] = field(default_factory=dict)
+    passes: list[str] = field(default_factory=list)
+
+
+def _model_cpu(engine: Any) -> dict[str, float]:
+    counted = getattr(engine, "model_cpu_seconds", None)
+    return {name: cpu for name, (_calls, cpu) in counted().items()} if counted else {}
 
 
 _POOL_STATE: dict[str, Any] = {}
@@ -457,10 +465,13 @@ def _pool_one(job: tuple[str, tuple[str, ...] | None]) -> OcrRun:
         return OcrRun(Path(path).name, 0.0, 0.0, (0, 0), [], exc.kind)
     # the extract job's second look: only where the entities asked of the image still lack a candidate
     wants_more = lacks_candidates(entities, img.size) if entities is not None else None
+    before = _model_cpu(engine)
     clock = Clock()  # OCR only: decoding is measured as its own stage
     try:
-        tokens = engine.read(img, wants_more)
-        return OcrRun(Path(path).name, clock.cpu(), clock.wall(), img.size, tokens)
+        reading = engine.read_passes(img, wants_more)
+        spent = {name: cpu - before.get(name, 0.0) for name, cpu in _model_cpu(engine).items()}
+        return OcrRun(Path(path).name, clock.cpu(), clock.wall(), img.size, reading.tokens,
+                      model_cpu={name: cpu for name, cpu in spent.items() if cpu > 0}, passes=reading.passes)
     except (ImageError, OcrError) as exc:
         return OcrRun(Path(path).name, clock.cpu(), clock.wall(), img.size, [], exc.kind)
 

@@ -55,17 +55,90 @@ _WATCHDOG_POLL_S = 0.02
 
 
 class _TerminableSession:
-    """Wraps an onnxruntime InferenceSession so a watchdog can abandon the model call in progress."""
+    """Wraps a model's session (onnxruntime's, or :class:`_OpenVinoSession`) so a watchdog can abandon the model
+    call in progress, and counts its calls and the calling thread's CPU seconds in them (:meth:`RapidOcrEngine.
+    model_cpu_seconds`: where the OCR's CPU goes)."""
 
     def __init__(self, session: Any) -> None:
         self._session = session
         self.run_options: Any = None
+        self.calls = 0
+        self.cpu_seconds = 0.0
 
     def run(self, output_names: Any, input_feed: Any, run_options: Any = None) -> Any:
-        return self._session.run(output_names, input_feed, run_options or self.run_options)
+        started = time.thread_time()
+        try:
+            return self._session.run(output_names, input_feed, run_options or self.run_options)
+        finally:
+            self.calls += 1
+            self.cpu_seconds += time.thread_time() - started
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._session, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRuntime:
+    """What runs the models on the CPU (``ocr.rapidocr.runtime``) and at which precision (``precision``)."""
+
+    name: str = "onnxruntime"
+    precision: str = "f32"
+
+
+ONNXRUNTIME = ModelRuntime()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Port:
+    name: str
+
+
+_OPENVINO_CORE: Any = None
+
+
+class _OpenVinoSession:
+    """One PP-OCR model compiled by OpenVINO's CPU plugin, answering the calls RapidOCR makes of an onnxruntime
+    session (``run``, ``get_inputs``, ``get_outputs``, ``get_providers``).
+
+    With one thread OpenVINO infers in the calling thread, so the reading thread's CPU clock (the OCR budget)
+    counts the model's work. A synchronous call in progress cannot be abandoned: a terminated reading stops
+    at the next model call (docs/ocr.md "Runtimes")."""
+
+    def __init__(self, ort_session: Any, precision: str, threads: int) -> None:
+        global _OPENVINO_CORE
+        import openvino
+
+        if _OPENVINO_CORE is None:
+            _OPENVINO_CORE = openvino.Core()
+        self._inputs = [_Port(i.name) for i in ort_session.get_inputs()]
+        self._outputs = [_Port(o.name) for o in ort_session.get_outputs()]
+        hint = openvino.Type.bf16 if precision == "bf16" else openvino.Type.f32
+        # No pinning: Spark runs one task per core and decides which; a pinned worker could share a core with
+        # another one. One stream: one image at a time per worker.
+        self._compiled = _OPENVINO_CORE.compile_model(ort_session._model_path, "CPU", {
+            "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+            "ENABLE_CPU_PINNING": False, "INFERENCE_PRECISION_HINT": hint,
+        })
+        self._request = self._compiled.create_infer_request()
+        # What the CPU plugin chose: bf16 only where the CPU computes it natively.
+        self.precision = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
+
+    def run(self, output_names: Any, input_feed: Any, run_options: Any = None) -> list[np.ndarray]:
+        if run_options is not None and run_options.terminate:
+            raise RuntimeError("the model call was terminated before it started")
+        self._request.infer([input_feed[port.name] for port in self._inputs])
+        names = [port.name for port in self._outputs]
+        # Copied: the request's output tensors are overwritten by its next call.
+        return [self._request.get_output_tensor(names.index(n)).data.copy() for n in (output_names or names)]
+
+    def get_inputs(self) -> list[_Port]:
+        return self._inputs
+
+    def get_outputs(self) -> list[_Port]:
+        return self._outputs
+
+    def get_providers(self) -> list[str]:
+        return [f"OpenVINO:CPU({'bf16' if 'bf' in self.precision else 'f32'})"]
 
 
 class _RapidModels:
@@ -76,7 +149,7 @@ class _RapidModels:
     """
 
     def __init__(self, threads: int, use_cls: bool, memory_arena: bool, placement: OcrPlacement,
-                 files: ModelFiles) -> None:
+                 files: ModelFiles, runtime: ModelRuntime) -> None:
         try:
             from rapidocr_onnxruntime import RapidOCR
         except ImportError as exc:
@@ -94,8 +167,12 @@ class _RapidModels:
         self.gpu_failure = ""  # why the models are not on the GPU that ``placement`` asked for
         self.lock = threading.Lock()
         self.sessions: list[_TerminableSession] = []
+        # RapidOCR builds onnxruntime sessions (and reads the recogniser's dictionary from them); on the CPU,
+        # openvino takes their model files instead and the onnxruntime sessions are dropped.
+        openvino = runtime.name == "openvino" and placement.device != "cuda"
         for holder in (self.ocr.text_det.infer, self.ocr.text_cls.infer, self.ocr.text_rec.session):
-            wrapped = _TerminableSession(holder.session)
+            session = _OpenVinoSession(holder.session, runtime.precision, threads) if openvino else holder.session
+            wrapped = _TerminableSession(session)
             holder.session = wrapped
             self.sessions.append(wrapped)
 
@@ -171,21 +248,22 @@ def _session_settings(memory_arena: bool, providers: list[tuple[str, dict[str, A
         session_class._get_ep_list = original_providers
 
 
-_RAPID_MODELS: dict[tuple[int, int, bool, bool, OcrPlacement, ModelFiles], _RapidModels] = {}
+_RAPID_MODELS: dict[tuple[int, int, bool, bool, OcrPlacement, ModelFiles, ModelRuntime], _RapidModels] = {}
 
 
 def _rapid_models(threads: int, use_cls: bool, memory_arena: bool, placement: OcrPlacement,
-                  files: ModelFiles | None = None, required: bool = False) -> _RapidModels:
+                  files: ModelFiles | None = None, required: bool = False,
+                  runtime: ModelRuntime = ONNXRUNTIME) -> _RapidModels:
     """The process's models for these settings and model files (default: PP-OCRv4) on ``placement``, loaded once. When the CUDA provider does not
     start (a CUDA or cuDNN library missing, a driver too old), the models run on the CPU: with ``required``
     (``ocr.device=cuda``) that is a ConfigError, else the worker's log says so once."""
     files = files or resolve("ppocrv4")
-    key = (os.getpid(), threads, use_cls, memory_arena, placement, files)
+    key = (os.getpid(), threads, use_cls, memory_arena, placement, files, runtime)
     with _MODELS_LOCK:
         models = _RAPID_MODELS.get(key)
         if models is None:
             # Cached even when the GPU did not start: a failed start is not retried for every image.
-            models = _RAPID_MODELS[key] = _load_models(threads, use_cls, memory_arena, placement, files)
+            models = _RAPID_MODELS[key] = _load_models(threads, use_cls, memory_arena, placement, files, runtime)
             if models.gpu_failure and not required:
                 print(f"[imagequant] warning: OCR models not on {placement.describe()} ({models.gpu_failure}); "
                       "RapidOCR runs on the CPU", file=sys.stderr, flush=True)
@@ -197,17 +275,17 @@ def _rapid_models(threads: int, use_cls: bool, memory_arena: bool, placement: Oc
 
 
 def _load_models(threads: int, use_cls: bool, memory_arena: bool, placement: OcrPlacement,
-                 files: ModelFiles) -> _RapidModels:
+                 files: ModelFiles, runtime: ModelRuntime) -> _RapidModels:
     """Loads the models on ``placement``; on a GPU that did not take them, CPU models with ``gpu_failure``
     saying why."""
     if placement.device != "cuda":
-        return _RapidModels(threads, use_cls, memory_arena, placement, files)
+        return _RapidModels(threads, use_cls, memory_arena, placement, files, runtime)
     try:
-        models = _RapidModels(threads, use_cls, memory_arena, placement, files)
+        models = _RapidModels(threads, use_cls, memory_arena, placement, files, runtime)
     except OcrError:
         raise
     except Exception as exc:  # onnxruntime refused the CUDA provider outright
-        models = _RapidModels(threads, use_cls, memory_arena, CPU_PLACEMENT, files)
+        models = _RapidModels(threads, use_cls, memory_arena, CPU_PLACEMENT, files, runtime)
         models.gpu_failure = f"{type(exc).__name__}: {exc}"
         return models
     if not models.on_cuda():  # onnxruntime dropped the CUDA provider and kept the CPU one
@@ -272,14 +350,15 @@ class RapidOcrEngine(OcrEngine):
         if getattr(self, "_placement", None) == placement:
             return
         required = self.cfg.device == "cuda"
+        runtime = ModelRuntime(rc.runtime, rc.precision)
         models = _rapid_models(max(1, rc.threads), rc.use_angle_cls, rc.memory_arena, placement, self._files,
-                               required=required)
+                               required=required, runtime=runtime)
         self._first = self._use(models)
         self._second = self._fallback = self._first
         for attr, files in (("_second", self._second_files), ("_fallback", self._fallback_files)):
             if files is not None:
                 setattr(self, attr, _rapid_models(max(1, rc.threads), rc.use_angle_cls, rc.memory_arena, placement,
-                                                  files, required=required))
+                                                  files, required=required, runtime=runtime))
         self._use(models)
         self._placement = placement
 
@@ -312,6 +391,22 @@ class RapidOcrEngine(OcrEngine):
 
     def describe_device(self) -> str:
         return self._models.describe()
+
+    def model_cpu_seconds(self) -> dict[str, tuple[int, float]]:
+        """Calls and CPU seconds (of the reading thread) of each model this engine reads with, so far in this
+        process, keyed ``set:role`` (e.g. ``ppocrv6_small:det``); bench/ocr_breakdown.py reads it. The models
+        are shared by every engine of the process using them, and so are their counts."""
+        rc = self.cfg.rapidocr
+        out: dict[str, tuple[int, float]] = {}
+        seen: set[int] = set()
+        for name, models in ((rc.models, self._first), (rc.second_look_models, self._second),
+                             (rc.fallback_models, self._fallback)):
+            if not name or id(models) in seen:
+                continue
+            seen.add(id(models))
+            for role, session in zip(("det", "cls", "rec"), models.sessions, strict=True):
+                out[f"{name}:{role}"] = (session.calls, session.cpu_seconds)
+        return out
 
     def read_passes(self, img: Image.Image, wants_more: WantsMore | None = None) -> Reading:
         self._bind_models()

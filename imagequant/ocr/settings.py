@@ -7,11 +7,16 @@ module, so it imports no engine, image library or onnxruntime (:mod:`ppocr_model
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass, field
 
 from imagequant.config import Checks
+from imagequant.errors import ConfigError
 from imagequant.ocr import ppocr_models
+
+RUNTIMES = ("onnxruntime", "openvino")
+PRECISIONS = ("f32", "bf16")
 
 
 @dataclass
@@ -34,6 +39,10 @@ class RapidOcrSettings:
     det_upscale: float = 1.0
     min_side: int = 0
     memory_arena: bool = True
+    # What runs the models on the CPU: onnxruntime | openvino (imagequant/ocr/rapidocr.py); a GPU is always onnxruntime's
+    runtime: str = "onnxruntime"
+    # openvino's inference precision: f32 | bf16 (where the CPU computes bf16 natively, else f32)
+    precision: str = "f32"
     rotated_pass: bool = False
     rec_batch_lines: int = 6  # text lines per recognition (and direction classifier) model call
     # Which PP-OCR models read (imagequant/ocr/ppocr_models.py): ppocrv4 | ppocrv6_small | ppocrv6_tiny
@@ -70,6 +79,10 @@ def check_rapidocr(rc: RapidOcrSettings, key: str, in_use: bool) -> list[str]:
     c.that(rc.det_max_side == 0 or rc.det_max_side >= 320, f"{key}.det_max_side must be 0 (full size) or >= 320")
     c.that(rc.min_side >= 0, f"{key}.min_side must be >= 0")
     c.that(1.0 <= rc.det_upscale <= 4.0, f"{key}.det_upscale must be between 1 and 4")
+    c.that(rc.runtime in RUNTIMES, f"{key}.runtime must be one of {', '.join(RUNTIMES)}, got {rc.runtime!r}")
+    c.that(rc.precision in PRECISIONS, f"{key}.precision must be one of {', '.join(PRECISIONS)}, got {rc.precision!r}")
+    c.that(rc.precision == "f32" or rc.runtime == "openvino",
+           f"{key}.precision={rc.precision} needs {key}.runtime=openvino (onnxruntime runs f32 on the CPU)")
     problem = ppocr_models.check_names(rc.models, rc.det_models, rc.second_look_models, rc.fallback_models)
     if problem:
         c.problems.append(problem)
@@ -77,4 +90,7 @@ def check_rapidocr(rc: RapidOcrSettings, key: str, in_use: bool) -> list[str]:
         ppocr_models.resolve(rc.models, rc.det_models, rc.det_model_path, rc.rec_model_path, rc.rec_keys_path)
         for extra in {rc.second_look_models, rc.fallback_models} - {""}:
             ppocr_models.resolve(extra)
+        if rc.runtime == "openvino" and importlib.util.find_spec("openvino") is None:
+            raise ConfigError(f"{key}.runtime=openvino needs the openvino package, which is not installed: run make "
+                              "(or: pip install openvino==2026.4.1)")
     return c.problems
