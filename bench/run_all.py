@@ -38,7 +38,8 @@ KEPT_REASONS = {"scale": "a dry run in this run (below 1,000 images, figures in 
 # (name, default timeout in seconds): the order of the issue's list.
 BENCHMARKS: list[tuple[str, int]] = [
     ("stages", 900),
-    # About 6 minutes at 60 real images: the default reader, without its second look, and two other runtimes.
+    # About 5 minutes at 60 real images (281 s on 2026-12-05): the default reader, without its second look, and
+    # two other runtimes.
     ("ocr_breakdown", 900),
     ("scaling", 1200),
     ("ocr_cost", 900),
