@@ -9,7 +9,6 @@ import dataclasses
 import importlib.util
 
 import pytest
-from PIL import Image
 
 from imagequant.config import OcrConfig, load_config
 from imagequant.core.tokens import OcrToken
@@ -17,8 +16,8 @@ from imagequant.errors import ConfigError
 from imagequant.ocr.base import OcrError
 from imagequant.ocr.ppocr_models import reader_name
 from imagequant.ocr.zoo import get_engine
-from imagequant.synthetic import iter_items
-from tests.ocr.test_ocr import IMAGING, _find, _label_image, _rotated_text_image, needs_rapidocr
+from tests.ocr.test_ocr import IMAGING, _find, _label_image, needs_rapidocr
+from tests.ocr.test_ocr_batch import _images
 
 needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino not installed")
 
@@ -33,11 +32,6 @@ def _rapid(runtime: str, precision: str = "f32", **changes: object) -> OcrConfig
     cfg = dataclasses.replace(OcrConfig(engine="rapidocr", timeout_s=60.0), **changes)
     cfg.rapidocr = dataclasses.replace(load_config().ocr.rapidocr, runtime=runtime, precision=precision)
     return cfg
-
-
-def _images() -> list[Image.Image]:
-    renders = [item.image for item in iter_items(3, seed=21, image_size=(400, 640))]
-    return [*renders, _label_image()[0], _rotated_text_image()[0]]
 
 
 def _close(a: list[OcrToken], b: list[OcrToken], box_px: int, conf_points: float) -> bool:
