@@ -144,6 +144,7 @@ class TrainConfig:
     confidence: bool = True  # learn the calibrated P(right) of the scorer's answers
     confidence_folds: int = 5  # group K-fold of the out-of-fold predictions it is fitted on
     confidence_entity_rows: int = 500  # an entity gets its own calibration from this many answered rows
+    confidence_repeats: int = 5  # repeats of the outer group K-fold its figures and thresholds are pooled over
 
 
 @dataclass
@@ -238,6 +239,7 @@ class Config:
         c.at_least("cnn.batch_size", cnn.batch_size, 1)
         c.at_least("train.confidence_folds", t.confidence_folds, 2)
         c.at_least("train.confidence_entity_rows", t.confidence_entity_rows, 1)
+        c.at_least("train.confidence_repeats", t.confidence_repeats, 1)
         for key, value in (("predict.min_confidence", self.predict.min_confidence),
                            ("predict.target_precision", self.predict.target_precision)):
             if value is not None:

@@ -204,7 +204,7 @@ class CoverageCurve:
         return coverage_point(float(self.thresholds[i]), int(self.answered[i]), int(self.right[i]), self.rows)
 
 
-def coverage_point(threshold: float, answered: int, right: int, rows: int) -> dict[str, float]:
+def coverage_point(threshold: float, answered: float, right: float, rows: int) -> dict[str, float]:
     return {"threshold": threshold, "coverage": answered / rows if rows else 0.0,
             "precision": right / answered if answered else math.nan, "answered": answered, "right": right}
 

@@ -154,6 +154,7 @@ class ConfidenceModel:
     # out-of-fold (threshold, coverage, precision, answered, right) points, in decreasing threshold
     operating: list[dict[str, float]] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
+    regularisation: float | None = None  # the logistic model's C (absent from files written before it was chosen)
 
     def _standardised(self, evidence: np.ndarray) -> np.ndarray:
         return (np.atleast_2d(evidence) - np.asarray(self.mean)) / np.asarray(self.scale)

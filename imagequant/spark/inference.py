@@ -224,7 +224,7 @@ def resolve_min_confidence(model_spec: str, exported: bool, min_confidence: floa
                          f"model's out-of-fold rows (the highest precision there is {top:.3f}); ask for less")
     return reached["threshold"], (
         f"target precision {target_precision:.1%}: min confidence {reached['threshold']:.3f}; out of fold it "
-        f"answered {reached['coverage']:.1%} of rows ({reached['answered']} of {model.report.get('rows', '?')}) "
+        f"answered {reached['coverage']:.1%} of rows ({reached['answered']:.0f} of {model.report.get('rows', '?')}) "
         f"at precision {reached['precision']:.1%}")
 
 

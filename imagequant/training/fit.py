@@ -380,7 +380,8 @@ def learn_confidence(examples: Sequence[RawExample], predictions: Sequence[Predi
         return train_confidence(scoring_rows(examples), predictions, [e.label for e in examples],
                                 [e.group_id for e in examples], scorer,
                                 ConfidenceSettings(folds=settings.confidence_folds,
-                                                   entity_rows=settings.confidence_entity_rows, seed=settings.seed))
+                                                   entity_rows=settings.confidence_entity_rows, seed=settings.seed,
+                                                   repeats=settings.confidence_repeats))
     except UsageError as exc:
         _skip_confidence(str(exc))
         return None

@@ -29,6 +29,7 @@ from imagequant.training.confidence import (
     collect_evidence,
     fit_confidence,
     out_of_fold_confidence,
+    repeated_out_of_fold,
     train_confidence,
 )
 
@@ -108,11 +109,12 @@ def test_answer_evidence_names_every_term_and_needs_a_candidate() -> None:
 # --- fitting ---------------------------------------------------------------------------------------------
 
 
-def test_out_of_fold_confidence_never_scores_a_row_it_was_fitted_on() -> None:
+@pytest.mark.parametrize("repeat", [0, 1, 2])
+def test_out_of_fold_confidence_never_scores_a_row_it_was_fitted_on(repeat: int) -> None:
     rows, labels, groups = _rows(160, seed=3)
     preds = RuleScorer().predict(rows)
     data = collect_evidence(rows, preds, labels, groups)
-    oof = out_of_fold_confidence(data, "rules", ConfidenceSettings(folds=4))
+    oof = out_of_fold_confidence(data, "rules", ConfidenceSettings(folds=4), repeat=repeat)
     assert len(oof.fitted_on) == 4
     group_of = np.asarray(data.groups)
     for k, fitted in enumerate(oof.fitted_on):
@@ -144,6 +146,22 @@ def test_out_of_fold_confidence_does_not_learn_noise_that_in_sample_fitting_woul
     assert abs(auc(oof) - 0.5) < 0.1
 
 
+def test_the_inner_folds_choose_strong_shrinkage_for_noise_and_weak_for_plentiful_signal() -> None:
+    rng = np.random.default_rng(3)
+
+    def evidence(n: int, signal: float) -> AnswerEvidence:
+        x = rng.normal(size=(n, len(FEATURE_NAMES)))
+        right = rng.random(n) < 1.0 / (1.0 + np.exp(-signal * x[:, :8].sum(axis=1)))
+        return AnswerEvidence(x, right, ["item_weight"] * n, [str(i) for i in range(n)], n)
+
+    settings = ConfidenceSettings()
+    noise = fit_confidence(evidence(150, 0.0), "rules", settings).regularisation
+    signal = fit_confidence(evidence(3000, 3.0), "rules", settings).regularisation
+    assert noise == min(settings.regularisation_grid) and signal is not None and signal >= 0.3
+    fixed = fit_confidence(evidence(150, 0.0), "rules", ConfidenceSettings(regularisation=0.5))
+    assert fixed.regularisation == 0.5
+
+
 def test_trained_confidence_ranks_right_above_wrong_and_is_calibrated_on_new_rows() -> None:
     rows, labels, groups = _rows(400, seed=5)
     preds = RuleScorer().predict(rows)
@@ -158,6 +176,26 @@ def test_trained_confidence_ranks_right_above_wrong_and_is_calibrated_on_new_row
     confidence = np.asarray([p.confidence for p in new_preds])
     assert metrics.expected_calibration_error(confidence, data.right) < 0.08
     assert confidence[data.right].mean() > confidence[~data.right].mean() + 0.3
+
+
+def test_the_reported_figures_pool_repeats_that_assign_groups_to_folds_afresh() -> None:
+    rows, labels, groups = _rows(200, seed=13)
+    preds = RuleScorer().predict(rows)
+    settings = ConfidenceSettings(folds=4, repeats=3)
+    data = collect_evidence(rows, preds, labels, groups)
+    runs = repeated_out_of_fold(data, "rules", settings)
+    assert len(runs) == 3 and len({tuple(run.fold.tolist()) for run in runs}) == 3
+    model = train_confidence(rows, preds, labels, groups, "rules", settings)
+    report = model.report
+    assert report["repeats"] == 3 and len(report["ece_per_repeat"]) == 3
+    assert report["ece"] == pytest.approx(metrics.expected_calibration_error(
+        np.concatenate([run.confidence for run in runs]), np.tile(data.right, 3)))
+    # counts are per repeat: the bins hold the answered rows once, the widest point answers every row once
+    assert sum(b["rows"] for b in report["reliability"]) == pytest.approx(report["answered"])
+    widest = min(model.operating, key=lambda p: p["threshold"])
+    assert widest["answered"] == pytest.approx(report["answered"]) and widest["coverage"] == pytest.approx(
+        report["answered"] / report["rows"])
+    assert widest["right"] == pytest.approx(report["right"])
 
 
 def test_target_precision_picks_the_widest_operating_point_that_reaches_it() -> None:
@@ -188,7 +226,8 @@ def test_the_stored_model_applies_as_scikit_learn_would(tmp_path: Path, calibrat
     assert loaded.pooled.kind == calibration
     # the logistic part equals scikit-learn's own predict_proba on the same standardised rows
     x = (data.evidence - np.asarray(loaded.mean)) / np.asarray(loaded.scale)
-    reference = LogisticRegression(C=settings.regularisation, max_iter=2000).fit(x, data.right)
+    assert loaded.regularisation in settings.regularisation_grid  # chosen on the inner folds
+    reference = LogisticRegression(C=loaded.regularisation, max_iter=2000).fit(x, data.right)
     p = loaded.uncalibrated(data.evidence)
     np.testing.assert_allclose(p, reference.predict_proba(x)[:, 1], atol=1e-6)
     probe = np.linspace(0.001, 0.999, 57)
