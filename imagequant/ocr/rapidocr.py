@@ -216,8 +216,10 @@ def _session_settings(memory_arena: bool, providers: list[tuple[str, dict[str, A
     which are swapped only while they are built:
     - the session options (a static method): it turns the CPU memory arena off, so every model run maps and
       unmaps its buffers afresh (tens of MB per detection); on real product images that cost 37% more CPU per
-      image, mostly system time spent on page faults. With ``memory_arena`` the arena keeps the largest run's
-      buffers alive per process instead;
+      image, mostly system time spent on page faults. With ``memory_arena`` an arena keeps the largest run's
+      buffers alive instead: one arena per process, shared by every session on the CPU (both readers'
+      detectors, classifiers and recognisers run one at a time), not one per session that each grows to its
+      own model's largest run. On 64 real product images that held 0.47 GB less at the same CPU time;
     - the providers list: its own ``use_cuda`` keys always pick GPU 0 (not the GPU Spark assigned to the
       task), search cuDNN's convolution algorithms exhaustively for every new input shape, and are ignored
       unless ``onnxruntime.get_device()`` says GPU. ``providers`` (imagequant/devices.py) replaces it.
@@ -228,10 +230,16 @@ def _session_settings(memory_arena: bool, providers: list[tuple[str, dict[str, A
     original_options = session_class.__dict__["_init_sess_opts"]
     original_providers = session_class.__dict__["_get_ep_list"]
 
+    shared_arena = memory_arena and providers[0][0] != CUDA_PROVIDER
+    if shared_arena:
+        _register_process_arena()
+
     def options(config: dict[str, Any]) -> Any:
         built = original_options.__func__(config)
         if memory_arena:
             built.enable_cpu_mem_arena = True
+        if shared_arena:
+            built.add_session_config_entry("session.use_env_allocators", "1")
         return built
 
     def provider_list(session: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -247,6 +255,24 @@ def _session_settings(memory_arena: bool, providers: list[tuple[str, dict[str, A
     finally:
         session_class._init_sess_opts = original_options
         session_class._get_ep_list = original_providers
+
+
+_PROCESS_ARENA: list[int] = []  # the pid that registered onnxruntime's shared CPU arena
+
+
+def _register_process_arena() -> None:
+    """Registers one CPU arena with onnxruntime's environment, once per process, for the sessions built with
+    ``session.use_env_allocators``. Models are built under ``_MODELS_LOCK``, so one thread at a time gets here."""
+    import onnxruntime
+
+    if os.getpid() in _PROCESS_ARENA:
+        return
+    cpu = onnxruntime.OrtMemoryInfo("Cpu", onnxruntime.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
+                                    onnxruntime.OrtMemType.DEFAULT)
+    # max_mem 0: no cap; extend strategy 0: next power of two (exact-size extension fragmented more: a peak
+    # of 1.83 GB against 1.20 GB on the same 64 real images); -1: onnxruntime's defaults
+    onnxruntime.create_and_register_allocator(cpu, onnxruntime.OrtArenaCfg(0, 0, -1, -1))
+    _PROCESS_ARENA.append(os.getpid())
 
 
 _RAPID_MODELS: dict[tuple[int, int, bool, bool, OcrPlacement, ModelFiles, ModelRuntime], _RapidModels] = {}

@@ -7,6 +7,7 @@ import importlib.util
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -162,17 +163,27 @@ def test_rapidocr_enlarged_detection_finds_small_print_in_image_pixels() -> None
     _check_label_tokens(enlarging.read(label), boxes)
 
 
+def _config_entry(options: Any, key: str) -> str | None:
+    try:
+        return options.get_session_config_entry(key)
+    except RuntimeError:  # onnxruntime's answer for a key never set
+        return None
+
+
 @needs_rapidocr
 def test_rapidocr_memory_arena_setting_reaches_its_sessions() -> None:
-    # The arena changes only where buffers live: both settings read the same words.
+    # The arena changes only where buffers live: both settings read the same words, boxes and confidences.
     img, boxes = _label_image()
-    texts = {}
+    read = {}
     for arena in (True, False):
         cfg = _cfg("rapidocr", rapidocr=dataclasses.replace(OcrConfig().rapidocr, memory_arena=arena))
         engine = get_engine(cfg, IMAGING)
-        assert all(s.get_session_options().enable_cpu_mem_arena is arena for s in engine._sessions)
-        texts[arena] = [t.text for t in engine.read(img)]
-    assert texts[True] == texts[False]
+        options = [s.get_session_options() for s in engine._sessions]
+        assert all(o.enable_cpu_mem_arena is arena for o in options)
+        # with the arena on, every CPU session of the process (both readers') shares one
+        assert all(_config_entry(o, "session.use_env_allocators") == ("1" if arena else None) for o in options)
+        read[arena] = engine.read(img)
+    assert read[True] == read[False]
 
 
 @needs_rapidocr
