@@ -10,9 +10,9 @@ pooled otherwise. The same inner folds choose the logistic model's shrinkage (lo
 Everything reported (reliability, expected calibration error, coverage at a precision) and the operating
 table that ``predict --target-precision`` reads come from a second, outer group K-fold: each row's
 confidence is given by a confidence model fitted without the row's product group. That outer K-fold is
-repeated with other assignments of groups to folds and the repeats pooled: on a few hundred rows, where
-one assignment puts a handful of wrong answers decides whether a precision is reached at all, and a
-threshold read off a single assignment would be the luck of that draw.
+repeated with other assignments of groups to folds and the repeats pooled: on a few hundred rows, the fold
+a handful of wrong answers lands in decides whether a precision is reached at all, so a threshold read off
+a single assignment would be the luck of that draw.
 
 scikit-learn does the fitting (``LogisticRegression``, ``IsotonicRegression``); the fitted numbers are
 stored in ``confidence.json`` so applying them needs numpy only.
