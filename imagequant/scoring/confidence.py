@@ -133,6 +133,13 @@ class Calibration:
         return 1.0 / (1.0 + np.exp(-(self.slope * log_odds(p) + self.intercept)))
 
 
+def logistic_probability(evidence: np.ndarray, mean: Sequence[float] | np.ndarray, scale: Sequence[float] | np.ndarray,
+                         coef: Sequence[float] | np.ndarray, intercept: float) -> np.ndarray:
+    """A logistic model's probability per row of evidence, standardised by ``mean`` and ``scale``."""
+    z = (np.atleast_2d(evidence) - np.asarray(mean)) / np.asarray(scale) @ np.asarray(coef) + intercept
+    return 1.0 / (1.0 + np.exp(-z))
+
+
 def log_odds(p: np.ndarray) -> np.ndarray:
     q = np.clip(np.asarray(p, dtype=float), 1e-6, 1.0 - 1e-6)
     return np.log(q / (1.0 - q))
@@ -161,8 +168,7 @@ class ConfidenceModel:
 
     def uncalibrated(self, evidence: np.ndarray) -> np.ndarray:
         """The logistic model's probability per row (rows of :data:`FEATURE_NAMES` evidence)."""
-        z = self._standardised(evidence) @ np.asarray(self.coef) + self.intercept
-        return 1.0 / (1.0 + np.exp(-z))
+        return logistic_probability(evidence, self.mean, self.scale, self.coef, self.intercept)
 
     def predict(self, evidence: np.ndarray, entities: Sequence[str]) -> np.ndarray:
         """Calibrated P(right) per row."""

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
 
 from imagequant.core import metrics
 from imagequant.core.units import values_equal
@@ -38,6 +39,7 @@ from imagequant.scoring.confidence import (
     ConfidenceModel,
     answer_evidence,
     log_odds,
+    logistic_probability,
     plain_json,
 )
 from imagequant.training.examples import fold_of_groups
@@ -105,14 +107,8 @@ def _inner_probabilities(x: np.ndarray, y: np.ndarray, folds: np.ndarray, regula
         if not _both_kinds(y[fit_rows], 1):
             inner[held] = y[fit_rows].mean()
             continue
-        mean, scale, coef, intercept = _logistic(x[fit_rows], y[fit_rows], regularisation)
-        inner[held] = 1.0 / (1.0 + np.exp(-(((x[held] - mean) / scale) @ coef + intercept)))
+        inner[held] = logistic_probability(x[held], *_logistic(x[fit_rows], y[fit_rows], regularisation))
     return inner
-
-
-def _log_loss(p: np.ndarray, right: np.ndarray) -> float:
-    q = np.clip(p, 1e-6, 1.0 - 1e-6)
-    return float(-np.mean(np.where(right, np.log(q), np.log(1.0 - q))))
 
 
 def _calibration(p: np.ndarray, right: np.ndarray, kind: str) -> Calibration:
@@ -138,7 +134,7 @@ def fit_confidence(data: AnswerEvidence, scorer: str, settings: ConfidenceSettin
     # the same inner folds choose the shrinkage and give the probabilities the calibration is fitted on
     grid = (settings.regularisation,) if settings.regularisation is not None else settings.regularisation_grid
     inner_by_c = {c: _inner_probabilities(x, y, folds, c) for c in grid}
-    regularisation = min(grid, key=lambda c: _log_loss(inner_by_c[c], y))
+    regularisation = min(grid, key=lambda c: log_loss(y, inner_by_c[c], labels=[False, True]))
     inner = inner_by_c[regularisation]
     entities = np.asarray(data.entities)
     per_entity = {}
