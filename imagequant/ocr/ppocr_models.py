@@ -120,7 +120,7 @@ def resolve(models: str, det_models: str = "", det_model_path: str = "", rec_mod
 def models_name(ocr: OcrConfig) -> str:
     """Which models read, as the extract summary says it: ``ppocrv4``, ``det=ppocrv4,rec=ppocrv6_small``,
     ``ppocrv4+second_look=ppocrv6_small``, ``ppocrv6_small+own_files``, ``ppocrv6_small@openvino-bf16`` (run by
-    OpenVINO); "" for the Tesseract engines."""
+    OpenVINO), ``ppocrv6_small@onnxruntime-int8`` (int8 detectors); "" for the Tesseract engines."""
     if ocr.engine not in ("rapidocr", "both"):
         return ""
     rc = ocr.rapidocr
@@ -131,7 +131,7 @@ def models_name(ocr: OcrConfig) -> str:
         name += f"+second_look={rc.second_look_models}"
     if rc.fallback_models:
         name += f"+fallback={rc.fallback_models}"
-    if rc.runtime != "onnxruntime":  # another runtime may read a little differently (bf16)
+    if rc.runtime != "onnxruntime" or rc.precision != "f32":  # bf16 and int8 read a little differently
         name += f"@{rc.runtime}-{rc.precision}"
     return name
 

@@ -16,7 +16,7 @@ from imagequant.errors import ConfigError
 from imagequant.ocr import ppocr_models
 
 RUNTIMES = ("onnxruntime", "openvino")
-PRECISIONS = ("f32", "bf16")
+PRECISIONS = ("f32", "bf16", "int8")
 
 
 @dataclass
@@ -41,7 +41,8 @@ class RapidOcrSettings:
     memory_arena: bool = True
     # What runs the models on the CPU: onnxruntime | openvino (imagequant/ocr/rapidocr.py); a GPU is always onnxruntime's
     runtime: str = "onnxruntime"
-    # openvino's inference precision: f32 | bf16 (where the CPU computes bf16 natively, else f32)
+    # f32 | bf16 (openvino, where the CPU computes bf16 natively, else f32) | int8 (onnxruntime: the detectors'
+    # int8 copies, imagequant/ocr/int8.py)
     precision: str = "f32"
     rotated_pass: bool = False
     rec_batch_lines: int = 6  # text lines per recognition (and direction classifier) model call
@@ -81,8 +82,13 @@ def check_rapidocr(rc: RapidOcrSettings, key: str, in_use: bool) -> list[str]:
     c.that(1.0 <= rc.det_upscale <= 4.0, f"{key}.det_upscale must be between 1 and 4")
     c.that(rc.runtime in RUNTIMES, f"{key}.runtime must be one of {', '.join(RUNTIMES)}, got {rc.runtime!r}")
     c.that(rc.precision in PRECISIONS, f"{key}.precision must be one of {', '.join(PRECISIONS)}, got {rc.precision!r}")
-    c.that(rc.precision == "f32" or rc.runtime == "openvino",
-           f"{key}.precision={rc.precision} needs {key}.runtime=openvino (onnxruntime runs f32 on the CPU)")
+    c.that(rc.precision != "bf16" or rc.runtime == "openvino",
+           f"{key}.precision=bf16 needs {key}.runtime=openvino (onnxruntime has no bf16 CPU kernels)")
+    c.that(rc.precision != "int8" or rc.runtime == "onnxruntime",
+           f"{key}.precision=int8 needs {key}.runtime=onnxruntime (it runs the detectors' int8 copies)")
+    c.that(rc.precision != "int8" or not rc.det_model_path,
+           f"{key}.precision=int8 quantises the model sets' own detectors, not {key}.det_model_path: quantise "
+           "your file yourself and keep precision=f32")
     problem = ppocr_models.check_names(rc.models, rc.det_models, rc.second_look_models, rc.fallback_models)
     if problem:
         c.problems.append(problem)

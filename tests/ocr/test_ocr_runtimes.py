@@ -89,7 +89,7 @@ def test_the_runtime_is_part_of_the_readers_name() -> None:
 def test_runtime_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match=r"ocr\.rapidocr\.runtime must be one of onnxruntime, openvino, got 'tvm'"):
         load_config(overrides=["ocr.rapidocr.runtime=tvm"])
-    with pytest.raises(ConfigError, match=r"ocr\.rapidocr\.precision must be one of f32, bf16, got 'int4'"):
+    with pytest.raises(ConfigError, match=r"ocr\.rapidocr\.precision must be one of f32, bf16, int8, got 'int4'"):
         load_config(overrides=["ocr.rapidocr.runtime=openvino", "ocr.rapidocr.precision=int4"])
     with pytest.raises(ConfigError, match=r"ocr\.rapidocr\.precision=bf16 needs ocr\.rapidocr\.runtime=openvino"):
         load_config(overrides=["ocr.rapidocr.runtime=onnxruntime", "ocr.rapidocr.precision=bf16"])
