@@ -13,7 +13,8 @@ calling thread's share of the work.
 
 The models run where ``ocr.device`` puts them (imagequant/devices.py): onnxruntime's CUDA provider on the
 task's GPU when the onnxruntime-gpu build is installed, else the CPU, where ``ocr.rapidocr.runtime`` chooses
-onnxruntime or OpenVINO (:class:`_OpenVinoSession`, bf16 with ``ocr.rapidocr.precision``). :meth:`RapidOcrEngine.read_many`
+onnxruntime or OpenVINO (:class:`_OpenVinoSession`, bf16 with ``ocr.rapidocr.precision``; ``int8`` runs the
+detectors' int8 copies on onnxruntime, :mod:`imagequant.ocr.int8`). :meth:`RapidOcrEngine.read_many`
 detects text per image, then classifies and recognises the lines of all the images in one set of model
 calls (``ocr.rapidocr.rec_batch_lines`` lines per call), which is what keeps a GPU busy.
 """
