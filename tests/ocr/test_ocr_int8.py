@@ -1,7 +1,8 @@
 """The detectors' int8 copies (``ocr.rapidocr.precision=int8``, imagequant/ocr/int8.py), with the real models
-and images made here: the copy is built once per machine and found again; the engine runs it on the CPU;
-it reads the synthetic renders within the stated tolerance of the f32 detector; the detector's pre-processing
-is RapidOCR's, bit for bit; the settings' checks."""
+and images made here: the copy is built once per machine and found again; a machine without it builds it
+where it can write, byte for byte the same; the engine runs it on the CPU and reads the synthetic renders
+within the stated tolerance of the f32 detector; the detector's pre-processing is RapidOCR's, bit for bit;
+the settings' checks."""
 
 from __future__ import annotations
 
@@ -56,6 +57,22 @@ def test_the_int8_copy_is_built_once_and_found_again() -> None:
     assert int8.detector_copy("ppocrv6_small", _rapid("int8"), IMAGING).stat().st_mtime_ns == built
     # Named by the source file and the recipe: another model set is another copy.
     assert int8.copy_name("ppocrv4") != first.name
+
+
+@needs_rapidocr
+def test_a_machine_without_the_copy_builds_it_where_it_can_write(tmp_path, monkeypatch, capsys) -> None:
+    # What an executor without make's copies does: the first place cannot be created (its parent is a file),
+    # so the copy is built in the next one, from the installed f32 file and the calibration renders.
+    installed = int8.find_copy("ppocrv4")  # make's copy, when there is one
+    blocked = tmp_path / "blocked"
+    blocked.write_text("")
+    monkeypatch.setattr(int8, "cache_dirs", lambda: [blocked / "int8", tmp_path / "cache"])
+    built = int8.detector_copy("ppocrv4", _rapid("int8"), IMAGING)
+    assert built == tmp_path / "cache" / int8.copy_name("ppocrv4") and built.stat().st_size > 0
+    assert "building the int8 copy of the ppocrv4 detector" in capsys.readouterr().err
+    assert sorted(p.name for p in built.parent.iterdir() if not p.name.endswith(".lock")) == [built.name]
+    # The same renders and the same file give the same copy: every worker of a machine reads alike.
+    assert installed is None or installed.read_bytes() == built.read_bytes()
 
 
 @needs_rapidocr
