@@ -2,7 +2,7 @@
 
 A detector's int8 copy is onnxruntime's static QDQ quantisation of the installed f32 file: int8 weights per
 output channel, uint8 activations whose ranges were calibrated (MinMax, moving average) on the inputs the
-f32 detector itself receives when it reads :data:`CALIBRATION_IMAGES` synthetic renders
+f32 detector itself receives (default settings) when it reads :data:`CALIBRATION_IMAGES` synthetic renders
 (:mod:`imagequant.synthetic`, seed :data:`CALIBRATION_SEED`), never on real catalog images. On a CPU with
 VNNI the detector then costs about 0.6x; the recogniser and the direction classifier stay f32 (int8
 recognition misreads characters: docs/ocr.md "Runtimes").
@@ -35,7 +35,7 @@ from imagequant.errors import ConfigError
 from imagequant.ocr import ppocr_models
 
 if TYPE_CHECKING:
-    from imagequant.config import ImagingConfig, OcrConfig
+    from imagequant.config import OcrConfig
 
 # Part of every copy's name: changing how copies are made must change this, so old copies are not reused.
 RECIPE = "det-qdq-s8w-u8a-perchannel-minmax-avg-v1"
@@ -72,7 +72,7 @@ def find_copy(set_name: str) -> Path | None:
     return next((d / name for d in cache_dirs() if (d / name).is_file()), None)
 
 
-def detector_copy(set_name: str, ocr: OcrConfig, imaging: ImagingConfig) -> Path:
+def detector_copy(set_name: str) -> Path:
     """The int8 copy of ``set_name``'s detector, built first when this machine has none."""
     found = find_copy(set_name)
     if found is not None:
@@ -84,7 +84,7 @@ def detector_copy(set_name: str, ocr: OcrConfig, imaging: ImagingConfig) -> Path
             print(f"[imagequant] building the int8 copy of the {set_name} detector in {target.parent} "
                   f"(once per machine; calibrated on {CALIBRATION_IMAGES} synthetic renders)",
                   file=sys.stderr, flush=True)
-            quantize_detector(source_path(set_name), target, calibration_inputs(set_name, ocr, imaging))
+            quantize_detector(source_path(set_name), target, calibration_inputs(set_name))
     return target
 
 
@@ -101,19 +101,22 @@ def _writable_dir() -> Path:
                       "or set ocr.rapidocr.precision=f32")
 
 
-def calibration_inputs(set_name: str, ocr: OcrConfig, imaging: ImagingConfig) -> list[np.ndarray]:
-    """The f32 detector's inputs while the upright pass reads the calibration renders with ``ocr``'s settings
-    (the set's own files, on the CPU, without the second look)."""
+def calibration_inputs(set_name: str) -> list[np.ndarray]:
+    """The f32 detector's inputs while the upright pass reads the calibration renders with the default
+    settings (conf/default.yaml; the set's own files, on the CPU, without the second look), so a copy is the
+    same whichever job's settings built it."""
+    from imagequant.config import load_config
     from imagequant.ocr import rapidocr
     from imagequant.synthetic import make_spec, render_item
 
-    rc = dataclasses.replace(ocr.rapidocr, models=set_name, det_models="", second_look_models="",
+    defaults = load_config()
+    rc = dataclasses.replace(defaults.ocr.rapidocr, models=set_name, det_models="", second_look_models="",
                              fallback_models="", det_model_path="", rec_model_path="", rec_keys_path="",
                              runtime="onnxruntime", precision="f32")
-    settings = dataclasses.replace(ocr, engine="rapidocr", device="cpu", second_pass=False, rotated_pass=False,
-                                   rapidocr=rc)
+    settings = dataclasses.replace(defaults.ocr, engine="rapidocr", device="cpu", second_pass=False,
+                                   rotated_pass=False, rapidocr=rc)
     cached = set(rapidocr._RAPID_MODELS)
-    engine = rapidocr.RapidOcrEngine(settings, imaging)
+    engine = rapidocr.RapidOcrEngine(settings, defaults.imaging)
     detector = engine.detector_session()
     detector.record_inputs = []
     try:
@@ -190,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError(f"--sets: {name!r} is not one of {', '.join(ppocr_models.MODEL_SETS)}")
         for name in sets:
             found = find_copy(name)
-            print(f"[int8] {name}: {found or detector_copy(name, cfg.ocr, cfg.imaging)}"
+            print(f"[int8] {name}: {found or detector_copy(name)}"
                   f"{' (already built)' if found else ''}", flush=True)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

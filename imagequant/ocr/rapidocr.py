@@ -416,7 +416,7 @@ class RapidOcrEngine(OcrEngine):
             return files
         from imagequant.ocr import int8
 
-        copy = int8.detector_copy(self._sets[reader], self.cfg, self.imaging)
+        copy = int8.detector_copy(self._sets[reader])
         return dataclasses.replace(files, det=dataclasses.replace(files.det, path=str(copy)))
 
     def detector_session(self) -> _TerminableSession:

@@ -50,11 +50,11 @@ def _same_words(expected: list[OcrToken], got: list[OcrToken]) -> int:
 
 @needs_rapidocr
 def test_the_int8_copy_is_built_once_and_found_again() -> None:
-    first = int8.detector_copy("ppocrv6_small", _rapid("int8"), IMAGING)
+    first = int8.detector_copy("ppocrv6_small")
     built = first.stat().st_mtime_ns
     assert first.name == int8.copy_name("ppocrv6_small") and first.parent in int8.cache_dirs()
     assert int8.find_copy("ppocrv6_small") == first
-    assert int8.detector_copy("ppocrv6_small", _rapid("int8"), IMAGING).stat().st_mtime_ns == built
+    assert int8.detector_copy("ppocrv6_small").stat().st_mtime_ns == built
     # Named by the source file and the recipe: another model set is another copy.
     assert int8.copy_name("ppocrv4") != first.name
 
@@ -67,7 +67,7 @@ def test_a_machine_without_the_copy_builds_it_where_it_can_write(tmp_path, monke
     blocked = tmp_path / "blocked"
     blocked.write_text("")
     monkeypatch.setattr(int8, "cache_dirs", lambda: [blocked / "int8", tmp_path / "cache"])
-    built = int8.detector_copy("ppocrv4", _rapid("int8"), IMAGING)
+    built = int8.detector_copy("ppocrv4")
     assert built == tmp_path / "cache" / int8.copy_name("ppocrv4") and built.stat().st_size > 0
     assert "building the int8 copy of the ppocrv4 detector" in capsys.readouterr().err
     assert sorted(p.name for p in built.parent.iterdir() if not p.name.endswith(".lock")) == [built.name]
