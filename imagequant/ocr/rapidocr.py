@@ -354,9 +354,11 @@ def _table_det_preprocess(detector: Any, max_wh: int) -> Any:
         resized = step.resize(img)
         if resized is None or resized.dtype != np.uint8 or resized.ndim != 3:
             return step(img)  # not 8-bit colour: RapidOCR's own arithmetic
+        import cv2
+
         planes = np.empty((1, resized.shape[2], *resized.shape[:2]), dtype=np.float32)
-        for c in range(resized.shape[2]):
-            np.take(table[:, c], resized[:, :, c], out=planes[0, c])
+        for c, channel in enumerate(cv2.split(resized)):
+            cv2.LUT(channel, table[c], dst=planes[0, c])  # a lookup per pixel, written in place
         return planes
 
     return preprocess
@@ -364,10 +366,11 @@ def _table_det_preprocess(detector: Any, max_wh: int) -> Any:
 
 @functools.lru_cache(maxsize=8)
 def _det_levels(mean: tuple[float, ...], std: tuple[float, ...], scale: float) -> np.ndarray:
-    """The detector's normalised value of each 8-bit level per channel (256 x channels), computed with
+    """The detector's normalised value of each 8-bit level per channel (channels x 256), computed with
     RapidOCR's expression (DetPreProcess.normalize) and cast to float32 as its pre-processing does."""
     levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], len(mean), axis=1)
-    return ((levels.astype("float32") * scale - np.array(mean)) / np.array(std)).astype(np.float32)
+    values = ((levels.astype("float32") * scale - np.array(mean)) / np.array(std)).astype(np.float32)
+    return np.ascontiguousarray(values.T)
 
 
 @dataclasses.dataclass
