@@ -203,8 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def reader_sets(ocr: OcrConfig) -> list[str]:
     """The model sets whose detectors a RapidOCR reader with these settings runs."""
-    rc = ocr.rapidocr
-    return list(dict.fromkeys(s for s in (rc.det_models or rc.models, rc.second_look_models, rc.fallback_models) if s))
+    return list(dict.fromkeys(s for s in ppocr_models.detector_sets(ocr).values() if s))
 
 
 if __name__ == "__main__":

@@ -117,6 +117,13 @@ def resolve(models: str, det_models: str = "", det_model_path: str = "", rec_mod
     return ModelFiles(det, rec)
 
 
+def detector_sets(ocr: OcrConfig) -> dict[str, str]:
+    """The model set whose detector each reader runs: ``first``, ``second`` (the second look's, "" when it is
+    the first reader's) and ``fallback`` ("" when there is none)."""
+    rc = ocr.rapidocr
+    return {"first": rc.det_models or rc.models, "second": rc.second_look_models, "fallback": rc.fallback_models}
+
+
 def models_name(ocr: OcrConfig) -> str:
     """Which models read, as the extract summary says it: ``ppocrv4``, ``det=ppocrv4,rec=ppocrv6_small``,
     ``ppocrv4+second_look=ppocrv6_small``, ``ppocrv6_small+own_files``, ``ppocrv6_small@openvino-bf16`` (run by

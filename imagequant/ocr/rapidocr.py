@@ -50,7 +50,7 @@ from imagequant.ocr.base import (
     WantsMore,
 )
 from imagequant.ocr.merging import clean_text, split_line_words
-from imagequant.ocr.ppocr_models import ModelFiles, resolve
+from imagequant.ocr.ppocr_models import ModelFiles, detector_sets, resolve
 
 _MODELS_LOCK = threading.Lock()
 # How often the watchdog reads the reading thread's CPU clock: how late past its budget a model call can stop.
@@ -408,8 +408,7 @@ class RapidOcrEngine(OcrEngine):
         self._second_files = second if second != self._files else None
         self._fallback_files = resolve(rc.fallback_models) if rc.fallback_models else None
         # Each reader's model set, for its detector's int8 copy (ocr.rapidocr.precision=int8, CPU only).
-        self._sets = {"first": rc.det_models or rc.models, "second": rc.second_look_models or rc.models,
-                      "fallback": rc.fallback_models}
+        self._sets = detector_sets(cfg)
         self._bind_models()
 
     def _on_placement(self, files: ModelFiles, reader: str, placement: OcrPlacement) -> ModelFiles:
