@@ -14,7 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export OMP_THREAD_LIMIT ?= 1
 export PYSPARK_PYTHON := $(abspath $(PY))
 
-.PHONY: setup system-deps venv int8-detectors demo test test-fast test-ocr test-model test-spark test-e2e lint bench docker-check clean help
+.PHONY: setup system-deps venv int8-detectors cnn-export demo test test-fast test-ocr test-model test-spark test-e2e lint bench docker-check clean help
 
 help:
 	@echo "make demo   - set up, then extract/train/predict/evaluate on generated sample data"
@@ -26,12 +26,17 @@ help:
 	@echo "make bench  - run the benchmarks and refresh the tables in README.md and docs/benchmarks.md"
 	@echo "make docker-check - build docker/Dockerfile with buildah from a local Debian base, run its checks (slow)"
 
-setup: system-deps venv int8-detectors
+setup: system-deps venv int8-detectors cnn-export
 
 # The int8 copies of the default reader's detectors (ocr.rapidocr.precision=int8, imagequant/ocr/int8.py): about
 # a minute once, calibrated on synthetic renders; a second run finds them and builds nothing.
 int8-detectors: venv
 	@$(PY) -m imagequant.ocr.int8
+
+# ResNet-50 as an ONNX graph for OpenVINO (cnn.cpu_runtime=openvino, imagequant/cnn_runtime.py): seconds once;
+# a second run finds it.
+cnn-export: venv
+	@$(PY) -m imagequant.cnn_runtime
 
 # apt only when a tool is missing, so a second run starts at once.
 system-deps:

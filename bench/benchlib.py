@@ -767,7 +767,7 @@ class ProcessRecord:
     comm: str
     cmdline: str
     role: str = "other"
-    libraries: set[str] = field(default_factory=set)  # "onnxruntime", "torch": which stage's code it holds
+    libraries: set[str] = field(default_factory=set)  # "onnxruntime", "openvino", "torch": which stage's code it holds
     cpu_s: float = 0.0
     rss_peak: int = 0
     pss_peak: int = 0
@@ -806,7 +806,7 @@ class ProcessTreeMonitor:
     peak resident memory (RSS, and PSS, which shares the pages forked workers have in common) per process,
     and the peak of the tree's total. Roles: ``python_driver`` (the root), ``jvm``, ``pyspark_daemon``,
     ``python_worker`` (forked by the daemon; its mapped libraries say whose code it holds: onnxruntime for
-RapidOCR, torch for the CNN; a reused worker may hold both), ``other``.
+RapidOCR, openvino or torch for the CNN; a reused worker may hold both stages'), ``other``.
 
     A process's CPU time is read while it runs, so up to one interval of it is missed when it exits
     between samples; a process that lives less than one interval may be missed whole (the Spark launcher
@@ -983,12 +983,15 @@ def machine_cpu() -> dict[str, float]:
 
 
 def _stage_libraries(pid: int) -> set[str]:
-    """Which stage's native code a Python worker has mapped: onnxruntime (RapidOCR) and/or torch (the CNN)."""
+    """Which stage's native code a Python worker has mapped: onnxruntime (RapidOCR), openvino (the CNN on a CPU,
+    or RapidOCR with ocr.rapidocr.runtime=openvino) and/or torch (the CNN with cnn.cpu_runtime=torch)."""
     found: set[str] = set()
     with contextlib.suppress(OSError):
         maps = Path(f"/proc/{pid}/maps").read_text()
         if "onnxruntime" in maps:
             found.add("onnxruntime")
+        if "libopenvino" in maps:
+            found.add("openvino")
         if "libtorch" in maps:
             found.add("torch")
     return found

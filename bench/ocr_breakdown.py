@@ -66,29 +66,32 @@ def per_image(runs: list[OcrRun]) -> dict[str, Any]:
 
 
 def cnn_cost(paths: list[Path]) -> dict[str, Any]:
-    """ms per image of ResNet-50 (batch 32, one thread) on the images' crops, for each CPU precision."""
+    """ms per image of ResNet-50 (batch 32, one thread) on the images' crops, for each CPU runtime and precision,
+    with each one's smallest cosine to torch's f32 features."""
     import numpy as np
 
-    from imagequant.cnn import get_extractor
+    from imagequant.cnn_runtime import get_extractor
     from imagequant.config import load_config
     from imagequant.imaging import decode_image, prepare_for_cnn
 
     crops = np.stack([prepare_for_cnn(decode_image(p.read_bytes())) for p in paths[:CNN_CROPS]])
     out: dict[str, Any] = {"crops": len(crops)}
     reference = None
-    for precision in ("f32", "auto"):
-        cfg = load_config(overrides=["cnn.device=cpu", "cnn.torch_threads=1", f"cnn.cpu_precision={precision}"])
-        extractor = get_extractor(cfg.cnn)
+    for runtime, precision in (("torch", "f32"), ("torch", "auto"), ("openvino", "f32"), ("openvino", "auto")):
+        cfg = load_config(overrides=["cnn.device=cpu", "cnn.torch_threads=1", f"cnn.cpu_runtime={runtime}",
+                                     f"cnn.cpu_precision={precision}"])
+        extractor = get_extractor(cfg.cnn, crops.shape[1])
         extractor.embed(crops[:4])  # first-call costs are not per-image costs
         started = time.process_time()
         features = np.concatenate([extractor.embed(crops[i:i + 32]) for i in range(0, len(crops), 32)])
-        out[precision] = {"ran": extractor.describe(), "ms_per_image": round(1000 * (time.process_time() - started)
-                                                                               / len(crops), 1)}
+        key = f"{runtime}/{precision}"
+        out[key] = {"ran": extractor.describe(), "ms_per_image": round(1000 * (time.process_time() - started)
+                                                                         / len(crops), 1)}
         if reference is None:
             reference = features
         else:
             cosine = (features * reference).sum(1) / (np.linalg.norm(features, axis=1) * np.linalg.norm(reference, axis=1))
-            out[precision]["min_cosine_to_f32"] = round(float(cosine.min()), 6)
+            out[key]["min_cosine_to_f32"] = round(float(cosine.min()), 6)
     return out
 
 
@@ -129,11 +132,13 @@ def main() -> int:
 
     cnn = cnn_cost(paths)
     result.details["cnn"] = cnn
-    for precision in ("f32", "auto"):
-        c = cnn[precision]
-        result.add("cnn", f"ResNet-50, cnn.cpu_precision={precision}: ms per image", c["ms_per_image"], "ms",
-                   note=f"ran {c['ran']}, batch 32, one thread, {cnn['crops']} crops"
-                        + (f"; min cosine to f32 {c['min_cosine_to_f32']}" if "min_cosine_to_f32" in c else ""))
+    for key, c in cnn.items():
+        if key == "crops":
+            continue
+        runtime, precision = key.split("/")
+        result.add("cnn", f"ResNet-50, cnn.cpu_runtime={runtime} cpu_precision={precision}: ms per image",
+                   c["ms_per_image"], "ms", note=f"ran {c['ran']}, batch 32, one thread, {cnn['crops']} crops"
+                   + (f"; min cosine to torch f32 {c['min_cosine_to_f32']}" if "min_cosine_to_f32" in c else ""))
     result.write()
     return 0
 

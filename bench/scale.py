@@ -445,11 +445,12 @@ def main() -> int:
 
     # -- memory
     workers = first["tree"]["roles"].get("python_worker", {})
-    peaks = sorted(workers.get("rss_peaks_mib", []), reverse=True)
-    libs = sorted({"+".join(p["libraries"]) or "none" for p in first["tree"]["processes"] if p["role"] == "python_worker"})
+    # Each worker's peak with the libraries it had mapped: which stage's code made it that large.
+    held = sorted(((p["rss_peak_mib"], "+".join(sorted(p["libraries"])) or "none")
+                   for p in first["tree"]["processes"] if p["role"] == "python_worker"), reverse=True)
     result.add("memory", "peak RSS per Python worker (largest)", workers.get("rss_peak_max_mib"), "MiB", digits=0,
-               note=(f"{len(peaks)} workers, peaks {', '.join(f'{p:.0f}' for p in peaks[:6])} MiB; they held "
-                     f"{', '.join(libs)}; PSS peak {workers.get('pss_peak_max_mib', 0):.0f} MiB (read every 5 s); pyspark daemon "
+               note=(f"{len(held)} workers, peaks {', '.join(f'{p:.0f} ({libs})' for p, libs in held[:6])} MiB; "
+                     f"PSS peak {workers.get('pss_peak_max_mib', 0):.0f} MiB (read every 5 s); pyspark daemon "
                      f"{role(first, 'pyspark_daemon', 'rss_peak_max_mib'):.0f} MiB"))
     heap = first["jvm_heap"]
     result.add("memory", "driver JVM peak RSS (the executor too, in local mode)", role(first, "jvm", "rss_peak_max_mib"),

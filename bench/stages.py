@@ -43,17 +43,17 @@ CNN_BATCH = 32
 
 
 def cnn_worker(crops_file: str, threads: int, batches: int) -> dict[str, Any]:
-    """Seconds per image of ResNet-50 features on CPU at ``threads`` torch threads (batch of 32)."""
+    """Seconds per image of ResNet-50 features on CPU at ``threads`` threads (batch of 32), on the default CPU
+    runtime (cnn.cpu_runtime)."""
     import numpy as np
-    import torch
 
-    from imagequant.cnn import FeatureExtractor
+    from imagequant.cnn_runtime import get_extractor
     from imagequant.config import load_config
 
     crops = np.load(crops_file)
     cfg = load_config(overrides=["cnn.device=cpu", f"cnn.torch_threads={threads}", f"cnn.batch_size={CNN_BATCH}"])
     clock = Clock()
-    extractor = FeatureExtractor.create(cfg.cnn)
+    extractor = get_extractor(cfg.cnn, crops.shape[1])
     load_s = clock.wall()
     extractor.embed(crops[:CNN_BATCH])  # first call allocates and picks kernels
     per_image = []
@@ -64,8 +64,8 @@ def cnn_worker(crops_file: str, threads: int, batches: int) -> dict[str, Any]:
         started = time.perf_counter()
         extractor.embed(batch)
         per_image.append((time.perf_counter() - started) / len(batch))
-    return {"threads": threads, "torch_threads": torch.get_num_threads(), "model_load_s": round(load_s, 3),
-            "cnn_device": extractor.describe(), "seconds_per_image": per_image}
+    return {"threads": threads, "model_load_s": round(load_s, 3), "cnn_device": extractor.describe(),
+            "seconds_per_image": per_image}
 
 
 def measure_fetch(images: list[Any]) -> dict[str, Any]:
@@ -223,7 +223,7 @@ def main() -> int:
     for threads in (1, os.cpu_count() or 1):
         if threads in cnn:
             continue
-        # OMP_THREAD_LIMIT (set to 1 for Tesseract) would cap torch's OpenMP pool: unset it here.
+        # OMP_THREAD_LIMIT (set to 1 for Tesseract) would cap torch's or OpenVINO's thread pool: unset it here.
         out = run_json_subprocess([str(Path(__file__)), "--cnn-worker", str(crops_file), str(threads), str(cnn_batches)],
                                   env={"OMP_THREAD_LIMIT": ""}, timeout=1200)
         cnn[threads] = out

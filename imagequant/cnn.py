@@ -25,10 +25,15 @@ level, not bit for bit; the job summary's ``cnn_device`` says which precisions r
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+import tempfile
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -167,3 +172,55 @@ def get_extractor(cfg: CnnConfig) -> FeatureExtractor:
         if key not in _EXTRACTORS:
             _EXTRACTORS[key] = FeatureExtractor.create(cfg)
         return _EXTRACTORS[key]
+
+
+class _NormalisedResNet(torch.nn.Module):
+    """The network with :meth:`FeatureExtractor.embed`'s input steps in front: uint8 NHWC crops in, features out,
+    so an exported graph takes the crops as they are."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", _MEAN.clone())
+        self.register_buffer("std", _STD.clone())
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        batch = crops.permute(0, 3, 1, 2).float().div(255.0)
+        return self.model((batch - self.mean) / self.std)
+
+
+def export_onnx(cfg: CnnConfig, target: Path, crop_size: int) -> None:
+    """Writes the configured network (its weights as :func:`build_model` loads them) as an ONNX graph taking
+    uint8 (N, S, S, 3) crops, written whole or not at all."""
+    wrapped = _NormalisedResNet(build_model(cfg)).eval()
+    example = torch.zeros((1, crop_size, crop_size, 3), dtype=torch.uint8)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as tmp:
+        staged = Path(tmp, target.name)
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice; its graph is plain
+            torch.onnx.export(wrapped, (example,), str(staged), input_names=["crops"], output_names=["features"],
+                              dynamic_axes={"crops": {0: "n"}, "features": {0: "n"}}, opset_version=17,
+                              dynamo=False)
+        os.replace(staged, target)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m imagequant.cnn --export-onnx PATH``: what a torch-free worker runs once, in a process of its
+    own, to get the graph OpenVINO runs (imagequant/cnn_runtime.py)."""
+    parser = argparse.ArgumentParser(prog="python -m imagequant.cnn",
+                                     description="Export the configured ResNet-50 as an ONNX graph.")
+    parser.add_argument("--export-onnx", required=True, type=Path, metavar="PATH")
+    parser.add_argument("--weights", default="random")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--crop-size", type=int, default=224)
+    args = parser.parse_args(argv)
+    try:
+        export_onnx(CnnConfig(weights=args.weights, seed=args.seed), args.export_onnx, args.crop_size)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,6 +6,7 @@ importing torch there would cost the driver about 0.7 GB for nothing.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from imagequant.config import CnnConfig
@@ -16,10 +17,10 @@ IMAGENET_WEIGHTS_NAME = "resnet50-11ad3fa6.pth"
 
 
 def imagenet_weights_file() -> Path:
-    """Where torchvision keeps ResNet-50's ImageNet weights in the local torch cache."""
-    import torch  # only reached when ImageNet weights are configured; torch resolves TORCH_HOME and XDG
-
-    return Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_WEIGHTS_NAME
+    """Where torchvision keeps ResNet-50's ImageNet weights in the local torch cache: torch.hub's folder,
+    ``$TORCH_HOME/hub``, else ``$XDG_CACHE_HOME/torch/hub``, else ``~/.cache/torch/hub``."""
+    torch_home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "torch")
+    return Path(os.path.expanduser(torch_home)) / "hub" / "checkpoints" / IMAGENET_WEIGHTS_NAME
 
 
 def describe_weights(cfg: CnnConfig) -> str:

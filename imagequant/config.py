@@ -87,8 +87,10 @@ class OcrConfig:
     # when imagequant.ocr.zoo is imported: the engines declare their settings beside their code.
 
 
-# cnn.cpu_precision: f32 | bf16 (CPU autocast) | auto (bf16 where the CPU computes it natively; imagequant/cnn.py)
+# cnn.cpu_precision: f32 | bf16 | auto (bf16 where the CPU computes it natively; imagequant/cnn.py)
 CPU_PRECISIONS = ("f32", "bf16", "auto")
+# cnn.cpu_runtime: what runs ResNet-50 on a CPU worker (imagequant/cnn_runtime.py)
+CPU_RUNTIMES = ("openvino", "torch")
 
 
 @dataclass
@@ -100,6 +102,7 @@ class CnnConfig:
     device: str = "auto"
     torch_threads: int = 1
     cpu_precision: str = "auto"
+    cpu_runtime: str = "openvino"
     separate_stage: bool = False
     stage_partitions: int = 1
 
@@ -180,6 +183,8 @@ class Config:
             (self.cnn.device in ("auto", "cpu", "cuda"), "cnn.device must be auto, cpu or cuda"),
             (self.cnn.cpu_precision in CPU_PRECISIONS,
              f"cnn.cpu_precision must be f32, bf16 or auto, got {self.cnn.cpu_precision!r}"),
+            (self.cnn.cpu_runtime in CPU_RUNTIMES,
+             f"cnn.cpu_runtime must be openvino or torch, got {self.cnn.cpu_runtime!r}"),
             (self.ocr.device in ("auto", "cpu", "cuda"), f"ocr.device must be auto, cpu or cuda, got {self.ocr.device!r}"),
             (0.0 < self.train.val_fraction < 1.0, "train.val_fraction must be between 0 and 1"),
             (self.train.loader in ("petastorm", "pyarrow"), "train.loader must be petastorm or pyarrow"),
@@ -198,7 +203,7 @@ class Config:
         check_spark_settings(self.spark.conf)
         from imagequant.worker_memory import PYSPARK_MEMORY_KEY, check_worker_memory
 
-        check_worker_memory(self.spark.conf.get(PYSPARK_MEMORY_KEY), self.cnn.enabled)
+        check_worker_memory(self.spark.conf.get(PYSPARK_MEMORY_KEY), self.cnn)
         return self
 
     def _range_checks(self) -> list[str]:

@@ -15,6 +15,11 @@ pins (torch 2.14 cu130, onnxruntime 1.20, 2026-12-05) in a process doing what on
   4.5 GiB;
 - RapidOCR alone (``cnn.enabled=false``): fails at 1 GiB, works at 1.5 GiB.
 
+ResNet-50 on OpenVINO (``cnn.cpu_runtime=openvino`` on a CPU worker) imports no torch. Measured 2026-12-06
+(openvino 2026.4.1, onnxruntime 1.31.1): the CNN stage alone works at 1 GiB; RapidOCR on four images, then the
+CNN stage on 32 crops fails at 2 GiB and 2.25 GiB (OpenVINO's plugin library cannot be mapped), works at 2.5 GiB.
+A worker may run torch unless ``cnn.device=cpu``: ``auto`` gives a GPU executor's tasks torch on the GPU.
+
 The minimums below add a margin to those (the Spark worker's own modules and buffers). Not measured: CUDA on
 a GPU executor, whose driver reserves address space of its own; a cap there must be found on that machine.
 """
@@ -22,13 +27,19 @@ a GPU executor, whose driver reserves address space of its own; a cap there must
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from imagequant.errors import ConfigError
 
+if TYPE_CHECKING:
+    from imagequant.config import CnnConfig
+
 PYSPARK_MEMORY_KEY = "spark.executor.pyspark.memory"
 
-#: The smallest cap (MiB) a Python worker of the extract job works under, with the CNN stage and without it.
-MIN_MIB_WITH_CNN = 5 * 1024
+#: The smallest cap (MiB) a Python worker of the extract job works under: with a CNN stage that may run torch,
+#: with one that runs OpenVINO only, and without a CNN stage.
+MIN_MIB_WITH_TORCH = 5 * 1024
+MIN_MIB_WITH_OPENVINO = 3 * 1024
 MIN_MIB_OCR_ONLY = 2 * 1024
 
 _SIZE = re.compile(r"(\d+)\s*([kmgtp]?)b?")
@@ -44,7 +55,14 @@ def pyspark_memory_mib(value: str) -> int | None:
     return int(int(found.group(1)) * _MIB_PER_UNIT[found.group(2)])
 
 
-def check_worker_memory(value: str | None, cnn_enabled: bool) -> None:
+def minimum_mib(cnn: CnnConfig) -> int:
+    """The smallest cap under which the extract job's Python workers run with these CNN settings."""
+    if not cnn.enabled:
+        return MIN_MIB_OCR_ONLY
+    return MIN_MIB_WITH_OPENVINO if cnn.device == "cpu" and cnn.cpu_runtime == "openvino" else MIN_MIB_WITH_TORCH
+
+
+def check_worker_memory(value: str | None, cnn: CnnConfig) -> None:
     """ConfigError when ``value`` (``spark.executor.pyspark.memory``, None: unset, no cap) is a cap under which
     the extract job's Python workers cannot import and run their libraries."""
     if value is None:
@@ -52,11 +70,13 @@ def check_worker_memory(value: str | None, cnn_enabled: bool) -> None:
     mib = pyspark_memory_mib(value)
     if mib is None:
         return
-    minimum = MIN_MIB_WITH_CNN if cnn_enabled else MIN_MIB_OCR_ONLY
+    minimum = minimum_mib(cnn)
     if mib < minimum:
-        need = "the CNN stage (torch's CUDA build maps about 3.1 GB of libraries) and OCR" if cnn_enabled else "OCR"
+        need = {MIN_MIB_WITH_TORCH: "the CNN stage (torch's CUDA build maps about 3.1 GB of libraries) and OCR",
+                MIN_MIB_WITH_OPENVINO: "the CNN stage on OpenVINO and OCR", MIN_MIB_OCR_ONLY: "OCR"}[minimum]
+        lower = {MIN_MIB_WITH_TORCH: " (or cnn.device=cpu on CPU executors: 3g; cnn.enabled=false: 2g)",
+                 MIN_MIB_WITH_OPENVINO: " (or cnn.enabled=false: 2g)", MIN_MIB_OCR_ONLY: ""}[minimum]
         raise ConfigError(
             f"{PYSPARK_MEMORY_KEY}={value} caps each Python worker's address space below what {need} need: "
-            f"at least {minimum // 1024}g{' (or cnn.enabled=false: 2g)' if cnn_enabled else ''}; "
-            "docs/configuration.md \"Python worker memory\""
+            f"at least {minimum // 1024}g{lower}; docs/configuration.md \"Python worker memory\""
         )

@@ -10,8 +10,8 @@ recognition misreads characters: docs/ocr.md "Runtimes").
 ``make`` builds the copies of the default reader's sets (``python -m imagequant.ocr.int8``), and so does the
 Docker image; a process that finds one missing builds it once (under a file lock, about a minute), so an
 executor without them still runs. Each copy is named by its source file's hash and the recipe, so a new
-model file or recipe gets a new copy. They live in :func:`cache_dirs`: the Python environment's
-``share/imagequant/int8`` (shipped with a packed environment or image), else ``~/.cache/imagequant/int8``.
+model file or recipe gets a new copy. They live in :func:`cache_dirs` (:mod:`imagequant.model_cache`): the
+Python environment's ``share/imagequant/int8``, else ``~/.cache/imagequant/int8``.
 
 Building needs the ``onnx`` package (onnxruntime's quantisation tools); reading with a built copy does not.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import fcntl
 import hashlib
 import os
 import sys
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from imagequant import model_cache
 from imagequant.errors import ConfigError
 from imagequant.ocr import ppocr_models
 
@@ -47,9 +47,12 @@ CALIBRATION_SIDES = (1000, 2000)
 _MIN_OPSET = 13
 
 
+KIND = "int8"
+
+
 def cache_dirs() -> list[Path]:
     """Where copies are looked for, in order; the first writable one is where a missing one is built."""
-    return [Path(sys.prefix, "share", "imagequant", "int8"), Path.home() / ".cache" / "imagequant" / "int8"]
+    return model_cache.cache_dirs(KIND)
 
 
 def source_path(set_name: str) -> Path:
@@ -68,37 +71,17 @@ def copy_name(set_name: str) -> str:
 
 
 def find_copy(set_name: str) -> Path | None:
-    name = copy_name(set_name)
-    return next((d / name for d in cache_dirs() if (d / name).is_file()), None)
+    return model_cache.find(KIND, copy_name(set_name))
 
 
 def detector_copy(set_name: str) -> Path:
     """The int8 copy of ``set_name``'s detector, built first when this machine has none."""
-    found = find_copy(set_name)
-    if found is not None:
-        return found
-    target = _writable_dir() / copy_name(set_name)
-    with open(target.with_name(target.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another worker of this machine may be building it right now
-        if not target.is_file():
-            print(f"[imagequant] building the int8 copy of the {set_name} detector in {target.parent} "
-                  f"(once per machine; calibrated on {CALIBRATION_IMAGES} synthetic renders)",
-                  file=sys.stderr, flush=True)
-            quantize_detector(source_path(set_name), target, calibration_inputs(set_name))
-    return target
-
-
-def _writable_dir() -> Path:
-    for d in cache_dirs():
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(d, os.W_OK):
-            return d
-    raise ConfigError(f"ocr.rapidocr.precision=int8: none of {', '.join(map(str, cache_dirs()))} is writable, "
-                      "so the int8 detector cannot be built; run `python -m imagequant.ocr.int8` where it can, "
-                      "or set ocr.rapidocr.precision=f32")
+    return model_cache.built_once(
+        KIND, copy_name(set_name),
+        lambda target: quantize_detector(source_path(set_name), target, calibration_inputs(set_name)),
+        f"building the int8 copy of the {set_name} detector (calibrated on {CALIBRATION_IMAGES} synthetic renders)",
+        "the int8 detector cannot be built; run `python -m imagequant.ocr.int8` where it can, or set "
+        "ocr.rapidocr.precision=f32")
 
 
 def calibration_inputs(set_name: str) -> list[np.ndarray]:

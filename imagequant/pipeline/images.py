@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from imagequant.cnn_runtime import get_extractor
 from imagequant.cnn_weights import describe_weights
 from imagequant.config import Config
 from imagequant.core.schema import CNN_FEATURE_DIM, OCR_STAGE, tokens_to_columns
@@ -27,7 +28,7 @@ from imagequant.imaging import ImageError, check_not_blank, decode_image, line_s
 from imagequant.ocr.base import OcrError, OcrOutcome, Reading, WantsMore
 from imagequant.ocr.ppocr_models import reader_name
 from imagequant.ocr.zoo import get_engine
-from imagequant.worker_memory import MIN_MIB_WITH_CNN, PYSPARK_MEMORY_KEY
+from imagequant.worker_memory import PYSPARK_MEMORY_KEY, minimum_mib
 
 
 class NeedsSecondLook(Protocol):
@@ -238,10 +239,9 @@ def ocr_device(config: Config) -> str:
 
 
 def cnn_device(config: Config) -> str:
-    """Where and in which precision this process's CNN runs (e.g. ``cpu/bf16``); builds it when not built yet."""
-    from imagequant.cnn import get_extractor
-
-    return get_extractor(config.cnn).describe()
+    """Where and in which precision this process's CNN runs (e.g. ``cpu/openvino-bf16``); builds it when not
+    built yet."""
+    return get_extractor(config.cnn, config.imaging.cnn_size).describe()
 
 
 def embed_crops(crops: np.ndarray | Sequence[np.ndarray], config: Config) -> tuple[np.ndarray, float]:
@@ -252,11 +252,8 @@ def embed_crops(crops: np.ndarray | Sequence[np.ndarray], config: Config) -> tup
     features = np.zeros((total, CNN_FEATURE_DIM), dtype=np.float32)
     if not config.cnn.enabled or total == 0:
         return features, 0.0
-    # Imported here: torch takes seconds to import, and the fetch/OCR workers never need it.
-    from imagequant.cnn import get_extractor
-
     started = time.perf_counter()
-    extractor = get_extractor(config.cnn)
+    extractor = get_extractor(config.cnn, config.imaging.cnn_size)
     row = 0
     for chunk in _chunks(pieces, max(1, config.cnn.batch_size)):
         embedded = extractor.embed(chunk)
@@ -271,8 +268,8 @@ CNN_ERROR = "cnn_error"
 
 def embed_crops_or_failure(crops: np.ndarray | Sequence[np.ndarray],
                            config: Config) -> tuple[np.ndarray, float, str | None]:
-    """:func:`embed_crops`, with a failure of the CNN stage in this worker (torch that cannot be imported under a
-    Python worker's memory cap, a model that cannot be built or run) returned as the message its images record
+    """:func:`embed_crops`, with a failure of the CNN stage in this worker (a library that cannot be loaded under a
+    Python worker's memory cap, a model that cannot be built, exported or run) returned as the message its images record
     (status ``cnn_error``, zero features) instead of raised: one worker's library never ends the job. A
     configuration that cannot work (``cnn.device=cuda`` without a GPU, missing weights) still raises."""
     try:
@@ -284,7 +281,7 @@ def embed_crops_or_failure(crops: np.ndarray | Sequence[np.ndarray],
         pieces = [crops] if isinstance(crops, np.ndarray) else list(crops)
         total = sum(len(piece) for piece in pieces)
         message = (f"the CNN stage failed in this worker ({type(exc).__name__}: {exc}); "
-                   f"a memory cap ({PYSPARK_MEMORY_KEY}) must be at least {MIN_MIB_WITH_CNN // 1024}g")[:2000]
+                   f"a memory cap ({PYSPARK_MEMORY_KEY}) must be at least {minimum_mib(config.cnn) // 1024}g")[:2000]
         return np.zeros((total, CNN_FEATURE_DIM), dtype=np.float32), 0.0, message
 
 

@@ -192,7 +192,7 @@ def run_extract(
     failing task and passed on as the job's own error."""
     check_weights(config.cnn)
     # The cap may come from spark-submit --conf as well as from the YAML (checked with the configuration).
-    check_worker_memory(spark.sparkContext.getConf().get(PYSPARK_MEMORY_KEY), config.cnn.enabled)
+    check_worker_memory(spark.sparkContext.getConf().get(PYSPARK_MEMORY_KEY), config.cnn)
     if spark.sparkContext.master.startswith("local"):
         check_device(config.ocr)
     started = time.perf_counter()

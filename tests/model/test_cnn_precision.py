@@ -22,7 +22,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _config(precision: str) -> Config:
-    return load_config(overrides=["cnn.device=cpu", f"cnn.cpu_precision={precision}", "cnn.batch_size=4",
+    return load_config(overrides=["cnn.device=cpu", "cnn.cpu_runtime=torch", f"cnn.cpu_precision={precision}", "cnn.batch_size=4",
                                   f"imaging.cnn_size={SIZE}"])
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 from PIL import Image
 
-from imagequant.cnn import FEATURE_DIM, get_extractor
+from imagequant.cnn_runtime import FEATURE_DIM, get_extractor
 from imagequant.config import load_config
 from imagequant.imaging import prepare_for_cnn
 from imagequant.pipeline.images import _chunks, embed_crops
@@ -64,7 +66,7 @@ def test_embedding_pieces_equals_embedding_one_array(cnn_config) -> None:  # noq
     np.testing.assert_allclose(pieces, whole, rtol=1e-4, atol=1e-5)
     read_only = crops.copy()
     read_only.flags.writeable = False  # as a view of an Arrow buffer is
-    np.testing.assert_allclose(get_extractor(cnn_config.cnn).embed(read_only), whole, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(get_extractor(cnn_config.cnn, 64).embed(read_only), whole, rtol=1e-4, atol=1e-5)
 
 
 def test_cnn_function_gathers_batches_and_keeps_every_row(cnn_config) -> None:  # noqa: ANN001
@@ -103,7 +105,7 @@ def test_imagenet_weights_name_is_torchvisions_file() -> None:
     from imagequant.cnn_weights import IMAGENET_WEIGHTS_NAME, imagenet_weights_file
 
     assert ResNet50_Weights.IMAGENET1K_V2.url.rsplit("/", 1)[1] == IMAGENET_WEIGHTS_NAME
-    assert imagenet_weights_file().parent.name == "checkpoints"
+    assert imagenet_weights_file() == Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_WEIGHTS_NAME
 
 
 def test_the_extract_driver_does_not_import_torch() -> None:

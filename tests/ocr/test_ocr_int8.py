@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from imagequant import model_cache
 from imagequant.config import OcrConfig, load_config
 from imagequant.core.tokens import OcrToken
 from imagequant.errors import ConfigError
@@ -66,7 +67,7 @@ def test_a_machine_without_the_copy_builds_it_where_it_can_write(tmp_path, monke
     installed = int8.find_copy("ppocrv4")  # make's copy, when there is one
     blocked = tmp_path / "blocked"
     blocked.write_text("")
-    monkeypatch.setattr(int8, "cache_dirs", lambda: [blocked / "int8", tmp_path / "cache"])
+    monkeypatch.setattr(model_cache, "cache_dirs", lambda kind: [blocked / kind, tmp_path / "cache"])
     built = int8.detector_copy("ppocrv4")
     assert built == tmp_path / "cache" / int8.copy_name("ppocrv4") and built.stat().st_size > 0
     assert "building the int8 copy of the ppocrv4 detector" in capsys.readouterr().err

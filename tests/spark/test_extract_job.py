@@ -132,7 +132,7 @@ def test_shared_images_processed_once(first_run, catalog) -> None:
     assert summary.ocr_device == "cpu" and " ocr_device=cpu " in summary.line()  # Tesseract, as the workers said
     from imagequant.cnn import cpu_has_native_bf16  # local[2]: the workers run on this CPU
 
-    expected_cnn = "cpu/bf16" if cpu_has_native_bf16() else "cpu/f32"  # cnn.cpu_precision=auto
+    expected_cnn = "cpu/openvino-bf16" if cpu_has_native_bf16() else "cpu/openvino-f32"  # cnn.cpu_precision=auto
     assert summary.cnn_device == expected_cnn and summary.line().endswith(f" cnn_device={expected_cnn}")
 
 

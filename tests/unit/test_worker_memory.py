@@ -29,6 +29,12 @@ def test_a_cap_under_the_minimum_is_a_configuration_error() -> None:
     load_config(overrides=[f"{KEY}=4g", "cnn.enabled=false"])  # OCR alone fits
     with pytest.raises(ConfigError, match="at least 2g"):
         load_config(overrides=[f"{KEY}=1g", "cnn.enabled=false"])
+    # ResNet-50 on OpenVINO on a CPU executor imports no torch: 3g is enough (measured: works at 2.5 GiB).
+    load_config(overrides=[f"{KEY}=3g", "cnn.device=cpu"])
+    with pytest.raises(ConfigError, match=r"below what the CNN stage on OpenVINO and OCR need: at least 3g"):
+        load_config(overrides=[f"{KEY}=2g", "cnn.device=cpu"])
+    with pytest.raises(ConfigError, match="at least 5g"):
+        load_config(overrides=[f"{KEY}=3g", "cnn.device=cpu", "cnn.cpu_runtime=torch"])
     assert [pyspark_memory_mib(v) for v in ("4g", "4096m", "512", "1t", "lots")] == [4096, 4096, 512, 1024**2, None]
 
 
@@ -55,7 +61,7 @@ import numpy as np, pyarrow as pa
 from imagequant.config import load_config
 from imagequant.spark.udfs import cnn_features_function
 
-config = load_config(overrides=["cnn.enabled=true"])
+config = load_config(overrides=["cnn.enabled=true", "cnn.cpu_runtime=torch"])
 size = config.imaging.cnn_size
 crop = np.full((size, size, 3), 200, dtype=np.uint8).tobytes()
 batch = pa.RecordBatch.from_pydict({
