@@ -25,7 +25,6 @@ level, not bit for bit; the job summary's ``cnn_device`` says which precisions r
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 from torchvision.models import resnet50
 
+from imagequant.cli import ArgumentParser, run_job
 from imagequant.cnn_weights import check_weights, describe_weights, imagenet_weights_file
 from imagequant.config import CPU_PRECISIONS, CnnConfig
 from imagequant.devices import task_gpu
@@ -207,20 +207,15 @@ def export_onnx(cfg: CnnConfig, target: Path, crop_size: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m imagequant.cnn --export-onnx PATH``: what a torch-free worker runs once, in a process of its
     own, to get the graph OpenVINO runs (imagequant/cnn_runtime.py)."""
-    parser = argparse.ArgumentParser(prog="python -m imagequant.cnn",
-                                     description="Export the configured ResNet-50 as an ONNX graph.")
+    parser = ArgumentParser(prog="python -m imagequant.cnn", description="Export the configured ResNet-50 as an ONNX graph.")
     parser.add_argument("--export-onnx", required=True, type=Path, metavar="PATH")
     parser.add_argument("--weights", default="random")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--crop-size", type=int, default=224)
     args = parser.parse_args(argv)
-    try:
-        export_onnx(CnnConfig(weights=args.weights, seed=args.seed), args.export_onnx, args.crop_size)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    export_onnx(CnnConfig(weights=args.weights, seed=args.seed), args.export_onnx, args.crop_size)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_job(main)

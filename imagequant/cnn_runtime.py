@@ -4,8 +4,8 @@
 Why OpenVINO on the CPU: importing torch's CUDA build alone costs a worker about 0.64 GB resident, and
 OpenVINO runs the same network in less CPU time (bf16 where the CPU computes it natively, like torch's
 autocast). Measured on this project's 2-core AVX512_BF16 machine, one thread, batches of 32 (2026-12-06,
-docs/benchmarks.md): a worker doing only the CNN peaks at about 0.5 GB against 1.1 GB, at 0.047 against 0.058
-CPU s per crop.
+docs/configuration.md "ResNet-50 on the CPU"): 42 against 61 ms per crop, and a process doing only the CNN
+holds 0.36 GB against 0.96 GB; in the scale run the worker that ran only the CNN peaked at 461 MiB.
 
 OpenVINO runs an ONNX graph of the network, which only torch can write: the first worker of a machine that
 needs it exports it in a separate process (``python -m imagequant.cnn --export-onnx``, a few seconds; that
@@ -148,32 +148,25 @@ def _export(cfg: CnnConfig, crop_size: int, target: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m imagequant.cnn_runtime``: export the configured network for OpenVINO now (make does)."""
-    import argparse
+    from imagequant.cli import EXIT_FAILED, config_from_args, job_parser
 
-    from imagequant.config import load_config
-
-    parser = argparse.ArgumentParser(prog="python -m imagequant.cnn_runtime",
-                                     description="Export the configured ResNet-50 for OpenVINO (kept when present).")
-    parser.add_argument("--conf", action="append", default=[], metavar="FILE",
-                        help="YAML configuration merged over conf/default.yaml (repeatable)")
-    args = parser.parse_args(argv)
+    parser = job_parser("python -m imagequant.cnn_runtime", "Export the configured ResNet-50 for OpenVINO "
+                                                            "(kept when present).")
+    cfg = config_from_args(parser.parse_args(argv))
+    if not cfg.cnn.enabled or cfg.cnn.cpu_runtime != "openvino":
+        print("[cnn] nothing to export: the CNN is disabled or runs on torch", flush=True)
+        return 0
+    found = model_cache.find(KIND, graph_name(cfg.cnn, cfg.imaging.cnn_size))
     try:
-        cfg = load_config(args.conf, [])
-        if not cfg.cnn.enabled or cfg.cnn.cpu_runtime != "openvino":
-            print("[cnn] nothing to export: the CNN is disabled or runs on torch", flush=True)
-            return 0
-        name = graph_name(cfg.cnn, cfg.imaging.cnn_size)
-        found = model_cache.find(KIND, name)
-        print(f"[cnn] {found or exported_graph(cfg.cnn, cfg.imaging.cnn_size)}{' (already exported)' if found else ''}",
-              flush=True)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        graph = found or exported_graph(cfg.cnn, cfg.imaging.cnn_size)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
+    print(f"[cnn] {graph}{' (already exported)' if found else ''}", flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from imagequant.cli import run_job
+
+    run_job(main)
