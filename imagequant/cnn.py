@@ -136,8 +136,7 @@ class FeatureExtractor:
         pieces = [crops] if isinstance(crops, np.ndarray) else list(crops)
         if sum(len(piece) for piece in pieces) == 0:
             return np.zeros((0, FEATURE_DIM), dtype=np.float32)
-        batch = self._to_device(pieces).permute(0, 3, 1, 2).float().div_(255.0)
-        batch = (batch - _MEAN.to(self.device)) / _STD.to(self.device)
+        batch = normalise(self._to_device(pieces), _MEAN.to(self.device), _STD.to(self.device))
         # The permuted NHWC crops already have channels_last strides; this keeps them so if that changes.
         batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
@@ -174,6 +173,12 @@ def get_extractor(cfg: CnnConfig) -> FeatureExtractor:
         return _EXTRACTORS[key]
 
 
+def normalise(crops: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC crops -> the network's float NCHW input (ImageNet's mean and std); the exported graph holds
+    the same steps."""
+    return (crops.permute(0, 3, 1, 2).float().div(255.0) - mean) / std
+
+
 class _NormalisedResNet(torch.nn.Module):
     """The network with :meth:`FeatureExtractor.embed`'s input steps in front: uint8 NHWC crops in, features out,
     so an exported graph takes the crops as they are."""
@@ -185,8 +190,7 @@ class _NormalisedResNet(torch.nn.Module):
         self.register_buffer("std", _STD.clone())
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        batch = crops.permute(0, 3, 1, 2).float().div(255.0)
-        return self.model((batch - self.mean) / self.std)
+        return self.model(normalise(crops, self.mean, self.std))
 
 
 def export_onnx(cfg: CnnConfig, target: Path, crop_size: int) -> None:

@@ -32,10 +32,10 @@ import numpy as np
 from imagequant import model_cache
 from imagequant.cnn_weights import check_weights, describe_weights, imagenet_weights_file
 from imagequant.config import CPU_PRECISIONS, CnnConfig
+from imagequant.core.schema import CNN_FEATURE_DIM as FEATURE_DIM
 from imagequant.devices import task_gpu, visible_gpu_count
 from imagequant.errors import ConfigError
 
-FEATURE_DIM = 2048
 KIND = "resnet50"
 # Part of every exported file's name: changing how the graph is made must change this.
 RECIPE = "uint8-nhwc-normalised-opset17-v1"
@@ -95,7 +95,6 @@ class OpenVinoFeatureExtractor:
         self._request = self._compiled.create_infer_request()
         chosen = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.precision = "bf16" if "bf" in chosen else "f32"
-        self.weights = describe_weights(cfg)
 
     def describe(self) -> str:
         return f"cpu/openvino-{self.precision}"
