@@ -10,8 +10,8 @@ recognition misreads characters: docs/ocr.md "Runtimes").
 ``make`` builds the copies of the default reader's sets (``python -m imagequant.ocr.int8``), and so does the
 Docker image; a process that finds one missing builds it once (under a file lock, about a minute), so an
 executor without them still runs. Each copy is named by its source file's hash and the recipe, so a new
-model file or recipe gets a new copy. They live in :func:`cache_dirs` (:mod:`imagequant.model_cache`): the
-Python environment's ``share/imagequant/int8``, else ``~/.cache/imagequant/int8``.
+model file or recipe gets a new copy. They live in :mod:`imagequant.model_cache`'s folders: the Python
+environment's ``share/imagequant/int8``, else ``~/.cache/imagequant/int8``.
 
 Building needs the ``onnx`` package (onnxruntime's quantisation tools); reading with a built copy does not.
 """
@@ -45,14 +45,8 @@ CALIBRATION_SEED = 20261206
 CALIBRATION_SIDES = (1000, 2000)
 # QDQ nodes need opset 13 (per-channel DequantizeLinear); older files are converted first.
 _MIN_OPSET = 13
-
-
+# The copies' folder in imagequant.model_cache.
 KIND = "int8"
-
-
-def cache_dirs() -> list[Path]:
-    """Where copies are looked for, in order; the first writable one is where a missing one is built."""
-    return model_cache.cache_dirs(KIND)
 
 
 def source_path(set_name: str) -> Path:

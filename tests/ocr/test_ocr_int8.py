@@ -53,7 +53,7 @@ def _same_words(expected: list[OcrToken], got: list[OcrToken]) -> int:
 def test_the_int8_copy_is_built_once_and_found_again() -> None:
     first = int8.detector_copy("ppocrv6_small")
     built = first.stat().st_mtime_ns
-    assert first.name == int8.copy_name("ppocrv6_small") and first.parent in int8.cache_dirs()
+    assert first.name == int8.copy_name("ppocrv6_small") and first.parent in model_cache.cache_dirs(int8.KIND)
     assert int8.find_copy("ppocrv6_small") == first
     assert int8.detector_copy("ppocrv6_small").stat().st_mtime_ns == built
     # Named by the source file and the recipe: another model set is another copy.
