@@ -20,8 +20,10 @@ ResNet-50 on OpenVINO (``cnn.cpu_runtime=openvino`` on a CPU worker) imports no 
 CNN stage on 32 crops fails at 2 GiB and 2.25 GiB (OpenVINO's plugin library cannot be mapped), works at 2.5 GiB.
 A worker may run torch unless ``cnn.device=cpu``: ``auto`` gives a GPU executor's tasks torch on the GPU.
 
-The minimums below add a margin to those (the Spark worker's own modules and buffers). Not measured: CUDA on
-a GPU executor, whose driver reserves address space of its own; a cap there must be found on that machine.
+The extract job runs the OCR and the CNN in separate pools of workers (``imagequant.spark.udfs.worker_pool``), so
+a worker holds one of them; the minimums below still cover a worker holding both, with a margin (the Spark
+worker's own modules and buffers). Not measured: CUDA on a GPU executor, whose driver reserves address space of
+its own; a cap there must be found on that machine.
 """
 
 from __future__ import annotations

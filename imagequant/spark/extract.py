@@ -51,6 +51,7 @@ from imagequant.spark.udfs import (
     cnn_stage_schema,
     fetch_ocr_function,
     plain_file_names,
+    worker_pool,
 )
 from imagequant.worker_memory import PYSPARK_MEMORY_KEY, check_worker_memory
 
@@ -156,12 +157,15 @@ def process_images(
     """
     # The job knows the rows: each image is read again where the entities its rows ask lack a plausible candidate.
     reading = fetch_ocr_function(config, images_dir, ocr_devices, needs_second_look=lacks_plausible_candidate)
-    stage1 = todo.repartition(partitions).mapInPandas(reading, OCR_STAGE_SCHEMA)
+    spark = todo.sparkSession
+    with worker_pool(spark, "ocr"):
+        stage1 = todo.repartition(partitions).mapInPandas(reading, OCR_STAGE_SCHEMA)
     if separate_cnn_stage:
         stage1 = stage1.persist(StorageLevel.MEMORY_AND_DISK)
         stage1.count()
         stage1 = stage1.coalesce(max(1, config.cnn.stage_partitions))
-    with_cnn = stage1.mapInArrow(cnn_features_function(config, cnn_devices), cnn_stage_schema(OCR_STAGE_SCHEMA))
+    with worker_pool(spark, "cnn"):
+        with_cnn = stage1.mapInArrow(cnn_features_function(config, cnn_devices), cnn_stage_schema(OCR_STAGE_SCHEMA))
     return with_cnn.select(
         *[F.col(c) for c in OCR_STAGE_SCHEMA.fieldNames() if c != "cnn_input"],
         F.lit(describe_weights(config.cnn)).alias("cnn_weights"),

@@ -2,11 +2,13 @@
 CNN). Each wraps library functions of imagequant.pipeline.images.
 
 Per-worker state (the HTTP session, the OCR engine, the CNN) is cached at module level in the libraries, so
-it is built once per Python worker, which Spark reuses across tasks (spark.python.worker.reuse).
+it is built once per Python worker, which Spark reuses across tasks (spark.python.worker.reuse). The OCR and
+the CNN functions run in separate pools of workers (:func:`worker_pool`), so no worker holds both.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Generator, Iterator
@@ -15,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pyspark.accumulators import Accumulator, AccumulatorParam
-from pyspark.sql import Column
+from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -47,6 +49,29 @@ class SetParam(AccumulatorParam[set[str]]):
 
 
 _LOGGED_DEVICES: set[tuple[int, str]] = set()
+
+# Set in the Python workers of each pool (worker_pool): its name.
+WORKER_POOL_VARIABLE = "IMAGEQUANT_WORKER_POOL"
+
+
+@contextlib.contextmanager
+def worker_pool(spark: SparkSession, name: str) -> Iterator[None]:
+    """Python functions that Spark plans inside this block run in Python workers of a pool of their own.
+
+    Spark keeps one pool of reusable Python workers per set of worker environment variables, and a function
+    takes the variables of ``SparkContext.environment`` when its DataFrame operation is planned. Without
+    this, a worker that ran an OCR task is reused for a CNN task and keeps both runtimes, their models and
+    their buffers, so the largest worker is the sum of the two (README "Benchmarks")."""
+    environment = spark.sparkContext.environment
+    previous = environment.get(WORKER_POOL_VARIABLE)
+    environment[WORKER_POOL_VARIABLE] = name
+    try:
+        yield
+    finally:
+        if previous is None:
+            environment.pop(WORKER_POOL_VARIABLE, None)
+        else:
+            environment[WORKER_POOL_VARIABLE] = previous
 
 
 def _report_ocr_device(config: Config, devices: Accumulator[set[str]] | None) -> None:
