@@ -174,8 +174,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         raise ImageError("pixel_bomb", f"decoded {im.width}x{im.height} exceeds imaging.max_pixels={max_pixels}")
 
     try:
-        # Phone photos and some scans store the sensor orientation in EXIF; OCR needs upright text.
-        im = ImageOps.exif_transpose(im)
+        # Phone photos and some scans store the sensor orientation in EXIF; OCR needs upright text. In place:
+        # otherwise Pillow copies every image, turned or not.
+        ImageOps.exif_transpose(im, in_place=True)
     except Exception as exc:  # noqa: BLE001 - malformed EXIF must not lose an otherwise good image
         log.debug("ignoring unreadable EXIF orientation: %s", exc)
     try:
