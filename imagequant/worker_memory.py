@@ -13,7 +13,10 @@ pins (torch 2.14 cu130, onnxruntime 1.20, 2026-12-05) in a process doing what on
   4.5 GiB (the forward pass cannot allocate), works at 4.75 GiB;
 - the CNN stage alone (a fresh worker): fails at 3 GiB (the import) and 4 GiB (the forward pass), works at
   4.5 GiB;
-- RapidOCR alone (``cnn.enabled=false``): fails at 1 GiB, works at 1.5 GiB.
+- RapidOCR alone (``cnn.enabled=false``): fails at 1 GiB, works at 1.5 GiB. On large images that take the second
+  look's full-resolution detection with both readers (five of the scale run's, up to 1,931 px; 2026-12-06) it
+  needs more: at 1.75 GiB three of the five fail (``ocr_error``: the detector's input cannot be allocated), at
+  2 GiB all are read, here and in an extract under ``2g`` in Spark. The 2g minimum has no margin for them.
 
 ResNet-50 on OpenVINO (``cnn.cpu_runtime=openvino`` on a CPU worker) imports no torch. Measured 2026-12-06
 (openvino 2026.4.1, onnxruntime 1.31.1): the CNN stage alone works at 1 GiB; RapidOCR on four images, then the
