@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pandas as pd
 
 from imagequant.spark.udfs import WORKER_POOL_VARIABLE, worker_pool
 
 
-def _tag(column: str) -> object:
+def _tag(column: str) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """A mapInPandas function adding the worker's process id and pool name to each row."""
+
     def tag(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for frame in batches:
             frame[f"{column}_pid"] = os.getpid()
