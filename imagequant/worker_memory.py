@@ -79,8 +79,9 @@ def check_worker_memory(value: str | None, cnn: CnnConfig) -> None:
     if mib < minimum:
         need = {MIN_MIB_WITH_TORCH: "the CNN stage (torch's CUDA build maps about 3.1 GB of libraries) and OCR",
                 MIN_MIB_WITH_OPENVINO: "the CNN stage on OpenVINO and OCR", MIN_MIB_OCR_ONLY: "OCR"}[minimum]
-        lower = {MIN_MIB_WITH_TORCH: " (or cnn.device=cpu on CPU executors: 3g; cnn.enabled=false: 2g)",
-                 MIN_MIB_WITH_OPENVINO: " (or cnn.enabled=false: 2g)", MIN_MIB_OCR_ONLY: ""}[minimum]
+        openvino_g, ocr_g = MIN_MIB_WITH_OPENVINO // 1024, MIN_MIB_OCR_ONLY // 1024
+        lower = {MIN_MIB_WITH_TORCH: f" (or cnn.device=cpu on CPU executors: {openvino_g}g; cnn.enabled=false: {ocr_g}g)",
+                 MIN_MIB_WITH_OPENVINO: f" (or cnn.enabled=false: {ocr_g}g)", MIN_MIB_OCR_ONLY: ""}[minimum]
         raise ConfigError(
             f"{PYSPARK_MEMORY_KEY}={value} caps each Python worker's address space below what {need} need: "
             f"at least {minimum // 1024}g{lower}; docs/configuration.md \"Python worker memory\""
