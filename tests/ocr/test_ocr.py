@@ -180,6 +180,8 @@ def test_rapidocr_memory_arena_setting_reaches_its_sessions() -> None:
         engine = get_engine(cfg, IMAGING)
         options = [s.get_session_options() for s in engine._sessions]
         assert all(o.enable_cpu_mem_arena is arena for o in options)
+        # no memory pattern on the CPU: its per-shape block would sit beside the arena's chunks
+        assert not any(o.enable_mem_pattern for o in options)
         # with the arena on, every CPU session of the process (both readers') shares one
         assert all(_config_entry(o, "session.use_env_allocators") == ("1" if arena else None) for o in options)
         read[arena] = engine.read(img)
