@@ -61,6 +61,9 @@ def runs_on_openvino(cfg: CnnConfig) -> bool:
 
 
 _EXTRACTORS: dict[tuple[Any, ...], FeatureExtractor] = {}
+# Why the network could not be built in this worker, per configuration: not retried for every batch (an export
+# that fails costs seconds, one that hangs up to its timeout).
+_FAILURES: dict[tuple[Any, ...], str] = {}
 _LOCK = threading.Lock()
 
 
@@ -72,8 +75,16 @@ def get_extractor(cfg: CnnConfig, crop_size: int = 224) -> FeatureExtractor:
         return cnn.get_extractor(cfg)
     key = (cfg.weights, cfg.seed, cfg.torch_threads, cfg.cpu_precision, crop_size)
     with _LOCK:
+        if key in _FAILURES:
+            raise RuntimeError(_FAILURES[key])
         if key not in _EXTRACTORS:
-            _EXTRACTORS[key] = OpenVinoFeatureExtractor(cfg, exported_graph(cfg, crop_size))
+            try:
+                _EXTRACTORS[key] = OpenVinoFeatureExtractor(cfg, exported_graph(cfg, crop_size))
+            except ConfigError:
+                raise  # the configuration, not this worker: the job stops with it
+            except Exception as exc:
+                _FAILURES[key] = f"{exc} (not tried again in this worker)"
+                raise
         return _EXTRACTORS[key]
 
 

@@ -110,3 +110,19 @@ def test_weights_that_are_not_resnet50_fail_with_the_exports_reason(tmp_path, mo
         cnn_runtime.exported_graph(CnnConfig(device="cpu", weights=str(bad)), SIZE)
     with pytest.raises(ConfigError, match="no state-dict file"):
         cnn_runtime.exported_graph(CnnConfig(device="cpu", weights=str(tmp_path / "missing.pt")), SIZE)
+
+
+def test_a_network_that_cannot_be_built_is_not_tried_again_for_every_batch(tmp_path, monkeypatch, capsys) -> None:
+    import torch
+
+    monkeypatch.setattr(model_cache, "cache_dirs", lambda kind: [tmp_path / kind])
+    bad = tmp_path / "not_resnet.pt"
+    torch.save({"layer.weight": torch.zeros(2, 2)}, bad)
+    cfg = CnnConfig(device="cpu", weights=str(bad))
+    with pytest.raises(RuntimeError, match="exporting ResNet-50 for OpenVINO failed"):
+        cnn_runtime.get_extractor(cfg, SIZE)
+    assert "exporting ResNet-50" in capsys.readouterr().err
+    # the next batch of this worker gets the same reason at once: no second export
+    with pytest.raises(RuntimeError, match=r"failed \(exit 2\).*\(not tried again in this worker\)"):
+        cnn_runtime.get_extractor(cfg, SIZE)
+    assert "exporting" not in capsys.readouterr().err
