@@ -15,8 +15,9 @@ pins (torch 2.14 cu130, onnxruntime 1.20, 2026-12-05) in a process doing what on
   4.5 GiB;
 - RapidOCR alone (``cnn.enabled=false``): fails at 1 GiB, works at 1.5 GiB. On large images that take the second
   look's full-resolution detection with both readers (five of the scale run's, up to 1,931 px; 2026-12-06) it
-  needs more: at 1.75 GiB three of the five fail (``ocr_error``: the detector's input cannot be allocated), at
-  2 GiB all are read, here and in an extract under ``2g`` in Spark. The 2g minimum has no margin for them.
+  needs more: at 1.75 GiB two of the five fail (``ocr_error``: the detector's input cannot be allocated; three
+  before the sessions ran without a memory pattern), at 2 GiB all are read, here and in an extract under ``2g``
+  in Spark. The 2g minimum has little margin for them: the arena reserves address space in powers of two.
 
 ResNet-50 on OpenVINO (``cnn.cpu_runtime=openvino`` on a CPU worker) imports no torch. Measured 2026-12-06
 (openvino 2026.4.1, onnxruntime 1.31.1): the CNN stage alone works at 1 GiB; RapidOCR on four images, then the
