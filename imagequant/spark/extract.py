@@ -134,8 +134,11 @@ def images_to_process(rows: DataFrame, existing: DataFrame | None) -> DataFrame:
         F.first("image_link").alias("image_link"),
         F.array_sort(F.collect_set("entity_name")).alias("entities"),
     )
-    # Counted over the whole catalog, before the images already done are dropped.
-    wanted = (wanted.withColumn("_plain_name", plain_file_names(F.col("image_link")))
+    # Counted over the whole catalog, before the images already done are dropped. The names are computed by the
+    # OCR's workers: a pool of their own would start more Python processes for this one cheap function.
+    with worker_pool(rows.sparkSession, "ocr"):
+        plain_name = plain_file_names(F.col("image_link"))
+    wanted = (wanted.withColumn("_plain_name", plain_name)
               .withColumn("plain_file", F.count(F.lit(1)).over(Window.partitionBy("_plain_name")) == 1)
               .drop("_plain_name"))
     if existing is None:

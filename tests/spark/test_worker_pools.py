@@ -37,6 +37,20 @@ def test_functions_planned_in_two_pools_never_share_a_worker(spark) -> None:
     assert WORKER_POOL_VARIABLE not in spark.sparkContext.environment
 
 
+def test_a_column_function_made_in_a_pool_runs_there(spark) -> None:
+    # How the extract job sends its plain-file-name function to the OCR's workers.
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    def pool(ids: pd.Series) -> pd.Series:
+        return pd.Series([os.environ.get(WORKER_POOL_VARIABLE, "")] * len(ids))
+
+    with worker_pool(spark, "ocr"):
+        in_pool = F.pandas_udf(pool, T.StringType())(F.col("id"))  # type: ignore[call-overload]
+    out = spark.range(16).repartition(4).select(in_pool.alias("pool")).toPandas()
+    assert set(out["pool"]) == {"ocr"}
+
+
 def test_a_pool_inside_another_restores_the_outer_one(spark) -> None:
     environment = spark.sparkContext.environment
     with worker_pool(spark, "outer"):
