@@ -56,10 +56,12 @@ WORKER_POOL_VARIABLE = "IMAGEQUANT_WORKER_POOL"
 
 @contextlib.contextmanager
 def worker_pool(spark: SparkSession, name: str) -> Iterator[None]:
-    """Python functions that Spark plans inside this block run in Python workers of a pool of their own.
+    """Python functions that Spark plans inside this block (``mapInPandas``, ``mapInArrow``), or that are made
+    into columns inside it (``pandas_udf``), run in Python workers of a pool of their own.
 
     Spark keeps one pool of reusable Python workers per set of worker environment variables, and a function
-    takes the variables of ``SparkContext.environment`` when its DataFrame operation is planned. Without
+    takes the variables of ``SparkContext.environment`` when its DataFrame operation is planned (a column
+    function: when it is applied to its column). Without
     this, a worker that ran an OCR task is reused for a CNN task and keeps both runtimes, their models and
     their buffers, so the largest worker is the sum of the two (README "Benchmarks")."""
     environment = spark.sparkContext.environment
