@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worst < 0:
         raise UsageError("--worst must be 0 or more")
 
-    from imagequant.evaluation.evaluate import evaluate, write_evaluation_report
+    from imagequant.evaluation.evaluate import evaluate, in_training_warning, write_evaluation_report
 
     truth = read_catalog(args.truth, unique_index=True)  # each truth row is scored by its index
     result, rows = evaluate(args.predictions, truth, args.store)
@@ -59,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"F1 {result['f1']:.4f} (precision {result['precision']:.4f}, recall {result['recall']:.4f}) over "
           f"{result['rows']:,} rows" + (f"; candidate recall {ceiling:.4f}" if ceiling is not None else ""),
           flush=True)
+    if in_training_warning(result):
+        print(f"warning: {in_training_warning(result)}", file=sys.stderr, flush=True)
     if result["missing_predictions"]:
         print(f"warning: {result['missing_predictions']:,} rows have no prediction (scored as empty)",
               file=sys.stderr, flush=True)

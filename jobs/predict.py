@@ -79,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         spark.stop()
     print(summary.line(), flush=True)
+    if summary.in_training:
+        print(f"warning: {summary.in_training} of {summary.rows} rows are of images model {args.model} was fitted on: "
+              "their answers and confidence are in-sample, better than on new images (column in_training)",
+              file=sys.stderr, flush=True)
     if summary.problems:
         for problem in summary.problems:
             print(f"error: submission check: {problem}", file=sys.stderr)

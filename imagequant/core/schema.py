@@ -289,6 +289,9 @@ PREDICTIONS = Table(
         # which reader read the row's image (the images table's ocr_engine, e.g.
         # rapidocr:ppocrv6_small+fallback=ppocrv4); null when the store holds no record of the image
         Column("ocr_reader", "string", nullable=True),
+        # whether the row's image was among those the model directory was fitted on (its answer and confidence
+        # are then in-sample); null for the rule baseline and model directories that do not record them
+        Column("in_training", "bool", nullable=True),
         # the mention the value was read from (null without one): its text, its box in original-image
         # pixels, the rotation of the OCR pass that read it, and the rules' reasons (comma-separated, the
         # vocabulary of imagequant.scoring.rules.REASONS)

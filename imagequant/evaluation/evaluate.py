@@ -126,7 +126,7 @@ def align(truth: pd.DataFrame, predictions: pd.DataFrame) -> Alignment:
     keep = [c for c in ("index", "image_link", "image_id", "group_id", "entity_name", "entity_value") if c in truth]
     rows = truth[keep].rename(columns={"entity_value": "truth"}).copy()
     rows["truth"] = [_clean(t) for t in rows["truth"]]
-    extras = [c for c in ("value", "unit", "score", "confidence", "n_candidates", "status", "error",
+    extras = [c for c in ("value", "unit", "score", "confidence", "n_candidates", "status", "error", "in_training",
                           *EVIDENCE_COLUMN_NAMES) if c in predictions]
     rows = rows.merge(predictions[["index", "prediction", *extras]], on="index", how="left", indicator=True)
     rows["missing"] = rows.pop("_merge") == "left_only"
@@ -427,6 +427,7 @@ def summarize(alignment: Alignment, rows: pd.DataFrame, with_candidates: bool) -
         "best_threshold": threshold_analysis(rows),
         "coverage": coverage_analysis(rows),
         "confidence": confidence_analysis(rows),
+        **in_training_analysis(rows),
     }
     if with_candidates:
         result["candidate_recall"] = metrics.candidate_recall(list(rows["candidates"]), truths)
@@ -436,6 +437,34 @@ def summarize(alignment: Alignment, rows: pd.DataFrame, with_candidates: bool) -
         }
         result["image_status"] = {str(k): int(n) for k, n in Counter(rows["image_status"]).most_common()}
     return result
+
+
+def in_training_analysis(rows: pd.DataFrame) -> dict[str, Any]:
+    """How many rows are of images the predicting model directory was fitted on (``in_training_rows``; None when
+    the predictions do not say), and the score of the others alone (``out_of_training``; None when there are
+    none of either)."""
+    if "in_training" not in rows or not rows["in_training"].notna().any():
+        return {"in_training_rows": None, "out_of_training": None}
+    seen = rows["in_training"].fillna(False).astype(bool)
+    unseen = rows[~seen]
+    out_of_training = None
+    if seen.any() and len(unseen):
+        scored = metrics.score(list(unseen["prediction"]), list(unseen["truth"]))
+        out_of_training = {"rows": len(unseen), **{k: _plain(v) for k, v in scored.items()}}
+    return {"in_training_rows": int(seen.sum()), "out_of_training": out_of_training}
+
+
+def in_training_warning(result: Mapping[str, Any]) -> str:
+    """What to say when some rows were in the model's training: their figures are in-sample."""
+    seen = result.get("in_training_rows")
+    if not seen:
+        return ""
+    text = (f"{seen:,} of {result['rows']:,} rows are of images the model directory was fitted on: their answers "
+            "and confidence are in-sample, so these figures are better than on new images")
+    rest = result.get("out_of_training")
+    if rest:
+        text += f"; the other {rest['rows']:,} rows alone: F1 {rest['f1']:.4f}"
+    return text
 
 
 def _plain(value: Any) -> Any:
@@ -472,8 +501,8 @@ def evaluate(
 
 
 ROW_COLUMNS = ("index", "entity_name", "group_id", "image_link", "truth", "prediction", "missing", "outcome", "kind",
-               "valid", "score", "confidence", "evidence_text", "reasons", "status", "image_status", "candidate_hit",
-               "candidate_count", "candidates")
+               "valid", "score", "confidence", "in_training", "evidence_text", "reasons", "status", "image_status",
+               "candidate_hit", "candidate_count", "candidates")
 
 
 def write_rows(rows: pd.DataFrame, path: str | Path) -> Path:
@@ -734,6 +763,8 @@ def write_evaluation_report(
         page.note(f"{result['missing_predictions']:,} truth rows have no prediction and count as empty "
                   f"predictions (indexes {shown}{', …' if result['missing_predictions'] > 20 else ''}). "
                   "The challenge would not score such a file at all.")
+    if in_training_warning(result):
+        page.note(in_training_warning(result) + ".")
     if result["extra_predictions"]:
         page.note(f"{result['extra_predictions']:,} predictions have an index that is not in the truth; "
                   "they were ignored.")

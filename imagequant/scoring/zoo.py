@@ -10,7 +10,8 @@ marker file tells (directory kinds are tried in registration order):
 - ``network``: a model directory holding a trained network (``config.json`` and its weights).
 
 A model directory of either kind may hold ``confidence.json``, the calibrated P(right) of its answers
-(:mod:`imagequant.scoring.confidence`). Adding a kind is one :class:`ScorerKind` passed to
+(:mod:`imagequant.scoring.confidence`), and ``training_images.txt``, the images of the labeled rows it was fitted
+on (predict marks rows of those images: their answers and confidence are in-sample). Adding a kind is one :class:`ScorerKind` passed to
 :func:`register_scorer_kind` (a scorer class following :class:`imagequant.scoring.base.Scorer`).
 :func:`load_scorer` is the one place a specification becomes a scorer; inference, training's baseline comparison,
 explain and evaluation go through it.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,22 @@ SCORER_FORMAT = 1
 # marks a trained network's directory: imagequant.scoring.checkpoint.CONFIG_FILE, named here so that recognising
 # a directory imports no torch
 NETWORK_FILE = "config.json"
+TRAINING_IMAGES_FILE = "training_images.txt"  # one image id per line, sorted
+
+
+def write_training_images(model_dir: Path, image_ids: Iterable[str]) -> None:
+    """Records the images of the labeled rows a model directory was fitted on."""
+    ids = sorted({i for i in image_ids if i})
+    (model_dir / TRAINING_IMAGES_FILE).write_text("".join(f"{i}\n" for i in ids))
+
+
+def training_images(model_spec: str | Path) -> frozenset[str] | None:
+    """The images a model directory was fitted on; None for the rule baseline and for a directory written
+    before they were recorded."""
+    path = Path(model_spec) / TRAINING_IMAGES_FILE
+    if str(model_spec) == RULES or not path.is_file():
+        return None
+    return frozenset(line for line in path.read_text().splitlines() if line)
 
 
 def _rule_view(c: Candidate, entity: str, score: float | None) -> CandidateScore:

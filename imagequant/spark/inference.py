@@ -44,7 +44,7 @@ from imagequant.pipeline.rows import evidence_fields, row_evidence, text_or_none
 from imagequant.scoring.base import ScoringRow
 from imagequant.scoring.confidence import LOW_CONFIDENCE
 from imagequant.scoring.rules import reasons as rule_reasons
-from imagequant.scoring.zoo import RULES, is_rules, load_scorer
+from imagequant.scoring.zoo import RULES, is_rules, load_scorer, training_images
 from imagequant.spark.schema import IMAGE_EVIDENCE_SCHEMA, PREDICTIONS_SCHEMA, ROW_SCHEMA
 from imagequant.spark.session import catalog_frame, default_parallelism
 from imagequant.spark.store import read_images, reporting_damage
@@ -57,7 +57,7 @@ OUTPUT_COLUMNS = PREDICTIONS.names()
 
 def _failed(index: int, status: str, error: str, reader: str | None = None) -> dict[str, Any]:
     return PREDICTIONS.empty_record(index=index, value=None, unit=None, confidence=None, n_candidates=0, status=status,
-                                    error=error, ocr_reader=reader, **evidence_fields(None))
+                                    error=error, ocr_reader=reader, in_training=None, **evidence_fields(None))
 
 
 def _reasons(candidate: Candidate | None, entity: str) -> list[str]:
@@ -120,7 +120,7 @@ def predict_frame(frame: pd.DataFrame, model_spec: str, exported: bool, threshol
             out[slot] = {"index": index, "prediction": answer, "value": pred.value, "unit": pred.unit,
                          "score": float(pred.score), "confidence": pred.confidence,
                          "n_candidates": pred.n_candidates, "status": status, "error": error, "ocr_reader": reader,
-                         **evidence_fields(pred.candidate, reasons=_reasons(pred.candidate, scored.entity))}
+                         "in_training": None, **evidence_fields(pred.candidate, reasons=_reasons(pred.candidate, scored.entity))}
     return typed(pd.DataFrame([r for r in out if r is not None], columns=OUTPUT_COLUMNS))
 
 
@@ -130,7 +130,7 @@ def typed(result: pd.DataFrame) -> pd.DataFrame:
     otherwise hand them back as floats)."""
     boxes = {name: "Int32" for name in EVIDENCE_COLUMN_NAMES if PREDICTIONS[name].kind == "int"}
     return result.astype({"index": "int64", "value": "float64", "score": "float64", "confidence": "float64",
-                          "n_candidates": "int32", **boxes})
+                          "n_candidates": "int32", "in_training": "boolean", **boxes})
 
 
 def partition_scorer(model_spec: str, exported: bool, threshold: float | None, min_confidence: float | None = None,
@@ -172,6 +172,7 @@ class PredictSummary:
     with_confidence: int = 0  # rows given a confidence
     min_confidence: float | None = None
     readers: dict[str, int] = field(default_factory=dict)  # rows by the reader that read their image
+    in_training: int | None = None  # rows whose image the model directory was fitted on (None: not recorded)
 
     def line(self) -> str:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))
@@ -183,8 +184,9 @@ class PredictSummary:
             if self.min_confidence is not None:
                 confidence += f", {self.by_status.get(LOW_CONFIDENCE, 0)} held back below {self.min_confidence:.3f}"
         readers = ", ".join(f"{k} {v}" for k, v in sorted(self.readers.items())) or "none"
+        in_training = "" if self.in_training is None else f"images the model was fitted on: {self.in_training} rows; "
         return (f"predicted {self.rows} rows with {self.model}: {self.answered} answered, "
-                f"status: {statuses}; {confidence}; read by: {readers}; {verdict}; wrote {self.out_dir}/predictions.parquet and "
+                f"status: {statuses}; {confidence}; {in_training}read by: {readers}; {verdict}; wrote {self.out_dir}/predictions.parquet and "
                 f"submission.csv in {self.seconds:.1f}s")
 
 
@@ -261,6 +263,10 @@ def run_predict(
                                 PREDICTIONS_SCHEMA)
     with reporting_damage(store):
         result = typed(scored.toPandas().sort_values("index", kind="stable").reset_index(drop=True))
+    trained = training_images(model_spec)
+    if trained is not None:
+        image_of = dict(zip(catalog["index"], catalog["image_id"], strict=True))
+        result["in_training"] = result["index"].map(image_of).isin(trained).astype("boolean")
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -279,6 +285,7 @@ def run_predict(
         with_confidence=int(result["confidence"].notna().sum()),
         min_confidence=min_confidence,
         readers={str(k): int(v) for k, v in result["ocr_reader"].dropna().value_counts().items()},
+        in_training=None if trained is None else int(result["in_training"].sum()),
     )
 
 

@@ -43,6 +43,7 @@ class RawExample:
     cnn: np.ndarray | None
     candidates: list[Candidate]
     source: int = 0  # which catalog it came from (several may be given)
+    image_id: str = ""
 
 
 def image_record(record: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -86,6 +87,7 @@ def examples_from_records(records: Iterable[Mapping[str, Any]]) -> tuple[list[Ra
                 cnn=np.asarray(cnn, dtype=np.float32) if has_cnn and cnn is not None else None,
                 candidates=evidence.candidates,
                 source=int(record.get("source") or 0),
+                image_id=text_or_none(record.get("image_id")) or "",
             )
         )
     examples.sort(key=lambda e: (e.source, e.index))

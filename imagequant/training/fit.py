@@ -35,7 +35,13 @@ from imagequant.scoring.confidence import CONFIDENCE_FILE, ConfidenceModel
 from imagequant.scoring.decode import decode
 from imagequant.scoring.encode import INPUT_NAMES, EncodedExample, ModelParams, Vocab, encode_example
 from imagequant.scoring.network import build_model, collate, option_loss
-from imagequant.scoring.zoo import SCORER_FILE, RuleScorer, write_rules_directory
+from imagequant.scoring.zoo import (
+    SCORER_FILE,
+    TRAINING_IMAGES_FILE,
+    RuleScorer,
+    write_rules_directory,
+    write_training_images,
+)
 from imagequant.training.confidence import ConfidenceSettings, train_confidence
 from imagequant.training.examples import RawExample, examples_from_records, group_folds, split_by_group
 from imagequant.training.reader import TrainingTable, iter_training_records
@@ -418,7 +424,7 @@ def render_cross_validation(cv: Mapping[str, Any]) -> str:
 def _clear_model_directory(out: Path) -> None:
     """Removes what an earlier training wrote that this one may not write again (a rules-only directory
     retrained as a network, a confidence model when confidence is off): a stale file would be served."""
-    for name in (SCORER_FILE, CONFIDENCE_FILE, "cross_validation.json", "cross_validation.md",
+    for name in (SCORER_FILE, CONFIDENCE_FILE, TRAINING_IMAGES_FILE, "cross_validation.json", "cross_validation.md",
                  *CHECKPOINT_FILES):
         if (out / name).is_file():
             (out / name).unlink()
@@ -450,6 +456,7 @@ def train_rules_directory(examples: Sequence[RawExample], out_dir: str | Path, s
             confidence.save(out)
             metrics["confidence"] = confidence.report
     write_rules_directory(out)
+    write_training_images(out, (e.image_id for e in examples))
     metrics["seconds"] = round(time.perf_counter() - started, 2)
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=json_default))
     return TrainResult(out, metrics)
@@ -504,6 +511,8 @@ def train_from_table(table: TrainingTable, out_dir: str | Path, config: Config, 
     result = train_model(train, val, config.model, settings, out_dir, progress, extra)
     if confidence is not None:
         confidence.save(result.model_dir)
+    # every labeled row's image: the network saw the training split, the confidence model all of them
+    write_training_images(result.model_dir, (e.image_id for e in examples))
     if folds and cv is not None:
         (result.model_dir / "cross_validation.json").write_text(json.dumps(cv, indent=2) + "\n")
         (result.model_dir / "cross_validation.md").write_text(render_cross_validation(cv))

@@ -146,7 +146,7 @@ def test_predict_writes_statuses_and_a_valid_submission(spark: Any, trained: dic
     assert summary.problems == []
     frame = pd.read_parquet(out / "predictions.parquet")
     assert list(frame.columns) == ["index", "prediction", "value", "unit", "score", "confidence", "n_candidates",
-                                   "status", "error", "ocr_reader",
+                                   "status", "error", "ocr_reader", "in_training",
                                    "evidence_text", "evidence_left", "evidence_top", "evidence_width",
                                    "evidence_height", "evidence_angle", "reasons"]
     catalog = pd.read_csv(trained["catalog"])
@@ -167,10 +167,16 @@ def test_predict_writes_statuses_and_a_valid_submission(spark: Any, trained: dic
     assert score(answers, labels)["f1"] >= 0.85
     sub = read_submission(out / "submission.csv")
     assert list(sub.columns) == ["index", "prediction"] and len(sub) == n
+    # every row of an image the model was fitted on is marked (the other entity asked of a training image too);
+    # the images that never reached training are not
+    assert set(frame.loc[~frame["in_training"], "status"]) == {"http_status", "image_missing", "bad_link"}
+    assert summary.in_training == n - 3 and f"images the model was fitted on: {n - 3} rows" in summary.line()
 
     # the rule baseline runs through the same UDF (eager vs exported agreement: test_model.py)
     rules_summary = run_predict(spark, trained["catalog"], trained["store"], "rules", trained["root"] / "pred_rules")
     assert rules_summary.problems == [] and rules_summary.answered > 0
+    rules_frame = pd.read_parquet(trained["root"] / "pred_rules" / "predictions.parquet")
+    assert rules_frame["in_training"].isna().all() and rules_summary.in_training is None
 
 
 def test_training_learns_a_calibrated_confidence_and_predict_writes_it(spark: Any, trained: dict[str, Any]) -> None:
@@ -206,7 +212,8 @@ def test_a_rules_only_model_directory_gives_the_rules_answers_with_a_confidence(
     config = _config(trained["root"], "train.scorer=rules")
     model_dir = trained["root"] / "rules_model"
     result = train_from_table(trained["table"], model_dir, config, progress=False)
-    assert {p.name for p in model_dir.iterdir()} == {"scorer.json", "confidence.json", "metrics.json"}
+    assert {p.name for p in model_dir.iterdir()} == {"scorer.json", "confidence.json", "metrics.json",
+                                                     "training_images.txt"}
     assert result.metrics["confidence"]["rows"] == 151
     with_model = run_predict(spark, trained["catalog"], trained["store"], str(model_dir), trained["root"] / "pr")
     plain = run_predict(spark, trained["catalog"], trained["store"], "rules", trained["root"] / "pr_plain")
@@ -215,6 +222,12 @@ def test_a_rules_only_model_directory_gives_the_rules_answers_with_a_confidence(
     # the same answers; only the directory's predictions carry a confidence
     assert a["prediction"].tolist() == b["prediction"].tolist()
     assert a["confidence"].notna().sum() > 0 and b["confidence"].isna().all()
+    # a directory written before the training images were recorded: nothing is marked
+    (model_dir / "training_images.txt").unlink()
+    older = run_predict(spark, trained["catalog"], trained["store"], str(model_dir), trained["root"] / "pr_old")
+    c = pd.read_parquet(older.out_dir / "predictions.parquet")
+    assert older.in_training is None and c["in_training"].isna().all()
+    assert c["prediction"].tolist() == a["prediction"].tolist()
 
 
 def test_too_few_product_groups_train_without_a_confidence_and_say_so(
@@ -257,6 +270,11 @@ def test_confidence_options_refuse_without_a_confidence_model_and_bad_values(tra
     (old / "confidence.json").write_text("{not json")
     done = _job("predict", *base, "--model", str(old))
     assert done.returncode == 2 and "confidence.json cannot be used" in done.stderr.strip().splitlines()[-1]
+    # the model's own training catalog: it predicts, and says that those rows are in-sample
+    done = _job("predict", *base, "--model", str(trained["result"].model_dir))
+    assert done.returncode == 0, done.stderr
+    n = len(pd.read_csv(trained["catalog"]))
+    assert f"warning: {n - 3} of {n} rows are of images model {trained['result'].model_dir} was fitted on" in done.stderr
 
 
 def test_an_old_model_directory_still_predicts_with_a_null_confidence(spark: Any, trained: dict[str, Any],

@@ -206,6 +206,29 @@ def test_predictions_parquet_with_status_and_scores(files: dict[str, Path], tmp_
     assert "keeping every answer would give F1 0.6154" in page.read_text()
 
 
+def test_rows_the_model_was_fitted_on_are_counted_and_scored_apart(files: dict[str, Path], tmp_path: Path) -> None:
+    frame = pd.DataFrame({
+        "index": list(range(9)),
+        "prediction": ["500.0 gram", "250.0 gram", "10.0 centimetre", "", "", "", "", "", ""],
+        # predict's column: the first three rows' images were in the model directory's training rows
+        "in_training": pd.array([True, True, True] + [False] * 6, dtype="boolean"),
+    })
+    path = tmp_path / "predictions.parquet"
+    frame.to_parquet(path)
+    result, rows = evaluate(path, read_catalog(files["truth"]))
+    assert result["tp"] == 3 and result["in_training_rows"] == 3
+    # the six others alone answer nothing: F1 0, whatever the in-sample rows scored
+    assert result["out_of_training"]["rows"] == 6 and result["out_of_training"]["f1"] == 0.0
+    page = write_evaluation_report(result, rows, tmp_path / "r")
+    assert "3 of 9 rows are of images the model directory was fitted on" in page.read_text()
+    assert "in_training" in (tmp_path / "r" / "rows.csv").read_text().splitlines()[0]
+    # predictions that do not say (the rules, an older model directory, a submission CSV): nothing reported
+    frame["in_training"] = pd.array([None] * 9, dtype="boolean")
+    frame.to_parquet(path)
+    result, _ = evaluate(path, read_catalog(files["truth"]))
+    assert result["in_training_rows"] is None and result["out_of_training"] is None
+
+
 def test_read_predictions_rejects_bad_files(tmp_path: Path) -> None:
     duplicated = tmp_path / "dup.csv"
     duplicated.write_text("index,prediction\n1,2.0 gram\n1,\n")
