@@ -10,9 +10,10 @@ marker file tells (directory kinds are tried in registration order):
 - ``network``: a model directory holding a trained network (``config.json`` and its weights).
 
 A model directory of either kind may hold ``confidence.json``, the calibrated P(right) of its answers
-(:mod:`imagequant.scoring.confidence`), and ``training_images.txt``, the images of the labeled rows it was fitted
-on (predict marks rows of those images: their answers and confidence are in-sample). Adding a kind is one :class:`ScorerKind` passed to
-:func:`register_scorer_kind` (a scorer class following :class:`imagequant.scoring.base.Scorer`).
+(:mod:`imagequant.scoring.confidence`), and ``training_images.txt``, the images of the labeled rows it was
+fitted on (predict marks rows of those images: their answers and confidence are in-sample). Adding a kind is
+one :class:`ScorerKind` passed to :func:`register_scorer_kind` (a scorer class following
+:class:`imagequant.scoring.base.Scorer`).
 :func:`load_scorer` is the one place a specification becomes a scorer; inference, training's baseline comparison,
 explain and evaluation go through it.
 """

@@ -120,7 +120,8 @@ def predict_frame(frame: pd.DataFrame, model_spec: str, exported: bool, threshol
             out[slot] = {"index": index, "prediction": answer, "value": pred.value, "unit": pred.unit,
                          "score": float(pred.score), "confidence": pred.confidence,
                          "n_candidates": pred.n_candidates, "status": status, "error": error, "ocr_reader": reader,
-                         "in_training": None, **evidence_fields(pred.candidate, reasons=_reasons(pred.candidate, scored.entity))}
+                         "in_training": None,  # run_predict knows the model's training images
+                         **evidence_fields(pred.candidate, reasons=_reasons(pred.candidate, scored.entity))}
     return typed(pd.DataFrame([r for r in out if r is not None], columns=OUTPUT_COLUMNS))
 
 
@@ -172,7 +173,7 @@ class PredictSummary:
     with_confidence: int = 0  # rows given a confidence
     min_confidence: float | None = None
     readers: dict[str, int] = field(default_factory=dict)  # rows by the reader that read their image
-    in_training: int | None = None  # rows whose image the model directory was fitted on (None: not recorded)
+    in_training: int | None = None  # rows of images the model directory was fitted on (None: not recorded)
 
     def line(self) -> str:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))
@@ -184,10 +185,11 @@ class PredictSummary:
             if self.min_confidence is not None:
                 confidence += f", {self.by_status.get(LOW_CONFIDENCE, 0)} held back below {self.min_confidence:.3f}"
         readers = ", ".join(f"{k} {v}" for k, v in sorted(self.readers.items())) or "none"
-        in_training = "" if self.in_training is None else f"images the model was fitted on: {self.in_training} rows; "
+        in_training = ("" if self.in_training is None
+                       else f"images the model was fitted on: {self.in_training} rows; ")
         return (f"predicted {self.rows} rows with {self.model}: {self.answered} answered, "
-                f"status: {statuses}; {confidence}; {in_training}read by: {readers}; {verdict}; wrote {self.out_dir}/predictions.parquet and "
-                f"submission.csv in {self.seconds:.1f}s")
+                f"status: {statuses}; {confidence}; {in_training}read by: {readers}; {verdict}; "
+                f"wrote {self.out_dir}/predictions.parquet and submission.csv in {self.seconds:.1f}s")
 
 
 ENTITY_NOT_TRAINED = "entity_not_trained"  # a model directory trained before the row's entity existed

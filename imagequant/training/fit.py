@@ -424,8 +424,8 @@ def render_cross_validation(cv: Mapping[str, Any]) -> str:
 def _clear_model_directory(out: Path) -> None:
     """Removes what an earlier training wrote that this one may not write again (a rules-only directory
     retrained as a network, a confidence model when confidence is off): a stale file would be served."""
-    for name in (SCORER_FILE, CONFIDENCE_FILE, TRAINING_IMAGES_FILE, "cross_validation.json", "cross_validation.md",
-                 *CHECKPOINT_FILES):
+    for name in (SCORER_FILE, CONFIDENCE_FILE, TRAINING_IMAGES_FILE, "cross_validation.json",
+                 "cross_validation.md", *CHECKPOINT_FILES):
         if (out / name).is_file():
             (out / name).unlink()
 

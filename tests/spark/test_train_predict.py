@@ -274,7 +274,8 @@ def test_confidence_options_refuse_without_a_confidence_model_and_bad_values(tra
     done = _job("predict", *base, "--model", str(trained["result"].model_dir))
     assert done.returncode == 0, done.stderr
     n = len(pd.read_csv(trained["catalog"]))
-    assert f"warning: {n - 3} of {n} rows are of images model {trained['result'].model_dir} was fitted on" in done.stderr
+    model = trained["result"].model_dir
+    assert f"warning: {n - 3} of {n} rows are of images model {model} was fitted on" in done.stderr
 
 
 def test_an_old_model_directory_still_predicts_with_a_null_confidence(spark: Any, trained: dict[str, Any],
