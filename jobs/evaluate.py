@@ -59,8 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"F1 {result['f1']:.4f} (precision {result['precision']:.4f}, recall {result['recall']:.4f}) over "
           f"{result['rows']:,} rows" + (f"; candidate recall {ceiling:.4f}" if ceiling is not None else ""),
           flush=True)
-    if in_training_warning(result):
-        print(f"warning: {in_training_warning(result)}", file=sys.stderr, flush=True)
+    in_sample = in_training_warning(result)
+    if in_sample:
+        print(f"warning: {in_sample}", file=sys.stderr, flush=True)
     if result["missing_predictions"]:
         print(f"warning: {result['missing_predictions']:,} rows have no prediction (scored as empty)",
               file=sys.stderr, flush=True)

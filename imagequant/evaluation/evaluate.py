@@ -763,8 +763,9 @@ def write_evaluation_report(
         page.note(f"{result['missing_predictions']:,} truth rows have no prediction and count as empty "
                   f"predictions (indexes {shown}{', …' if result['missing_predictions'] > 20 else ''}). "
                   "The challenge would not score such a file at all.")
-    if in_training_warning(result):
-        page.note(in_training_warning(result) + ".")
+    in_sample = in_training_warning(result)
+    if in_sample:
+        page.note(in_sample + ".")
     if result["extra_predictions"]:
         page.note(f"{result['extra_predictions']:,} predictions have an index that is not in the truth; "
                   "they were ignored.")

@@ -61,9 +61,9 @@ def worker_pool(spark: SparkSession, name: str) -> Iterator[None]:
 
     Spark keeps one pool of reusable Python workers per set of worker environment variables, and a function
     takes the variables of ``SparkContext.environment`` when its DataFrame operation is planned (a column
-    function: when it is applied to its column). Without
-    this, a worker that ran an OCR task is reused for a CNN task and keeps both runtimes, their models and
-    their buffers, so the largest worker is the sum of the two (README "Benchmarks")."""
+    function: when it is applied to its column). Without this, a worker that ran an OCR task is reused for a
+    CNN task and keeps both runtimes, their models and their buffers, so the largest worker is the sum of the
+    two (README "Benchmarks")."""
     environment = spark.sparkContext.environment
     previous = environment.get(WORKER_POOL_VARIABLE)
     environment[WORKER_POOL_VARIABLE] = name
