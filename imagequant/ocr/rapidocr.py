@@ -331,6 +331,32 @@ def _load_models(threads: int, use_cls: bool, memory_arena: bool, placement: Ocr
     return models
 
 
+def _recognise(text_rec: Any, crops: list[np.ndarray], per_call: int) -> list[tuple[str, float]]:
+    """Each crop's (text, score) from RapidOCR's recogniser, ``per_call`` crops per model call.
+
+    A crop is scaled to the model's height and padded to its own width, or to the model's input width (320 px)
+    when narrower, never to its batch-mates' as RapidOCR's own batching does: the recogniser attends over the
+    padding, so a line's reading then depended on which other lines (another image's, in ``read_many``)
+    shared its call. Calls group crops of equal padded width, narrowest first."""
+    _, height, min_width = text_rec.rec_image_shape
+    ratios = [c.shape[1] / c.shape[0] for c in crops]
+    groups: dict[int, list[int]] = {}
+    for i in np.argsort(ratios, kind="stable"):
+        # int(): the width RapidOCR gives the widest crop of a call (it is resized to that width, not beyond).
+        groups.setdefault(max(min_width, int(height * ratios[i])), []).append(int(i))
+    found: list[tuple[str, float]] = [("", 0.0)] * len(crops)
+    for width, members in groups.items():
+        wh_ratio = (width + 0.5) / height  # int(height * wh_ratio) == width, clear of float rounding
+        for start in range(0, len(members), per_call):
+            call = members[start:start + per_call]
+            batch = np.stack([text_rec.resize_norm_img(crops[i], wh_ratio) for i in call]).astype(np.float32)
+            decoded = text_rec.postprocess_op(text_rec.session(batch)[0], False,
+                                              wh_ratio_list=[ratios[i] for i in call], max_wh_ratio=wh_ratio)
+            for i, res in zip(call, decoded, strict=True):
+                found[i] = res
+    return found
+
+
 def _is_vertical(quad: np.ndarray) -> bool:
     """Whether RapidOCR turns this box's crop a quarter turn (CCW) before reading it: crops at least 1.5x
     taller than wide, measured with the same integer crop size as its get_crop_img_list."""
@@ -618,11 +644,11 @@ class RapidOcrEngine(OcrEngine):
     def _classify_recognise(self, crops: list[np.ndarray], quads: list[np.ndarray],
                             deadline: Deadline) -> tuple[list[bool], list[Any]]:
         """Which crops were read turned a half turn (the direction classifier's or the tall boxes' second
-        reading) and each crop's (text, score), in ``rec_batch_lines`` crops per model call, sorted by width as
-        RapidOCR does; ``quads`` are the crops' boxes. Called holding the models' lock, inside a watchdog."""
+        reading) and each crop's (text, score), in ``rec_batch_lines`` crops per model call (:func:`_recognise`);
+        ``quads`` are the crops' boxes. Called holding the models' lock, inside a watchdog."""
         ocr = self._ocr
         # Set per call: the models are shared by engines of other settings (one at a time, under the lock).
-        ocr.text_cls.cls_batch_num = ocr.text_rec.rec_batch_num = self._rec_batch
+        ocr.text_cls.cls_batch_num = self._rec_batch
         flipped = [False] * len(crops)
         if self._use_cls:
             deadline.check("rapidocr crops")
@@ -630,8 +656,8 @@ class RapidOcrEngine(OcrEngine):
             thresh = ocr.text_cls.cls_thresh
             flipped = [("180" in str(label) and float(score) > thresh) for label, score in cls_res]
         deadline.check("rapidocr classification")
-        rec_res, _ = ocr.text_rec(crops)
-        rec_res, flipped = self._both_ways(crops, quads, list(rec_res), flipped, deadline)
+        rec_res = _recognise(ocr.text_rec, crops, self._rec_batch)
+        rec_res, flipped = self._both_ways(crops, quads, rec_res, flipped, deadline)
         return flipped, rec_res
 
     def _tokens(self, lines: _Lines, flipped: list[bool], rec_res: list[Any]) -> list[OcrToken]:
@@ -652,7 +678,7 @@ class RapidOcrEngine(OcrEngine):
     def read_many(self, images: Sequence[Image.Image],
                   wants_more: Sequence[WantsMore | None] | None = None) -> list[OcrOutcome]:
         """Reads several images: detects each image's lines, classifies and recognises the lines of all of
-        them together (``rec_batch_lines`` per model call, widest last), then runs each image's follow-up
+        them together (``rec_batch_lines`` per model call, a line read as if alone: :func:`_recognise`), then runs each image's follow-up
         passes (rotated pass, second look, targeted by its ``wants_more``) on its own, exactly as
         :meth:`read_passes` does.
 
@@ -765,7 +791,8 @@ class RapidOcrEngine(OcrEngine):
         if not tall:
             return rec_res, flipped
         deadline.check("rapidocr vertical lines")
-        turned, _ = self._ocr.text_rec([np.ascontiguousarray(np.rot90(crops[i], 2)) for i in tall])
+        turned = _recognise(self._ocr.text_rec, [np.ascontiguousarray(np.rot90(crops[i], 2)) for i in tall],
+                            self._rec_batch)
         for i, other in zip(tall, turned, strict=True):
             if float(other[1]) > float(rec_res[i][1]):
                 rec_res[i] = other
