@@ -336,8 +336,8 @@ def _recognise(text_rec: Any, crops: list[np.ndarray], per_call: int) -> list[tu
 
     A crop is scaled to the model's height and padded to its own width, or to the model's input width (320 px)
     when narrower, never to its batch-mates' as RapidOCR's own batching does: the recogniser attends over the
-    padding, so a line's reading then depended on which other lines (another image's, in ``read_many``)
-    shared its call. Calls group crops of equal padded width, narrowest first."""
+    padding, so padding to the widest line of a call would make a line's reading depend on which other lines
+    (another image's, in ``read_many``) share it. Calls group crops of equal padded width, narrowest first."""
     _, height, min_width = text_rec.rec_image_shape
     ratios = [c.shape[1] / c.shape[0] for c in crops]
     groups: dict[int, list[int]] = {}
@@ -678,9 +678,9 @@ class RapidOcrEngine(OcrEngine):
     def read_many(self, images: Sequence[Image.Image],
                   wants_more: Sequence[WantsMore | None] | None = None) -> list[OcrOutcome]:
         """Reads several images: detects each image's lines, classifies and recognises the lines of all of
-        them together (``rec_batch_lines`` per model call, a line read as if alone: :func:`_recognise`), then runs each image's follow-up
-        passes (rotated pass, second look, targeted by its ``wants_more``) on its own, exactly as
-        :meth:`read_passes` does.
+        them together (``rec_batch_lines`` per model call, each line read as if alone: :func:`_recognise`),
+        then runs each image's follow-up passes (rotated pass, second look, targeted by its ``wants_more``) on
+        its own, exactly as :meth:`read_passes` does.
 
         Each image keeps its own budget of ``ocr.timeout_s`` CPU seconds (paused while other images' work runs,
         charged its share of the shared calls) and its own error: an image that fails detection or its follow-ups gets

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,6 @@ import pytest
 from PIL import Image, ImageDraw
 
 from imagequant.config import Config, OcrConfig, load_config
-from imagequant.core.tokens import OcrToken
 from imagequant.imaging import ImageError
 from imagequant.ocr.base import OcrError, OcrTimeout, PausableDeadline
 from imagequant.ocr.zoo import get_engine
@@ -40,19 +38,6 @@ def _images() -> list[Image.Image]:
     """Three synthetic product images, a two-line label and vertical text: 4 to 13 lines each."""
     renders = [item.image for item in iter_items(3, seed=21, image_size=(400, 640))]
     return [*renders, _label_image()[0], _rotated_text_image()[0]]
-
-
-def _lines(tokens: list[OcrToken]) -> dict[tuple[int, int, int, int], tuple[str, float]]:
-    """Each line's box (the union of its words) -> its text without spaces, and its confidence."""
-    words: dict[int, list[OcrToken]] = defaultdict(list)
-    for t in tokens:
-        words[t.line].append(t)
-    out = {}
-    for line in words.values():
-        box = (min(t.left for t in line), min(t.top for t in line),
-               max(t.left + t.width for t in line), max(t.top + t.height for t in line))
-        out[box] = ("".join(t.text for t in sorted(line, key=lambda t: t.word)), line[0].conf)
-    return out
 
 
 @pytest.mark.parametrize("rec_batch_lines", [1, 6, 64])
