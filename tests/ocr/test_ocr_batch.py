@@ -1,7 +1,7 @@
 """Several images read together (``OcrEngine.read_many``, RapidOCR's shared recognition calls) against one at
-a time (``read``), with the real RapidOCR on the CPU and images made here: the same tokens (exactly when every
-line is read as if alone, at any batch size), one image's failure or
-timeout kept to it, and the extract stage's records unchanged."""
+a time (``read``), with the real RapidOCR on the CPU and images made here: exactly the same tokens at any
+batch size (each line is read as if alone), one image's failure or timeout kept to it, and the extract stage's
+records unchanged."""
 
 from __future__ import annotations
 

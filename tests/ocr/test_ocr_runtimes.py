@@ -1,8 +1,7 @@
 """RapidOCR's models run by OpenVINO (``ocr.rapidocr.runtime=openvino``) against onnxruntime, on the CPU, with
 the real models and images made here: f32 reads the same tokens; bf16 reads them within the stated tolerance
 (one pass: the same line texts, boxes within 3 px, confidences within 2 points; with the second look: the same
-quantities); timeouts, the reported device and
-the reader's name; the settings' checks."""
+quantities); timeouts, the reported device and the reader's name; the settings' checks."""
 
 from __future__ import annotations
 
