@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 from imagequant.config import Config, OcrConfig, load_config
 from imagequant.imaging import ImageError
 from imagequant.ocr.base import OcrError, OcrTimeout, PausableDeadline
+from imagequant.ocr.rapidocr import _recognise
 from imagequant.ocr.zoo import get_engine
 from imagequant.scoring.second_look import lacks_plausible_candidate
 from imagequant.synthetic import iter_items
@@ -58,8 +59,6 @@ def test_batched_path_equals_the_per_image_path(rec_batch_lines: int) -> None:
 def test_a_line_reads_the_same_whatever_shares_its_recognition_call() -> None:
     # RapidOCR's own batching pads every line of a call to the widest one, and the recogniser attends over the
     # padding: the same crop read beside a much wider one came out differently.
-    from imagequant.ocr.rapidocr import _recognise
-
     engine = get_engine(_rapid(6), IMAGING)
     engine.read(_label_image()[0])  # loads the models
     text_rec = engine._ocr.text_rec
