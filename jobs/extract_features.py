@@ -1,6 +1,7 @@
 """Extract features: catalog -> fetch, decode, OCR, CNN features -> Parquet feature store.
 
     spark-submit jobs/extract_features.py --catalog PATH --store DIR [--images-dir DIR] [--conf FILE] [--set k=v]
+        [--reprocess-made-otherwise]
     ./submit.sh extract_features --catalog PATH --store DIR ...
 """
 
@@ -48,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "the link and its hash); a file named by the link's file name is used when none was saved")
     parser.add_argument("--run-date", help="YYYY-MM-DD: partition this run's output by date; a rerun of the "
                         "date replaces its partition")
+    parser.add_argument("--reprocess-made-otherwise", action="store_true",
+                        help="read and embed again the catalog's images that the store holds ok but read or embedded "
+                        "with other settings (another OCR reader or CNN weights); without it they are kept and counted")
     parser.add_argument("--max-failure-ratio", type=float, default=None,
                         help="exit 1 (after writing everything) when more than this share of images failed")
     args = parser.parse_args(argv)
@@ -65,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     spark = build_session(config, "imagequant-extract-features")
     try:
-        summary = run_extract(spark, config, catalog, args.store, args.images_dir, args.run_date)
+        summary = run_extract(spark, config, catalog, args.store, args.images_dir, args.run_date,
+                              args.reprocess_made_otherwise)
     finally:
         spark.stop()
     print(summary.line(), flush=True)

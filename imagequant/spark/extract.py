@@ -1,7 +1,8 @@
 """The extract job as extract -> transform -> load over Spark DataFrames.
 
 Transforms are DataFrame-in, DataFrame-out functions that tests call directly: ``images_to_process``,
-``process_images``; ``run_extract`` strings them together and commits the result to the feature store.
+``images_made_otherwise``, ``process_images``; ``run_extract`` strings them together and commits the result to
+the feature store.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import pandas as pd
 from pyspark import StorageLevel
 from pyspark.accumulators import Accumulator
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from imagequant.catalog import ROW_COLUMNS, read_catalog
@@ -26,7 +27,7 @@ from imagequant.config import Config
 from imagequant.core.schema import IMAGES, ROWS, STAGING_DIR
 from imagequant.errors import ConfigError
 from imagequant.fetch import PLAIN_FILE_SOURCE
-from imagequant.ocr.ppocr_models import models_name
+from imagequant.ocr.ppocr_models import models_name, reader_name
 from imagequant.ocr.zoo import check_device
 from imagequant.scoring.second_look import lacks_plausible_candidate
 from imagequant.spark.schema import IMAGE_SCHEMA, OCR_STAGE_SCHEMA
@@ -64,7 +65,7 @@ class ExtractSummary:
     bad_rows: dict[str, int] = field(default_factory=dict)
     distinct_images: int = 0
     already_ok: int = 0
-    processed: int = 0  # this run's images: those not ok in the store before it
+    processed: int = 0  # this run's images: those not ok in the store before it (and those made otherwise, asked to)
     processed_ok: int = 0  # of which ok now
     failed: dict[str, int] = field(default_factory=dict)  # of which failed, by kind
     store_ok: int = 0  # this catalog's distinct images ok in the store after the run (already_ok + processed_ok)
@@ -76,6 +77,9 @@ class ExtractSummary:
     ocr_engine: str = ""
     ocr_device: str = ""  # where the OCR models ran, as the workers reported it (e.g. CPUExecutionProvider)
     ocr_models: str = ""  # which models read (ocr.rapidocr.models ...), e.g. ppocrv4; "" for Tesseract
+    # This catalog's images ok in the store but read or embedded with other settings, by "ocr_engine | cnn_weights"
+    made_otherwise: dict[str, int] = field(default_factory=dict)
+    reprocess_made_otherwise: bool = False  # whether this run read and embedded those again
 
     @property
     def images_per_second(self) -> float:
@@ -103,6 +107,8 @@ class ExtractSummary:
             f"ocr={self.ocr_engine}{f' ocr_device={self.ocr_device}' if self.ocr_device else ''} "
             f"{f'ocr_models={self.ocr_models} ' if self.ocr_models else ''}"
             f"cnn_weights={self.cnn_weights}{f' cnn_device={self.cnn_device}' if self.cnn_device else ''}"
+            + (f" made_otherwise={sum(self.made_otherwise.values())} "
+               f"({'processed again' if self.reprocess_made_otherwise else 'kept'})" if self.made_otherwise else "")
             + (f" quarantined={len(self.quarantined)} (damaged files moved to _quarantine/)" if self.quarantined else "")
         )
 
@@ -125,11 +131,41 @@ def load_rows(spark: SparkSession, fs: StoreFs, catalog: str | pd.DataFrame, run
     return stage_frame(spark, fs, rows, ROWS, fs.path(STAGING_DIR, run_id, "catalog.parquet"))
 
 
-def images_to_process(rows: DataFrame, existing: DataFrame | None) -> DataFrame:
-    """Transform: the distinct images of servable rows that are not yet ``ok`` in the store, each with the
-    entities its rows ask for (the OCR's second look is spent where those lack a candidate) and
-    ``plain_file``: whether it is the catalog's only link of its plain file name, the one case where a
-    user-placed ``--images-dir`` file of that name can be its image and no other link's."""
+@dataclass(frozen=True)
+class ImageSettings:
+    """What made an image's record, as the images table names it: the reader (``ocr_engine``) and the CNN's
+    weights (``cnn_weights``). Records made with other settings stay unless a run asks to process them again:
+    a back-fill should not silently redo a store because a setting changed, nor silently mix two readings."""
+
+    ocr_engine: str
+    cnn_weights: str
+
+    @classmethod
+    def of(cls, config: Config) -> ImageSettings:
+        return cls(reader_name(config.ocr), describe_weights(config.cnn))
+
+    def made_here(self) -> Column:
+        """Whether an images-table record was made with these settings (a null, from an older store: not)."""
+        return F.col("ocr_engine").eqNullSafe(self.ocr_engine) & F.col("cnn_weights").eqNullSafe(self.cnn_weights)
+
+    def describe(self) -> str:
+        return f"{self.ocr_engine} | {self.cnn_weights}"
+
+
+def images_made_otherwise(rows: DataFrame, existing: DataFrame, settings: ImageSettings) -> DataFrame:
+    """Transform: the images of servable rows that are ``ok`` in the store (``existing``, one record per
+    image) but were made with other settings than ``settings``: ``image_id, ocr_engine, cnn_weights``."""
+    wanted = rows.where(F.col("row_status") == "ok").select("image_id").distinct()
+    other = existing.where((F.col("status") == "ok") & ~settings.made_here())
+    return other.select("image_id", "ocr_engine", "cnn_weights").join(wanted, on="image_id", how="left_semi")
+
+
+def images_to_process(rows: DataFrame, existing: DataFrame | None, reprocess: ImageSettings | None = None) -> DataFrame:
+    """Transform: the distinct images of servable rows that are not yet ``ok`` in the store (with
+    ``reprocess``, also those ok but made with other settings), each with the entities its rows ask for (the
+    OCR's second look is spent where those lack a candidate) and ``plain_file``: whether it is the catalog's
+    only link of its plain file name, the one case where a user-placed ``--images-dir`` file of that name can be
+    its image and no other link's."""
     wanted = rows.where(F.col("row_status") == "ok").groupBy("image_id").agg(
         F.first("image_link").alias("image_link"),
         F.array_sort(F.collect_set("entity_name")).alias("entities"),
@@ -143,8 +179,10 @@ def images_to_process(rows: DataFrame, existing: DataFrame | None) -> DataFrame:
               .drop("_plain_name"))
     if existing is None:
         return wanted
-    done = existing.where(F.col("status") == "ok").select("image_id")
-    return wanted.join(done, on="image_id", how="left_anti")
+    done = existing.where(F.col("status") == "ok")
+    if reprocess is not None:
+        done = done.where(reprocess.made_here())
+    return wanted.join(done.select("image_id"), on="image_id", how="left_anti")
 
 
 def process_images(
@@ -179,6 +217,17 @@ def process_images(
     ).select(*IMAGE_SCHEMA.fieldNames())
 
 
+def _made_otherwise_message(summary: ExtractSummary, settings: ImageSettings) -> str:
+    found = sum(summary.made_otherwise.values())
+    detail = "; ".join(f"{k}: {v}" for k, v in sorted(summary.made_otherwise.items()))
+    head = (f"{found} of this catalog's images are ok in the store but were read or embedded with other settings "
+            f"(ocr_engine | cnn_weights: {detail}); this run's are {settings.describe()}")
+    if summary.reprocess_made_otherwise:
+        return f"{head}: processing them again"
+    return (f"warning: {head}. They are kept as they are, so the store mixes both; --reprocess-made-otherwise "
+            "reads and embeds them again with this run's settings")
+
+
 def log(message: str) -> None:
     print(f"[imagequant] {message}", file=sys.stderr, flush=True)
 
@@ -190,9 +239,12 @@ def run_extract(
     store: str,
     images_dir: str | None = None,
     run_date: str | None = None,
+    reprocess_made_otherwise: bool = False,
 ) -> ExtractSummary:
     """Runs extract -> transform -> load and commits both tables; returns the run's summary. ``catalog`` is a
     path, or the catalog ``imagequant.catalog.read_catalog`` already read (the job reads it once, before Spark).
+    Images ok in the store but read or embedded with other settings (:class:`ImageSettings`) are counted and
+    kept, or with ``reprocess_made_otherwise`` processed again.
 
     A setting that cannot work on the workers (``ocr.device=cuda`` or ``cnn.device=cuda`` without a GPU, a Python
     worker memory cap under what its libraries need) is a ConfigError: checked here first when the workers are this machine (local mode), else raised by the first
@@ -206,7 +258,7 @@ def run_extract(
     run_id = new_run_id()
     batch = run_date or run_id
     summary = ExtractSummary(run_id=run_id, batch=batch, cnn_weights=describe_weights(config.cnn), ocr_engine=config.ocr.engine,
-                             ocr_models=models_name(config.ocr))
+                             ocr_models=models_name(config.ocr), reprocess_made_otherwise=reprocess_made_otherwise)
     fs = StoreFs(spark, store)
     with store_lock(fs, run_id):
         recover(fs)  # safe: no other run can be writing while this one holds the lock
@@ -236,17 +288,25 @@ MAX_QUARANTINED_FILES = 20
 
 
 def _images_to_process(spark: SparkSession, fs: StoreFs, store: str, rows: DataFrame, batch: str,
-                       summary: ExtractSummary) -> DataFrame:
-    """The images of ``rows`` not yet ok in the store, cached and counted; a damaged images file met on
-    the way is quarantined (its images are simply processed again)."""
+                       settings: ImageSettings, summary: ExtractSummary) -> tuple[DataFrame, DataFrame | None]:
+    """The images of ``rows`` not yet ok in the store (cached and counted) and those ok but made with other
+    settings than ``settings`` (counted; among the first with ``summary.reprocess_made_otherwise``); a damaged
+    images file met on the way is quarantined (its images are simply processed again)."""
+    reprocess = settings if summary.reprocess_made_otherwise else None
     while True:
         todo: DataFrame | None = None
         try:
             with reporting_damage(store):
                 existing = read_images(spark, store, exclude_batch=batch)
-                todo = images_to_process(rows, existing).cache()
+                todo = images_to_process(rows, existing, reprocess).cache()
                 summary.processed = todo.count()
-            return todo
+                other = None if existing is None else images_made_otherwise(rows, existing, settings)
+                if other is not None:
+                    summary.made_otherwise = {
+                        f"{r['ocr_engine']} | {r['cnn_weights']}": r["count"]
+                        for r in other.groupBy("ocr_engine", "cnn_weights").count().collect()
+                    }
+            return todo, other
         except StoreDamaged as exc:
             if todo is not None:
                 # The next attempt's plan equals this one, so Spark would serve it from this cache entry,
@@ -271,11 +331,14 @@ def _extract(spark: SparkSession, fs: StoreFs, config: Config, catalog: str | pd
     summary.bad_rows = {k: v for k, v in status_counts.items() if k != "ok"}
     summary.distinct_images = rows.where(F.col("row_status") == "ok").select("image_id").distinct().count()
 
-    todo = _images_to_process(spark, fs, store, rows, batch, summary)
+    settings = ImageSettings.of(config)
+    todo, made_otherwise = _images_to_process(spark, fs, store, rows, batch, settings, summary)
     summary.already_ok = summary.distinct_images - summary.processed
     name = catalog if isinstance(catalog, str) else catalog.attrs.get("path", "(a frame)")
     log(f"catalog {name}: {summary.rows} rows, {summary.distinct_images} distinct images, "
         f"{summary.already_ok} already ok in the store, {summary.processed} to process (batch {batch})")
+    if summary.made_otherwise:
+        log(_made_otherwise_message(summary, settings))
 
     compression = "uncompressed" if config.store.compression == "none" else config.store.compression
     counts: Counter[str] = Counter()
@@ -302,6 +365,10 @@ def _extract(spark: SparkSession, fs: StoreFs, config: Config, catalog: str | pd
     summary.processed_ok = counts.pop("ok", 0)
     summary.failed = dict(counts)
     summary.store_ok = summary.already_ok + summary.processed_ok
+    if summary.reprocess_made_otherwise and made_otherwise is not None and summary.failed:
+        # An image made otherwise that failed this time keeps its earlier ok record (the canonical one).
+        failed = spark.read.parquet(fs.path(IMAGES.name, f"{IMAGES.partition}={batch}")).where(F.col("status") != "ok")
+        summary.store_ok += failed.join(made_otherwise, on="image_id", how="left_semi").count()
     rows_files = max(1, summary.rows // max(1, config.store.rows_per_file) + 1)
     # Keyed by the batch like the images: a dated rerun replaces its rows, undated runs never replace each other's.
     write_partition(fs, rows, ROWS.name, f"{ROWS.partition}={batch}", run_id, compression, rows_files)

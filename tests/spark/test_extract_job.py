@@ -255,3 +255,63 @@ def test_the_catalog_reaches_spark_as_a_staged_file_not_driver_memory(spark, cat
     assert list(staged["row_status"]) == ["ok" if e not in ("bad_link", "unknown_entity") else e
                                           for e in catalog["frame"]["expected"]]
     assert staged["entity_value"].isna().sum() == (catalog["frame"]["entity_value"] == "").sum()
+
+
+def test_images_made_with_other_settings_are_counted_and_processed_again_only_when_asked(spark) -> None:
+    from imagequant.spark.extract import ImageSettings, images_made_otherwise, images_to_process
+
+    rows = spark.createDataFrame(
+        [("a", "http://x/a.jpg", "width", "ok"), ("b", "http://x/b.jpg", "voltage", "ok"),
+         ("c", "http://x/c.jpg", "height", "ok"), ("d", "http://x/d.jpg", "height", "ok"),
+         ("e", "http://x/e.jpg", "voltage", "bad_link")],
+        "image_id string, image_link string, entity_name string, row_status string",
+    )
+    existing = spark.createDataFrame(
+        [("a", "ok", "rapidocr:ppocrv6_small", "random(seed=0)"),  # made with this run's settings
+         ("b", "ok", "rapidocr:ppocrv4", "random(seed=0)"),  # another reader
+         ("c", "ok", "rapidocr:ppocrv6_small", "imagenet"),  # other CNN weights
+         ("d", "timeout", "rapidocr:ppocrv4", "random(seed=0)"),  # failed: processed again anyway
+         ("e", "ok", "rapidocr:ppocrv4", "random(seed=0)"),  # asked by no servable row
+         ("f", "ok", None, None)],  # an older record, in no row of this catalog
+        "image_id string, status string, ocr_engine string, cnn_weights string",
+    )
+    settings = ImageSettings("rapidocr:ppocrv6_small", "random(seed=0)")
+    other = {r["image_id"]: (r["ocr_engine"], r["cnn_weights"])
+             for r in images_made_otherwise(rows, existing, settings).collect()}
+    assert other == {"b": ("rapidocr:ppocrv4", "random(seed=0)"), "c": ("rapidocr:ppocrv6_small", "imagenet")}
+    kept = {r["image_id"] for r in images_to_process(rows, existing).collect()}
+    assert kept == {"d"}
+    again = {r["image_id"] for r in images_to_process(rows, existing, settings).collect()}
+    assert again == {"b", "c", "d"}
+
+
+def test_a_run_with_other_cnn_weights_keeps_the_store_unless_asked(spark, first_run, catalog, tmp_path,
+                                                                   capfd) -> None:
+    """Another seed makes other features: the store's images are counted and kept; with
+    reprocess_made_otherwise they are read and embedded again and the new records are the canonical ones."""
+    import shutil
+
+    from imagequant.spark.store import read_images
+
+    store = tmp_path / "store"
+    shutil.copytree(first_run["store"], store)
+    config = load_config(overrides=[*TEST_SETTINGS, "cnn.seed=7"])
+    ok_images = first_run["summary"].store_ok
+    failed = sum(1 for e in catalog["frame"]["expected"] if e not in ("ok", "bad_link", "unknown_entity"))
+
+    kept = run_extract(spark, config, str(catalog["path"]), str(store), str(first_run["images_dir"]))
+    assert kept.processed == failed
+    assert kept.made_otherwise == {"tesseract | random(seed=0)": ok_images}
+    assert f"made_otherwise={ok_images} (kept)" in kept.line()
+    assert "--reprocess-made-otherwise" in capfd.readouterr().err
+    view = read_images(spark, str(store)).where("status = 'ok'").toPandas()
+    assert set(view["cnn_weights"]) == {"random(seed=0)"}
+
+    again = run_extract(spark, config, str(catalog["path"]), str(store), str(first_run["images_dir"]),
+                        reprocess_made_otherwise=True)
+    assert again.processed == failed + ok_images
+    assert again.store_ok == ok_images
+    assert f"made_otherwise={ok_images} (processed again)" in again.line()
+    view = read_images(spark, str(store)).where("status = 'ok'").toPandas()
+    assert len(view) == ok_images and set(view["cnn_weights"]) == {"random(seed=7)"}
+    assert run_extract(spark, config, str(catalog["path"]), str(store)).made_otherwise == {}
