@@ -43,6 +43,7 @@ SCORER_FORMAT = 1
 # a directory imports no torch
 NETWORK_FILE = "config.json"
 TRAINING_IMAGES_FILE = "training_images.txt"  # one image id per line, sorted
+CNN_WEIGHTS_FILE = "cnn_weights.json"  # a network's training rows by the CNN weights of their image's features
 
 
 def write_training_images(model_dir: Path, image_ids: Iterable[str]) -> None:
@@ -58,6 +59,34 @@ def training_images(model_spec: str | Path) -> frozenset[str] | None:
     if str(model_spec) == RULES or not path.is_file():
         return None
     return frozenset(line for line in path.read_text().splitlines() if line)
+
+
+def write_cnn_weights(model_dir: Path, counts: dict[str, int]) -> None:
+    """Records which CNN weights made the features a network was trained on (rows per ``cnn_weights``)."""
+    (model_dir / CNN_WEIGHTS_FILE).write_text(json.dumps({"cnn_weights": dict(sorted(counts.items()))}) + "\n")
+
+
+def trained_cnn_weights(model_spec: str | Path) -> dict[str, int] | None:
+    """The CNN weights a network directory's training features were made with (rows per ``cnn_weights``); None
+    for the rule baseline, a rules-only directory and a directory written before they were recorded."""
+    path = Path(model_spec) / CNN_WEIGHTS_FILE
+    if str(model_spec) == RULES or not path.is_file():
+        return None
+    try:
+        counts = json.loads(path.read_text())["cnn_weights"]
+        return {str(k): int(v) for k, v in counts.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(f"{path} is not a CNN weights record ({exc}); train the model directory again") from None
+
+
+def mixed_cnn_weights_warning(counts: dict[str, int], what: str) -> str | None:
+    """A warning line when ``what`` (rows by the CNN weights of their features) mixes several weights."""
+    if len(counts) < 2:
+        return None
+    kinds = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+    return (f"warning: {what} have CNN features made with different weights ({kinds}); features of one kind "
+            "mean nothing to a network trained on the other. Run extract_features with one cnn.weights and "
+            "--reprocess-made-otherwise to make them alike")
 
 
 def _rule_view(c: Candidate, entity: str, score: float | None) -> CandidateScore:

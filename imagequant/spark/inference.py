@@ -32,7 +32,8 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from imagequant.catalog import read_catalog
@@ -44,7 +45,7 @@ from imagequant.pipeline.rows import evidence_fields, row_evidence, text_or_none
 from imagequant.scoring.base import ScoringRow
 from imagequant.scoring.confidence import LOW_CONFIDENCE
 from imagequant.scoring.rules import reasons as rule_reasons
-from imagequant.scoring.zoo import RULES, is_rules, load_scorer, training_images
+from imagequant.scoring.zoo import RULES, is_rules, load_scorer, trained_cnn_weights, training_images
 from imagequant.spark.schema import IMAGE_EVIDENCE_SCHEMA, PREDICTIONS_SCHEMA, ROW_SCHEMA
 from imagequant.spark.session import catalog_frame, default_parallelism
 from imagequant.spark.store import read_images, reporting_damage
@@ -174,6 +175,8 @@ class PredictSummary:
     min_confidence: float | None = None
     readers: dict[str, int] = field(default_factory=dict)  # rows by the reader that read their image
     in_training: int | None = None  # rows of images the model directory was fitted on (None: not recorded)
+    # rows whose image's CNN features were made with weights the network was not trained on, by weights
+    untrained_cnn_weights: dict[str, int] = field(default_factory=dict)
 
     def line(self) -> str:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))
@@ -187,8 +190,10 @@ class PredictSummary:
         readers = ", ".join(f"{k} {v}" for k, v in sorted(self.readers.items())) or "none"
         in_training = ("" if self.in_training is None
                        else f"images the model was fitted on: {self.in_training} rows; ")
+        untrained = sum(self.untrained_cnn_weights.values())
+        features = f"rows with CNN features the network was not trained on: {untrained}; " if untrained else ""
         return (f"predicted {self.rows} rows with {self.model}: {self.answered} answered, "
-                f"status: {statuses}; {confidence}; {in_training}read by: {readers}; {verdict}; "
+                f"status: {statuses}; {confidence}; {in_training}{features}read by: {readers}; {verdict}; "
                 f"wrote {self.out_dir}/predictions.parquet and submission.csv in {self.seconds:.1f}s")
 
 
@@ -255,9 +260,8 @@ def run_predict(
     row_fields = [ROW_SCHEMA[name] for name in ("index", "image_id", "entity_name", "row_status", "row_error")]
     parallelism = default_parallelism(spark)
     rows = catalog_frame(spark, catalog[[f.name for f in row_fields]], T.StructType(row_fields))
-    images = read_images(spark, store)
-    if images is None:
-        images = spark.createDataFrame([], IMAGE_EVIDENCE_SCHEMA)
+    stored = read_images(spark, store)
+    images = spark.createDataFrame([], IMAGE_EVIDENCE_SCHEMA) if stored is None else stored
     images = images.select(*IMAGE_EVIDENCE.names()).withColumnRenamed("status", "image_status") \
         .withColumnRenamed("error", "image_error")
     joined = rows.join(images, on="image_id", how="left").repartition(parallelism * 2)
@@ -269,6 +273,7 @@ def run_predict(
     if trained is not None:
         image_of = dict(zip(catalog["index"], catalog["image_id"], strict=True))
         result["in_training"] = result["index"].map(image_of).isin(trained).astype("boolean")
+    untrained = {} if stored is None or is_rules(scorer) else untrained_cnn_weights(rows, stored, model_spec)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -288,7 +293,26 @@ def run_predict(
         min_confidence=min_confidence,
         readers={str(k): int(v) for k, v in result["ocr_reader"].dropna().value_counts().items()},
         in_training=None if trained is None else int(result["in_training"].sum()),
+        untrained_cnn_weights=untrained,
     )
+
+
+def untrained_cnn_weights(rows: DataFrame, stored: DataFrame, model_spec: str | Path) -> dict[str, int]:
+    """The rows whose image's CNN features were made with weights the network directory was not trained on,
+    by those weights (warned on stderr); empty when its training weights are not recorded."""
+    trained = trained_cnn_weights(model_spec)
+    if not trained:
+        return {}
+    made = rows.join(stored.where(F.col("status") == "ok").select("image_id", "cnn_weights"), on="image_id")
+    counts = {str(r["cnn_weights"]): int(r["count"]) for r in made.groupBy("cnn_weights").count().collect()}
+    other = {k: v for k, v in counts.items() if k not in trained}
+    if other:
+        kinds = ", ".join(f"{k}: {v}" for k, v in sorted(other.items()))
+        print(f"warning: {sum(other.values())} rows have CNN features made with weights the network {model_spec} "
+              f"was not trained on ({kinds}; it was trained on {', '.join(sorted(trained))}); their answers use "
+              "features it cannot read. Run extract_features with the network's cnn.weights and "
+              "--reprocess-made-otherwise, or train on these features", file=sys.stderr, flush=True)
+    return other
 
 
 def require_store(store: str | Path) -> None:

@@ -69,6 +69,7 @@ def build_training_table(spark: SparkSession, catalogs: Sequence[CatalogSource],
     images = read_images(spark, store)
     if images is None:
         raise UsageError(f"store {store} holds no images table; run jobs/extract_features.py on the catalog first")
+    weights = rows.join(images.where(F.col("status") == "ok").select("image_id", "cnn_weights"), on="image_id")
     zeros = F.array_repeat(F.lit(0.0).cast("float"), CNN_FEATURE_DIM)
     has_cnn = F.coalesce(F.size("cnn_features") == CNN_FEATURE_DIM, F.lit(False))
     images = images.select(
@@ -91,7 +92,8 @@ def build_training_table(spark: SparkSession, catalogs: Sequence[CatalogSource],
     by_status = {r["status"]: int(r["count"]) for r in counts}
     total = sum(by_status.values())
     return TrainingTable(out, total, by_status.get("ok", 0), by_status.get("image_missing", 0),
-                         total - by_status.get("ok", 0) - by_status.get("image_missing", 0))
+                         total - by_status.get("ok", 0) - by_status.get("image_missing", 0),
+                         {str(r["cnn_weights"]): int(r["count"]) for r in weights.groupBy("cnn_weights").count().collect()})
 
 
 def prepare_training_table(spark: SparkSession, catalogs: Sequence[CatalogSource], store: str | Path) -> TrainingTable:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,8 @@ class TrainingTable:
     usable_rows: int
     missing_images: int
     failed_images: int
+    # usable rows by the CNN weights their image's features were made with (the images table's cnn_weights)
+    cnn_weights: dict[str, int] = field(default_factory=dict)
 
 
 def _row_dicts(columns: Mapping[str, Any], n: int) -> Iterator[dict[str, Any]]:

@@ -317,6 +317,36 @@ def test_an_old_model_meeting_an_entity_it_was_not_trained_on_gives_those_rows_a
     assert "warning: model" in capsys.readouterr().err
 
 
+def test_the_network_records_its_cnn_weights_and_predict_says_when_features_are_of_other_weights(
+        spark: Any, trained: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from imagequant.spark.inference import run_predict
+
+    table = trained["table"]
+    assert table.cnn_weights == {"random(seed=0)": table.usable_rows}
+    model = trained["result"].model_dir
+    assert json.loads((model / "cnn_weights.json").read_text()) == {"cnn_weights": table.cnn_weights}
+    same = run_predict(spark, trained["catalog"], trained["store"], str(model), tmp_path / "same")
+    assert same.untrained_cnn_weights == {}
+    assert "not trained on" not in same.line() and "not trained on" not in capsys.readouterr().err
+
+    other = tmp_path / "imagenet_model"  # as if trained on a store embedded with ImageNet weights
+    shutil.copytree(model, other)
+    (other / "cnn_weights.json").write_text(json.dumps({"cnn_weights": {"imagenet": 150}}))
+    summary = run_predict(spark, trained["catalog"], trained["store"], str(other), tmp_path / "other")
+    frame = pd.read_parquet(tmp_path / "other" / "predictions.parquet")
+    images = pq.ParquetDataset(str(trained["store"] / "images")).read().to_pandas()
+    ok_images = set(images.loc[images["status"] == "ok", "image_id"])
+    links = pd.read_csv(trained["catalog"], keep_default_na=False)["image_link"]
+    with_image = sum(1 for link in links if link and image_id(link) in ok_images)
+    assert summary.untrained_cnn_weights == {"random(seed=0)": with_image}
+    assert f"rows with CNN features the network was not trained on: {with_image}" in summary.line()
+    assert f"warning: {with_image} rows have CNN features made with weights" in capsys.readouterr().err
+    # the answers themselves are the network's as before: the warning changes nothing
+    assert frame["prediction"].tolist() == pd.read_parquet(tmp_path / "same" / "predictions.parquet")["prediction"].tolist()
+
+
 def test_model_cache_loads_once_per_process(trained: dict[str, Any]) -> None:
     from imagequant.scoring.zoo import load_scorer
 

@@ -161,3 +161,21 @@ def test_explain_works_through_the_contract_with_a_scorer_that_is_not_the_rules(
     assert text.splitlines()[-2] == ("choice: 30.0 gram (score 0.500) read from '30g' at (95,60,40,20) (angle 0); "
                                      "reasons: last_mention")
     assert text.splitlines()[-1].startswith("confidence: none (the scorer has no confidence model")
+
+
+def test_a_network_directorys_cnn_weights_are_recorded_read_back_and_checked(tmp_path: Path) -> None:
+    zoo.write_cnn_weights(tmp_path, {"imagenet": 40, "random(seed=0)": 2})
+    assert zoo.trained_cnn_weights(tmp_path) == {"imagenet": 40, "random(seed=0)": 2}
+    assert zoo.trained_cnn_weights(tmp_path / "older") is None  # a directory written before the record
+    assert zoo.trained_cnn_weights(zoo.RULES) is None
+    (tmp_path / zoo.CNN_WEIGHTS_FILE).write_text("[1, 2]")
+    with pytest.raises(UsageError, match="not a CNN weights record"):
+        zoo.trained_cnn_weights(tmp_path)
+
+
+def test_rows_whose_features_mix_cnn_weights_are_warned_about() -> None:
+    assert zoo.mixed_cnn_weights_warning({"imagenet": 40}, "the training rows") is None
+    assert zoo.mixed_cnn_weights_warning({}, "the training rows") is None
+    line = zoo.mixed_cnn_weights_warning({"random(seed=0)": 2, "imagenet": 40}, "the training rows")
+    assert line is not None and line.startswith("warning: the training rows have CNN features made with")
+    assert "imagenet: 40, random(seed=0): 2" in line and "--reprocess-made-otherwise" in line
