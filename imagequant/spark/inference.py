@@ -209,8 +209,11 @@ def resolve_min_confidence(model_spec: str, exported: bool, min_confidence: floa
                            target_precision: float | None) -> tuple[float | None, str]:
     """Loads the scorer (a UsageError when the model directory is not a loadable model) and turns
     ``--min-confidence`` / ``--target-precision`` into the minimum confidence, with a line saying what the
-    model's out-of-fold rows expect of it. Either needs a confidence model."""
+    model's out-of-fold rows expect of it. Either needs a confidence model. A network directory's broken CNN
+    weights record is refused here too, before any Spark work."""
     scorer = load_scorer(model_spec, exported)
+    if not is_rules(scorer):
+        trained_cnn_weights(model_spec)
     if min_confidence is None and target_precision is None:
         return None, ""
     option = "--min-confidence" if min_confidence is not None else "--target-precision"
@@ -253,6 +256,7 @@ def run_predict(
     started = time.perf_counter()
     catalog = catalog_path if isinstance(catalog_path, pd.DataFrame) else read_catalog(catalog_path)
     scorer = load_scorer(model_spec, exported)
+    trained_weights = None if is_rules(scorer) else trained_cnn_weights(model_spec)  # a broken record: refused now
     known = set(scorer.entities)
     for entity in sorted(set(catalog["entity_name"].dropna().astype(str)) & set(ENTITY_UNITS) - known):
         print(f"warning: {untrained_entity_message(str(model_spec), entity)}; its rows get status "
@@ -273,7 +277,8 @@ def run_predict(
     if trained is not None:
         image_of = dict(zip(catalog["index"], catalog["image_id"], strict=True))
         result["in_training"] = result["index"].map(image_of).isin(trained).astype("boolean")
-    untrained = {} if stored is None or is_rules(scorer) else untrained_cnn_weights(rows, stored, model_spec)
+    untrained = {} if stored is None or not trained_weights else untrained_cnn_weights(rows, stored, model_spec,
+                                                                                          trained_weights)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -297,12 +302,10 @@ def run_predict(
     )
 
 
-def untrained_cnn_weights(rows: DataFrame, stored: DataFrame, model_spec: str | Path) -> dict[str, int]:
-    """The rows whose image's CNN features were made with weights the network directory was not trained on,
-    by those weights (warned on stderr); empty when its training weights are not recorded."""
-    trained = trained_cnn_weights(model_spec)
-    if not trained:
-        return {}
+def untrained_cnn_weights(rows: DataFrame, stored: DataFrame, model_spec: str | Path,
+                          trained: dict[str, int]) -> dict[str, int]:
+    """The rows whose image's CNN features were made with other weights than ``trained`` (the network
+    directory's record), by those weights; warned on stderr."""
     made = rows.join(stored.where(F.col("status") == "ok").select("image_id", "cnn_weights"), on="image_id")
     counts = {str(r["cnn_weights"]): int(r["count"]) for r in made.groupBy("cnn_weights").count().collect()}
     other = {k: v for k, v in counts.items() if k not in trained}

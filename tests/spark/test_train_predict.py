@@ -474,6 +474,13 @@ def test_predict_refuses_a_truncated_model_file_with_one_error_line(trained: dic
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "model.pt2 cannot be loaded" in last
+    (model / "model.pt2").write_bytes(data)
+    (model / "cnn_weights.json").write_text('{"cnn_weights": ')  # a record cut short
+    done = _job("predict", "--catalog", str(trained["catalog"]), "--store", str(trained["store"]), "--model",
+                str(model), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "cnn_weights.json is not a CNN weights record" in last
 
 
 def test_training_on_an_extract_runs_stored_rows_equals_training_on_its_catalog(spark: Any, trained: dict[str, Any]
