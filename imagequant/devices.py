@@ -132,3 +132,27 @@ def current_ocr_placement(device: str) -> OcrPlacement:
     # The driver is asked only when it matters: a CPU onnxruntime cannot use a GPU anyway.
     visible = visible_gpu_count() if CUDA_PROVIDER in available and assigned is None else 0
     return ocr_placement(device, available, assigned, visible)
+
+
+# x86 instructions that multiply-add 8-bit integers without saturating 16-bit intermediates. Without one,
+# onnxruntime's u8s8 kernels use VPMADDUBSW, which can saturate: int8 models read worse and gain little.
+INT8_DOT_PRODUCT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+INT8_WITHOUT_VNNI = "int8 without VNNI"  # how the OCR's device description says so
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags as Linux lists them in /proc/cpuinfo; None where that cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        return None
+    return None
+
+
+def has_int8_dot_product(flags: frozenset[str] | None) -> bool | None:
+    """Whether a CPU with ``flags`` has a VNNI-class int8 instruction; None when the flags are unknown."""
+    return None if flags is None else bool(flags & INT8_DOT_PRODUCT_FLAGS)

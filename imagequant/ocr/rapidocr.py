@@ -36,7 +36,15 @@ from PIL import Image
 
 from imagequant.config import ImagingConfig, OcrConfig
 from imagequant.core.tokens import OcrToken, scale_box, token_box
-from imagequant.devices import CPU_PLACEMENT, CUDA_PROVIDER, OcrPlacement, current_ocr_placement
+from imagequant.devices import (
+    CPU_PLACEMENT,
+    CUDA_PROVIDER,
+    INT8_WITHOUT_VNNI,
+    OcrPlacement,
+    cpu_flags,
+    current_ocr_placement,
+    has_int8_dot_product,
+)
 from imagequant.errors import ConfigError
 from imagequant.imaging import prepare_for_ocr, resize_target
 from imagequant.ocr.base import (
@@ -170,6 +178,7 @@ class _RapidModels:
                 **_model_kwargs(files),
             )
         self.placement = placement
+        self.runtime = runtime
         self.gpu_failure = ""  # why the models are not on the GPU that ``placement`` asked for
         self.lock = threading.Lock()
         self.sessions: list[_TerminableSession] = []
@@ -192,11 +201,20 @@ class _RapidModels:
         return all(p == CUDA_PROVIDER for p in self.providers())
 
     def describe(self) -> str:
-        """E.g. ``CUDAExecutionProvider(cuda:0)`` or ``CPUExecutionProvider``; per model when they differ."""
+        """E.g. ``CUDAExecutionProvider(cuda:0)`` or ``CPUExecutionProvider``; per model when they differ. int8
+        detectors on a CPU without VNNI say so (``CPUExecutionProvider(int8 without VNNI)``): they read worse
+        there for little gain (docs/ocr.md)."""
         found = self.providers()
-        where = f"({self.placement.describe()})" if self.placement.device == "cuda" else ""
+        if self.placement.device == "cuda":
+            where = f"({self.placement.describe()})"
+            if len(set(found)) == 1:
+                return found[0] + (where if found[0] == CUDA_PROVIDER else "")
+        elif self.runtime.precision == "int8" and has_int8_dot_product(cpu_flags()) is False:
+            where = f"({INT8_WITHOUT_VNNI})"
+        else:
+            where = ""
         if len(set(found)) == 1:
-            return found[0] + (where if found[0] == CUDA_PROVIDER else "")
+            return found[0] + where
         return ",".join(f"{m}={p}" for m, p in zip(("det", "cls", "rec"), found, strict=True)) + where
 
 

@@ -25,6 +25,7 @@ from imagequant.catalog import ROW_COLUMNS, read_catalog
 from imagequant.cnn_weights import check_weights, describe_weights
 from imagequant.config import Config
 from imagequant.core.schema import IMAGES, ROWS, STAGING_DIR
+from imagequant.devices import INT8_WITHOUT_VNNI
 from imagequant.errors import ConfigError
 from imagequant.fetch import PLAIN_FILE_SOURCE
 from imagequant.ocr.ppocr_models import models_name, reader_name
@@ -359,6 +360,10 @@ def _extract(spark: SparkSession, fs: StoreFs, config: Config, catalog: str | pd
             summary.from_plain_files += r["count"] if r["source"] == PLAIN_FILE_SOURCE else 0
         summary.ocr_device = ",".join(sorted(devices.value))
         log(f"OCR ({config.ocr.engine}) ran on {summary.ocr_device or 'nothing (no batch to read)'}")
+        if INT8_WITHOUT_VNNI in summary.ocr_device:
+            log("warning: ocr.rapidocr.precision=int8 ran on CPUs without VNNI (AVX512-VNNI, AVX-VNNI or AMX): "
+                "there onnxruntime's int8 kernels can saturate, so the int8 detectors read worse for little "
+                "less CPU; f32, the default, is the better choice on these CPUs (docs/ocr.md)")
         summary.cnn_device = ",".join(sorted(cnn_devices.value))
         if summary.cnn_device:
             log(f"CNN ran on {summary.cnn_device}")

@@ -15,7 +15,9 @@ from imagequant.devices import (
     CPU_PROVIDER,
     CUDA_PROVIDER,
     OcrPlacement,
+    cpu_flags,
     current_ocr_placement,
+    has_int8_dot_product,
     ocr_placement,
     onnxruntime_providers,
     task_gpu,
@@ -77,6 +79,16 @@ def test_this_machine_runs_ocr_on_the_cpu() -> None:
             check_device(OcrConfig(engine="rapidocr", device="cuda"))
     # Tesseract ignores ocr.device: it always runs on the CPU
     assert check_device(OcrConfig(engine="tesseract", device="cuda")) == "cpu"
+
+
+def test_a_vnni_class_int8_instruction_is_read_from_the_cpu_flags() -> None:
+    assert has_int8_dot_product(frozenset({"avx2", "fma", "avx512_vnni"})) is True
+    assert has_int8_dot_product(frozenset({"avx2", "avx_vnni"})) is True
+    assert has_int8_dot_product(frozenset({"avx2", "fma", "sha_ni"})) is False  # e.g. AMD Zen 3
+    assert has_int8_dot_product(None) is None  # flags unknown (not Linux): nothing is claimed
+    flags = cpu_flags()
+    if sys.platform.startswith("linux"):
+        assert flags is not None and "sse2" in flags
 
 
 def test_device_and_batch_keys_are_validated() -> None:

@@ -14,6 +14,7 @@ import pytest
 from imagequant import model_cache
 from imagequant.config import OcrConfig, load_config
 from imagequant.core.tokens import OcrToken
+from imagequant.devices import INT8_WITHOUT_VNNI, cpu_flags, has_int8_dot_product
 from imagequant.errors import ConfigError
 from imagequant.ocr import int8
 from imagequant.ocr.ppocr_models import reader_name
@@ -24,8 +25,11 @@ from tests.ocr.test_ocr import IMAGING, _find, _label_image, needs_rapidocr
 # The int8 detector finds the same lines, give or take a faint or tiny one at the edge of its threshold, and a
 # box may shift by a few pixels, which can change a crop's reading (often the f32 reading's stray duplicates of
 # the second look): over the renders, at least this share of the f32 reading's words is read again at about
-# the same place (0.90 measured), and every quantity-like word (a digit, three characters or more) is read.
+# the same place, and every quantity-like word (a digit, three characters or more) is read. On a CPU with
+# VNNI 0.90 was measured; without it (AVX2 only: AMD Zen 3) onnxruntime's int8 kernels read less alike, 0.75,
+# and real labels worse (docs/ocr.md), which the engine's device description and the extract job say.
 INT8_SAME_WORDS = 0.85
+INT8_SAME_WORDS_WITHOUT_VNNI = 0.65
 INT8_BOX_PX = 6
 
 
@@ -83,14 +87,17 @@ def test_the_engine_runs_the_int8_copy_on_the_cpu_and_reads_within_the_stated_to
     detector = engine.detector_session()._session
     assert detector._model_path == str(int8.find_copy("ppocrv6_small"))
     assert reference.detector_session()._session._model_path.endswith("det.onnx")
+    without_vnni = has_int8_dot_product(cpu_flags()) is False
     same = total = 0
     for img in _renders(8):
         expected, got = reference.read(img), engine.read(img)
         same, total = same + _same_words(expected, got), total + len(expected)
         quantities = {t.text for t in expected if len(t.text) >= 3 and any(c.isdigit() for c in t.text)}
         assert quantities <= {t.text for t in got}, (expected, got)
-    assert same / total >= INT8_SAME_WORDS, (same, total)
+    assert same / total >= (INT8_SAME_WORDS_WITHOUT_VNNI if without_vnni else INT8_SAME_WORDS), (same, total)
     assert _find(engine.read(_label_image()[0]), r"^500g$")
+    assert reference.describe_device() == "CPUExecutionProvider"
+    assert engine.describe_device() == "CPUExecutionProvider" + (f"({INT8_WITHOUT_VNNI})" if without_vnni else "")
 
 
 @needs_rapidocr
