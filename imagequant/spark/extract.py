@@ -66,7 +66,8 @@ class ExtractSummary:
     bad_rows: dict[str, int] = field(default_factory=dict)
     distinct_images: int = 0
     already_ok: int = 0
-    processed: int = 0  # this run's images: those not ok in the store before it (and those made otherwise, asked to)
+    # this run's images: those not ok in the store before it, and with reprocess_made_otherwise those made otherwise
+    processed: int = 0
     processed_ok: int = 0  # of which ok now
     failed: dict[str, int] = field(default_factory=dict)  # of which failed, by kind
     store_ok: int = 0  # this catalog's distinct images ok in the store after the run (already_ok + processed_ok)
