@@ -33,7 +33,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from imagequant.catalog import read_catalog
@@ -48,7 +47,7 @@ from imagequant.scoring.rules import reasons as rule_reasons
 from imagequant.scoring.zoo import RULES, is_rules, load_scorer, trained_cnn_weights, training_images
 from imagequant.spark.schema import IMAGE_EVIDENCE_SCHEMA, PREDICTIONS_SCHEMA, ROW_SCHEMA
 from imagequant.spark.session import catalog_frame, default_parallelism
-from imagequant.spark.store import read_images, reporting_damage
+from imagequant.spark.store import read_images, reporting_damage, rows_by_cnn_weights
 from imagequant.submission import check_submission, read_submission, write_submission
 from imagequant.text.candidates import Candidate
 
@@ -277,8 +276,10 @@ def run_predict(
     if trained is not None:
         image_of = dict(zip(catalog["index"], catalog["image_id"], strict=True))
         result["in_training"] = result["index"].map(image_of).isin(trained).astype("boolean")
-    untrained = {} if stored is None or not trained_weights else untrained_cnn_weights(rows, stored, model_spec,
-                                                                                          trained_weights)
+    untrained: dict[str, int] = {}
+    if stored is not None and trained_weights:
+        with reporting_damage(store):
+            untrained = untrained_cnn_weights(rows, stored, model_spec, trained_weights)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -306,9 +307,7 @@ def untrained_cnn_weights(rows: DataFrame, stored: DataFrame, model_spec: str | 
                           trained: dict[str, int]) -> dict[str, int]:
     """The rows whose image's CNN features were made with other weights than ``trained`` (the network
     directory's record), by those weights; warned on stderr."""
-    made = rows.join(stored.where(F.col("status") == "ok").select("image_id", "cnn_weights"), on="image_id")
-    counts = {str(r["cnn_weights"]): int(r["count"]) for r in made.groupBy("cnn_weights").count().collect()}
-    other = {k: v for k, v in counts.items() if k not in trained}
+    other = {k: v for k, v in rows_by_cnn_weights(rows, stored).items() if k not in trained}
     if other:
         kinds = ", ".join(f"{k}: {v}" for k, v in sorted(other.items()))
         print(f"warning: {sum(other.values())} rows have CNN features made with weights the network {model_spec} "

@@ -345,6 +345,13 @@ def read_images(spark: SparkSession, store: str | Path, exclude_batch: str | Non
     return frame.withColumn("_rank", F.row_number().over(order)).where("_rank = 1").drop("_rank")
 
 
+def rows_by_cnn_weights(rows: DataFrame, images: DataFrame) -> dict[str, int]:
+    """How many of ``rows`` (with ``image_id``) have an ok record in ``images`` (:func:`read_images`'s view),
+    per the CNN weights that made its features (``cnn_weights``)."""
+    made = rows.join(images.where(F.col("status") == "ok").select("image_id", "cnn_weights"), on="image_id")
+    return {str(r["cnn_weights"]): int(r["count"]) for r in made.groupBy("cnn_weights").count().collect()}
+
+
 def read_rows(spark: SparkSession, store: str | Path, batch: str) -> pd.DataFrame:
     """The catalog rows one extract run wrote (``ROWS`` partition ``run_date=<batch>``: its ``--run-date``, or
     its run id for an undated run), in index order, as ``imagequant.catalog.read_catalog`` gives a catalog.

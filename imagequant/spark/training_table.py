@@ -20,7 +20,7 @@ from imagequant.core.schema import CNN_FEATURE_DIM, READINGS_JSON, TRAINING, TRA
 from imagequant.errors import UsageError
 from imagequant.spark.schema import spark_schema
 from imagequant.spark.session import catalog_frame
-from imagequant.spark.store import read_images, reporting_damage
+from imagequant.spark.store import read_images, reporting_damage, rows_by_cnn_weights
 from imagequant.training.reader import TrainingTable
 
 # A labeled catalog: a file, or rows already read (an extract run's rows, imagequant.spark.store.read_rows).
@@ -69,7 +69,7 @@ def build_training_table(spark: SparkSession, catalogs: Sequence[CatalogSource],
     images = read_images(spark, store)
     if images is None:
         raise UsageError(f"store {store} holds no images table; run jobs/extract_features.py on the catalog first")
-    weights = rows.join(images.where(F.col("status") == "ok").select("image_id", "cnn_weights"), on="image_id")
+    stored = images  # the canonical view; ``images`` becomes the join's columns of it
     zeros = F.array_repeat(F.lit(0.0).cast("float"), CNN_FEATURE_DIM)
     has_cnn = F.coalesce(F.size("cnn_features") == CNN_FEATURE_DIM, F.lit(False))
     images = images.select(
@@ -88,12 +88,13 @@ def build_training_table(spark: SparkSession, catalogs: Sequence[CatalogSource],
     out = locations.join(store, TRAINING_DIR, catalogs_hash(catalogs))
     with reporting_damage(store):
         joined.coalesce(max(1, min(8, len(rows_pd) // 5000 + 1))).write.mode("overwrite").parquet(out)
+        weights = rows_by_cnn_weights(rows, stored)
     counts = spark.read.parquet(out).groupBy("status").count().collect()
     by_status = {r["status"]: int(r["count"]) for r in counts}
     total = sum(by_status.values())
     return TrainingTable(out, total, by_status.get("ok", 0), by_status.get("image_missing", 0),
                          total - by_status.get("ok", 0) - by_status.get("image_missing", 0),
-                         {str(r["cnn_weights"]): int(r["count"]) for r in weights.groupBy("cnn_weights").count().collect()})
+                         weights)
 
 
 def prepare_training_table(spark: SparkSession, catalogs: Sequence[CatalogSource], store: str | Path) -> TrainingTable:
