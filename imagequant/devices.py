@@ -135,7 +135,8 @@ def current_ocr_placement(device: str) -> OcrPlacement:
 
 
 # x86 instructions that multiply-add 8-bit integers without saturating 16-bit intermediates. Without one,
-# onnxruntime's u8s8 kernels use VPMADDUBSW, which can saturate: int8 models read worse and gain little.
+# onnxruntime's u8s8 kernels use VPMADDUBSW, which can saturate; measured there, the int8 detectors read worse
+# and gain little (docs/ocr.md).
 INT8_DOT_PRODUCT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 INT8_WITHOUT_VNNI = "int8 without VNNI"  # how the OCR's device description says so
 
