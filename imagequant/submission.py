@@ -8,6 +8,7 @@ one space and a unit allowed for that row's entity, spelled in full (``2 gms``, 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TextIO
 
 import pandas as pd
 
@@ -22,12 +23,12 @@ def read_submission(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
 
 
-def write_submission(frame: pd.DataFrame, path: str | Path) -> None:
-    """Writes ``index,prediction`` sorted by index, with empty predictions as empty fields."""
+def write_submission_rows(frame: pd.DataFrame, handle: TextIO, header: bool) -> None:
+    """Writes ``frame``'s ``index,prediction`` rows in their order to an open CSV file, empty predictions as
+    empty fields; ``header`` the first time. A submission is written a chunk of rows at a time, in index order."""
     out = frame[SUBMISSION_COLUMNS].copy()
     out["prediction"] = out["prediction"].fillna("")
-    out = out.sort_values("index", kind="stable")
-    out.to_csv(path, index=False, lineterminator="\n")
+    out.to_csv(handle, header=header, index=False, lineterminator="\n")
 
 
 def _listed(values: list[str]) -> str:

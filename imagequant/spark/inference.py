@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,12 +47,16 @@ from imagequant.scoring.confidence import LOW_CONFIDENCE
 from imagequant.scoring.rules import reasons as rule_reasons
 from imagequant.scoring.zoo import RULES, is_rules, load_scorer, trained_cnn_weights, training_images
 from imagequant.spark.schema import IMAGE_EVIDENCE_SCHEMA, PREDICTIONS_SCHEMA, ROW_SCHEMA
-from imagequant.spark.session import catalog_frame, default_parallelism
+from imagequant.spark.session import arrow_chunks, catalog_frame, default_parallelism, runtime_conf
 from imagequant.spark.store import read_images, reporting_damage, rows_by_cnn_weights
-from imagequant.submission import check_submission, read_submission, write_submission
+from imagequant.submission import check_submission, read_submission, write_submission_rows
 from imagequant.text.candidates import Candidate
 
 CHUNK_ROWS = 256  # rows scored per model call inside a worker (Arrow batches are smaller: image rows are big)
+OUTPUT_CHUNK_ROWS = 20_000  # predictions the driver converts and writes at a time
+SORTED_PARTITION_ROWS = 100_000  # at most about this many rows per partition of the sorted predictions
+PREDICTIONS_FILE = "predictions.parquet"
+SUBMISSION_FILE = "submission.csv"
 OUTPUT_COLUMNS = PREDICTIONS.names()
 
 
@@ -139,10 +144,11 @@ def partition_scorer(model_spec: str, exported: bool, threshold: float | None, m
     """The ``mapInPandas`` function: regroups Arrow batches into chunks of CHUNK_ROWS and scores them."""
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        import torch
+        if not is_rules(load_scorer(model_spec, exported)):  # the rules need no torch (a few hundred MB a worker)
+            import torch
 
-        # Spark already runs one task per core; more torch threads per task would oversubscribe them
-        torch.set_num_threads(max(1, torch_threads))
+            # Spark already runs one task per core; more torch threads per task would oversubscribe them
+            torch.set_num_threads(max(1, torch_threads))
         buffer: list[pd.DataFrame] = []
         size = 0
         for batch in batches:
@@ -270,37 +276,103 @@ def run_predict(
     joined = rows.join(images, on="image_id", how="left").repartition(parallelism * 2)
     scored = joined.mapInPandas(partition_scorer(str(model_spec), exported, threshold, min_confidence),
                                 PREDICTIONS_SCHEMA)
-    with reporting_damage(store):
-        result = typed(scored.toPandas().sort_values("index", kind="stable").reset_index(drop=True))
+    # The exchange before the sort lets the sort's sampling job read the scored rows back from shuffle files;
+    # sorting the scorer's output directly would score every row twice.
+    ordered = scored.repartition(parallelism).orderBy("index")
     trained = training_images(model_spec)
-    if trained is not None:
-        image_of = dict(zip(catalog["index"], catalog["image_id"], strict=True))
-        result["in_training"] = result["index"].map(image_of).isin(trained).astype("boolean")
+    image_of = None if trained is None else dict(zip(catalog["index"], catalog["image_id"], strict=True))
+    out = Path(out_dir)
+    tally = PredictionTally()
+    # The driver holds one partition of the sorted predictions at a time: enough of them that none is large.
+    partitions = max(int(spark.conf.get("spark.sql.shuffle.partitions") or 1),
+                     -(-len(catalog) // SORTED_PARTITION_ROWS))
+    with runtime_conf(spark, {"spark.sql.shuffle.partitions": str(partitions)}), reporting_damage(store), \
+            PredictionFiles(out) as files:
+        for chunk in arrow_chunks(ordered, OUTPUT_CHUNK_ROWS):
+            result = typed(chunk.to_pandas())
+            if image_of is not None:
+                result["in_training"] = result["index"].map(image_of).isin(trained).astype("boolean")
+            files.write(result)
+            tally.add(result)
     untrained: dict[str, int] = {}
     if stored is not None and trained_weights:
         with reporting_damage(store):
             untrained = untrained_cnn_weights(rows, stored, model_spec, trained_weights)
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pandas(result, preserve_index=False), out / "predictions.parquet")
-    write_submission(result, out / "submission.csv")
-    problems = check_submission(read_submission(out / "submission.csv"), catalog)
+    problems = check_submission(read_submission(out / SUBMISSION_FILE), catalog)
     return PredictSummary(
-        rows=len(result),
-        answered=int((result["prediction"] != "").sum()),
-        by_status={str(k): int(v) for k, v in result["status"].value_counts().items()},
+        rows=tally.rows,
+        answered=tally.answered,
+        by_status=dict(tally.by_status),
         model=(RULES if model_spec == RULES else f"{model_spec} (rules)" if is_rules(scorer)
                else f"{model_spec} ({'exported' if exported else 'eager'})"),
         out_dir=out,
         seconds=time.perf_counter() - started,
         problems=problems,
-        with_confidence=int(result["confidence"].notna().sum()),
+        with_confidence=tally.with_confidence,
         min_confidence=min_confidence,
-        readers={str(k): int(v) for k, v in result["ocr_reader"].dropna().value_counts().items()},
-        in_training=None if trained is None else int(result["in_training"].sum()),
+        readers=dict(tally.readers),
+        in_training=None if trained is None else tally.in_training,
         untrained_cnn_weights=untrained,
     )
+
+
+@dataclass
+class PredictionTally:
+    """The summary's counts, added up a chunk of predictions at a time."""
+
+    rows: int = 0
+    answered: int = 0
+    with_confidence: int = 0
+    in_training: int = 0
+    by_status: Counter[str] = field(default_factory=Counter)
+    readers: Counter[str] = field(default_factory=Counter)  # rows by the reader that read their image
+
+    def add(self, result: pd.DataFrame) -> None:
+        self.rows += len(result)
+        self.answered += int((result["prediction"] != "").sum())
+        self.with_confidence += int(result["confidence"].notna().sum())
+        self.in_training += int(result["in_training"].fillna(False).sum())
+        self.by_status.update(str(k) for k in result["status"])
+        self.readers.update(str(k) for k in result["ocr_reader"].dropna())
+
+
+class PredictionFiles:
+    """predictions.parquet and submission.csv, written a chunk of index-ordered rows at a time under partial
+    names and renamed when every row is in: a predict that fails midway leaves the earlier files (or none), never
+    a part of new ones."""
+
+    def __init__(self, out: Path) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        self.out = out
+        # A typed frame's pandas metadata: the nullable integer and boolean columns read back as they were.
+        self.schema = pa.Table.from_pandas(typed(pd.DataFrame(columns=OUTPUT_COLUMNS)),
+                                           schema=PREDICTIONS.arrow_schema(), preserve_index=False).schema
+        self._parquet = pq.ParquetWriter(self._partial(PREDICTIONS_FILE), self.schema)
+        self._csv = self._partial(SUBMISSION_FILE).open("w", encoding="utf-8", newline="")
+        self._rows = 0
+
+    def _partial(self, name: str) -> Path:
+        return self.out / f".{name}.partial"
+
+    def write(self, result: pd.DataFrame) -> None:
+        self._parquet.write_table(pa.Table.from_pandas(result[OUTPUT_COLUMNS], schema=self.schema,
+                                                       preserve_index=False))
+        write_submission_rows(result, self._csv, header=self._rows == 0)
+        self._rows += len(result)
+
+    def __enter__(self) -> PredictionFiles:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None and self._rows == 0:
+            write_submission_rows(pd.DataFrame(columns=OUTPUT_COLUMNS), self._csv, header=True)
+        self._parquet.close()
+        self._csv.close()
+        for name in (PREDICTIONS_FILE, SUBMISSION_FILE):
+            if exc_type is None:
+                self._partial(name).replace(self.out / name)
+            else:
+                self._partial(name).unlink(missing_ok=True)
 
 
 def untrained_cnn_weights(rows: DataFrame, stored: DataFrame, model_spec: str | Path,

@@ -32,6 +32,7 @@ import pytest
 
 from imagequant.config import load_config
 from imagequant.spark.extract import run_extract
+from imagequant.spark.inference import run_predict
 
 REPO = Path(__file__).resolve().parents[2]
 SUBMIT = REPO / "submit.sh"
@@ -616,6 +617,18 @@ def test_standalone_cluster_survives_a_killed_executor(spark, cluster_catalog: P
         except subprocess.TimeoutExpired:
             pytest.fail(f"the cluster run did not finish; see {driver_err}")
         timings["cluster run (submit.sh -> exit)"] = time.perf_counter() - step
+        predict_code = None
+        if code == 0:  # predict brings the sorted predictions from the executors a partition at a time
+            step = time.perf_counter()
+            predicting = cluster.spawn([str(SUBMIT), "predict", "--master", cluster.url, "--catalog",
+                                        str(cluster_catalog), "--store", str(store), "--model", "rules",
+                                        "--out", str(tmp_path / "cluster-predictions"), *sets], "predict",
+                                       cwd=REPO, env=env)
+            try:
+                predict_code = predicting.wait(timeout=240)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"predict on the cluster did not finish; see {cluster.root / 'predict.log'}")
+            timings["cluster predict (submit.sh -> exit)"] = time.perf_counter() - step
         executors_after = cluster.state()
         launched = cluster.executors_launched()
     assert not cluster.leftover, f"processes still running after stop: {sorted(cluster.leftover)}"
@@ -653,6 +666,14 @@ def test_standalone_cluster_survives_a_killed_executor(spark, cluster_catalog: P
         assert len(ours) == len(theirs)
         if len(ours):
             np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-4, atol=1e-5)
+    assert predict_code == 0, (tmp_path / "cluster" / "predict.log").read_text(errors="replace")[-4000:]
+    run_predict(spark, str(cluster_catalog), str(local_store), "rules", tmp_path / "local-predictions")
+    cluster_predictions = pd.read_parquet(tmp_path / "cluster-predictions" / "predictions.parquet")
+    assert cluster_predictions["index"].is_monotonic_increasing and len(cluster_predictions) == len(local_rows)
+    pd.testing.assert_frame_equal(cluster_predictions,
+                                  pd.read_parquet(tmp_path / "local-predictions" / "predictions.parquet"))
+    assert ((tmp_path / "cluster-predictions" / "submission.csv").read_bytes()
+            == (tmp_path / "local-predictions" / "submission.csv").read_bytes())
     # Nothing half-written is left behind (an empty _staging folder may stay).
     assert not (store / "_trash").exists()
     assert not (store / "_staging").exists() or not any((store / "_staging").iterdir())
