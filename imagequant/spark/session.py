@@ -146,19 +146,25 @@ def arrow_chunks(frame: DataFrame, rows: int) -> Iterator[pa.Table]:
     """
 
     def pack(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        held: list[pa.RecordBatch] = []
-        count = 0
-        for batch in batches:
-            held.append(batch)
-            count += batch.num_rows
-            if count >= rows:
-                yield _ipc_payload(held)
-                held, count = [], 0
-        if held:
-            yield _ipc_payload(held)
+        for group in gathered_batches(batches, rows):
+            yield _ipc_payload(group)
 
     for row in frame.mapInArrow(pack, "payload binary").toLocalIterator(prefetchPartitions=True):
         yield pa.ipc.open_stream(row["payload"]).read_all()
+
+
+def gathered_batches(batches: Iterator[pa.RecordBatch], wanted: int) -> Iterator[list[pa.RecordBatch]]:
+    """Consecutive batches grouped until a group holds ``wanted`` rows or more (the last group may hold fewer)."""
+    group: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        group.append(batch)
+        rows += batch.num_rows
+        if rows >= wanted:
+            yield group
+            group, rows = [], 0
+    if group:
+        yield group
 
 
 def _ipc_payload(batches: list[pa.RecordBatch]) -> pa.RecordBatch:

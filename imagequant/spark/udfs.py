@@ -32,6 +32,7 @@ from imagequant.pipeline.images import (
     process_frame,
 )
 from imagequant.spark.schema import IMAGE_SCHEMA, OCR_STAGE_SCHEMA
+from imagequant.spark.session import gathered_batches
 
 CNN_OUTPUT_FIELDS = [IMAGE_SCHEMA["cnn_features"], IMAGE_SCHEMA["seconds_cnn"]]
 
@@ -190,27 +191,13 @@ def cnn_features_function(
 
     def cnn_features(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         reported = False
-        for group in _gathered(batches, wanted):
+        for group in gathered_batches(batches, wanted):
             ran = yield from embed_together(group)
             if ran and not reported:  # the network is built by now: describing it costs nothing
                 _report_device("CNN", cnn_device(config), devices)
                 reported = True
 
     return cnn_features
-
-
-def _gathered(batches: Iterator[pa.RecordBatch], wanted: int) -> Iterator[list[pa.RecordBatch]]:
-    """Consecutive batches grouped until a group holds ``wanted`` rows or more (the last group may hold fewer)."""
-    group: list[pa.RecordBatch] = []
-    rows = 0
-    for batch in batches:
-        group.append(batch)
-        rows += batch.num_rows
-        if rows >= wanted:
-            yield group
-            group, rows = [], 0
-    if group:
-        yield group
 
 
 def _with_features(batch: pa.RecordBatch, present: np.ndarray, embedded: np.ndarray, share: float,
