@@ -140,9 +140,9 @@ def arrow_chunks(frame: DataFrame, rows: int) -> Iterator[pa.Table]:
     """``frame``'s rows on the driver in the frame's order, as Arrow tables of about ``rows`` rows (at most one
     Arrow batch more).
 
-    ``toPandas`` gathers every row in the driver's JVM and then again in Python: a million predictions took
-    2.4 GB of Python driver memory. Here the executors pack each partition's Arrow batches into IPC payloads,
-    one binary cell per chunk, and ``toLocalIterator`` brings one partition of them to the driver at a time.
+    ``toPandas`` would hold every row in the driver's JVM and again in Python. Here the executors pack each
+    partition's Arrow batches into IPC payloads, one binary cell per chunk, and ``toLocalIterator`` brings one
+    partition of them to the driver at a time.
     """
 
     def pack(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
