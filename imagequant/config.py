@@ -57,21 +57,34 @@ class FetchConfig:
     allowed_schemes: list[str] = field(default_factory=lambda: ["http", "https"])
 
 
+# Field metadata of a setting that does not decide what an image reads as (it changes speed, memory or where the
+# work runs, or the reader's name already says it): left out of the reader's settings that the store records
+# with each image (imagequant.ocr.zoo.reader_name), so changing it does not make the store's readings "made
+# otherwise". Every other setting of ocr, its engine sections and imaging is a reading setting.
+NOT_A_READING_SETTING: Mapping[str, Any] = types.MappingProxyType({"reading": False})
+
+
+def _not_reading(default: Any) -> Any:
+    return field(default=default, metadata=NOT_A_READING_SETTING)
+
+
 @dataclass
 class ImagingConfig:
-    max_pixels: int = 60_000_000
+    max_pixels: int = _not_reading(60_000_000)  # which images are refused, not how they read
     ocr_min_side: int = 1000
     ocr_max_side: int = 2400
     ocr_max_upscale: float = 3.0
-    cnn_size: int = 224
+    cnn_size: int = _not_reading(224)
 
 
 @dataclass
 class OcrConfig:
-    engine: str = "rapidocr"
-    device: str = "auto"  # auto | cpu | cuda: where onnxruntime runs the OCR models (imagequant/devices.py)
-    timeout_s: float = 60.0  # CPU seconds of one image's reading (imagequant/ocr/base.py)
-    wall_timeout_factor: float = 4.0  # the wall-clock backstop of a reading, in multiples of timeout_s
+    engine: str = _not_reading("rapidocr")
+    # auto | cpu | cuda: where onnxruntime runs the OCR models (imagequant/devices.py)
+    device: str = _not_reading("auto")
+    timeout_s: float = _not_reading(60.0)  # CPU seconds of one image's reading (imagequant/ocr/base.py)
+    # the wall-clock backstop of a reading, in multiples of timeout_s
+    wall_timeout_factor: float = _not_reading(4.0)
     min_confidence: float = 0.0
     rotated_pass: bool = True
     rotated_angles: list[int] = field(default_factory=lambda: [90, 270])

@@ -141,9 +141,3 @@ def models_name(ocr: OcrConfig) -> str:
     if rc.runtime != "onnxruntime" or rc.precision != "f32":  # bf16 and int8 read a little differently
         name += f"@{rc.runtime}-{rc.precision}"
     return name
-
-
-def reader_name(ocr: OcrConfig) -> str:
-    """The store's ``ocr_engine`` column: the engine, and for RapidOCR its models (``rapidocr:ppocrv6_small``)."""
-    models = models_name(ocr)
-    return f"{ocr.engine}:{models}" if models else ocr.engine

@@ -11,7 +11,7 @@ import importlib.util
 import math
 from dataclasses import dataclass, field
 
-from imagequant.config import Checks
+from imagequant.config import NOT_A_READING_SETTING, Checks
 from imagequant.errors import ConfigError
 from imagequant.ocr import ppocr_models
 
@@ -26,32 +26,36 @@ class TesseractSettings:
     oem: int = 1
     lang: str = "eng"
     extra_args: str = ""
-    thread_limit: int = 1
+    thread_limit: int = field(default=1, metadata=NOT_A_READING_SETTING)
     preprocess: str = "gray"
 
 
 @dataclass
 class RapidOcrSettings:
-    threads: int = 1
+    threads: int = field(default=1, metadata=NOT_A_READING_SETTING)
     text_score: float = 0.3
     use_angle_cls: bool = True
     det_max_side: int = 960
     det_upscale: float = 1.0
     min_side: int = 0
-    memory_arena: bool = True
-    # What runs the models on the CPU: onnxruntime | openvino (imagequant/ocr/rapidocr.py); a GPU is always onnxruntime's
-    runtime: str = "onnxruntime"
+    memory_arena: bool = field(default=True, metadata=NOT_A_READING_SETTING)
+    # What runs the models on the CPU: onnxruntime | openvino (imagequant/ocr/rapidocr.py); a GPU is always
+    # onnxruntime's. This and the model sets below are in the reader's name (ppocr_models.models_name).
+    runtime: str = field(default="onnxruntime", metadata=NOT_A_READING_SETTING)
     # f32 | bf16 (openvino, where the CPU computes bf16 natively, else f32) | int8 (onnxruntime: the detectors'
     # int8 copies, imagequant/ocr/int8.py)
-    precision: str = "f32"
+    precision: str = field(default="f32", metadata=NOT_A_READING_SETTING)
     rotated_pass: bool = False
-    rec_batch_lines: int = 6  # text lines per recognition (and direction classifier) model call
+    # text lines per recognition (and direction classifier) model call: a line reads the same in any batch
+    rec_batch_lines: int = field(default=6, metadata=NOT_A_READING_SETTING)
     # Which PP-OCR models read (imagequant/ocr/ppocr_models.py): ppocrv4 | ppocrv6_small | ppocrv6_tiny
-    models: str = "ppocrv4"
-    det_models: str = ""  # the detector of another set ("": that of ``models``)
-    second_look_models: str = ""  # the set the second look reads with ("": ``models``)
+    models: str = field(default="ppocrv4", metadata=NOT_A_READING_SETTING)
+    # the detector of another set ("": that of ``models``)
+    det_models: str = field(default="", metadata=NOT_A_READING_SETTING)
+    # the set the second look reads with ("": ``models``)
+    second_look_models: str = field(default="", metadata=NOT_A_READING_SETTING)
     # a set whose second look follows the first reader's where that one still found no plausible candidate
-    fallback_models: str = ""
+    fallback_models: str = field(default="", metadata=NOT_A_READING_SETTING)
     det_model_path: str = ""  # a user's own PP-OCR ONNX files, replacing the chosen set's
     rec_model_path: str = ""
     rec_keys_path: str = ""

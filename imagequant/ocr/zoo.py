@@ -18,9 +18,17 @@ import json
 import os
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from imagequant.config import SectionCheck, register_choice, register_section, unregister_section
+from imagequant.config import (
+    Config,
+    SectionCheck,
+    load_config,
+    register_choice,
+    register_section,
+    unregister_section,
+)
+from imagequant.ocr.ppocr_models import models_name
 from imagequant.ocr.settings import RapidOcrSettings, TesseractSettings, check_rapidocr, check_tesseract
 
 if TYPE_CHECKING:
@@ -68,6 +76,7 @@ ENGINES: dict[str, EngineEntry] = {
     )
 }
 ENGINE_NAMES: tuple[str, ...] = tuple(ENGINES)
+_SHIPPED: list[Config] = []  # conf/default.yaml's settings, loaded once per process (reader_name)
 
 
 def _register_with_config() -> None:
@@ -75,6 +84,7 @@ def _register_with_config() -> None:
     engine modules import it), so the table is handed to it."""
     global ENGINE_NAMES
     ENGINE_NAMES = tuple(ENGINES)
+    _SHIPPED.clear()  # the shipped settings now have other sections
     for entry in ENGINES.values():
         if entry.settings is not None:
             register_section("ocr", entry.section, entry.settings, entry.check)
@@ -108,6 +118,54 @@ def unregister_engine(name: str) -> None:
 
 _check_sections(list(ENGINES.values()))
 _register_with_config()
+
+def reading_settings(ocr: OcrConfig, imaging: ImagingConfig) -> dict[str, Any]:
+    """The settings that decide what ``ocr.engine`` reads in an image, by key (``second_pass``,
+    ``rapidocr.det_max_side``, ``imaging.ocr_max_side``): ``ocr``'s own, the sections its engine reads, and the
+    sizes of the image the OCR is given; not those marked ``NOT_A_READING_SETTING`` in their dataclass."""
+    sections = {e.section for e in ENGINES.values() if e.settings is not None}
+    found = _reading_fields(ocr, "", skip=sections)
+    for section in ENGINES[ocr.engine].sections:
+        found.update(_reading_fields(getattr(ocr, section), f"{section}."))
+    found.update(_reading_fields(imaging, "imaging."))
+    return found
+
+
+def _reading_fields(settings: Any, prefix: str, skip: set[str] | None = None) -> dict[str, Any]:
+    return {prefix + f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)
+            if f.metadata.get("reading", True) and f.name not in (skip or ())}
+
+
+def changed_reading_settings(ocr: OcrConfig, imaging: ImagingConfig) -> str:
+    """The reading settings whose values differ from conf/default.yaml's, as ``key=value`` text
+    (``rapidocr.det_max_side=1280, second_pass=false``); "" when the engine reads with the shipped ones."""
+    if not _SHIPPED:
+        _SHIPPED.append(load_config())
+    shipped = _SHIPPED[0]
+    here = reading_settings(ocr, imaging)
+    default = reading_settings(dataclasses.replace(shipped.ocr, engine=ocr.engine), shipped.imaging)
+    return ", ".join(f"{key}={_setting_text(value)}" for key, value in sorted(here.items())
+                     if value != default.get(key))
+
+
+def _setting_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ",".join(_setting_text(v) for v in value) + "]"
+    return str(value)
+
+
+def reader_name(ocr: OcrConfig, imaging: ImagingConfig) -> str:
+    """What read an image, as the store's ``ocr_engine`` column records it: the engine, for RapidOCR its models
+    (``rapidocr:ppocrv6_small+fallback=ppocrv4``), then in brackets the reading settings that differ from the
+    shipped ones (``rapidocr:ppocrv6_small+fallback=ppocrv4 (rapidocr.det_max_side=1280)``). Images whose
+    records name another reader were read otherwise; extract counts them (imagequant/spark/extract.py)."""
+    models = models_name(ocr)
+    name = f"{ocr.engine}:{models}" if models else ocr.engine
+    changed = changed_reading_settings(ocr, imaging)
+    return f"{name} ({changed})" if changed else name
+
 
 _CACHE: dict[tuple[int, str], OcrEngine] = {}
 _CACHE_LOCK = threading.Lock()

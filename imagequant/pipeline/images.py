@@ -26,8 +26,7 @@ from imagequant.errors import UsageError
 from imagequant.fetch import fetch_or_load, plain_names_unique
 from imagequant.imaging import ImageError, check_not_blank, decode_image, line_segments, prepare_for_cnn
 from imagequant.ocr.base import OcrError, OcrOutcome, Reading, WantsMore
-from imagequant.ocr.ppocr_models import reader_name
-from imagequant.ocr.zoo import get_engine
+from imagequant.ocr.zoo import get_engine, reader_name
 from imagequant.worker_memory import PYSPARK_MEMORY_KEY, minimum_mib
 
 
@@ -159,7 +158,7 @@ def _fetch_decode(image_id: str, link: str, config: Config, images_dir: str | No
 def _ocr_record(item: _Decoded, config: Config, outcome: OcrOutcome, segments: list[float] | None) -> dict[str, Any]:
     """The stage-one record of a decoded image, its OCR outcome and its line segments."""
     exc = outcome.error
-    engine_name = reader_name(config.ocr)  # which models read, e.g. rapidocr:ppocrv6_small
+    engine_name = reader_name(config.ocr, config.imaging)  # which models read, with which settings
     if exc is not None or outcome.reading is None:
         if isinstance(exc, (OcrError, ImageError)):  # ImageError: an OCR resize step that would be too large
             kind, message = exc.kind, str(exc)

@@ -28,8 +28,8 @@ from imagequant.core.schema import IMAGES, ROWS, STAGING_DIR
 from imagequant.devices import INT8_WITHOUT_VNNI
 from imagequant.errors import ConfigError
 from imagequant.fetch import PLAIN_FILE_SOURCE
-from imagequant.ocr.ppocr_models import models_name, reader_name
-from imagequant.ocr.zoo import check_device
+from imagequant.ocr.ppocr_models import models_name
+from imagequant.ocr.zoo import changed_reading_settings, check_device, reader_name
 from imagequant.scoring.second_look import lacks_plausible_candidate
 from imagequant.spark.schema import IMAGE_SCHEMA, OCR_STAGE_SCHEMA
 from imagequant.spark.session import default_parallelism
@@ -79,6 +79,8 @@ class ExtractSummary:
     ocr_engine: str = ""
     ocr_device: str = ""  # where the OCR models ran, as the workers reported it (e.g. CPUExecutionProvider)
     ocr_models: str = ""  # which models read (ocr.rapidocr.models ...), e.g. ppocrv4; "" for Tesseract
+    # the reading settings that differ from conf/default.yaml's, e.g. "rapidocr.det_max_side=1280"; "" for none
+    ocr_settings: str = ""
     # This catalog's images ok in the store but read or embedded with other settings, by "ocr_engine | cnn_weights"
     made_otherwise: dict[str, int] = field(default_factory=dict)
     reprocess_made_otherwise: bool = False  # whether this run read and embedded those again
@@ -108,6 +110,7 @@ class ExtractSummary:
             f"images_per_second={self.images_per_second:.2f} seconds={self.seconds:.1f} "
             f"ocr={self.ocr_engine}{f' ocr_device={self.ocr_device}' if self.ocr_device else ''} "
             f"{f'ocr_models={self.ocr_models} ' if self.ocr_models else ''}"
+            f"{f'ocr_settings=({self.ocr_settings}) ' if self.ocr_settings else ''}"
             f"cnn_weights={self.cnn_weights}{f' cnn_device={self.cnn_device}' if self.cnn_device else ''}"
             + (f" made_otherwise={sum(self.made_otherwise.values())} "
                f"({'processed again' if self.reprocess_made_otherwise else 'kept'})" if self.made_otherwise else "")
@@ -144,7 +147,7 @@ class ImageSettings:
 
     @classmethod
     def of(cls, config: Config) -> ImageSettings:
-        return cls(reader_name(config.ocr), describe_weights(config.cnn))
+        return cls(reader_name(config.ocr, config.imaging), describe_weights(config.cnn))
 
     def made_here(self) -> Column:
         """Whether an images-table record was made with these settings (a null, from an older store: not)."""
@@ -260,7 +263,9 @@ def run_extract(
     run_id = new_run_id()
     batch = run_date or run_id
     summary = ExtractSummary(run_id=run_id, batch=batch, cnn_weights=describe_weights(config.cnn), ocr_engine=config.ocr.engine,
-                             ocr_models=models_name(config.ocr), reprocess_made_otherwise=reprocess_made_otherwise)
+                             ocr_models=models_name(config.ocr),
+                             ocr_settings=changed_reading_settings(config.ocr, config.imaging),
+                             reprocess_made_otherwise=reprocess_made_otherwise)
     fs = StoreFs(spark, store)
     with store_lock(fs, run_id):
         recover(fs)  # safe: no other run can be writing while this one holds the lock

@@ -17,8 +17,7 @@ from imagequant.core.tokens import OcrToken
 from imagequant.devices import INT8_WITHOUT_VNNI, cpu_flags, has_int8_dot_product
 from imagequant.errors import ConfigError
 from imagequant.ocr import int8
-from imagequant.ocr.ppocr_models import reader_name
-from imagequant.ocr.zoo import get_engine
+from imagequant.ocr.zoo import get_engine, reader_name
 from imagequant.synthetic import make_spec, render_item
 from tests.ocr.test_ocr import IMAGING, _find, _label_image, needs_rapidocr
 
@@ -117,7 +116,7 @@ def test_the_detectors_input_is_rapidocrs_own_bit_for_bit() -> None:
 
 def test_int8_settings_are_checked() -> None:
     config = load_config(overrides=["ocr.rapidocr.precision=int8"])
-    assert reader_name(config.ocr) == "rapidocr:ppocrv6_small+fallback=ppocrv4@onnxruntime-int8"
+    assert reader_name(config.ocr, config.imaging) == "rapidocr:ppocrv6_small+fallback=ppocrv4@onnxruntime-int8"
     assert int8.reader_sets(config.ocr) == ["ppocrv6_small", "ppocrv4"]
     with pytest.raises(ConfigError, match=r"ocr\.rapidocr\.precision=int8 needs ocr\.rapidocr\.runtime=onnxruntime"):
         load_config(overrides=["ocr.rapidocr.runtime=openvino", "ocr.rapidocr.precision=int8"])

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from imagequant.config import OcrConfig, load_config
+from imagequant.config import CONF_DIR, OcrConfig, load_config
 from imagequant.core.tokens import OcrToken
 from imagequant.devices import CPU_PROVIDER, CUDA_PROVIDER, OcrPlacement
 from imagequant.errors import ConfigError
-from imagequant.ocr.ppocr_models import MODEL_SETS, models_name, reader_name, resolve
-from imagequant.ocr.zoo import get_engine
+from imagequant.ocr.ppocr_models import MODEL_SETS, models_name, resolve
+from imagequant.ocr.zoo import get_engine, reader_name, reading_settings
 from tests.ocr.test_ocr import IMAGING, _cfg, _find, _font, _inside, _label_image, needs_rapidocr
 
 
@@ -124,12 +124,44 @@ def test_the_v6_files_come_from_the_installed_package() -> None:
     assert any(str(f).endswith("LICENSE") for f in dist.files or [])
 
 
+def _reader(*overrides: str, files: tuple[str, ...] = ()) -> str:
+    config = load_config(list(files), list(overrides))
+    return reader_name(config.ocr, config.imaging)
+
+
 def test_the_reader_is_named_for_the_store_and_summary() -> None:
-    assert reader_name(OcrConfig()) == "rapidocr:ppocrv4"
-    assert reader_name(_rapid(models="ppocrv6_small")) == "rapidocr:ppocrv6_small"
+    assert _reader() == "rapidocr:ppocrv6_small+fallback=ppocrv4"
+    assert _reader("ocr.rapidocr.models=ppocrv4", "ocr.rapidocr.fallback_models=") == "rapidocr:ppocrv4"
     assert models_name(_rapid(models="ppocrv6_small", det_models="ppocrv4")) == "det=ppocrv4,rec=ppocrv6_small"
     assert models_name(_rapid(second_look_models="ppocrv6_small")) == "ppocrv4+second_look=ppocrv6_small"
-    assert reader_name(_cfg("tesseract")) == "tesseract"
+    assert _reader("ocr.engine=tesseract") == "tesseract"
+
+
+def test_the_readers_name_says_the_reading_settings_that_differ_from_the_shipped_ones() -> None:
+    """An image read with another detector size, second look or OCR image size reads otherwise: the name the
+    store keeps says so, and extract counts such images as made otherwise."""
+    assert (_reader("ocr.rapidocr.det_max_side=1280", "ocr.second_pass=false", "imaging.ocr_max_side=2000")
+            == "rapidocr:ppocrv6_small+fallback=ppocrv4 "
+               "(imaging.ocr_max_side=2000, rapidocr.det_max_side=1280, second_pass=false)")
+    assert _reader("ocr.rotated_angles=[90]") == "rapidocr:ppocrv6_small+fallback=ppocrv4 (rotated_angles=[90])"
+    assert _reader("ocr.engine=tesseract", "ocr.tesseract.psm=6") == "tesseract (tesseract.psm=6)"
+    assert _reader("ocr.engine=both", "ocr.tesseract.psm=6").endswith(" (tesseract.psm=6)")
+    # The sections an engine does not read, and what only changes speed, memory or placement, are no part of it.
+    assert _reader("ocr.tesseract.psm=6", "ocr.rapidocr.threads=2", "ocr.rapidocr.rec_batch_lines=64",
+                   "ocr.rapidocr.memory_arena=false", "ocr.device=cpu", "ocr.timeout_s=5",
+                   "ocr.wall_timeout_factor=2", "imaging.max_pixels=1000000", "imaging.cnn_size=160",
+                   ) == "rapidocr:ppocrv6_small+fallback=ppocrv4"
+    assert _reader("ocr.engine=tesseract", "ocr.tesseract.thread_limit=2", "ocr.rapidocr.det_max_side=1280") == "tesseract"
+    # The shipped local and cluster files change no reading setting: a store made on a laptop serves a cluster.
+    assert _reader(files=(str(CONF_DIR / "local.yaml"),)) == _reader(files=(str(CONF_DIR / "cluster.yaml"),)) == _reader()
+
+
+def test_every_reading_setting_is_one_the_engine_reads() -> None:
+    config = load_config()
+    keys = set(reading_settings(config.ocr, config.imaging))
+    assert {"second_pass", "rapidocr.det_max_side", "rapidocr.text_score", "imaging.ocr_max_side"} <= keys
+    assert not keys & {"engine", "device", "timeout_s", "rapidocr.threads", "rapidocr.models", "imaging.cnn_size"}
+    assert not any(key.startswith("tesseract.") for key in keys)
 
 
 def _gpu_here() -> str:

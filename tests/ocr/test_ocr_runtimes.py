@@ -15,8 +15,7 @@ from imagequant.core.entities import ENTITIES
 from imagequant.core.tokens import OcrToken
 from imagequant.errors import ConfigError
 from imagequant.ocr.base import OcrError
-from imagequant.ocr.ppocr_models import reader_name
-from imagequant.ocr.zoo import get_engine
+from imagequant.ocr.zoo import get_engine, reader_name
 from imagequant.text.candidates import extract_candidates
 from tests.ocr.test_ocr import IMAGING, _find, _label_image, needs_rapidocr
 from tests.ocr.test_ocr_batch import _images
@@ -95,9 +94,9 @@ def test_openvino_reading_past_its_budget_is_an_ocr_timeout() -> None:
 
 
 def test_the_runtime_is_part_of_the_readers_name() -> None:
-    assert reader_name(load_config().ocr) == "rapidocr:ppocrv6_small+fallback=ppocrv4"
+    assert reader_name(load_config().ocr, load_config().imaging) == "rapidocr:ppocrv6_small+fallback=ppocrv4"
     config = load_config(overrides=["ocr.rapidocr.runtime=openvino", "ocr.rapidocr.precision=bf16"])
-    assert reader_name(config.ocr) == "rapidocr:ppocrv6_small+fallback=ppocrv4@openvino-bf16"
+    assert reader_name(config.ocr, config.imaging) == "rapidocr:ppocrv6_small+fallback=ppocrv4@openvino-bf16"
 
 
 def test_runtime_settings_are_checked() -> None:

@@ -315,3 +315,21 @@ def test_a_run_with_other_cnn_weights_keeps_the_store_unless_asked(spark, first_
     view = read_images(spark, str(store)).where("status = 'ok'").toPandas()
     assert len(view) == ok_images and set(view["cnn_weights"]) == {"random(seed=7)"}
     assert run_extract(spark, config, str(catalog["path"]), str(store)).made_otherwise == {}
+
+
+def test_a_run_with_another_reading_setting_counts_the_stores_readings_as_made_otherwise(
+        spark, first_run, catalog, tmp_path, capfd) -> None:
+    """A setting that changes what an image reads as (here the text height of the second look's regions) makes
+    the store's readings another reader's: counted and named, not silently mixed in."""
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(first_run["store"], store)
+    config = load_config(overrides=[*TEST_SETTINGS, "ocr.second_pass_text_px=40", "ocr.rapidocr.threads=2"])
+    ok_images = first_run["summary"].store_ok
+
+    kept = run_extract(spark, config, str(catalog["path"]), str(store), str(first_run["images_dir"]))
+    assert kept.made_otherwise == {"tesseract | random(seed=0)": ok_images}
+    assert kept.ocr_settings == "second_pass_text_px=40"  # a thread count changes no reading
+    assert "ocr_settings=(second_pass_text_px=40)" in kept.line()
+    assert "this run's are tesseract (second_pass_text_px=40) | random(seed=0)" in capfd.readouterr().err
