@@ -23,7 +23,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -72,14 +72,20 @@ def get_extractor(cfg: CnnConfig, crop_size: int = 224) -> FeatureExtractor:
     if not runs_on_openvino(cfg):
         from imagequant import cnn  # torch: only where it runs
 
-        return cnn.get_extractor(cfg)
-    key = (cfg.weights, cfg.seed, cfg.torch_threads, cfg.cpu_precision, crop_size)
+        return _built_once(("torch", cfg.weights, cfg.seed, cfg.device, cfg.torch_threads, cfg.cpu_precision),
+                           lambda: cnn.get_extractor(cfg))
+    return _built_once((cfg.weights, cfg.seed, cfg.torch_threads, cfg.cpu_precision, crop_size),
+                       lambda: OpenVinoFeatureExtractor(cfg, exported_graph(cfg, crop_size)))
+
+
+def _built_once(key: tuple[Any, ...], build: Callable[[], FeatureExtractor]) -> FeatureExtractor:
+    """The extractor ``build`` makes, kept per ``key``; a build that failed raises its reason again at once."""
     with _LOCK:
         if key in _FAILURES:
             raise RuntimeError(_FAILURES[key])
         if key not in _EXTRACTORS:
             try:
-                _EXTRACTORS[key] = OpenVinoFeatureExtractor(cfg, exported_graph(cfg, crop_size))
+                _EXTRACTORS[key] = build()
             except ConfigError:
                 raise  # the configuration, not this worker: the job stops with it
             except Exception as exc:

@@ -126,3 +126,23 @@ def test_a_network_that_cannot_be_built_is_not_tried_again_for_every_batch(tmp_p
     with pytest.raises(RuntimeError, match=r"failed \(exit 2\).*\(not tried again in this worker\)"):
         cnn_runtime.get_extractor(cfg, SIZE)
     assert "exporting" not in capsys.readouterr().err
+
+
+def test_a_torch_network_that_cannot_be_built_is_not_tried_again_either(monkeypatch) -> None:
+    """A build failing for a reason of the worker's (here an allocation) costs its time once per worker; a bad
+    cnn.weights is a ConfigError, which stops the job instead (the test above)."""
+    from imagequant import cnn
+
+    builds: list[CnnConfig] = []
+
+    def fails(cfg: CnnConfig) -> cnn.FeatureExtractor:
+        builds.append(cfg)
+        raise MemoryError("cannot allocate the network's weights")
+
+    monkeypatch.setattr(cnn.FeatureExtractor, "create", staticmethod(fails))
+    cfg = CnnConfig(device="cpu", cpu_runtime="torch", seed=11)
+    with pytest.raises(MemoryError):
+        cnn_runtime.get_extractor(cfg, SIZE)
+    with pytest.raises(RuntimeError, match=r"cannot allocate .*\(not tried again in this worker\)"):
+        cnn_runtime.get_extractor(cfg, SIZE)
+    assert len(builds) == 1
