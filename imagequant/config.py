@@ -554,6 +554,12 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return path, value
 
 
+def shipped_config() -> Config:
+    """conf/default.yaml's settings as shipped, built without the checks that look at this machine (an installed
+    model file, say): what a user's settings are compared with, on a worker too."""
+    return _build(Config, _read_yaml(DEFAULT_CONF) if DEFAULT_CONF.exists() else {})
+
+
 def load_config(paths: list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
     """Loads conf/default.yaml, then each file in ``paths``, then ``--set`` overrides, and validates."""
     data = _read_yaml(DEFAULT_CONF) if DEFAULT_CONF.exists() else {}

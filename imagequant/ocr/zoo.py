@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 from imagequant.config import (
     Config,
     SectionCheck,
-    load_config,
     register_choice,
     register_section,
+    shipped_config,
     unregister_section,
 )
 from imagequant.ocr.ppocr_models import models_name
@@ -140,7 +140,7 @@ def changed_reading_settings(ocr: OcrConfig, imaging: ImagingConfig) -> str:
     """The reading settings whose values differ from conf/default.yaml's, as ``key=value`` text
     (``rapidocr.det_max_side=1280, second_pass=false``); "" when the engine reads with the shipped ones."""
     if not _SHIPPED:
-        _SHIPPED.append(load_config())
+        _SHIPPED.append(shipped_config())
     shipped = _SHIPPED[0]
     here = reading_settings(ocr, imaging)
     default = reading_settings(dataclasses.replace(shipped.ocr, engine=ocr.engine), shipped.imaging)

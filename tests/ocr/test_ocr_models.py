@@ -243,3 +243,18 @@ def test_the_fallback_reader_looks_again_only_where_the_first_second_look_found_
     # an image the first reading satisfies never meets the fallback
     assert found_after_first.passes == ["upright"] and all(m is engine._first for m in used)
     assert engine._models is engine._first
+
+
+def test_the_readers_name_looks_for_no_model_file(monkeypatch) -> None:
+    """A Tesseract worker without the PP-OCR files still names its reader: the shipped settings it is compared
+    with are not checked against what this machine has installed."""
+    from imagequant.ocr import ppocr_models, zoo
+
+    config = load_config(overrides=["ocr.engine=tesseract", "ocr.tesseract.psm=6"])
+
+    def not_installed(*names: str, **files: str) -> None:
+        raise ConfigError("ocr.rapidocr.models=ppocrv6_small: its files are not installed")
+
+    monkeypatch.setattr(ppocr_models, "resolve", not_installed)
+    monkeypatch.setattr(zoo, "_SHIPPED", [])  # loaded afresh, with no file to find
+    assert reader_name(config.ocr, config.imaging) == "tesseract (tesseract.psm=6)"
