@@ -44,6 +44,7 @@ SCORER_FORMAT = 1
 NETWORK_FILE = "config.json"
 TRAINING_IMAGES_FILE = "training_images.txt"  # one image id per line, sorted
 CNN_WEIGHTS_FILE = "cnn_weights.json"  # a network's training rows by the CNN weights of their image's features
+OCR_READERS_FILE = "ocr_readers.json"  # a model directory's training rows by the reader of their image
 
 
 def write_training_images(model_dir: Path, image_ids: Iterable[str]) -> None:
@@ -63,20 +64,40 @@ def training_images(model_spec: str | Path) -> frozenset[str] | None:
 
 def write_cnn_weights(model_dir: Path, counts: dict[str, int]) -> None:
     """Records which CNN weights made the features a network was trained on (rows per ``cnn_weights``)."""
-    (model_dir / CNN_WEIGHTS_FILE).write_text(json.dumps({"cnn_weights": dict(sorted(counts.items()))}) + "\n")
+    _write_counts(model_dir / CNN_WEIGHTS_FILE, "cnn_weights", counts)
 
 
 def trained_cnn_weights(model_spec: str | Path) -> dict[str, int] | None:
     """The CNN weights a network directory's training features were made with (rows per ``cnn_weights``); None
     for the rule baseline, a rules-only directory and a directory written before they were recorded."""
-    path = Path(model_spec) / CNN_WEIGHTS_FILE
+    return _read_counts(model_spec, CNN_WEIGHTS_FILE, "cnn_weights", "a CNN weights record")
+
+
+def write_ocr_readers(model_dir: Path, counts: dict[str, int]) -> None:
+    """Records which readers read the labeled rows' images a model directory was fitted on (rows per the images
+    table's ``ocr_engine``): its confidence, and a network, learned from their readings."""
+    _write_counts(model_dir / OCR_READERS_FILE, "ocr_engine", counts)
+
+
+def trained_ocr_readers(model_spec: str | Path) -> dict[str, int] | None:
+    """The readers of a model directory's training rows (rows per ``ocr_engine``); None for the rule baseline
+    and a directory written before they were recorded."""
+    return _read_counts(model_spec, OCR_READERS_FILE, "ocr_engine", "a record of the training rows' readers")
+
+
+def _write_counts(path: Path, key: str, counts: dict[str, int]) -> None:
+    path.write_text(json.dumps({key: dict(sorted(counts.items()))}) + "\n")
+
+
+def _read_counts(model_spec: str | Path, name: str, key: str, what: str) -> dict[str, int] | None:
+    path = Path(model_spec) / name
     if str(model_spec) == RULES or not path.is_file():
         return None
     try:
-        counts = json.loads(path.read_text())["cnn_weights"]
+        counts = json.loads(path.read_text())[key]
         return {str(k): int(v) for k, v in counts.items()}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise UsageError(f"{path} is not a CNN weights record ({exc}); train the model directory again") from None
+        raise UsageError(f"{path} is not {what} ({exc}); train the model directory again") from None
 
 
 def mixed_cnn_weights_warning(counts: dict[str, int], what: str) -> str | None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,10 +45,17 @@ from imagequant.pipeline.rows import evidence_fields, row_evidence, text_or_none
 from imagequant.scoring.base import ScoringRow
 from imagequant.scoring.confidence import LOW_CONFIDENCE
 from imagequant.scoring.rules import reasons as rule_reasons
-from imagequant.scoring.zoo import RULES, is_rules, load_scorer, trained_cnn_weights, training_images
+from imagequant.scoring.zoo import (
+    RULES,
+    is_rules,
+    load_scorer,
+    trained_cnn_weights,
+    trained_ocr_readers,
+    training_images,
+)
 from imagequant.spark.schema import IMAGE_EVIDENCE_SCHEMA, PREDICTIONS_SCHEMA, ROW_SCHEMA
 from imagequant.spark.session import arrow_chunks, catalog_frame, default_parallelism, runtime_conf
-from imagequant.spark.store import read_images, reporting_damage, rows_by_cnn_weights
+from imagequant.spark.store import read_images, reporting_damage, rows_by_maker
 from imagequant.submission import check_submission, read_submission, write_submission_rows
 from imagequant.text.candidates import Candidate
 
@@ -182,6 +189,8 @@ class PredictSummary:
     in_training: int | None = None  # rows of images the model directory was fitted on (None: not recorded)
     # rows whose image's CNN features were made with weights the network was not trained on, by weights
     untrained_cnn_weights: dict[str, int] = field(default_factory=dict)
+    # scored rows whose image was read by a reader the model directory was not fitted on, by reader
+    untrained_readers: dict[str, int] = field(default_factory=dict)
 
     def line(self) -> str:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))
@@ -196,12 +205,16 @@ class PredictSummary:
         in_training = ("" if self.in_training is None
                        else f"images the model was fitted on: {self.in_training} rows; ")
         untrained = sum(self.untrained_cnn_weights.values())
-        features = f"rows with CNN features the network was not trained on: {untrained}; " if untrained else ""
+        otherwise = f"rows with CNN features the network was not trained on: {untrained}; " if untrained else ""
+        other_readers = sum(self.untrained_readers.values())
+        if other_readers:
+            otherwise += f"rows read by a reader the model was not fitted on: {other_readers}; "
         return (f"predicted {self.rows} rows with {self.model}: {self.answered} answered, "
-                f"status: {statuses}; {confidence}; {in_training}{features}read by: {readers}; {verdict}; "
+                f"status: {statuses}; {confidence}; {in_training}{otherwise}read by: {readers}; {verdict}; "
                 f"wrote {self.out_dir}/predictions.parquet and submission.csv in {self.seconds:.1f}s")
 
 
+SCORED_STATUSES = ("ok", LOW_CONFIDENCE)  # the rows the scorer scored (answered or not)
 ENTITY_NOT_TRAINED = "entity_not_trained"  # a model directory trained before the row's entity existed
 
 
@@ -214,11 +227,12 @@ def resolve_min_confidence(model_spec: str, exported: bool, min_confidence: floa
                            target_precision: float | None) -> tuple[float | None, str]:
     """Loads the scorer (a UsageError when the model directory is not a loadable model) and turns
     ``--min-confidence`` / ``--target-precision`` into the minimum confidence, with a line saying what the
-    model's out-of-fold rows expect of it. Either needs a confidence model. A network directory's broken CNN
-    weights record is refused here too, before any Spark work."""
+    model's out-of-fold rows expect of it. Either needs a confidence model. A broken record of a network's CNN
+    weights or of the training rows' readers is refused here too, before any Spark work."""
     scorer = load_scorer(model_spec, exported)
     if not is_rules(scorer):
         trained_cnn_weights(model_spec)
+    trained_ocr_readers(model_spec)
     if min_confidence is None and target_precision is None:
         return None, ""
     option = "--min-confidence" if min_confidence is not None else "--target-precision"
@@ -262,6 +276,7 @@ def run_predict(
     catalog = catalog_path if isinstance(catalog_path, pd.DataFrame) else read_catalog(catalog_path)
     scorer = load_scorer(model_spec, exported)
     trained_weights = None if is_rules(scorer) else trained_cnn_weights(model_spec)  # a broken record: refused now
+    trained_readers = trained_ocr_readers(model_spec)
     known = set(scorer.entities)
     for entity in sorted(set(catalog["entity_name"].dropna().astype(str)) & set(ENTITY_UNITS) - known):
         print(f"warning: {untrained_entity_message(str(model_spec), entity)}; its rows get status "
@@ -298,6 +313,7 @@ def run_predict(
     if stored is not None and trained_weights:
         with reporting_damage(store):
             untrained = untrained_cnn_weights(rows, stored, model_spec, trained_weights)
+    other_readers = untrained_readers(tally.scored_readers, model_spec, trained_readers)
     problems = check_submission(read_submission(out / SUBMISSION_FILE), catalog)
     return PredictSummary(
         rows=tally.rows,
@@ -313,6 +329,7 @@ def run_predict(
         readers=dict(tally.readers),
         in_training=None if trained is None else tally.in_training,
         untrained_cnn_weights=untrained,
+        untrained_readers=other_readers,
     )
 
 
@@ -326,6 +343,7 @@ class PredictionTally:
     in_training: int = 0
     by_status: Counter[str] = field(default_factory=Counter)
     readers: Counter[str] = field(default_factory=Counter)  # rows by the reader that read their image
+    scored_readers: Counter[str] = field(default_factory=Counter)  # the same, of the rows the scorer scored
 
     def add(self, result: pd.DataFrame) -> None:
         self.rows += len(result)
@@ -334,6 +352,8 @@ class PredictionTally:
         self.in_training += int(result["in_training"].fillna(False).sum())
         self.by_status.update(str(k) for k in result["status"])
         self.readers.update(str(k) for k in result["ocr_reader"].dropna())
+        scored = result["status"].isin(SCORED_STATUSES)
+        self.scored_readers.update(str(k) for k in result.loc[scored, "ocr_reader"].dropna())
 
 
 class PredictionFiles:
@@ -379,13 +399,30 @@ def untrained_cnn_weights(rows: DataFrame, stored: DataFrame, model_spec: str | 
                           trained: dict[str, int]) -> dict[str, int]:
     """The rows whose image's CNN features were made with other weights than ``trained`` (the network
     directory's record), by those weights; warned on stderr."""
-    other = {k: v for k, v in rows_by_cnn_weights(rows, stored).items() if k not in trained}
+    other = {k: v for k, v in rows_by_maker(rows, stored, "cnn_weights").items() if k not in trained}
     if other:
         kinds = ", ".join(f"{k}: {v}" for k, v in sorted(other.items()))
         print(f"warning: {sum(other.values())} rows have CNN features made with weights the network {model_spec} "
               f"was not trained on ({kinds}; it was trained on {', '.join(sorted(trained))}); their answers use "
               "features it cannot read. Run extract_features with the network's cnn.weights and "
               "--reprocess-made-otherwise, or train on these features", file=sys.stderr, flush=True)
+    return other
+
+
+def untrained_readers(scored: Mapping[str, int], model_spec: str | Path,
+                      trained: dict[str, int] | None) -> dict[str, int]:
+    """The scored rows whose image was read by a reader the model directory was not fitted on (``trained``: its
+    record; None, not recorded), by reader; warned on stderr. Its confidence learned what a right answer looks
+    like in its training rows' readings, and a network their tokens."""
+    if not trained:
+        return {}
+    other = {k: v for k, v in scored.items() if k not in trained}
+    if other:
+        kinds = ", ".join(f"{k}: {v}" for k, v in sorted(other.items()))
+        print(f"warning: {sum(other.values())} rows were read by a reader the model directory {model_spec} was not "
+              f"fitted on ({kinds}; its training rows were read by {', '.join(sorted(trained))}); its confidence "
+              "was calibrated on the other readings. Train it again on rows read this way, or run extract_features "
+              "with its reader's settings and --reprocess-made-otherwise", file=sys.stderr, flush=True)
     return other
 
 

@@ -345,11 +345,12 @@ def read_images(spark: SparkSession, store: str | Path, exclude_batch: str | Non
     return frame.withColumn("_rank", F.row_number().over(order)).where("_rank = 1").drop("_rank")
 
 
-def rows_by_cnn_weights(rows: DataFrame, images: DataFrame) -> dict[str, int]:
+def rows_by_maker(rows: DataFrame, images: DataFrame, column: str) -> dict[str, int]:
     """How many of ``rows`` (with ``image_id``) have an ok record in ``images`` (:func:`read_images`'s view),
-    per the CNN weights that made its features (``cnn_weights``)."""
-    made = rows.join(images.where(F.col("status") == "ok").select("image_id", "cnn_weights"), on="image_id")
-    return {str(r["cnn_weights"]): int(r["count"]) for r in made.groupBy("cnn_weights").count().collect()}
+    per what made it, as ``column`` names it: ``cnn_weights`` (the weights of its features) or ``ocr_engine``
+    (its reader)."""
+    made = rows.join(images.where(F.col("status") == "ok").select("image_id", column), on="image_id")
+    return {str(r[column]): int(r["count"]) for r in made.groupBy(column).count().collect()}
 
 
 def read_rows(spark: SparkSession, store: str | Path, batch: str) -> pd.DataFrame:

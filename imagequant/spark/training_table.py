@@ -20,7 +20,7 @@ from imagequant.core.schema import CNN_FEATURE_DIM, READINGS_JSON, TRAINING, TRA
 from imagequant.errors import UsageError
 from imagequant.spark.schema import spark_schema
 from imagequant.spark.session import catalog_frame
-from imagequant.spark.store import read_images, reporting_damage, rows_by_cnn_weights
+from imagequant.spark.store import read_images, reporting_damage, rows_by_maker
 from imagequant.training.reader import TrainingTable
 
 # A labeled catalog: a file, or rows already read (an extract run's rows, imagequant.spark.store.read_rows).
@@ -88,13 +88,14 @@ def build_training_table(spark: SparkSession, catalogs: Sequence[CatalogSource],
     out = locations.join(store, TRAINING_DIR, catalogs_hash(catalogs))
     with reporting_damage(store):
         joined.coalesce(max(1, min(8, len(rows_pd) // 5000 + 1))).write.mode("overwrite").parquet(out)
-        weights = rows_by_cnn_weights(rows, stored)
+        weights = rows_by_maker(rows, stored, "cnn_weights")
+        readers = rows_by_maker(rows, stored, "ocr_engine")
     counts = spark.read.parquet(out).groupBy("status").count().collect()
     by_status = {r["status"]: int(r["count"]) for r in counts}
     total = sum(by_status.values())
     return TrainingTable(out, total, by_status.get("ok", 0), by_status.get("image_missing", 0),
                          total - by_status.get("ok", 0) - by_status.get("image_missing", 0),
-                         weights)
+                         weights, readers)
 
 
 def prepare_training_table(spark: SparkSession, catalogs: Sequence[CatalogSource], store: str | Path) -> TrainingTable:

@@ -37,11 +37,13 @@ from imagequant.scoring.encode import INPUT_NAMES, EncodedExample, ModelParams, 
 from imagequant.scoring.network import build_model, collate, option_loss
 from imagequant.scoring.zoo import (
     CNN_WEIGHTS_FILE,
+    OCR_READERS_FILE,
     SCORER_FILE,
     TRAINING_IMAGES_FILE,
     RuleScorer,
     mixed_cnn_weights_warning,
     write_cnn_weights,
+    write_ocr_readers,
     write_rules_directory,
     write_training_images,
 )
@@ -427,8 +429,8 @@ def render_cross_validation(cv: Mapping[str, Any]) -> str:
 def _clear_model_directory(out: Path) -> None:
     """Removes what an earlier training wrote that this one may not write again (a rules-only directory
     retrained as a network, a confidence model when confidence is off): a stale file would be served."""
-    for name in (SCORER_FILE, CONFIDENCE_FILE, TRAINING_IMAGES_FILE, CNN_WEIGHTS_FILE, "cross_validation.json",
-                 "cross_validation.md", *CHECKPOINT_FILES):
+    for name in (SCORER_FILE, CONFIDENCE_FILE, TRAINING_IMAGES_FILE, CNN_WEIGHTS_FILE, OCR_READERS_FILE,
+                 "cross_validation.json", "cross_validation.md", *CHECKPOINT_FILES):
         if (out / name).is_file():
             (out / name).unlink()
 
@@ -489,11 +491,14 @@ def train_from_table(table: TrainingTable, out_dir: str | Path, config: Config, 
         "table_failed_images": table.failed_images,
         "skipped": dict(skipped),
         "cnn_weights": dict(table.cnn_weights),
+        "ocr_readers": dict(table.ocr_readers),
     }
     if not examples:
         raise UsageError("no training rows: every row was unlabeled, failed or missing from the store")
     if settings.scorer == "rules":
-        return train_rules_directory(examples, out_dir, settings, extra, progress)
+        result = train_rules_directory(examples, out_dir, settings, extra, progress)
+        write_ocr_readers(result.model_dir, table.ocr_readers)
+        return result
     mixed = mixed_cnn_weights_warning(table.cnn_weights, "the training rows")
     if mixed:
         print(mixed, file=sys.stderr, flush=True)
@@ -521,6 +526,7 @@ def train_from_table(table: TrainingTable, out_dir: str | Path, config: Config, 
     # every labeled row's image: the network saw the training split, the confidence model all of them
     write_training_images(result.model_dir, (e.image_id for e in examples))
     write_cnn_weights(result.model_dir, table.cnn_weights)
+    write_ocr_readers(result.model_dir, table.ocr_readers)
     if folds and cv is not None:
         (result.model_dir / "cross_validation.json").write_text(json.dumps(cv, indent=2) + "\n")
         (result.model_dir / "cross_validation.md").write_text(render_cross_validation(cv))

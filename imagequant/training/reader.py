@@ -31,6 +31,8 @@ class TrainingTable:
     failed_images: int
     # usable rows by the CNN weights their image's features were made with (the images table's cnn_weights)
     cnn_weights: dict[str, int] = field(default_factory=dict)
+    # usable rows by the reader that read their image (the images table's ocr_engine)
+    ocr_readers: dict[str, int] = field(default_factory=dict)
 
 
 def _row_dicts(columns: Mapping[str, Any], n: int) -> Iterator[dict[str, Any]]:

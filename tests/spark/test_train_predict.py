@@ -213,7 +213,8 @@ def test_a_rules_only_model_directory_gives_the_rules_answers_with_a_confidence(
     model_dir = trained["root"] / "rules_model"
     result = train_from_table(trained["table"], model_dir, config, progress=False)
     assert {p.name for p in model_dir.iterdir()} == {"scorer.json", "confidence.json", "metrics.json",
-                                                     "training_images.txt"}
+                                                     "training_images.txt", "ocr_readers.json"}
+    assert json.loads((model_dir / "ocr_readers.json").read_text()) == {"ocr_engine": trained["table"].ocr_readers}
     assert result.metrics["confidence"]["rows"] == 151
     with_model = run_predict(spark, trained["catalog"], trained["store"], str(model_dir), trained["root"] / "pr")
     plain = run_predict(spark, trained["catalog"], trained["store"], "rules", trained["root"] / "pr_plain")
@@ -345,6 +346,37 @@ def test_the_network_records_its_cnn_weights_and_predict_says_when_features_are_
     assert f"warning: {with_image} rows have CNN features made with weights" in capsys.readouterr().err
     # the answers themselves are the network's as before: the warning changes nothing
     assert frame["prediction"].tolist() == pd.read_parquet(tmp_path / "same" / "predictions.parquet")["prediction"].tolist()
+
+
+def test_a_model_directory_records_its_readers_and_predict_says_when_rows_were_read_otherwise(
+        spark: Any, trained: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from imagequant.spark.inference import SCORED_STATUSES, run_predict
+
+    table = trained["table"]
+    assert table.ocr_readers == {"synthetic": table.usable_rows}
+    model = trained["result"].model_dir
+    assert json.loads((model / "ocr_readers.json").read_text()) == {"ocr_engine": table.ocr_readers}
+    same = run_predict(spark, trained["catalog"], trained["store"], str(model), tmp_path / "same")
+    assert same.untrained_readers == {} and "not fitted on" not in same.line()
+    assert "not fitted on" not in capsys.readouterr().err
+
+    other = tmp_path / "v4_model"  # as if fitted on rows another reader read
+    shutil.copytree(model, other)
+    (other / "ocr_readers.json").write_text(json.dumps({"ocr_engine": {"rapidocr:ppocrv4": 150}}))
+    summary = run_predict(spark, trained["catalog"], trained["store"], str(other), tmp_path / "other")
+    frame = pd.read_parquet(tmp_path / "other" / "predictions.parquet")
+    scored = int(frame["status"].isin(SCORED_STATUSES).sum())
+    assert scored > 0 and summary.untrained_readers == {"synthetic": scored}
+    assert f"rows read by a reader the model was not fitted on: {scored}" in summary.line()
+    assert f"warning: {scored} rows were read by a reader the model directory" in capsys.readouterr().err
+    # the answers are the model's as before: the warning changes nothing
+    assert frame["prediction"].tolist() == pd.read_parquet(tmp_path / "same" / "predictions.parquet")["prediction"].tolist()
+    # a directory written before the readers were recorded: nothing to compare with
+    (other / "ocr_readers.json").unlink()
+    older = run_predict(spark, trained["catalog"], trained["store"], str(other), tmp_path / "older")
+    assert older.untrained_readers == {}
 
 
 def test_model_cache_loads_once_per_process(trained: dict[str, Any]) -> None:
@@ -481,6 +513,13 @@ def test_predict_refuses_a_truncated_model_file_with_one_error_line(trained: dic
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "cnn_weights.json is not a CNN weights record" in last
+    (model / "cnn_weights.json").unlink()
+    (model / "ocr_readers.json").write_text('{"ocr_engine": ["synthetic"]}')  # not counts
+    done = _job("predict", "--catalog", str(trained["catalog"]), "--store", str(trained["store"]), "--model",
+                str(model), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "ocr_readers.json is not a record of the training rows' readers" in last
 
 
 def test_training_on_an_extract_runs_stored_rows_equals_training_on_its_catalog(spark: Any, trained: dict[str, Any]
