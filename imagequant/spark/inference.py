@@ -399,14 +399,12 @@ def untrained_cnn_weights(rows: DataFrame, stored: DataFrame, model_spec: str | 
                           trained: dict[str, int]) -> dict[str, int]:
     """The rows whose image's CNN features were made with other weights than ``trained`` (the network
     directory's record), by those weights; warned on stderr."""
-    other = {k: v for k, v in rows_by_maker(rows, stored, "cnn_weights").items() if k not in trained}
-    if other:
-        kinds = ", ".join(f"{k}: {v}" for k, v in sorted(other.items()))
-        print(f"warning: {sum(other.values())} rows have CNN features made with weights the network {model_spec} "
-              f"was not trained on ({kinds}; it was trained on {', '.join(sorted(trained))}); their answers use "
-              "features it cannot read. Run extract_features with the network's cnn.weights and "
-              "--reprocess-made-otherwise, or train on these features", file=sys.stderr, flush=True)
-    return other
+    return _warn_outside(
+        rows_by_maker(rows, stored, "cnn_weights"), trained,
+        lambda n, kinds: f"warning: {n} rows have CNN features made with weights the network {model_spec} was not "
+                         f"trained on ({kinds}; it was trained on {', '.join(sorted(trained))}); their answers use "
+                         "features it cannot read. Run extract_features with the network's cnn.weights and "
+                         "--reprocess-made-otherwise, or train on these features")
 
 
 def untrained_readers(scored: Mapping[str, int], model_spec: str | Path,
@@ -416,13 +414,22 @@ def untrained_readers(scored: Mapping[str, int], model_spec: str | Path,
     like in its training rows' readings, and a network their tokens."""
     if not trained:
         return {}
-    other = {k: v for k, v in scored.items() if k not in trained}
+    return _warn_outside(
+        scored, trained,
+        lambda n, kinds: f"warning: {n} rows were read by a reader the model directory {model_spec} was not fitted "
+                         f"on ({kinds}; its training rows were read by {', '.join(sorted(trained))}); its "
+                         "confidence was calibrated on the other readings. Train it again on rows read this way, "
+                         "or run extract_features with its reader's settings and --reprocess-made-otherwise")
+
+
+def _warn_outside(counts: Mapping[str, int], trained: Mapping[str, int],
+                  warning: Callable[[int, str], str]) -> dict[str, int]:
+    """The ``counts`` of kinds ``trained`` does not hold; when there are any, ``warning(rows, "kind: rows, …")``
+    goes to stderr."""
+    other = {k: v for k, v in counts.items() if k not in trained}
     if other:
         kinds = ", ".join(f"{k}: {v}" for k, v in sorted(other.items()))
-        print(f"warning: {sum(other.values())} rows were read by a reader the model directory {model_spec} was not "
-              f"fitted on ({kinds}; its training rows were read by {', '.join(sorted(trained))}); its confidence "
-              "was calibrated on the other readings. Train it again on rows read this way, or run extract_features "
-              "with its reader's settings and --reprocess-made-otherwise", file=sys.stderr, flush=True)
+        print(warning(sum(other.values()), kinds), file=sys.stderr, flush=True)
     return other
 
 

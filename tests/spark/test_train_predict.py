@@ -318,65 +318,48 @@ def test_an_old_model_meeting_an_entity_it_was_not_trained_on_gives_those_rows_a
     assert "warning: model" in capsys.readouterr().err
 
 
-def test_the_network_records_its_cnn_weights_and_predict_says_when_features_are_of_other_weights(
+def test_the_model_directory_records_what_made_its_rows_and_predict_says_when_rows_were_made_otherwise(
         spark: Any, trained: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The CNN weights of the network's features and the readers of the rows' images: recorded by train; rows made
+    otherwise are counted and warned about by predict, their answers unchanged."""
     import shutil
 
-    from imagequant.spark.inference import run_predict
+    from imagequant.spark.inference import SCORED_STATUSES, run_predict, untrained_readers
 
     table = trained["table"]
     assert table.cnn_weights == {"random(seed=0)": table.usable_rows}
+    assert table.ocr_readers == {"synthetic": table.usable_rows}
     model = trained["result"].model_dir
     assert json.loads((model / "cnn_weights.json").read_text()) == {"cnn_weights": table.cnn_weights}
+    assert json.loads((model / "ocr_readers.json").read_text()) == {"ocr_engine": table.ocr_readers}
     same = run_predict(spark, trained["catalog"], trained["store"], str(model), tmp_path / "same")
-    assert same.untrained_cnn_weights == {}
-    assert "not trained on" not in same.line() and "not trained on" not in capsys.readouterr().err
+    assert same.untrained_cnn_weights == {} and same.untrained_readers == {}
+    err = capsys.readouterr().err
+    for said in ("not trained on", "not fitted on"):
+        assert said not in same.line() and said not in err
 
-    other = tmp_path / "imagenet_model"  # as if trained on a store embedded with ImageNet weights
+    other = tmp_path / "other_model"  # as if trained on ImageNet features of images another reader read
     shutil.copytree(model, other)
     (other / "cnn_weights.json").write_text(json.dumps({"cnn_weights": {"imagenet": 150}}))
+    (other / "ocr_readers.json").write_text(json.dumps({"ocr_engine": {"rapidocr:ppocrv4": 150}}))
     summary = run_predict(spark, trained["catalog"], trained["store"], str(other), tmp_path / "other")
     frame = pd.read_parquet(tmp_path / "other" / "predictions.parquet")
     images = pq.ParquetDataset(str(trained["store"] / "images")).read().to_pandas()
     ok_images = set(images.loc[images["status"] == "ok", "image_id"])
     links = pd.read_csv(trained["catalog"], keep_default_na=False)["image_link"]
     with_image = sum(1 for link in links if link and image_id(link) in ok_images)
-    assert summary.untrained_cnn_weights == {"random(seed=0)": with_image}
-    assert f"rows with CNN features the network was not trained on: {with_image}" in summary.line()
-    assert f"warning: {with_image} rows have CNN features made with weights" in capsys.readouterr().err
-    # the answers themselves are the network's as before: the warning changes nothing
-    assert frame["prediction"].tolist() == pd.read_parquet(tmp_path / "same" / "predictions.parquet")["prediction"].tolist()
-
-
-def test_a_model_directory_records_its_readers_and_predict_says_when_rows_were_read_otherwise(
-        spark: Any, trained: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import shutil
-
-    from imagequant.spark.inference import SCORED_STATUSES, run_predict
-
-    table = trained["table"]
-    assert table.ocr_readers == {"synthetic": table.usable_rows}
-    model = trained["result"].model_dir
-    assert json.loads((model / "ocr_readers.json").read_text()) == {"ocr_engine": table.ocr_readers}
-    same = run_predict(spark, trained["catalog"], trained["store"], str(model), tmp_path / "same")
-    assert same.untrained_readers == {} and "not fitted on" not in same.line()
-    assert "not fitted on" not in capsys.readouterr().err
-
-    other = tmp_path / "v4_model"  # as if fitted on rows another reader read
-    shutil.copytree(model, other)
-    (other / "ocr_readers.json").write_text(json.dumps({"ocr_engine": {"rapidocr:ppocrv4": 150}}))
-    summary = run_predict(spark, trained["catalog"], trained["store"], str(other), tmp_path / "other")
-    frame = pd.read_parquet(tmp_path / "other" / "predictions.parquet")
     scored = int(frame["status"].isin(SCORED_STATUSES).sum())
-    assert scored > 0 and summary.untrained_readers == {"synthetic": scored}
+    assert summary.untrained_cnn_weights == {"random(seed=0)": with_image}
+    assert 0 < scored <= with_image and summary.untrained_readers == {"synthetic": scored}
+    assert f"rows with CNN features the network was not trained on: {with_image}" in summary.line()
     assert f"rows read by a reader the model was not fitted on: {scored}" in summary.line()
-    assert f"warning: {scored} rows were read by a reader the model directory" in capsys.readouterr().err
-    # the answers are the model's as before: the warning changes nothing
+    err = capsys.readouterr().err
+    assert f"warning: {with_image} rows have CNN features made with weights" in err
+    assert f"warning: {scored} rows were read by a reader the model directory" in err
+    # the answers themselves are the network's as before: the warnings change nothing
     assert frame["prediction"].tolist() == pd.read_parquet(tmp_path / "same" / "predictions.parquet")["prediction"].tolist()
     # a directory written before the readers were recorded: nothing to compare with
-    (other / "ocr_readers.json").unlink()
-    older = run_predict(spark, trained["catalog"], trained["store"], str(other), tmp_path / "older")
-    assert older.untrained_readers == {}
+    assert untrained_readers({"synthetic": 3}, str(other), None) == {}
 
 
 def test_model_cache_loads_once_per_process(trained: dict[str, Any]) -> None:
