@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from imagequant.config import CnnConfig
+from imagequant.config import CnnConfig, Config, shipped_config
 from imagequant.errors import ConfigError
 
 # torchvision's ResNet50_Weights.IMAGENET1K_V2 file, as its hub cache names it
@@ -30,6 +30,16 @@ def describe_weights(cfg: CnnConfig) -> str:
     if cfg.weights == "random":
         return f"random(seed={cfg.seed})"
     return cfg.weights
+
+
+def describe_features(config: Config) -> str:
+    """What made an image's CNN features, as the images table's ``cnn_weights`` records it: the weights, and the
+    crop size where it is not the shipped one (``imagenet at 160 px``): features of another crop size are as
+    foreign to a network as those of other weights."""
+    weights = describe_weights(config.cnn)
+    if not config.cnn.enabled or config.imaging.cnn_size == shipped_config().imaging.cnn_size:
+        return weights
+    return f"{weights} at {config.imaging.cnn_size} px"
 
 
 def check_weights(cfg: CnnConfig) -> None:

@@ -74,7 +74,7 @@ class ImagingConfig:
     ocr_min_side: int = 1000
     ocr_max_side: int = 2400
     ocr_max_upscale: float = 3.0
-    cnn_size: int = _not_reading(224)
+    cnn_size: int = _not_reading(224)  # the CNN's crop: the images table's cnn_weights records it
 
 
 @dataclass
@@ -346,12 +346,14 @@ def register_section(parent: str, name: str, cls: type, check: SectionCheck | No
         raise ValueError(f"{parent}.{name} is a setting of config.py itself, not a section to register")
     _SECTIONS[(parent, name)] = Section(parent, name, cls, check)
     _rebuild_group(group, parent)
+    _SHIPPED.clear()
 
 
 def unregister_section(parent: str, name: str) -> None:
     """Removes a section :func:`register_section` added (a test's made-up engine, say)."""
     if _SECTIONS.pop((parent, name), None) is not None:
         _rebuild_group(_group_class(parent), parent)
+        _SHIPPED.clear()
 
 
 def register_choice(key: str, choices: Mapping[str, Sequence[str]]) -> None:
@@ -554,10 +556,15 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return path, value
 
 
+_SHIPPED: list[Config] = []  # shipped_config's, built once per process and set of sections
+
+
 def shipped_config() -> Config:
     """conf/default.yaml's settings as shipped, built without the checks that look at this machine (an installed
-    model file, say): what a user's settings are compared with, on a worker too."""
-    return _build(Config, _read_yaml(DEFAULT_CONF) if DEFAULT_CONF.exists() else {})
+    model file, say): what a user's settings are compared with, on a worker too. Shared: read it, never change it."""
+    if not _SHIPPED:
+        _SHIPPED.append(_build(Config, _read_yaml(DEFAULT_CONF) if DEFAULT_CONF.exists() else {}))
+    return _SHIPPED[0]
 
 
 def load_config(paths: list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from imagequant.config import (
-    Config,
     SectionCheck,
     register_choice,
     register_section,
@@ -76,7 +75,6 @@ ENGINES: dict[str, EngineEntry] = {
     )
 }
 ENGINE_NAMES: tuple[str, ...] = tuple(ENGINES)
-_SHIPPED: list[Config] = []  # conf/default.yaml's settings, loaded once per process (reader_name)
 
 
 def _register_with_config() -> None:
@@ -84,7 +82,6 @@ def _register_with_config() -> None:
     engine modules import it), so the table is handed to it."""
     global ENGINE_NAMES
     ENGINE_NAMES = tuple(ENGINES)
-    _SHIPPED.clear()  # the shipped settings now have other sections
     for entry in ENGINES.values():
         if entry.settings is not None:
             register_section("ocr", entry.section, entry.settings, entry.check)
@@ -119,6 +116,7 @@ def unregister_engine(name: str) -> None:
 _check_sections(list(ENGINES.values()))
 _register_with_config()
 
+
 def reading_settings(ocr: OcrConfig, imaging: ImagingConfig) -> dict[str, Any]:
     """The settings that decide what ``ocr.engine`` reads in an image, by key (``second_pass``,
     ``rapidocr.det_max_side``, ``imaging.ocr_max_side``): ``ocr``'s own, the sections its engine reads, and the
@@ -131,17 +129,15 @@ def reading_settings(ocr: OcrConfig, imaging: ImagingConfig) -> dict[str, Any]:
     return found
 
 
-def _reading_fields(settings: Any, prefix: str, skip: set[str] | None = None) -> dict[str, Any]:
+def _reading_fields(settings: Any, prefix: str, skip: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
     return {prefix + f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)
-            if f.metadata.get("reading", True) and f.name not in (skip or ())}
+            if f.metadata.get("reading", True) and f.name not in skip}
 
 
 def changed_reading_settings(ocr: OcrConfig, imaging: ImagingConfig) -> str:
     """The reading settings whose values differ from conf/default.yaml's, as ``key=value`` text
     (``rapidocr.det_max_side=1280, second_pass=false``); "" when the engine reads with the shipped ones."""
-    if not _SHIPPED:
-        _SHIPPED.append(shipped_config())
-    shipped = _SHIPPED[0]
+    shipped = shipped_config()
     here = reading_settings(ocr, imaging)
     default = reading_settings(dataclasses.replace(shipped.ocr, engine=ocr.engine), shipped.imaging)
     return ", ".join(f"{key}={_setting_text(value)}" for key, value in sorted(here.items())

@@ -18,7 +18,7 @@ import pandas as pd
 from PIL import Image
 
 from imagequant.cnn_runtime import get_extractor
-from imagequant.cnn_weights import describe_weights
+from imagequant.cnn_weights import describe_features
 from imagequant.config import Config
 from imagequant.core.schema import CNN_FEATURE_DIM, OCR_STAGE, tokens_to_columns
 from imagequant.core.tokens import OcrToken, ocr_text
@@ -325,7 +325,7 @@ def finish_records(stage1: pd.DataFrame, features: pd.Series, seconds_cnn: float
         failed = np.array([len(data) > 0 for data in stage1["cnn_input"]], dtype=bool)
         out.loc[failed, "status"] = CNN_ERROR
         out.loc[failed, "error"] = cnn_failure
-    out["cnn_weights"] = describe_weights(config.cnn)
+    out["cnn_weights"] = describe_features(config)
     out["cnn_features"] = list(features)
     embedded = [len(data) > 0 for data in stage1["cnn_input"]]
     out["seconds_cnn"] = [seconds_cnn / max(1, sum(embedded)) if e else 0.0 for e in embedded]

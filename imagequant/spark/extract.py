@@ -22,7 +22,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from imagequant.catalog import ROW_COLUMNS, read_catalog
-from imagequant.cnn_weights import check_weights, describe_weights
+from imagequant.cnn_weights import check_weights, describe_features
 from imagequant.config import Config
 from imagequant.core.schema import IMAGES, ROWS, STAGING_DIR
 from imagequant.devices import INT8_WITHOUT_VNNI
@@ -147,7 +147,7 @@ class ImageSettings:
 
     @classmethod
     def of(cls, config: Config) -> ImageSettings:
-        return cls(reader_name(config.ocr, config.imaging), describe_weights(config.cnn))
+        return cls(reader_name(config.ocr, config.imaging), describe_features(config))
 
     def made_here(self) -> Column:
         """Whether an images-table record was made with these settings (a null, from an older store: not)."""
@@ -214,7 +214,7 @@ def process_images(
         with_cnn = stage1.mapInArrow(cnn_features_function(config, cnn_devices), cnn_stage_schema(OCR_STAGE_SCHEMA))
     return with_cnn.select(
         *[F.col(c) for c in OCR_STAGE_SCHEMA.fieldNames() if c != "cnn_input"],
-        F.lit(describe_weights(config.cnn)).alias("cnn_weights"),
+        F.lit(describe_features(config)).alias("cnn_weights"),
         F.col("cnn_features"),
         F.col("seconds_cnn"),
         F.lit(run_id).alias("run_id"),
@@ -262,7 +262,7 @@ def run_extract(
     started = time.perf_counter()
     run_id = new_run_id()
     batch = run_date or run_id
-    summary = ExtractSummary(run_id=run_id, batch=batch, cnn_weights=describe_weights(config.cnn), ocr_engine=config.ocr.engine,
+    summary = ExtractSummary(run_id=run_id, batch=batch, cnn_weights=describe_features(config), ocr_engine=config.ocr.engine,
                              ocr_models=models_name(config.ocr),
                              ocr_settings=changed_reading_settings(config.ocr, config.imaging),
                              reprocess_made_otherwise=reprocess_made_otherwise)

@@ -248,7 +248,8 @@ def test_the_fallback_reader_looks_again_only_where_the_first_second_look_found_
 def test_the_readers_name_looks_for_no_model_file(monkeypatch) -> None:
     """A Tesseract worker without the PP-OCR files still names its reader: the shipped settings it is compared
     with are not checked against what this machine has installed."""
-    from imagequant.ocr import ppocr_models, zoo
+    from imagequant import config as config_module
+    from imagequant.ocr import ppocr_models
 
     config = load_config(overrides=["ocr.engine=tesseract", "ocr.tesseract.psm=6"])
 
@@ -256,5 +257,5 @@ def test_the_readers_name_looks_for_no_model_file(monkeypatch) -> None:
         raise ConfigError("ocr.rapidocr.models=ppocrv6_small: its files are not installed")
 
     monkeypatch.setattr(ppocr_models, "resolve", not_installed)
-    monkeypatch.setattr(zoo, "_SHIPPED", [])  # loaded afresh, with no file to find
+    monkeypatch.setattr(config_module, "_SHIPPED", [])  # built afresh, with no file to find
     assert reader_name(config.ocr, config.imaging) == "tesseract (tesseract.psm=6)"
