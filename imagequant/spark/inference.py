@@ -400,7 +400,7 @@ def untrained_cnn_weights(rows: DataFrame, stored: DataFrame, model_spec: str | 
     """The rows whose image's CNN features were made with other weights than ``trained`` (the network
     directory's record), by those weights; warned on stderr."""
     return _warn_outside(
-        rows_by_maker(rows, stored, "cnn_weights"), trained,
+        rows_by_maker(rows, stored, "cnn_weights")["cnn_weights"], trained,
         lambda n, kinds: f"warning: {n} rows have CNN features made with weights the network {model_spec} was not "
                          f"trained on ({kinds}; it was trained on {', '.join(sorted(trained))}); their answers use "
                          "features it cannot read. Run extract_features with the network's cnn.weights and "

@@ -345,12 +345,16 @@ def read_images(spark: SparkSession, store: str | Path, exclude_batch: str | Non
     return frame.withColumn("_rank", F.row_number().over(order)).where("_rank = 1").drop("_rank")
 
 
-def rows_by_maker(rows: DataFrame, images: DataFrame, column: str) -> dict[str, int]:
+def rows_by_maker(rows: DataFrame, images: DataFrame, *columns: str) -> dict[str, dict[str, int]]:
     """How many of ``rows`` (with ``image_id``) have an ok record in ``images`` (:func:`read_images`'s view),
-    per what made it, as ``column`` names it: ``cnn_weights`` (the weights of its features) or ``ocr_engine``
-    (its reader)."""
-    made = rows.join(images.where(F.col("status") == "ok").select("image_id", column), on="image_id")
-    return {str(r[column]): int(r["count"]) for r in made.groupBy(column).count().collect()}
+    per what made it, for each of ``columns``: ``cnn_weights`` (the weights of its features), ``ocr_engine`` (its
+    reader); one Spark job for them all."""
+    made = rows.join(images.where(F.col("status") == "ok").select("image_id", *columns), on="image_id")
+    counts: dict[str, dict[str, int]] = {column: {} for column in columns}
+    for r in made.groupBy(*columns).count().collect():
+        for column in columns:
+            counts[column][str(r[column])] = counts[column].get(str(r[column]), 0) + int(r["count"])
+    return counts
 
 
 def read_rows(spark: SparkSession, store: str | Path, batch: str) -> pd.DataFrame:

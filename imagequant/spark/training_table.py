@@ -88,14 +88,13 @@ def build_training_table(spark: SparkSession, catalogs: Sequence[CatalogSource],
     out = locations.join(store, TRAINING_DIR, catalogs_hash(catalogs))
     with reporting_damage(store):
         joined.coalesce(max(1, min(8, len(rows_pd) // 5000 + 1))).write.mode("overwrite").parquet(out)
-        weights = rows_by_maker(rows, stored, "cnn_weights")
-        readers = rows_by_maker(rows, stored, "ocr_engine")
+        made = rows_by_maker(rows, stored, "cnn_weights", "ocr_engine")
     counts = spark.read.parquet(out).groupBy("status").count().collect()
     by_status = {r["status"]: int(r["count"]) for r in counts}
     total = sum(by_status.values())
     return TrainingTable(out, total, by_status.get("ok", 0), by_status.get("image_missing", 0),
                          total - by_status.get("ok", 0) - by_status.get("image_missing", 0),
-                         weights, readers)
+                         made["cnn_weights"], made["ocr_engine"])
 
 
 def prepare_training_table(spark: SparkSession, catalogs: Sequence[CatalogSource], store: str | Path) -> TrainingTable:
