@@ -325,7 +325,7 @@ def test_a_run_with_another_reading_setting_counts_the_stores_readings_as_made_o
 
     store = tmp_path / "store"
     shutil.copytree(first_run["store"], store)
-    config = load_config(overrides=[*TEST_SETTINGS, "ocr.second_pass_text_px=40", "ocr.rapidocr.threads=2"])
+    config = load_config(overrides=[*TEST_SETTINGS, "ocr.second_pass_text_px=40", "ocr.tesseract.thread_limit=2"])
     ok_images = first_run["summary"].store_ok
 
     kept = run_extract(spark, config, str(catalog["path"]), str(store), str(first_run["images_dir"]))
