@@ -48,13 +48,6 @@ def color(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
-def new_figure(width: float = 7.0, height: float = 4.0) -> tuple[Figure, Any]:
-    """A figure with one axes in the report style."""
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(width, height))
-    return fig, ax
-
-
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Saves ``fig`` as PNG and closes it (figures are never reused; closing keeps memory flat)."""
     path = Path(path)

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 
+from imagequant.core.geometry import ORIENTATIONS
+
 _LENGTH = frozenset({"centimetre", "foot", "inch", "metre", "millimetre", "yard"})
 _MASS = frozenset({"gram", "kilogram", "microgram", "milligram", "ounce", "pound", "ton"})
 # Share of each unit among dimension labels (CHALLENGE.md statistics and the public train labels).
@@ -29,8 +31,8 @@ _DIMENSION_WORDS = r"size|dimensions?|dims?|measures?"
 # Where a drawing prints a length's label: under the object (left of the bottom row of labels), along the
 # receding edge (right of that row), or beside the object above that row.
 DRAWING_ROLES = ("below", "receding", "beside")
-# Which way the line a length's label sits on runs in a drawing.
-LINE_ORIENTATIONS = ("horizontal", "vertical", "diagonal")
+# Which way the line a length's label sits on runs in a drawing: the geometry's classes.
+LINE_ORIENTATIONS = ORIENTATIONS
 # A length's place in an "a x b x c" group: first (W x D x H), last (W x D x H, W x H), or the middle of
 # a triple (W x D x H; failing that the first, as in L x W x H).
 GROUP_POSITIONS = ("first", "middle", "last")

@@ -154,9 +154,6 @@ _ROTATIONS = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 27
 # for each entity asked of it); the pipeline builds it from the catalog rows of the image.
 WantsMore = Callable[[Sequence[OcrToken]], bool]
 
-# The names of the passes, as the images table's ``ocr_passes`` column lists them.
-PASS_NAMES = ("upright", "rotated", "regions", "detail")
-
 
 @dataclasses.dataclass
 class Reading:

@@ -253,8 +253,3 @@ def reasons(c: Candidate, entity: str) -> list[str]:
     elif c.rank == 0:
         out.append("first_mention")
     return out
-
-
-def first_candidate(candidates: Sequence[Candidate]) -> Candidate | None:
-    """The reference rule: the first mention (reading order) with a unit allowed for the entity."""
-    return min(candidates, key=lambda c: c.rank) if candidates else None

@@ -10,7 +10,6 @@ from imagequant.core.schema import (
     OCR_STAGE,
     PREDICTIONS,
     ROWS,
-    TRAINING,
     Column,
     Table,
 )
@@ -37,5 +36,4 @@ IMAGE_SCHEMA = spark_schema(IMAGES)
 ROW_SCHEMA = spark_schema(ROWS)
 OCR_STAGE_SCHEMA = spark_schema(OCR_STAGE)
 IMAGE_EVIDENCE_SCHEMA = spark_schema(IMAGE_EVIDENCE, nullable=True)
-TRAINING_SCHEMA = spark_schema(TRAINING, nullable=True)
 PREDICTIONS_SCHEMA = spark_schema(PREDICTIONS, nullable=True)

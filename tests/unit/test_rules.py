@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from imagequant.core.tokens import OcrToken
-from imagequant.scoring.rules import choose, confidence, first_candidate, score_candidate
+from imagequant.scoring.rules import choose, confidence, score_candidate
 from imagequant.text.candidates import Candidate, extract_candidates
 
 IMAGE = (1000, 1000)
@@ -25,6 +25,11 @@ def pick(tokens: list[OcrToken], entity: str) -> tuple[float, str] | None:
     return (best.value, best.unit) if best else None
 
 
+def first_mention(tokens: list[OcrToken], entity: str) -> Candidate:
+    """What a reader taking the first mention in reading order would answer."""
+    return min(extract_candidates(tokens, entity, IMAGE), key=lambda c: c.rank)
+
+
 def test_headline_weight_beats_nutrition_table() -> None:
     tokens = (
         line(["Protein", "3g"], y=400, line_no=0)
@@ -33,15 +38,15 @@ def test_headline_weight_beats_nutrition_table() -> None:
         + line(["Fat", "12g"], y=460, line_no=3)
     )
     assert pick(tokens, "item_weight") == (250.0, "gram")
-    first = first_candidate(extract_candidates(tokens, "item_weight", IMAGE))
-    assert first is not None and (first.value, first.unit) == (250.0, "gram")  # reading order: top first
+    first = first_mention(tokens, "item_weight")
+    assert (first.value, first.unit) == (250.0, "gram")  # reading order: top first
 
 
 def test_keyword_wins_over_first_mention() -> None:
     tokens = line(["Serving", "30g"], y=50, line_no=0) + line(["Net", "Weight", "500g"], y=300, line_no=1)
     assert pick(tokens, "item_weight") == (500.0, "gram")
-    first = first_candidate(extract_candidates(tokens, "item_weight", IMAGE))
-    assert first is not None and first.value == 30.0
+    first = first_mention(tokens, "item_weight")
+    assert first.value == 30.0
 
 
 def test_voltage_range_takes_upper_end() -> None:
@@ -160,7 +165,6 @@ def test_count_in_multipack_is_not_the_weight() -> None:
 
 def test_no_candidates_and_wrong_units() -> None:
     assert choose([], "item_weight") == (None, 0.0)
-    assert first_candidate([]) is None
     c = Candidate(5.0, "gram", "5 g", 0, 1, 0, 0, 10, 10, 1.0, 0.5, 0.5, 0.9)
     assert score_candidate(c, "voltage") == -math.inf
     assert choose([c], "voltage") == (None, 0.0)
