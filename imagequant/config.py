@@ -530,10 +530,20 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"configuration file {path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"configuration file {path} is not valid YAML: {_yaml_problem(exc)}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"configuration file {path} must hold a mapping at the top level")
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's message on one line: the problem, where it was found, and while parsing what."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or not exc.problem:
+        return " ".join(str(exc).split())
+    mark = exc.problem_mark
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = f" ({exc.context})" if exc.context else ""
+    return f"{exc.problem}{where}{context}"
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

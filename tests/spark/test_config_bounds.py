@@ -147,10 +147,16 @@ def test_extract_job_exits_2_with_one_error_line(catalog: Path, tmp_path: Path, 
     _one_error_line(_extract(catalog, tmp_path / "store", "--set", setting), expected)
 
 
-def test_extract_job_rejects_a_non_utf8_conf_file(catalog: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"ocr:\n  engine: \xff\xfe\n", "not UTF-8"),
+    # PyYAML's own message spans several lines; the job's is one, with where the problem is.
+    (b"ocr: [1, 2\n", "not valid YAML: expected ',' or ']', but got '<stream end>' at line 2, column 1"),
+])
+def test_extract_job_rejects_a_conf_file_it_cannot_read(catalog: Path, tmp_path: Path, content: bytes,
+                                                        expected: str) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_bytes(b"ocr:\n  engine: \xff\xfe\n")
-    _one_error_line(_extract(catalog, tmp_path / "store", "--conf", str(bad)), "not UTF-8", str(bad))
+    bad.write_bytes(content)
+    _one_error_line(_extract(catalog, tmp_path / "store", "--conf", str(bad)), expected, str(bad))
 
 
 @pytest.mark.parametrize(("setting", "expected"), [
