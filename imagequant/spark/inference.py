@@ -38,7 +38,7 @@ from pyspark.sql import types as T
 
 from imagequant.catalog import read_catalog
 from imagequant.core import locations
-from imagequant.core.schema import EVIDENCE_COLUMN_NAMES, IMAGE_EVIDENCE, PREDICTIONS
+from imagequant.core.schema import EVIDENCE_COLUMN_NAMES, IMAGE_EVIDENCE, IMAGES, MANIFEST_FILE, PREDICTIONS
 from imagequant.core.units import ENTITY_UNITS
 from imagequant.errors import UsageError
 from imagequant.pipeline.rows import evidence_fields, row_evidence, text_or_none
@@ -434,7 +434,15 @@ def _warn_outside(counts: Mapping[str, int], trained: Mapping[str, int],
 
 
 def require_store(store: str | Path) -> None:
-    """A store that does not exist is a usage error (a store without some images is not)."""
+    """A store that does not exist, or a folder that holds none, is a usage error (a store without some images
+    is not): a mistyped --store would otherwise answer every row ``image_missing``."""
     path = locations.local_path(store)  # a remote store is checked by Spark when it is read
-    if path is not None and not path.exists():
+    if path is None:
+        return
+    if not path.exists():
         raise UsageError(f"store {store} does not exist; run jobs/extract_features.py on the catalog first")
+    if not path.is_dir():
+        raise UsageError(f"store {store} is a file, not a store's folder")
+    if not (path / MANIFEST_FILE).is_file() and not (path / IMAGES.name).is_dir():
+        raise UsageError(f"store {store} is a folder but not a store (it has no {MANIFEST_FILE} and no "
+                         f"{IMAGES.name} table); give the folder jobs/extract_features.py wrote")

@@ -171,7 +171,8 @@ def store_lock(fs: StoreFs, run_id: str, job: str = "extract") -> Iterator[None]
             fs.delete(path)
             taken = fs.create_new(path, json.dumps(holder))
     except Exception as exc:  # Hadoop reports permissions and missing mounts as Java exceptions
-        raise UsageError(f"store {fs.root} cannot be written ({_first_line(exc)}); nothing was fetched") from None
+        undone = "nothing was fetched" if job == "extract" else "nothing was changed"
+        raise UsageError(f"store {fs.root} cannot be written ({_first_line(exc)}); {undone}") from None
     if not taken:
         other = _read_holder(fs.read_text(path))
         # A lock written before the job was recorded names no job: say only that a run holds it.

@@ -429,6 +429,13 @@ def test_jobs_reject_bad_arguments(tmp_path: Path) -> None:
                      "--out", str(tmp_path / "o")], "does not exist"),
         ("predict", ["--catalog", str(unlabeled), "--store", str(tmp_path / "nostore"), "--model", "rules",
                      "--out", str(tmp_path / "o")], "store"),
+        # A mistyped --store that names an existing file or folder would otherwise answer every row
+        # image_missing.
+        ("predict", ["--catalog", str(unlabeled), "--store", str(unlabeled), "--model", "rules",
+                     "--out", str(tmp_path / "o")], "is a file, not a store's folder"),
+        ("predict", ["--catalog", str(unlabeled), "--store", str(tmp_path), "--model", "rules",
+                     "--out", str(tmp_path / "o")], "is a folder but not a store (it has no _manifest.json"),
+        ("compact_store", ["--store", str(tmp_path)], "is a folder but not a store"),
     ]
     for name, args, fragment in cases:
         done = _job(name, *args)
