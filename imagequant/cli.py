@@ -7,8 +7,10 @@ stderr and exit status 2; a job that ran but must report failure exits 1.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from imagequant.config import Config, load_config
 from imagequant.errors import UsageError
@@ -37,6 +39,30 @@ def job_parser(prog: str, description: str) -> ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.conf, args.overrides)
+
+
+def output_folder(path: str | Path, option: str) -> Path:
+    """``path`` made ready as a job's output folder before any work (created with its parents), so a place
+    that cannot hold it is one usage error now rather than a traceback after the work."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option} {path} exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{option} {path} cannot be created: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path} is not writable")
+    return folder
+
+
+def output_file(path: str | Path, option: str) -> Path:
+    """``path`` checked as a job's output file before any work: not a folder, in a folder it can be written to."""
+    file = Path(path)
+    if file.is_dir():
+        raise UsageError(f"{option} {path} is a folder, not a file")
+    output_folder(file.parent, f"{option}'s folder")
+    return file
 
 
 def run_job(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:

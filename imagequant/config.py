@@ -206,6 +206,12 @@ class Config:
              "predict.min_confidence and predict.target_precision cannot both be set"),
             (self.model.kind in ("hybrid", "no_lstm", "no_cnn"), "model.kind must be hybrid, no_lstm or no_cnn"),
             (self.store.compression in ("zstd", "snappy", "gzip", "none"), "store.compression must be zstd, snappy, gzip or none"),
+            # What SparkSubmit accepts; the JVM would otherwise exit before Python learns why.
+            (not self.spark.master or self.spark.master == "yarn"
+             or self.spark.master.startswith(("spark://", "k8s://"))
+             or re.fullmatch(r"local(\[[^\]]+\])?|local-cluster\[[^\]]+\]", self.spark.master) is not None,
+             f"spark.master must be local, local[N], local[*], spark://HOST:PORT, yarn or k8s://URL, "
+             f"got {self.spark.master!r}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from imagequant.catalog import read_catalog  # noqa: E402
-from imagequant.cli import config_from_args, job_parser, run_job  # noqa: E402
+from imagequant.cli import config_from_args, job_parser, output_folder, run_job  # noqa: E402
 from imagequant.core import locations  # noqa: E402
 from imagequant.errors import UsageError  # noqa: E402
 
@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError(f"--images-dir {args.images_dir} is not a folder")
     if args.worst < 0:
         raise UsageError("--worst must be 0 or more")
+    output_folder(args.report, "--report")
 
     from imagequant.evaluation.evaluate import evaluate, in_training_warning, write_evaluation_report
 

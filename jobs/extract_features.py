@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from imagequant.catalog import read_catalog  # noqa: E402
-from imagequant.cli import EXIT_FAILED, config_from_args, job_parser, run_job  # noqa: E402
+from imagequant.cli import EXIT_FAILED, config_from_args, job_parser, output_folder, run_job  # noqa: E402
 from imagequant.errors import UsageError  # noqa: E402
 
 
@@ -28,17 +28,6 @@ def check_run_date(text: str) -> None:
         date.fromisoformat(text)
     except ValueError as exc:
         raise UsageError(f"--run-date {text} is not a calendar date ({exc})") from None
-
-
-def make_images_dir(path: str) -> None:
-    """The images folder, created when absent; a path that is a file or cannot be made is a usage error."""
-    folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"--images-dir {path} exists and is not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"--images-dir {path} cannot be created: {exc.strerror or exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_failure_ratio is not None and not 0.0 <= args.max_failure_ratio <= 1.0:
         raise UsageError("--max-failure-ratio must be between 0 and 1")
     if args.images_dir:
-        make_images_dir(args.images_dir)
+        output_folder(args.images_dir, "--images-dir")
 
     from imagequant.spark.extract import run_extract
     from imagequant.spark.session import build_session

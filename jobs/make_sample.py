@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from imagequant.cli import ArgumentParser, run_job  # noqa: E402
+from imagequant.cli import ArgumentParser, output_folder, run_job  # noqa: E402
 from imagequant.errors import UsageError  # noqa: E402
 
 
@@ -48,9 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [e for e in entities or () if e not in ENTITIES]
     if unknown:
         raise UsageError(f"unknown --entities {','.join(unknown)}; choose from {','.join(ENTITIES)}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
+    out = output_folder(args.out, "--out")
 
     from imagequant.synthetic import generate_sample
 

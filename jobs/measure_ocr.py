@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from imagequant.cli import job_parser, run_job  # noqa: E402
+from imagequant.cli import job_parser, output_file, run_job  # noqa: E402
 from imagequant.config import load_config  # noqa: E402
 from imagequant.errors import UsageError  # noqa: E402
 from imagequant.ocr.zoo import ENGINE_NAMES  # noqa: E402
@@ -46,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = load_config(args.conf, list(args.overrides) + ([f"ocr.engine={args.engine}"] if args.engine else []))
     if args.limit < 0 or args.every < 1 or args.workers < 1:
         raise UsageError("--limit must be >= 0, --every and --workers >= 1")
+    output_file(args.out, "--out")
+    if args.tokens_out:
+        output_file(args.tokens_out, "--tokens-out")
 
     from imagequant.catalog import read_labels
     from imagequant.evaluation.ocr_recall import (

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from imagequant.catalog import inspect_catalog  # noqa: E402
-from imagequant.cli import EXIT_FAILED, config_from_args, job_parser, run_job  # noqa: E402
+from imagequant.cli import EXIT_FAILED, config_from_args, job_parser, output_folder, run_job  # noqa: E402
 from imagequant.errors import UsageError  # noqa: E402
 
 
@@ -60,8 +60,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_confidence, target_precision = config.predict.min_confidence, config.predict.target_precision
     if args.catalog is not None:
         inspect_catalog(args.catalog)
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise UsageError(f"--out {args.out} exists and is not a directory")
     exported = bool(config.predict.use_exported) and not args.eager
 
     from imagequant.spark.inference import require_store, resolve_min_confidence, run_predict
@@ -72,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if expected:
         print(expected, flush=True)
     require_store(args.store)
+    output_folder(args.out, "--out")  # the last check: a refused run leaves no folder behind
     spark = build_session(config, "imagequant-predict")
     try:
         catalog = args.catalog if args.catalog is not None else read_rows(spark, args.store, args.run_date)

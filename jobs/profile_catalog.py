@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from imagequant.catalog import inspect_catalog  # noqa: E402
-from imagequant.cli import config_from_args, job_parser, run_job  # noqa: E402
+from imagequant.cli import config_from_args, job_parser, output_folder, run_job  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     inspect_catalog(args.catalog)  # a missing file or column ends the job here, before Spark starts
     if not 1 <= args.bins_per_decade <= 100:
         parser.error("--bins-per-decade must be between 1 and 100")
+    output_folder(args.report, "--report")
 
     from imagequant.spark.profile import profile_catalog, write_profile_report
     from imagequant.spark.session import build_session

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from imagequant.catalog import inspect_catalog  # noqa: E402
-from imagequant.cli import config_from_args, job_parser, run_job  # noqa: E402
+from imagequant.cli import config_from_args, job_parser, output_folder, run_job  # noqa: E402
 from imagequant.errors import UsageError  # noqa: E402
 
 
@@ -63,8 +63,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError("the same --catalog is given twice")
     if args.cross_validate == 1 or args.cross_validate < 0:
         raise UsageError(f"--cross-validate takes K >= 2 folds, got {args.cross_validate}")
-    if Path(args.model).exists() and not Path(args.model).is_dir():
-        raise UsageError(f"--model {args.model} exists and is not a directory")
 
     from imagequant.spark.inference import require_store
     from imagequant.spark.session import build_session
@@ -73,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from imagequant.training.fit import train_from_table
 
     require_store(args.store)
+    output_folder(args.model, "--model")  # the last check: a refused run leaves no folder behind
     spark = build_session(config, "imagequant-train")
     try:
         runs = [read_rows(spark, args.store, run) for run in args.run_date]

@@ -57,3 +57,36 @@ def test_train_and_predict_need_their_rows_from_a_catalog_or_a_stored_run(tmp_pa
                     "the same --run-date is given twice")
     both = job("predict", "--model", "rules", "--out", str(tmp_path / "o"), "--catalog", "c.csv", "--run-date", "d")
     assert both.returncode == 2 and "not allowed with argument" in both.stderr  # one or the other
+
+
+def test_an_output_place_that_cannot_be_written_is_refused_before_any_work(catalog: Path, tmp_path: Path) -> None:
+    """Every job's output folder or file is made ready first: a path below a file (which even root cannot
+    create) or a folder where a file is wanted is one error line, not a traceback after the work."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    below = a_file / "out"
+
+    def job(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(REPO / "jobs" / f"{name}.py"), *args], capture_output=True,
+                              text=True, timeout=120, cwd=REPO)
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image_link,group_id,entity_name,entity_value\nhttps://img.test/a.jpg,1,width,2.0 centimetre\n")
+    predictions = tmp_path / "submission.csv"
+    predictions.write_text("index,prediction\n0,\n")
+    _one_error_line(job("evaluate", "--predictions", str(predictions), "--truth", str(labels), "--report", str(below)),
+                    f"--report {below} cannot be created")
+    _one_error_line(job("profile_catalog", "--catalog", str(catalog), "--report", str(a_file)),
+                    f"--report {a_file} exists and is not a folder")
+    _one_error_line(job("measure_ocr", "--labels", str(labels), "--images-dir", str(tmp_path), "--out",
+                        str(below / "ocr.md")), "--out's folder")
+    _one_error_line(job("measure_ocr", "--labels", str(labels), "--images-dir", str(tmp_path), "--out",
+                        str(tmp_path)), f"--out {tmp_path} is a folder, not a file")
+    _one_error_line(job("make_sample", "--images", "1", "--out", str(below)), f"--out {below} cannot be created")
+    assert not (tmp_path / "ocr.json").exists()
+
+
+def test_a_master_spark_cannot_start_is_refused_by_name(catalog: Path, tmp_path: Path) -> None:
+    _one_error_line(_extract(catalog, tmp_path / "store", "--set", "spark.master=bogus"),
+                    "spark.master must be local, local[N], local[*], spark://HOST:PORT, yarn or k8s://URL, got 'bogus'")
+    assert not (tmp_path / "store").exists()
