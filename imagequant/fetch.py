@@ -906,6 +906,7 @@ def fetch_or_load(url: str, cfg: FetchConfig, images_dir: Path | str | None,
     """
     started = time.monotonic()
     target: Path | None = None
+    not_images: list[str] = []
     if images_dir is not None and isinstance(url, str) and url.strip():
         candidates = cached_image_paths(url, images_dir, plain_file)
         target = candidates[0]
@@ -922,7 +923,10 @@ def fetch_or_load(url: str, cfg: FetchConfig, images_dir: Path | str | None,
                                    message=f"{len(data)} bytes from {path}", attempts=0,
                                    seconds=time.monotonic() - started,
                                    source="cache" if path == target else PLAIN_FILE_SOURCE, final_url=url)
+            not_images.append(path.name)
     result = fetch_image(url, cfg, session)
+    if not_images:  # said, so that a failed fetch does not hide a file the user placed for this link
+        result.message += f" (fetched: {', '.join(not_images)} in the images folder is not an image)"
     if result.ok and target is not None and result.data is not None:
         try:
             _write_atomic(target, result.data)

@@ -152,3 +152,14 @@ def test_junk_in_a_saved_file_is_replaced(server: tuple[int, type[_Handler]], tm
     assert (tmp_path / cache_file_name(link)).read_bytes() == RED
     assert (tmp_path / "junk.jpg").read_bytes() == HTML_PAGE
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([cache_file_name(link), "junk.jpg"])
+
+
+def test_a_placed_file_that_is_not_an_image_is_named_when_the_fetch_fails(server: tuple[int, type[_Handler]],
+                                                                          tmp_path: Path) -> None:
+    # The user placed page.jpg for the link, but it is HTML: the link is fetched, the server has no image, and
+    # the row's message says why the placed file was not used.
+    port, _ = server
+    (tmp_path / "page.jpg").write_bytes(HTML_PAGE)
+    failed = fetch_or_load(f"http://127.0.0.1:{port}/p/page.jpg", make_cfg(), tmp_path, plain_file=True)
+    assert not failed.ok and failed.error_kind == "http_status"
+    assert failed.message.endswith("(fetched: page.jpg in the images folder is not an image)")
