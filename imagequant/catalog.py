@@ -78,8 +78,12 @@ def inspect_catalog(path: str | Path) -> CatalogInfo:
         raise CatalogError(f"catalog {path} cannot be read: {exc}") from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
+        found = ", ".join(c if c.isprintable() else repr(c) for c in columns)  # no control bytes on a terminal
+        other = next((name for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars"))
+                      if fmt != "parquet" and len(columns) == 1 and sep in columns[0]), None)
+        hint = f" (its header is separated by {other}: a catalog's columns are separated by commas)" if other else ""
         raise CatalogError(
-            f"catalog {path} lacks column(s) {', '.join(missing)}; found: {', '.join(columns)}. Expected "
+            f"catalog {path} lacks column(s) {', '.join(missing)}; found: {found}{hint}. Expected "
             "image_link,group_id,entity_name,entity_value (labeled) or index,image_link,group_id,entity_name"
         )
     return CatalogInfo(path, fmt, columns, "entity_value" in columns, "index" in columns)

@@ -47,6 +47,16 @@ def test_rows_of_the_wrong_width_are_errors(tmp_path: Path, text: str, line: int
         read_catalog(write(tmp_path, text))
 
 
+def test_a_header_of_another_separator_or_of_control_bytes_is_named_plainly(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match=r"found: index;image_link;group_id;entity_name \(its header is "
+                                           r"separated by semicolons: a catalog's columns are separated by commas\)"):
+        read_catalog(write(tmp_path, HEADER.replace(",", ";") + row(0).replace(",", ";")))
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"\x00\x01garbage\n")
+    with pytest.raises(CatalogError, match=r"found: '\\x00\\x01garbage'\. Expected"):
+        read_catalog(binary)
+
+
 def test_quoted_fields_blank_lines_and_gzip_still_read(tmp_path: Path) -> None:
     import gzip
 
