@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from imagequant.config import Config, load_config
+from imagequant.core import locations
 from imagequant.errors import UsageError
 
 EXIT_FAILED = 1
@@ -43,8 +44,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def output_folder(path: str | Path, option: str) -> Path:
     """``path`` made ready as a job's output folder before any work (created with its parents), so a place
-    that cannot hold it is one usage error now rather than a traceback after the work."""
-    folder = Path(path)
+    that cannot hold it is one usage error now rather than a traceback after the work. A ``file://`` URI is
+    its local path; another URI is refused, since these folders are written with local file calls."""
+    folder = _local(path, option, "folder")
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{option} {path} exists and is not a folder")
     try:
@@ -58,11 +60,21 @@ def output_folder(path: str | Path, option: str) -> Path:
 
 def output_file(path: str | Path, option: str) -> Path:
     """``path`` checked as a job's output file before any work: not a folder, in a folder it can be written to."""
-    file = Path(path)
+    file = _local(path, option, "file")
     if file.is_dir():
         raise UsageError(f"{option} {path} is a folder, not a file")
     output_folder(file.parent, f"{option}'s folder")
     return file
+
+
+def _local(path: str | Path, option: str, kind: str) -> Path:
+    if not locations.is_uri(path):
+        return Path(path)
+    local = locations.local_path(path)
+    if local is None:
+        raise UsageError(f"{option} {path} is not on this machine's file system: give a local {kind} (or a "
+                         "file:// URI); only --store may be a remote location")
+    return local
 
 
 def run_job(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:

@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError(f"--images-dir {args.images_dir} is not a folder")
     if args.worst < 0:
         raise UsageError("--worst must be 0 or more")
-    output_folder(args.report, "--report")
+    args.report = output_folder(args.report, "--report")
 
     from imagequant.evaluation.evaluate import evaluate, in_training_warning, write_evaluation_report
 

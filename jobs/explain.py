@@ -18,8 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from imagequant.cli import EXIT_FAILED, config_from_args, job_parser, run_job  # noqa: E402
-from imagequant.errors import UsageError  # noqa: E402
+from imagequant.cli import EXIT_FAILED, config_from_args, job_parser, output_folder, run_job  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,8 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="score with the eager PyTorch module instead of the exported program (model.pt2)")
     args = parser.parse_args(argv)
     config = config_from_args(args)
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise UsageError(f"--out {args.out} exists and is not a directory")
+    if args.out:
+        args.out = output_folder(args.out, "--out")
 
     from imagequant.imaging import ImageError
     from imagequant.ocr.base import OcrError

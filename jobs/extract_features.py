@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_failure_ratio is not None and not 0.0 <= args.max_failure_ratio <= 1.0:
         raise UsageError("--max-failure-ratio must be between 0 and 1")
     if args.images_dir:
-        output_folder(args.images_dir, "--images-dir")
+        args.images_dir = str(output_folder(args.images_dir, "--images-dir"))
 
     from imagequant.spark.extract import run_extract
     from imagequant.spark.session import build_session

@@ -46,9 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = load_config(args.conf, list(args.overrides) + ([f"ocr.engine={args.engine}"] if args.engine else []))
     if args.limit < 0 or args.every < 1 or args.workers < 1:
         raise UsageError("--limit must be >= 0, --every and --workers >= 1")
-    output_file(args.out, "--out")
+    args.out = output_file(args.out, "--out")
     if args.tokens_out:
-        output_file(args.tokens_out, "--tokens-out")
+        args.tokens_out = output_file(args.tokens_out, "--tokens-out")
 
     from imagequant.catalog import read_labels
     from imagequant.evaluation.ocr_recall import (

@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if expected:
         print(expected, flush=True)
     require_store(args.store)
-    output_folder(args.out, "--out")  # the last check: a refused run leaves no folder behind
+    args.out = output_folder(args.out, "--out")  # the last check: a refused run leaves no folder behind
     spark = build_session(config, "imagequant-predict")
     try:
         catalog = args.catalog if args.catalog is not None else read_rows(spark, args.store, args.run_date)

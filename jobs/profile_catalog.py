@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     inspect_catalog(args.catalog)  # a missing file or column ends the job here, before Spark starts
     if not 1 <= args.bins_per_decade <= 100:
         parser.error("--bins-per-decade must be between 1 and 100")
-    output_folder(args.report, "--report")
+    args.report = output_folder(args.report, "--report")
 
     from imagequant.spark.profile import profile_catalog, write_profile_report
     from imagequant.spark.session import build_session

@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from imagequant.training.fit import train_from_table
 
     require_store(args.store)
-    output_folder(args.model, "--model")  # the last check: a refused run leaves no folder behind
+    args.model = output_folder(args.model, "--model")  # the last check: a refused run leaves no folder behind
     spark = build_session(config, "imagequant-train")
     try:
         runs = [read_rows(spark, args.store, run) for run in args.run_date]

@@ -90,3 +90,23 @@ def test_a_master_spark_cannot_start_is_refused_by_name(catalog: Path, tmp_path:
     _one_error_line(_extract(catalog, tmp_path / "store", "--set", "spark.master=bogus"),
                     "spark.master must be local, local[N], local[*], spark://HOST:PORT, yarn or k8s://URL, got 'bogus'")
     assert not (tmp_path / "store").exists()
+
+
+def test_an_output_place_is_local_a_file_uri_included(catalog: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only --store may be remote: an output folder named by another URI would be written as a local folder
+    called 's3:'; a file:// URI is its local path."""
+    from imagequant.cli import output_file, output_folder
+    from imagequant.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"--out s3://bucket/predictions is not on this machine's file system"):
+        output_folder("s3://bucket/predictions", "--out")
+    with pytest.raises(UsageError, match=r"--out hdfs://nn/ocr\.md is not on this machine's file system: give a "
+                                         r"local file"):
+        output_file("hdfs://nn/ocr.md", "--out")
+    assert output_folder((tmp_path / "r").as_uri(), "--report") == tmp_path / "r" and (tmp_path / "r").is_dir()
+    monkeypatch.chdir(tmp_path)
+    assert output_folder("relative/kept", "--out").parts == ("relative", "kept")  # as given, for the messages
+    _one_error_line(_extract(catalog, tmp_path / "store", "--images-dir", "s3://bucket/images"),
+                    "--images-dir s3://bucket/images is not on this machine's file system")
+    assert not (tmp_path / "store").exists()
