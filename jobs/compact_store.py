@@ -26,8 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_args(args)
 
     from imagequant.spark.compact import run_compact
-    from imagequant.spark.inference import require_store
     from imagequant.spark.session import build_session
+    from imagequant.spark.store import require_store
 
     require_store(args.store)
     spark = build_session(config, "imagequant-compact-store")

@@ -62,9 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         inspect_catalog(args.catalog)
     exported = bool(config.predict.use_exported) and not args.eager
 
-    from imagequant.spark.inference import require_store, resolve_min_confidence, run_predict
+    from imagequant.spark.inference import resolve_min_confidence, run_predict
     from imagequant.spark.session import build_session
-    from imagequant.spark.store import read_rows
+    from imagequant.spark.store import read_rows, require_store
 
     min_confidence, expected = resolve_min_confidence(args.model, exported, min_confidence, target_precision)
     if expected:

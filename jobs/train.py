@@ -64,9 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cross_validate == 1 or args.cross_validate < 0:
         raise UsageError(f"--cross-validate takes K >= 2 folds, got {args.cross_validate}")
 
-    from imagequant.spark.inference import require_store
     from imagequant.spark.session import build_session
-    from imagequant.spark.store import read_rows
+    from imagequant.spark.store import read_rows, require_store
     from imagequant.spark.training_table import prepare_training_table
     from imagequant.training.fit import train_from_table
 

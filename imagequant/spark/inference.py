@@ -37,8 +37,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from imagequant.catalog import read_catalog
-from imagequant.core import locations
-from imagequant.core.schema import EVIDENCE_COLUMN_NAMES, IMAGE_EVIDENCE, IMAGES, MANIFEST_FILE, PREDICTIONS
+from imagequant.core.schema import EVIDENCE_COLUMN_NAMES, IMAGE_EVIDENCE, PREDICTIONS
 from imagequant.core.units import ENTITY_UNITS
 from imagequant.errors import UsageError
 from imagequant.pipeline.rows import evidence_fields, row_evidence, text_or_none
@@ -431,18 +430,3 @@ def _warn_outside(counts: Mapping[str, int], trained: Mapping[str, int],
         kinds = ", ".join(f"{k}: {v}" for k, v in sorted(other.items()))
         print(warning(sum(other.values()), kinds), file=sys.stderr, flush=True)
     return other
-
-
-def require_store(store: str | Path) -> None:
-    """A store that does not exist, or a folder that holds none, is a usage error (a store without some images
-    is not): a mistyped --store would otherwise answer every row ``image_missing``."""
-    path = locations.local_path(store)  # a remote store is checked by Spark when it is read
-    if path is None:
-        return
-    if not path.exists():
-        raise UsageError(f"store {store} does not exist; run jobs/extract_features.py on the catalog first")
-    if not path.is_dir():
-        raise UsageError(f"store {store} is a file, not a store's folder")
-    if not (path / MANIFEST_FILE).is_file() and not (path / IMAGES.name).is_dir():
-        raise UsageError(f"store {store} is a folder but not a store (it has no {MANIFEST_FILE} and no "
-                         f"{IMAGES.name} table); give the folder jobs/extract_features.py wrote")

@@ -316,6 +316,21 @@ def list_partitions(fs: StoreFs, table: str) -> list[str]:
     return sorted(name for name in fs.list_dirs(fs.path(table)) if "=" in name and not name.startswith(("_", ".")))
 
 
+def require_store(store: str | Path) -> None:
+    """A store that does not exist, or a folder that holds none, is a usage error (a store without some images
+    is not): a mistyped --store would otherwise answer every row ``image_missing``."""
+    path = locations.local_path(store)  # a remote store is checked by Spark when it is read
+    if path is None:
+        return
+    if not path.exists():
+        raise UsageError(f"store {store} does not exist; run jobs/extract_features.py on the catalog first")
+    if not path.is_dir():
+        raise UsageError(f"store {store} is a file, not a store's folder")
+    if not (path / MANIFEST_FILE).is_file() and not (path / IMAGES.name).is_dir():
+        raise UsageError(f"store {store} is a folder but not a store (it has no {MANIFEST_FILE} and no "
+                         f"{IMAGES.name} table); give the folder jobs/extract_features.py wrote")
+
+
 def read_manifest(fs: StoreFs) -> dict[str, Any] | None:
     """The store's manifest, or None for a new store; a manifest of another store format is refused."""
     text = fs.read_text(fs.path(MANIFEST_FILE))

@@ -448,7 +448,8 @@ def test_train_predict_and_evaluate_accept_a_store_uri(spark: Any, trained: dict
     """Every job takes the store locations extract takes: here a file:// URI instead of a path."""
     from imagequant.catalog import read_catalog
     from imagequant.evaluation.evaluate import evaluate
-    from imagequant.spark.inference import require_store, run_predict
+    from imagequant.spark.inference import run_predict
+    from imagequant.spark.store import require_store
     from imagequant.spark.training_table import prepare_training_table
     from imagequant.training.reader import iter_training_records
 
