@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from imagequant.core.entities import canonical_entity_name
 from imagequant.core.schema import ROWS
 from imagequant.core.units import ENTITY_UNITS, parse_label
 from imagequant.errors import CatalogError
@@ -184,7 +185,8 @@ def read_csv_strict(path: Path, label: str) -> tuple[list[str], list[list[str]],
 def classify_row(link: object, entity: object) -> tuple[str, str]:
     """(row_status, row_error) of one catalog row before any fetching: ``ok`` or why it cannot be served."""
     link_text = "" if link is None or (isinstance(link, float) and pd.isna(link)) else str(link).strip()
-    entity_text = "" if entity is None or (isinstance(entity, float) and pd.isna(entity)) else str(entity).strip()
+    entity_text = "" if entity is None or (isinstance(entity, float) and pd.isna(entity)) else str(entity)
+    entity_text = canonical_entity_name(entity_text)
     if not link_text:
         return "bad_link", "image_link is empty"
     scheme = urlsplit(link_text).scheme.lower()
@@ -220,6 +222,7 @@ def normalize_rows(
         out["entity_value"] = None
     for column in ("image_link", "group_id", "entity_name"):
         out[column] = out[column].where(out[column].notna(), "").astype(str).str.strip()
+    out["entity_name"] = out["entity_name"].map(canonical_entity_name)
     out["entity_value"] = out["entity_value"].where(out["entity_value"].notna(), None)
     if given_index:
         out["index"] = parse_index_column(list(out["index"]), label, where)
@@ -313,6 +316,6 @@ def read_labels(path: str | Path) -> list[LabeledRow]:
         text = _text_or_none(rec.get("entity_value")) or ""
         parsed = parse_label(text)
         known = parsed.kind == "value" and parsed.value is not None and parsed.unit is not None
-        rows.append(LabeledRow(image_file, _text_or_none(rec.get("entity_name")) or "", text,
+        rows.append(LabeledRow(image_file, canonical_entity_name(_text_or_none(rec.get("entity_name")) or ""), text,
                                parsed.value if known else None, parsed.unit if known else None))
     return rows

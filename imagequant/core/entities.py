@@ -224,6 +224,17 @@ def entity_spec(name: str) -> EntitySpec:
     return spec
 
 
+def canonical_entity_name(text: str) -> str:
+    """The table's name for an entity name as a catalog may spell it (``Item_Weight``, ``item weight``,
+    ``ITEM-WEIGHT``): case, spaces, hyphens and repeated underscores do not make another entity. A text that names none is returned
+    trimmed, for the row's ``unknown_entity`` message."""
+    text = text.strip()
+    if text in ENTITY_SPECS:
+        return text
+    folded = re.sub(r"[\s_-]+", "_", text.lower())
+    return folded if folded in ENTITY_SPECS else text
+
+
 def dimension_specs() -> list[EntitySpec]:
     """The lengths of a product (``dimension=True``), in table order, read from the table on every use."""
     return [spec for spec in ENTITY_SPECS.values() if spec.dimension]

@@ -71,6 +71,17 @@ def test_quoted_fields_blank_lines_and_gzip_still_read(tmp_path: Path) -> None:
         read_catalog(write(tmp_path, bad, "bad.csv"))
 
 
+def test_entity_names_are_matched_regardless_of_case_spaces_and_hyphens(tmp_path: Path) -> None:
+    text = (HEADER + "0,https://img.test/0.jpg,100,Item_Weight\n" + "1,https://img.test/1.jpg,100, item weight \n"
+            + "2,https://img.test/2.jpg,100,MAXIMUM-WEIGHT-RECOMMENDATION\n" + "3,https://img.test/3.jpg,100,colour\n"
+            + "4,https://img.test/4.jpg,100,item__weight\n")
+    frame = read_catalog(write(tmp_path, text))
+    assert frame["entity_name"].tolist() == ["item_weight", "item_weight", "maximum_weight_recommendation",
+                                             "colour", "item_weight"]
+    assert frame["row_status"].tolist() == ["ok", "ok", "ok", "unknown_entity", "ok"]
+    assert "'colour' is not one of" in frame["row_error"][3]
+
+
 @pytest.mark.parametrize("value", ["1.5", "1e3", "12.0", "0x10", "9223372036854775808", "-9223372036854775809",
                                    "abc", "1_000", "\u0661"])
 def test_index_values_must_be_int64_integers(tmp_path: Path, value: str) -> None:
