@@ -7,6 +7,7 @@ stderr and exit status 2; a job that ran but must report failure exits 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -49,10 +50,12 @@ def output_folder(path: str | Path, option: str) -> Path:
     folder = _local(path, option, "folder")
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{option} {path} exists and is not a folder")
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"{option} {path} cannot be created: {exc.strerror or exc}") from None
+    _MADE_FOLDERS.extend(missing)  # deepest first
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageError(f"{option} {path} is not writable")
     return folder
@@ -77,11 +80,28 @@ def _local(path: str | Path, option: str, kind: str) -> Path:
     return local
 
 
+# The folders this process made with output_folder, so a job that fails leaves none of them empty behind it.
+_MADE_FOLDERS: list[Path] = []
+
+
+def _remove_empty_made_folders() -> None:
+    """Removes the folders output_folder made that are still empty (a folder holding anything stays)."""
+    while _MADE_FOLDERS:
+        with contextlib.suppress(OSError):
+            _MADE_FOLDERS.pop(0).rmdir()
+
+
 def run_job(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
-    """Runs a job's main, turning UsageError into one message and exit 2."""
+    """Runs a job's main, turning UsageError into one message and exit 2. A job that does not succeed
+    removes the output folders it made and left empty."""
+    code = EXIT_FAILED
+    _MADE_FOLDERS.clear()
     try:
         code = main(argv)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE) from None
+        code = EXIT_USAGE
+    finally:
+        if code != 0:
+            _remove_empty_made_folders()
     raise SystemExit(code)

@@ -92,6 +92,41 @@ def test_a_master_spark_cannot_start_is_refused_by_name(catalog: Path, tmp_path:
     assert not (tmp_path / "store").exists()
 
 
+def test_a_job_that_fails_removes_the_output_folders_it_made_and_left_empty(tmp_path: Path) -> None:
+    from imagequant.cli import EXIT_FAILED, EXIT_USAGE, output_folder, run_job
+    from imagequant.errors import UsageError
+
+    (tmp_path / "kept").mkdir()
+
+    def refused(argv: object) -> int:
+        output_folder(tmp_path / "kept" / "a" / "b", "--out")
+        raise UsageError("the store is not a store")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_job(refused, [])
+    assert exit_info.value.code == EXIT_USAGE
+    assert (tmp_path / "kept").is_dir() and not (tmp_path / "kept" / "a").exists()  # only what it made
+
+    def failed_after_writing(argv: object) -> int:
+        out = output_folder(tmp_path / "out" / "report", "--report")
+        output_folder(tmp_path / "empty", "--model")
+        (out / "partial.csv").write_text("index,prediction\n")
+        return EXIT_FAILED
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_job(failed_after_writing, [])
+    assert exit_info.value.code == EXIT_FAILED
+    assert (tmp_path / "out" / "report" / "partial.csv").is_file() and not (tmp_path / "empty").exists()
+
+    def succeeded(argv: object) -> int:
+        output_folder(tmp_path / "fine", "--out")
+        return 0
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_job(succeeded, [])
+    assert exit_info.value.code == 0 and (tmp_path / "fine").is_dir()  # an empty result of a good run stays
+
+
 def test_an_output_place_is_local_a_file_uri_included(catalog: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Only --store may be remote: an output folder named by another URI would be written as a local folder
