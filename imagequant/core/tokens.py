@@ -45,6 +45,12 @@ def _intersection(a: Box, b: Box) -> int:
     return w * h if w > 0 and h > 0 else 0
 
 
+def box_iou(a: Box, b: Box) -> float:
+    """Intersection over union: high only when two boxes coincide."""
+    inter = _intersection(a, b)
+    return inter / float(a[2] * a[3] + b[2] * b[3] - inter) if inter else 0.0
+
+
 def box_overlap(a: Box, b: Box) -> float:
     """max(IoU, intersection over the smaller area): high when boxes coincide or one holds the other."""
     inter = _intersection(a, b)
@@ -54,6 +60,18 @@ def box_overlap(a: Box, b: Box) -> float:
     iou = inter / float(area_a + area_b - inter)
     ios = inter / float(max(1, min(area_a, area_b)))
     return max(iou, ios)
+
+
+def line_boxes(tokens: Sequence[OcrToken]) -> list[Box]:
+    """The box around each line's tokens (tokens of one ``line`` id)."""
+    lines: dict[int, list[OcrToken]] = {}
+    for t in tokens:
+        lines.setdefault(t.line, []).append(t)
+    out = []
+    for words in lines.values():
+        left, top = min(t.left for t in words), min(t.top for t in words)
+        out.append((left, top, max(t.left + t.width for t in words) - left, max(t.top + t.height for t in words) - top))
+    return out
 
 
 def rotate_box_back(box: Box, angle: int, rotated_size: tuple[int, int]) -> Box:

@@ -229,7 +229,7 @@ class OcrEngine:
             passes.append("regions")
             if cfg.second_pass_detail and lacking():
                 try:
-                    detail = self.read_detail(img, deadline)
+                    detail = self.read_detail(img, deadline, tokens)
                 except ImageError:
                     detail = None  # too large for imaging.max_pixels: this optional step is skipped
                 if detail is not None:
@@ -259,10 +259,12 @@ class OcrEngine:
                 )
         return add_rotated_tokens(tokens, rotated)
 
-    def read_detail(self, img: Image.Image, deadline: Deadline) -> list[OcrToken] | None:
+    def read_detail(self, img: Image.Image, deadline: Deadline,
+                    known: Sequence[OcrToken] = ()) -> list[OcrToken] | None:
         """The second look's closer reading of the whole image, in ``img``'s pixels; None when the engine has
-        nothing closer to offer for this image. Here: an image whose longer side is at most
-        ``ocr.second_pass_detail_max_side`` is enlarged 2x and read again (small print gets the pixels the
+        nothing closer to offer for this image. ``known``: the tokens read so far, whose lines an engine may
+        leave out of this reading (their reading is merged with it anyway). Here: an image whose longer side is
+        at most ``ocr.second_pass_detail_max_side`` is enlarged 2x and read again (small print gets the pixels the
         detector needs); larger images are left to engines that can do better."""
         if max(img.size) > self.cfg.second_pass_detail_max_side:
             return None

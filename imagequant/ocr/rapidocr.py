@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from imagequant.config import ImagingConfig, OcrConfig
-from imagequant.core.tokens import OcrToken, scale_box, token_box
+from imagequant.core.tokens import Box, OcrToken, box_iou, line_boxes, scale_box, token_box
 from imagequant.devices import (
     CPU_PLACEMENT,
     CUDA_PROVIDER,
@@ -61,6 +61,8 @@ from imagequant.ocr.merging import clean_text, split_line_words
 from imagequant.ocr.ppocr_models import ModelFiles, detector_sets, resolve
 
 _MODELS_LOCK = threading.Lock()
+# A line the detail pass detects again, with its box this close to a line read already, is not read again.
+_SAME_LINE_IOU = 0.8
 # How often the watchdog reads the reading thread's CPU clock: how late past its budget a model call can stop.
 _WATCHDOG_POLL_S = 0.02
 
@@ -375,6 +377,12 @@ def _recognise(text_rec: Any, crops: list[np.ndarray], per_call: int) -> list[tu
     return found
 
 
+def _quad_box(quad: np.ndarray) -> Box:
+    """The pixel box around a line's quadrilateral, rounded outwards as its tokens' boxes are."""
+    left, top = int(np.floor(quad[:, 0].min())), int(np.floor(quad[:, 1].min()))
+    return left, top, max(1, int(np.ceil(quad[:, 0].max())) - left), max(1, int(np.ceil(quad[:, 1].max())) - top)
+
+
 def _is_vertical(quad: np.ndarray) -> bool:
     """Whether RapidOCR turns this box's crop a quarter turn (CCW) before reading it: crops at least 1.5x
     taller than wide, measured with the same integer crop size as its get_crop_img_list."""
@@ -431,6 +439,12 @@ class _Lines:
     crops: list[np.ndarray]
     size: tuple[int, int]  # (width, height) of the array the lines were cropped from
 
+    def without(self, boxes: Sequence[Box]) -> _Lines:
+        """These lines but for those whose box coincides with one of ``boxes`` (IoU above _SAME_LINE_IOU)."""
+        keep = [i for i, q in enumerate(self.quads)
+                if not any(box_iou(_quad_box(q), b) > _SAME_LINE_IOU for b in boxes)]
+        return _Lines([self.quads[i] for i in keep], [self.crops[i] for i in keep], self.size)
+
 
 class RapidOcrEngine(OcrEngine):
     """RapidOCR (PP-OCR det + cls + rec on onnxruntime), split into word tokens.
@@ -451,6 +465,7 @@ class RapidOcrEngine(OcrEngine):
         self._use_cls = rc.use_angle_cls
         self._text_score = rc.text_score
         self._rec_batch = max(1, rc.rec_batch_lines)
+        self._reread_lines = rc.reread_lines
         self._files = resolve(rc.models, rc.det_models, rc.det_model_path, rc.rec_model_path, rc.rec_keys_path)
         # The second look's reader: None when it is the first reading's.
         second = resolve(rc.second_look_models) if rc.second_look_models else None
@@ -605,17 +620,29 @@ class RapidOcrEngine(OcrEngine):
             out.append(dataclasses.replace(t, left=b[0], top=b[1], width=b[2], height=b[3]))
         return out
 
-    def read_detail(self, img: Image.Image, deadline: Deadline) -> list[OcrToken] | None:
+    def read_detail(self, img: Image.Image, deadline: Deadline,
+                    known: Sequence[OcrToken] = ()) -> list[OcrToken] | None:
         """A large image's first reading detected on a reduced copy: now at full resolution (at most twice
-        the first reading's side). Small images: enlarged, as every engine does."""
+        the first reading's side). Small images: enlarged, as every engine does.
+
+        A line found again where the first reading's models have read one (box IoU above ``_SAME_LINE_IOU``)
+        is not recognised again, unless ``ocr.rapidocr.reread_lines``: it is cropped from the same pixels, and
+        on real product images these were more than half the detail pass's lines and most of its recognition
+        time, for the same labels read. The fallback reader reads every line again (it reads some print the
+        first one misses)."""
         det_max = self.cfg.rapidocr.det_max_side
         if det_max and max(img.size) > det_max:
-            return self._read_array(_bgr(img), deadline, det_max_side=min(max(img.size), 2 * det_max))
-        return super().read_detail(img, deadline)
+            read = line_boxes(known) if not self._reread_lines and self._models is self._first else []
+            return self._read_array(_bgr(img), deadline, det_max_side=min(max(img.size), 2 * det_max), read=read)
+        return super().read_detail(img, deadline, known)
 
-    def _read_array(self, bgr: np.ndarray, deadline: Deadline, det_max_side: int | None = None) -> list[OcrToken]:
+    def _read_array(self, bgr: np.ndarray, deadline: Deadline, det_max_side: int | None = None,
+                    read: Sequence[Box] = ()) -> list[OcrToken]:
+        """The tokens of the lines detected in ``bgr``, but for those whose box is one of ``read``."""
         with self._models.lock:
             lines = self._detect(bgr, deadline, det_max_side)
+            if read:
+                lines = lines.without(read)
             if not lines.quads:
                 return []
             with self._watchdog(deadline):

@@ -525,3 +525,21 @@ def test_the_detail_pass_of_a_large_image_detects_at_full_resolution() -> None:
     found = _find(detail, r"^12")
     assert found, ([t.text for t in first], [t.text for t in detail])
     assert 1490 <= found[0].left <= 1530 and 990 <= found[0].top <= 1030
+
+
+@needs_rapidocr
+def test_the_detail_pass_does_not_read_again_a_line_read_already() -> None:
+    img = Image.new("RGB", (2400, 1200), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((200, 150), "NET WEIGHT 500 g", fill="black", font=_font(90))
+    draw.text((1500, 1000), "12 V", fill="black", font=_font(18))
+    engine = get_engine(_cfg("rapidocr"), IMAGING)
+    first = engine.read(img)
+    assert _find(first, r"^500") and not _find(first, r"^12"), [t.text for t in first]
+    everything = engine.read_detail(img, Deadline(30.0))
+    assert everything is not None and _find(everything, r"^500") and _find(everything, r"^12")
+    new_only = engine.read_detail(img, Deadline(30.0), first)
+    assert new_only is not None and _find(new_only, r"^12") and not _find(new_only, r"^500"), [t.text for t in new_only]
+    # the whole reading still holds both: the known line's tokens stay as the first pass read them
+    reading = get_engine(_cfg("rapidocr", second_pass=True), IMAGING).read_passes(img, lambda tokens: True)
+    assert "detail" in reading.passes and _find(reading.tokens, r"^500") and _find(reading.tokens, r"^12")
