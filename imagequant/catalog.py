@@ -185,8 +185,8 @@ def read_csv_strict(path: Path, label: str) -> tuple[list[str], list[list[str]],
 def classify_row(link: object, entity: object) -> tuple[str, str]:
     """(row_status, row_error) of one catalog row before any fetching: ``ok`` or why it cannot be served."""
     link_text = "" if link is None or (isinstance(link, float) and pd.isna(link)) else str(link).strip()
-    entity_text = "" if entity is None or (isinstance(entity, float) and pd.isna(entity)) else str(entity)
-    entity_text = canonical_entity_name(entity_text)
+    entity_text = canonical_entity_name("" if entity is None or (isinstance(entity, float) and pd.isna(entity))
+                                        else str(entity))
     if not link_text:
         return "bad_link", "image_link is empty"
     scheme = urlsplit(link_text).scheme.lower()

@@ -226,8 +226,8 @@ def entity_spec(name: str) -> EntitySpec:
 
 def canonical_entity_name(text: str) -> str:
     """The table's name for an entity name as a catalog may spell it (``Item_Weight``, ``item weight``,
-    ``ITEM-WEIGHT``): case, spaces, hyphens and repeated underscores do not make another entity. A text that names none is returned
-    trimmed, for the row's ``unknown_entity`` message."""
+    ``ITEM-WEIGHT``): case, spaces, hyphens and repeated underscores do not make another entity. A text that
+    names none is returned trimmed, for the row's ``unknown_entity`` message."""
     text = text.strip()
     if text in ENTITY_SPECS:
         return text
