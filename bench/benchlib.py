@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -275,6 +275,25 @@ def print_figures(result: Result) -> None:
         note = f"  ({f.note})" if f.note else ""
         print(f"  {f.stage:<22} {f.figure:<52} {f.display():>16}{goal}{note}")
     sys.stdout.flush()
+
+
+def run_script(main: Callable[[], int]) -> NoReturn:
+    """A benchmark script's entry: ``-h``/``--help`` prints its description and runs nothing; any other argument
+    is refused (sizes and settings come from BENCH_* environment variables, bench/README.md), exit 2; otherwise
+    ``main`` runs from the repository root and its return is the exit status."""
+    args = sys.argv[1:]
+    script = Path(sys.argv[0]).name
+    if args and args[0] in ("-h", "--help"):
+        doc = (sys.modules["__main__"].__doc__ or "").strip()
+        print(f"{doc}\n\n{script} takes no arguments: sizes and settings come from BENCH_* environment variables "
+              "(bench/README.md).")
+        sys.exit(0)
+    if args:
+        print(f"error: {script} takes no arguments (got {' '.join(args)}); sizes and settings come from BENCH_* "
+              "environment variables (bench/README.md), and --help describes it", file=sys.stderr)
+        sys.exit(2)
+    os.chdir(REPO)
+    sys.exit(main())
 
 
 def log(message: str) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import REPO, Result, env_int, log, work_dir  # noqa: E402
+from benchlib import REPO, Result, env_int, log, run_script, work_dir  # noqa: E402
 
 
 def write_nights(store: Path, nights: int, per_night: int, seed: int) -> tuple[list[dict[str, Any]], int]:
@@ -134,4 +134,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -11,7 +11,6 @@ a bad_link row, so 90,666 distinct images to process).
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import CHALLENGE, REPO, Result, env_str, log  # noqa: E402
+from benchlib import CHALLENGE, REPO, Result, env_str, log, run_script  # noqa: E402
 
 
 def main() -> int:
@@ -105,5 +104,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    os.chdir(REPO)
-    sys.exit(main())
+    run_script(main)

@@ -38,6 +38,7 @@ from benchlib import (  # noqa: E402
     env_int,
     load_image_set,
     log,
+    run_script,
     stored_gpu_result,
     udf_mode,
     work_dir,
@@ -233,5 +234,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    os.chdir(REPO)
-    sys.exit(main())
+    run_script(main)

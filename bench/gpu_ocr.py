@@ -53,6 +53,7 @@ from benchlib import (  # noqa: E402
     log,
     make_engine,
     run_ocr_pool,
+    run_script,
     stored_gpu_result,
     udf_mode,
     work_dir,
@@ -325,5 +326,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    os.chdir(REPO)
-    sys.exit(main())
+    run_script(main)

@@ -13,7 +13,6 @@ Encoding is timed separately: both pay it.
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import REPO, Result, env_int, log, quick_model, synthetic_tokens  # noqa: E402
+from benchlib import Result, env_int, log, quick_model, run_script, synthetic_tokens  # noqa: E402
 
 
 def main() -> int:
@@ -87,5 +86,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    os.chdir(REPO)
-    sys.exit(main())
+    run_script(main)

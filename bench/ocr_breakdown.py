@@ -14,7 +14,6 @@ clock). The second look's cost is the default reader's CPU minus that of the sam
 from __future__ import annotations
 
 import functools
-import os
 import statistics
 import sys
 import time
@@ -25,7 +24,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import (  # noqa: E402
-    REPO,
     OcrRun,
     Result,
     candidate_recall,
@@ -34,6 +32,7 @@ from benchlib import (  # noqa: E402
     log,
     make_engine,
     run_ocr_pool,
+    run_script,
 )
 
 # (label, --set overrides); the first is the default reader, the one the breakdown is of
@@ -144,5 +143,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    os.chdir(REPO)
-    sys.exit(main())
+    run_script(main)

@@ -13,7 +13,6 @@ plus its Tesseract children), engines pinned to one thread; wall medians are giv
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import (  # noqa: E402
-    REPO,
     Clock,
     OcrRun,
     Result,
@@ -33,6 +31,7 @@ from benchlib import (  # noqa: E402
     make_engine,
     ocr_runs_cached,
     run_ocr_pool,
+    run_script,
     stats,
 )
 
@@ -161,5 +160,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    os.chdir(REPO)
-    sys.exit(main())
+    run_script(main)

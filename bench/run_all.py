@@ -33,7 +33,8 @@ from benchlib import BENCH, KEPT_STORED_EXIT, REPO, RESULTS, env_int, machine_fa
 # Run statuses that are not failures: measured, or nothing to measure here and the stored result kept.
 SUCCEEDED = ("ok", "kept")
 # Why a script kept its stored result (exit 75), where it is not "no GPU here".
-KEPT_REASONS = {"scale": "a dry run in this run (below 1,000 images, figures in scale_dryrun.json): stored figures below"}
+KEPT_REASONS = {"scale": ("a dry run (below 1,000 images, figures in scale_dryrun.json) or changed settings "
+                          "(BENCH_SCALE_SET, figures in scale_<setting>-<value>.json) in this run: stored figures below")}
 
 # (name, default timeout in seconds): the order of the list.
 BENCHMARKS: list[tuple[str, int]] = [

@@ -20,8 +20,9 @@ While a run goes, a thread samples the job's process tree every 0.5 s from /proc
 resident memory of each process (Python driver, JVM, pyspark daemon and workers). Per-stage seconds per
 image come from the store's images table (``seconds_fetch/decode/ocr/cnn``, measured inside the tasks).
 
-Below 1,000 images (the issue's minimum) the figures go to ``bench/results/scale_dryrun.json``, never to
-``scale.json``, and the script exits 75 so ``run_all.py`` keeps the stored result.
+Below 1,000 images (the issue's minimum) the figures go to ``bench/results/scale_dryrun.json``, and with
+``BENCH_SCALE_SET`` to ``scale_<setting>-<value>.json`` (``scale_precision-int8.json``), never to ``scale.json``
+(the shipped settings' figures); then the script exits 75 so ``run_all.py`` keeps the stored result.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from benchlib import (  # noqa: E402
     env_str,
     log,
     percentile,
+    run_script,
     work_dir,
 )
 
@@ -130,6 +132,15 @@ def job_settings() -> list[str]:
     master = env_str("BENCH_SCALE_MASTER", "local[2]")
     extra = [s for s in env_str("BENCH_SCALE_SET", "").split(",") if s]
     return [f"spark.master={master}", "cnn.device=cpu", "fetch.allow_loopback=true", *extra]
+
+
+def variant_name(overrides: str) -> str:
+    """The result name of a run with BENCH_SCALE_SET: ``ocr.rapidocr.precision=int8`` -> ``scale_precision-int8``."""
+    parts = []
+    for item in (s for s in overrides.split(",") if s):
+        key, _, value = item.partition("=")
+        parts.append(re.sub(r"[^a-z0-9]+", "-", f"{key.rsplit('.', 1)[-1]}-{value}".lower()).strip("-"))
+    return "scale_" + "_".join(parts)
 
 
 def run_job(label: str, catalog: Path, store: Path, logs: Path, interval: float) -> dict[str, Any]:
@@ -337,10 +348,14 @@ def main() -> int:
     cores = cores_of(master)
     new = max(1, math.ceil(n * new_percent / 100))
     dry = n < MIN_IMAGES
+    overrides = env_str("BENCH_SCALE_SET", "")
     result = Result("scale", f"Scale: {n} + {new} images through extract_features on {master}, and a projection")
     if dry:
         result.name = "scale_dryrun"  # never overwrites a full-size result
         log(f"{n} images is below the issue's {MIN_IMAGES}: a dry run, written to {result.name}.json")
+    elif overrides:
+        result.name = variant_name(overrides)  # scale.json keeps the shipped settings' figures
+        log(f"settings changed ({overrides}): written to {result.name}.json")
 
     work = work_dir("scale")
     run_dir = work / "run"
@@ -369,7 +384,7 @@ def main() -> int:
             "ocr_engine": config.ocr.engine, "rotated_pass": config.ocr.rotated_pass,
             "second_pass": config.ocr.second_pass, "cnn_device": config.cnn.device,
             "cnn_batch": config.cnn.batch_size, "partitions_per_core": config.spark.image_partitions_per_core,
-            "overrides": env_str("BENCH_SCALE_SET", ""), "sample_interval_s": interval,
+            "overrides": overrides, "sample_interval_s": interval,
         }
         log(f"scale: {n} + {new} synthetic images, median {sizes['median_width']}x{sizes['median_height']} px, "
             f"{sizes['jpeg_bytes_median'] / 1000:.0f} kB; catalogs of {len(first_rows)}, {len(rows)} and {big_rows} rows; "
@@ -505,9 +520,8 @@ def main() -> int:
 
     result.write()
     print_projection(proj)
-    return KEPT_STORED_EXIT if dry else 0
+    return KEPT_STORED_EXIT if dry or overrides else 0
 
 
 if __name__ == "__main__":
-    os.chdir(REPO)
-    sys.exit(main())
+    run_script(main)

@@ -18,7 +18,6 @@ with the labeled catalog into the training table that training reads. Measured o
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import sys
@@ -29,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import REPO, Result, env_int, log, synthetic_tokens, work_dir  # noqa: E402
+from benchlib import REPO, Result, env_int, log, run_script, synthetic_tokens, work_dir  # noqa: E402
 
 
 def write_store(root: Path, rows: int, seed: int = 11) -> tuple[Path, Path]:
@@ -231,5 +230,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    os.chdir(REPO)
-    sys.exit(main())
+    run_script(main)
