@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from imagequant.cli import job_parser, output_file, run_job  # noqa: E402
 from imagequant.config import load_config  # noqa: E402
 from imagequant.errors import UsageError  # noqa: E402
-from imagequant.ocr.zoo import ENGINE_NAMES  # noqa: E402
+from imagequant.ocr.zoo import ENGINE_NAMES, ENGINES  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,7 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--labels", required=True,
                         help="CSV with image_file (or image_link), entity_name, entity_value")
     parser.add_argument("--images-dir", required=True, help="folder holding the images named in the labels")
-    parser.add_argument("--engine", choices=ENGINE_NAMES, help="overrides ocr.engine")
+    parser.add_argument("--engine", choices=ENGINE_NAMES, help="overrides ocr.engine; "
+                        + "; ".join(f"{e.name}: {e.summary}" for e in ENGINES.values()))
     parser.add_argument("--limit", type=int, default=0, help="only the first N distinct images")
     parser.add_argument("--every", type=int, default=1, help="only every Nth distinct image (a spread-out subset)")
     parser.add_argument("--workers", type=int, default=2, help="processes; each one times its own images")

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 class EngineEntry:
     name: str
     target: str  # "module:Class" of the OcrEngine subclass
-    summary: str
+    summary: str  # one line for the --engine help of jobs/measure_ocr.py
     extra: str = ""  # the optional dependency group that installs it, when not installed by default
     onnxruntime: bool = False  # runs models on onnxruntime, where ocr.device places them
     settings: type | None = None  # the dataclass of the engine's own section, ocr.<section>.*
@@ -61,7 +61,8 @@ ENGINES: dict[str, EngineEntry] = {
     e.name: e
     for e in (
         EngineEntry("rapidocr", "imagequant.ocr.rapidocr:RapidOcrEngine",
-                    "PP-OCRv4 detection + recognition on onnxruntime, in process (the default)", onnxruntime=True,
+                    "PP-OCR detection + recognition on onnxruntime, in process, models from ocr.rapidocr.models "
+                    "(the default)", onnxruntime=True,
                     settings=RapidOcrSettings, section="rapidocr", check=check_rapidocr),
         EngineEntry("tesseract", "imagequant.ocr.tesseract:TesseractEngine",
                     "Tesseract through pytesseract, one process per pass",
