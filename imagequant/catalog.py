@@ -38,7 +38,6 @@ class CatalogInfo:
     format: str  # "csv" or "parquet"
     columns: tuple[str, ...]
     labeled: bool
-    has_index: bool
 
 
 def image_id(link: str) -> str:
@@ -87,7 +86,7 @@ def inspect_catalog(path: str | Path) -> CatalogInfo:
             f"catalog {path} lacks column(s) {', '.join(missing)}; found: {found}{hint}. Expected "
             "image_link,group_id,entity_name,entity_value (labeled) or index,image_link,group_id,entity_name"
         )
-    return CatalogInfo(path, fmt, columns, "entity_value" in columns, "index" in columns)
+    return CatalogInfo(path, fmt, columns, "entity_value" in columns)
 
 
 _INT_TEXT = re.compile(r"[+-]?[0-9]+", re.ASCII)
