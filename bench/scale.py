@@ -128,16 +128,20 @@ def big_catalog(rows: Any, n_rows: int) -> Any:
 # --- one run of the job ---------------------------------------------------------------------------------
 
 
+def changed_settings() -> list[str]:
+    """The settings ``BENCH_SCALE_SET`` changes (``key=value``, comma-separated)."""
+    return [s for s in env_str("BENCH_SCALE_SET", "").split(",") if s]
+
+
 def job_settings() -> list[str]:
     master = env_str("BENCH_SCALE_MASTER", "local[2]")
-    extra = [s for s in env_str("BENCH_SCALE_SET", "").split(",") if s]
-    return [f"spark.master={master}", "cnn.device=cpu", "fetch.allow_loopback=true", *extra]
+    return [f"spark.master={master}", "cnn.device=cpu", "fetch.allow_loopback=true", *changed_settings()]
 
 
-def variant_name(overrides: str) -> str:
-    """The result name of a run with BENCH_SCALE_SET: ``ocr.rapidocr.precision=int8`` -> ``scale_precision-int8``."""
+def variant_name(overrides: list[str]) -> str:
+    """The result name of a run with changed settings: ``ocr.rapidocr.precision=int8`` -> ``scale_precision-int8``."""
     parts = []
-    for item in (s for s in overrides.split(",") if s):
+    for item in overrides:
         key, _, value = item.partition("=")
         parts.append(re.sub(r"[^a-z0-9]+", "-", f"{key.rsplit('.', 1)[-1]}-{value}".lower()).strip("-"))
     return "scale_" + "_".join(parts)
@@ -348,14 +352,14 @@ def main() -> int:
     cores = cores_of(master)
     new = max(1, math.ceil(n * new_percent / 100))
     dry = n < MIN_IMAGES
-    overrides = env_str("BENCH_SCALE_SET", "")
+    overrides = changed_settings()
     result = Result("scale", f"Scale: {n} + {new} images through extract_features on {master}, and a projection")
     if dry:
         result.name = "scale_dryrun"  # never overwrites a full-size result
         log(f"{n} images is below the issue's {MIN_IMAGES}: a dry run, written to {result.name}.json")
     elif overrides:
         result.name = variant_name(overrides)  # scale.json keeps the shipped settings' figures
-        log(f"settings changed ({overrides}): written to {result.name}.json")
+        log(f"settings changed ({','.join(overrides)}): written to {result.name}.json")
 
     work = work_dir("scale")
     run_dir = work / "run"

@@ -41,5 +41,5 @@ def test_a_scale_run_with_changed_settings_is_named_by_them() -> None:
         import scale
     finally:
         sys.path.remove(str(BENCH))
-    assert scale.variant_name("ocr.rapidocr.precision=int8") == "scale_precision-int8"
-    assert scale.variant_name("ocr.timeout_s=2.5,cnn.cpu_runtime=torch") == "scale_timeout-s-2-5_cpu-runtime-torch"
+    assert scale.variant_name(["ocr.rapidocr.precision=int8"]) == "scale_precision-int8"
+    assert scale.variant_name(["ocr.timeout_s=2.5", "cnn.cpu_runtime=torch"]) == "scale_timeout-s-2-5_cpu-runtime-torch"
