@@ -540,6 +540,10 @@ def test_the_detail_pass_does_not_read_again_a_line_read_already() -> None:
     assert everything is not None and _find(everything, r"^500") and _find(everything, r"^12")
     new_only = engine.read_detail(img, Deadline(30.0), first)
     assert new_only is not None and _find(new_only, r"^12") and not _find(new_only, r"^500"), [t.text for t in new_only]
+    # a line the first reading was unsure of is read again
+    unsure = [dataclasses.replace(t, conf=60.0) for t in first]
+    again = engine.read_detail(img, Deadline(30.0), unsure)
+    assert again is not None and _find(again, r"^500") and _find(again, r"^12"), [t.text for t in again]
     # the whole reading still holds both: the known line's tokens stay as the first pass read them
     reading = get_engine(_cfg("rapidocr", second_pass=True), IMAGING).read_passes(img, lambda tokens: True)
     assert "detail" in reading.passes and _find(reading.tokens, r"^500") and _find(reading.tokens, r"^12")
