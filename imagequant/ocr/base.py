@@ -19,6 +19,9 @@ Passes (each measured on real product images, see jobs/measure_ocr.py):
   2. ``detail`` (``ocr.second_pass_detail``): the whole image read again in more detail (engine-specific:
      the detector at full resolution for large images, the image enlarged for small ones), merged in;
   3. ``rotated`` (``ocr.second_pass_rotated``): the rotated passes, when the first reading had none.
+
+The detail and rotated passes find many of the lines read already; an engine may leave those it read sure of
+out of their recognition (:meth:`OcrEngine.lines_read`).
 """
 
 from __future__ import annotations
@@ -184,7 +187,8 @@ class OcrEngine:
 
     A new engine subclasses this, sets ``name``, implements :meth:`read_pass` (one reading of one image) and
     registers itself in :mod:`imagequant.ocr.zoo`; it may override :meth:`read_detail` (the second look's
-    closer reading). This class runs the passes around them under one budget of ``ocr.timeout_s``: the
+    closer reading), and :meth:`lines_read` with :meth:`read_pass_anew` (lines read already, left out of the
+    later passes). This class runs the passes around them under one budget of ``ocr.timeout_s``: the
     upright reading, the rotated passes (``ocr.rotated_pass``) and the second look (``ocr.second_pass``).
     """
 
@@ -244,11 +248,14 @@ class OcrEngine:
     def _rotated_passes(self, img: Image.Image, tokens: list[OcrToken], deadline: Deadline) -> list[OcrToken]:
         """Adds the digit-bearing lines of the image read rotated by each of ``ocr.rotated_angles``."""
         rotated: list[OcrToken] = []
+        read = self.lines_read(tokens)
         for angle in self.cfg.rotated_angles:
             deadline.check(f"{self.name} rotated pass")
             turned = img.transpose(_ROTATIONS[angle])
             offset_line, offset_block = next_ids(rotated)
-            for t in self.read_pass(turned, deadline):
+            # a box of img is mapped into the turned image as the turned image's box is mapped back
+            turned_read = [rotate_box_back(b, (360 - angle) % 360, img.size) for b in read]
+            for t in self.read_pass_anew(turned, deadline, turned_read):
                 box = rotate_box_back(token_box(t), angle, turned.size)
                 rotated.append(
                     dataclasses.replace(
@@ -281,6 +288,16 @@ class OcrEngine:
     def read_pass(self, img: Image.Image, deadline: Deadline) -> list[OcrToken]:
         """Tokens of one pass over ``img``, in ``img``'s pixel coordinates."""
         raise NotImplementedError
+
+    def lines_read(self, tokens: Sequence[OcrToken]) -> list[Box]:
+        """The boxes of the lines of ``tokens`` that a later pass with the models now in use need not recognise
+        again (:meth:`read_pass_anew`). Here none: every line is read again."""
+        return []
+
+    def read_pass_anew(self, img: Image.Image, deadline: Deadline, read: Sequence[Box]) -> list[OcrToken]:
+        """:meth:`read_pass`, where an engine that can leaves out the lines whose box coincides with one of
+        ``read`` (boxes in ``img``'s pixels). Here every line is read."""
+        return self.read_pass(img, deadline)
 
     def read_many(self, images: Sequence[Image.Image],
                   wants_more: Sequence[WantsMore | None] | None = None) -> list[OcrOutcome]:

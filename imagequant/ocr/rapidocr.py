@@ -61,10 +61,11 @@ from imagequant.ocr.merging import clean_text, split_line_words
 from imagequant.ocr.ppocr_models import ModelFiles, detector_sets, resolve
 
 _MODELS_LOCK = threading.Lock()
-# A line the detail pass detects again, with its box this close to a line read already, is not read again.
+# A line the detail or rotated passes detect again, with its box this close to a line read already, is not
+# recognised again.
 _SAME_LINE_IOU = 0.8
-# A line of the first reading counts as read in the detail pass only where it was read with this confidence
-# (0..100): a line read unsure is read again from the sharper detection, which can give a candidate it lacked.
+# ... where it was read with this confidence (0..100): a line read unsure is read again, from a sharper
+# detection or turned, which can give a candidate it lacked.
 _SURE_LINE_CONF = 90.0
 # How often the watchdog reads the reading thread's CPU clock: how late past its budget a model call can stop.
 _WATCHDOG_POLL_S = 0.02
@@ -602,8 +603,24 @@ class RapidOcrEngine(OcrEngine):
             raise OcrTimeout(f"rapidocr stopped: OCR {fired[0]}")
 
     def read_pass(self, img: Image.Image, deadline: Deadline) -> list[OcrToken]:
+        return self.read_pass_anew(img, deadline, ())
+
+    def read_pass_anew(self, img: Image.Image, deadline: Deadline, read: Sequence[Box]) -> list[OcrToken]:
         work, scale = self._ocr_input(img)
-        return self._in_image_pixels(self._read_array(_bgr(work), deadline), scale, img.size)
+        if scale != 1.0:
+            read = [scale_box(b, 1.0 / scale, work.size) for b in read]
+        return self._in_image_pixels(self._read_array(_bgr(work), deadline, read=read), scale, img.size)
+
+    def lines_read(self, tokens: Sequence[OcrToken]) -> list[Box]:
+        """The boxes of the lines of ``tokens`` read with confidence at least ``_SURE_LINE_CONF``, while the first
+        reader's models read and ``ocr.rapidocr.reread_lines`` is off; none otherwise. The detail and rotated
+        passes find most of them again (box IoU above ``_SAME_LINE_IOU``), cropped from the same pixels: on real
+        product images more than half of those passes' lines, and leaving them out of recognition reads the
+        same labels (docs/ocr.md). A line read unsure is read again, and the fallback reader reads every line
+        (it reads some print the first one misses)."""
+        if self._reread_lines or self._models is not self._first:
+            return []
+        return line_boxes([t for t in tokens if t.conf >= _SURE_LINE_CONF])
 
     def _ocr_input(self, img: Image.Image) -> tuple[Image.Image, float]:
         """The image RapidOCR reads (enlarged when its short side is below ``min_side``) and the scale factor."""
@@ -626,20 +643,12 @@ class RapidOcrEngine(OcrEngine):
     def read_detail(self, img: Image.Image, deadline: Deadline,
                     known: Sequence[OcrToken] = ()) -> list[OcrToken] | None:
         """A large image's first reading detected on a reduced copy: now at full resolution (at most twice
-        the first reading's side). Small images: enlarged, as every engine does.
-
-        A line found again where the first reading's models have read one with confidence at least
-        ``_SURE_LINE_CONF`` (box IoU above ``_SAME_LINE_IOU``) is not recognised again, unless
-        ``ocr.rapidocr.reread_lines``: it is cropped from the same pixels. On real product images these were
-        more than half the detail pass's lines; leaving them out saves a seventh of its CPU and reads the same
-        labels (docs/ocr.md). The fallback reader reads every line again (it reads some print the first one
-        misses)."""
+        the first reading's side), leaving out the lines read already (:meth:`lines_read`). Small images:
+        enlarged, as every engine does."""
         det_max = self.cfg.rapidocr.det_max_side
         if det_max and max(img.size) > det_max:
-            read = []
-            if not self._reread_lines and self._models is self._first:
-                read = line_boxes([t for t in known if t.conf >= _SURE_LINE_CONF])
-            return self._read_array(_bgr(img), deadline, det_max_side=min(max(img.size), 2 * det_max), read=read)
+            return self._read_array(_bgr(img), deadline, det_max_side=min(max(img.size), 2 * det_max),
+                                    read=self.lines_read(known))
         return super().read_detail(img, deadline, known)
 
     def _read_array(self, bgr: np.ndarray, deadline: Deadline, det_max_side: int | None = None,

@@ -46,8 +46,8 @@ class RapidOcrSettings:
     # int8 copies, imagequant/ocr/int8.py)
     precision: str = field(default="f32", metadata=NOT_A_READING_SETTING)
     rotated_pass: bool = False
-    # recognise again, in the second look's detail pass, the lines the first reader has read already (false:
-    # only those it read with confidence below 90)
+    # recognise again, in the second look's detail and rotated passes, the lines the first reader has read
+    # already (false: only those it read with confidence below 90)
     reread_lines: bool = False
     # text lines per recognition (and direction classifier) model call: a line reads the same in any batch
     rec_batch_lines: int = field(default=6, metadata=NOT_A_READING_SETTING)

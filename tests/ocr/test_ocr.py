@@ -269,6 +269,8 @@ def test_rotate_box_back_finds_the_original_pixels() -> None:
         ys, xs = np.nonzero(rot)
         box = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
         assert rotate_box_back(box, angle, (rot.shape[1], rot.shape[0])) == (70, 10, 25, 10)
+        # and the other way (the rotated passes' lines read already): the box of img in the turned image
+        assert rotate_box_back((70, 10, 25, 10), (360 - angle) % 360, img.size) == box
 
 
 def test_split_line_words_separates_words_glued_by_recognition() -> None:
@@ -547,3 +549,32 @@ def test_the_detail_pass_does_not_read_again_a_line_read_already() -> None:
     # the whole reading still holds both: the known line's tokens stay as the first pass read them
     reading = get_engine(_cfg("rapidocr", second_pass=True), IMAGING).read_passes(img, lambda tokens: True)
     assert "detail" in reading.passes and _find(reading.tokens, r"^500") and _find(reading.tokens, r"^12")
+
+
+def test_the_rotated_pass_does_not_read_again_a_line_read_sure() -> None:
+    img = Image.new("RGB", (1000, 700), "white")
+    ImageDraw.Draw(img).text((60, 80), "NET WEIGHT 500 g", fill="black", font=_font(60))
+    standing = Image.new("RGB", (300, 70), "white")
+    ImageDraw.Draw(standing).text((10, 5), "12 VOLT", fill="black", font=_font(50))
+    img.paste(standing.transpose(Image.Transpose.ROTATE_90), (850, 250))
+    engine = get_engine(_cfg("rapidocr"), IMAGING)
+    upright = engine.read_pass(img, Deadline(30.0))
+    weight_line = {t.line for t in _find(upright, r"^500")}
+    known = [t for t in upright if t.line in weight_line]
+    assert known and all(t.conf >= 90 for t in known), [(t.text, t.conf) for t in upright]
+    turned = img.transpose(Image.Transpose.ROTATE_270)
+
+    def turned_reading(tokens: list[OcrToken]) -> list[OcrToken]:
+        read = [rotate_box_back(b, 90, img.size) for b in engine.lines_read(tokens)]
+        return engine.read_pass_anew(turned, Deadline(30.0), read)
+
+    everything = engine.read_pass(turned, Deadline(30.0))
+    assert _find(everything, r"^500") and _find(everything, r"^12"), [t.text for t in everything]
+    new_only = turned_reading(known)
+    assert _find(new_only, r"^12") and not _find(new_only, r"^500"), [t.text for t in new_only]
+    # a line the first reading was unsure of is read again, and with reread_lines every line is
+    unsure = turned_reading([dataclasses.replace(t, conf=60.0) for t in known])
+    assert _find(unsure, r"^500") and _find(unsure, r"^12"), [t.text for t in unsure]
+    rereading = get_engine(_cfg("rapidocr", rapidocr=dataclasses.replace(engine.cfg.rapidocr, reread_lines=True)),
+                           IMAGING)
+    assert rereading.lines_read(known) == [] and engine.lines_read(known)
