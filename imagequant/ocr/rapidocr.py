@@ -64,8 +64,8 @@ _MODELS_LOCK = threading.Lock()
 # A line the detail or rotated passes detect again, with its box this close to a line read already, is not
 # recognised again.
 _SAME_LINE_IOU = 0.8
-# ... where it was read with this confidence (0..100): a line read unsure is read again, from a sharper
-# detection or turned, which can give a candidate it lacked.
+# A line read already counts only where it was read with this confidence (0..100): a line read unsure is read
+# again, from a sharper detection or turned, which can give a candidate it lacked.
 _SURE_LINE_CONF = 90.0
 # How often the watchdog reads the reading thread's CPU clock: how late past its budget a model call can stop.
 _WATCHDOG_POLL_S = 0.02
@@ -615,9 +615,9 @@ class RapidOcrEngine(OcrEngine):
         """The boxes of the lines of ``tokens`` read with confidence at least ``_SURE_LINE_CONF``, while the first
         reader's models read and ``ocr.rapidocr.reread_lines`` is off; none otherwise. The detail and rotated
         passes find most of them again (box IoU above ``_SAME_LINE_IOU``), cropped from the same pixels: on real
-        product images more than half of those passes' lines, and leaving them out of recognition reads the
-        same labels (docs/ocr.md). A line read unsure is read again, and the fallback reader reads every line
-        (it reads some print the first one misses)."""
+        product images more than half of those passes' lines, and leaving them out of recognition reads as
+        many labels (the same candidate recall and rules F1, docs/ocr.md). A line read unsure is read again,
+        and the fallback reader reads every line (it reads some print the first one misses)."""
         if self._reread_lines or self._models is not self._first:
             return []
         return line_boxes([t for t in tokens if t.conf >= _SURE_LINE_CONF])
