@@ -287,7 +287,7 @@ PREDICTIONS = Table(
         Column("status", "string"),
         Column("error", "string"),
         # which reader read the row's image (the images table's ocr_engine, e.g.
-        # rapidocr:ppocrv6_small+fallback=ppocrv4); null when the store holds no record of the image
+        # rapidocr:ppocrv6_small+fallback=ppocrv4 r2); null when the store holds no record of the image
         Column("ocr_reader", "string", nullable=True),
         # whether the row's image was among those the model directory was fitted on (its answer and confidence
         # are then in-sample); null for the rule baseline and model directories that do not record them

@@ -153,13 +153,22 @@ def _setting_text(value: Any) -> str:
     return str(value)
 
 
+# The revision of what the engines read: raised with every change of the reading code, or of conf/default.yaml's
+# reading settings, that alters what some image reads as (a pass's tokens, which passes run). The reader's name
+# carries it, so a store's records read by another revision count as made otherwise; names without one (r1) were
+# written before 2026-12-07.
+READING_REVISION = 2
+
+
 def reader_name(ocr: OcrConfig, imaging: ImagingConfig) -> str:
     """What read an image, as the store's ``ocr_engine`` column records it: the engine, for RapidOCR its models
-    (``rapidocr:ppocrv6_small+fallback=ppocrv4``), then in brackets the reading settings that differ from the
-    shipped ones (``rapidocr:ppocrv6_small+fallback=ppocrv4 (rapidocr.det_max_side=1280)``). Images whose
-    records name another reader were read otherwise; extract counts them (imagequant/spark/extract.py)."""
+    (``rapidocr:ppocrv6_small+fallback=ppocrv4``), the reading revision (``r2``, :data:`READING_REVISION`), then
+    in brackets the reading settings that differ from the shipped ones (``rapidocr:ppocrv6_small+fallback=ppocrv4
+    r2 (rapidocr.det_max_side=1280)``). Images whose records name another reader were read otherwise; extract
+    counts them (imagequant/spark/extract.py)."""
     models = models_name(ocr)
     name = f"{ocr.engine}:{models}" if models else ocr.engine
+    name += f" r{READING_REVISION}"
     changed = changed_reading_settings(ocr, imaging)
     return f"{name} ({changed})" if changed else name
 

@@ -116,7 +116,7 @@ def test_the_detectors_input_is_rapidocrs_own_bit_for_bit() -> None:
 
 def test_int8_settings_are_checked() -> None:
     config = load_config(overrides=["ocr.rapidocr.precision=int8"])
-    assert reader_name(config.ocr, config.imaging) == "rapidocr:ppocrv6_small+fallback=ppocrv4@onnxruntime-int8"
+    assert reader_name(config.ocr, config.imaging) == "rapidocr:ppocrv6_small+fallback=ppocrv4@onnxruntime-int8 r2"
     assert int8.reader_sets(config.ocr) == ["ppocrv6_small", "ppocrv4"]
     with pytest.raises(ConfigError, match=r"ocr\.rapidocr\.precision=int8 needs ocr\.rapidocr\.runtime=onnxruntime"):
         load_config(overrides=["ocr.rapidocr.runtime=openvino", "ocr.rapidocr.precision=int8"])

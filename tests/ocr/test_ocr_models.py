@@ -17,7 +17,7 @@ from imagequant.core.tokens import OcrToken
 from imagequant.devices import CPU_PROVIDER, CUDA_PROVIDER, OcrPlacement
 from imagequant.errors import ConfigError
 from imagequant.ocr.ppocr_models import MODEL_SETS, models_name, resolve
-from imagequant.ocr.zoo import get_engine, reader_name, reading_settings
+from imagequant.ocr.zoo import READING_REVISION, get_engine, reader_name, reading_settings
 from tests.ocr.test_ocr import IMAGING, _cfg, _find, _font, _inside, _label_image, needs_rapidocr
 
 
@@ -130,28 +130,36 @@ def _reader(*overrides: str, files: tuple[str, ...] = ()) -> str:
 
 
 def test_the_reader_is_named_for_the_store_and_summary() -> None:
-    assert _reader() == "rapidocr:ppocrv6_small+fallback=ppocrv4"
-    assert _reader("ocr.rapidocr.models=ppocrv4", "ocr.rapidocr.fallback_models=") == "rapidocr:ppocrv4"
+    assert _reader() == "rapidocr:ppocrv6_small+fallback=ppocrv4 r2"
+    assert _reader("ocr.rapidocr.models=ppocrv4", "ocr.rapidocr.fallback_models=") == "rapidocr:ppocrv4 r2"
     assert models_name(_rapid(models="ppocrv6_small", det_models="ppocrv4")) == "det=ppocrv4,rec=ppocrv6_small"
     assert models_name(_rapid(second_look_models="ppocrv6_small")) == "ppocrv4+second_look=ppocrv6_small"
-    assert _reader("ocr.engine=tesseract") == "tesseract"
+    assert _reader("ocr.engine=tesseract") == "tesseract r2"
+
+
+def test_the_readers_name_carries_the_reading_revision() -> None:
+    """Images read by earlier reading code (another revision, or a name without one) are made otherwise to extract,
+    even with the same models and settings."""
+    assert _reader().endswith(f" r{READING_REVISION}")
+    assert _reader("ocr.engine=tesseract") == f"tesseract r{READING_REVISION}"
+    assert _reader("ocr.rotated_angles=[90]").startswith(_reader() + " (")
 
 
 def test_the_readers_name_says_the_reading_settings_that_differ_from_the_shipped_ones() -> None:
     """An image read with another detector size, second look or OCR image size reads otherwise: the name the
     store keeps says so, and extract counts such images as made otherwise."""
     assert (_reader("ocr.rapidocr.det_max_side=1280", "ocr.second_pass=false", "imaging.ocr_max_side=2000")
-            == "rapidocr:ppocrv6_small+fallback=ppocrv4 "
+            == "rapidocr:ppocrv6_small+fallback=ppocrv4 r2 "
                "(imaging.ocr_max_side=2000, rapidocr.det_max_side=1280, second_pass=false)")
-    assert _reader("ocr.rotated_angles=[90]") == "rapidocr:ppocrv6_small+fallback=ppocrv4 (rotated_angles=[90])"
-    assert _reader("ocr.engine=tesseract", "ocr.tesseract.psm=6") == "tesseract (tesseract.psm=6)"
+    assert _reader("ocr.rotated_angles=[90]") == "rapidocr:ppocrv6_small+fallback=ppocrv4 r2 (rotated_angles=[90])"
+    assert _reader("ocr.engine=tesseract", "ocr.tesseract.psm=6") == "tesseract r2 (tesseract.psm=6)"
     assert _reader("ocr.engine=both", "ocr.tesseract.psm=6").endswith(" (tesseract.psm=6)")
     # The sections an engine does not read, and what only changes speed, memory or placement, are no part of it.
     assert _reader("ocr.tesseract.psm=6", "ocr.rapidocr.threads=2", "ocr.rapidocr.rec_batch_lines=64",
                    "ocr.rapidocr.memory_arena=false", "ocr.device=cpu", "ocr.timeout_s=5",
                    "ocr.wall_timeout_factor=2", "imaging.max_pixels=1000000", "imaging.cnn_size=160",
-                   ) == "rapidocr:ppocrv6_small+fallback=ppocrv4"
-    assert _reader("ocr.engine=tesseract", "ocr.tesseract.thread_limit=2", "ocr.rapidocr.det_max_side=1280") == "tesseract"
+                   ) == "rapidocr:ppocrv6_small+fallback=ppocrv4 r2"
+    assert _reader("ocr.engine=tesseract", "ocr.tesseract.thread_limit=2", "ocr.rapidocr.det_max_side=1280") == "tesseract r2"
     # The shipped local and cluster files change no reading setting: a store made on a laptop serves a cluster.
     assert _reader(files=(str(CONF_DIR / "local.yaml"),)) == _reader(files=(str(CONF_DIR / "cluster.yaml"),)) == _reader()
 
@@ -258,4 +266,4 @@ def test_the_readers_name_looks_for_no_model_file(monkeypatch) -> None:
 
     monkeypatch.setattr(ppocr_models, "resolve", not_installed)
     monkeypatch.setattr(config_module, "_SHIPPED", [])  # built afresh, with no file to find
-    assert reader_name(config.ocr, config.imaging) == "tesseract (tesseract.psm=6)"
+    assert reader_name(config.ocr, config.imaging) == "tesseract r2 (tesseract.psm=6)"

@@ -94,9 +94,9 @@ def test_openvino_reading_past_its_budget_is_an_ocr_timeout() -> None:
 
 
 def test_the_runtime_is_part_of_the_readers_name() -> None:
-    assert reader_name(load_config().ocr, load_config().imaging) == "rapidocr:ppocrv6_small+fallback=ppocrv4"
+    assert reader_name(load_config().ocr, load_config().imaging) == "rapidocr:ppocrv6_small+fallback=ppocrv4 r2"
     config = load_config(overrides=["ocr.rapidocr.runtime=openvino", "ocr.rapidocr.precision=bf16"])
-    assert reader_name(config.ocr, config.imaging) == "rapidocr:ppocrv6_small+fallback=ppocrv4@openvino-bf16"
+    assert reader_name(config.ocr, config.imaging) == "rapidocr:ppocrv6_small+fallback=ppocrv4@openvino-bf16 r2"
 
 
 def test_runtime_settings_are_checked() -> None:

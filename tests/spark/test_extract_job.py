@@ -301,7 +301,7 @@ def test_a_run_with_other_cnn_weights_keeps_the_store_unless_asked(spark, first_
 
     kept = run_extract(spark, config, str(catalog["path"]), str(store), str(first_run["images_dir"]))
     assert kept.processed == failed
-    assert kept.made_otherwise == {"tesseract | random(seed=0)": ok_images}
+    assert kept.made_otherwise == {"tesseract r2 | random(seed=0)": ok_images}
     assert f"made_otherwise={ok_images} (kept)" in kept.line()
     assert "--reprocess-made-otherwise" in capfd.readouterr().err
     view = read_images(spark, str(store)).where("status = 'ok'").toPandas()
@@ -329,7 +329,7 @@ def test_a_run_with_another_reading_setting_counts_the_stores_readings_as_made_o
     ok_images = first_run["summary"].store_ok
 
     kept = run_extract(spark, config, str(catalog["path"]), str(store), str(first_run["images_dir"]))
-    assert kept.made_otherwise == {"tesseract | random(seed=0)": ok_images}
+    assert kept.made_otherwise == {"tesseract r2 | random(seed=0)": ok_images}
     assert kept.ocr_settings == "second_pass_text_px=40"  # a thread count changes no reading
     assert "ocr_settings=(second_pass_text_px=40)" in kept.line()
-    assert "this run's are tesseract (second_pass_text_px=40) | random(seed=0)" in capfd.readouterr().err
+    assert "this run's are tesseract r2 (second_pass_text_px=40) | random(seed=0)" in capfd.readouterr().err
