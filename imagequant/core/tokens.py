@@ -52,14 +52,10 @@ def box_iou(a: Box, b: Box) -> float:
 
 
 def box_overlap(a: Box, b: Box) -> float:
-    """max(IoU, intersection over the smaller area): high when boxes coincide or one holds the other."""
+    """Intersection over the smaller area: high when boxes coincide or one holds the other (never below the IoU,
+    since the union is at least the smaller area)."""
     inter = _intersection(a, b)
-    if inter == 0:
-        return 0.0
-    area_a, area_b = a[2] * a[3], b[2] * b[3]
-    iou = inter / float(area_a + area_b - inter)
-    ios = inter / float(max(1, min(area_a, area_b)))
-    return max(iou, ios)
+    return inter / float(min(a[2] * a[3], b[2] * b[3])) if inter else 0.0
 
 
 def line_boxes(tokens: Sequence[OcrToken]) -> list[Box]:
