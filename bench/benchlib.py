@@ -1016,6 +1016,16 @@ def _stage_libraries(pid: int) -> set[str]:
     return found
 
 
+def timed_runs(run: Callable[[], Any], repeats: int) -> tuple[list[float], Any]:
+    """Wall seconds of each of ``repeats`` calls of ``run``, and the last call's result (None for none)."""
+    seconds, last = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        last = run()
+        seconds.append(time.perf_counter() - t0)
+    return seconds, last
+
+
 def udf_mode() -> str:
     """How a GPU benchmark runs its Spark function: spark (pyspark and Java here), worker (pyspark's Python
     package only, as on the lent GPU machines), or none; BENCH_GPU_UDF_MODE forces one."""

@@ -40,6 +40,7 @@ from benchlib import (  # noqa: E402
     log,
     run_script,
     stored_gpu_result,
+    timed_runs,
     udf_mode,
     work_dir,
 )
@@ -130,14 +131,8 @@ def udf_run(crops: Any, batch: int, arrow_batch: int, device: str, repeats: int)
         frame = spark.read.parquet(str(path)).coalesce(1)
         out = frame.mapInArrow(cnn_features_function(config), cnn_stage_schema(frame.schema)).select(
             F.size("cnn_features").alias("n"), F.col("seconds_cnn").alias("s"))
-        t0 = time.perf_counter()
-        out.write.format("noop").mode("overwrite").save()
-        warm = time.perf_counter() - t0
-        passes = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            out.write.format("noop").mode("overwrite").save()
-            passes.append(time.perf_counter() - t0)
+        (warm,), _ = timed_runs(out.write.format("noop").mode("overwrite").save, 1)
+        passes, _ = timed_runs(out.write.format("noop").mode("overwrite").save, repeats)
         inside = out.agg(F.sum("s")).collect()[0][0]
         dims = {r["n"] for r in out.select("n").distinct().collect()}
     finally:
@@ -165,14 +160,8 @@ def udf_worker_run(crops: Any, batch: int, arrow_batch: int, device: str, repeat
             inside += float(out.column(out.schema.get_field_index("seconds_cnn")).to_numpy().sum())
         return inside
 
-    t0 = time.perf_counter()
-    one_pass()  # loads the network on the device, as the first batch of a worker does
-    warm = time.perf_counter() - t0
-    passes, inside = [], 0.0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        inside = one_pass()
-        passes.append(time.perf_counter() - t0)
+    (warm,), _ = timed_runs(one_pass, 1)  # loads the network on the device, as the first batch of a worker does
+    passes, inside = timed_runs(one_pass, repeats)
     return {"mode": "worker", "first_pass_s": round(warm, 3), "seconds": [round(p, 3) for p in passes],
             "images_per_s": round(len(crops) / min(passes), 1), "seconds_inside_embed_last_pass": round(inside, 3)}
 

@@ -55,6 +55,7 @@ from benchlib import (  # noqa: E402
     run_ocr_pool,
     run_script,
     stored_gpu_result,
+    timed_runs,
     udf_mode,
     work_dir,
     write_catalog,
@@ -158,15 +159,8 @@ def stage_worker_run(images: list[Any], folder: Path, overrides: list[str], batc
     config = load_config(overrides=[*overrides, "cnn.enabled=false"])
     fn = fetch_ocr_function(config, str(folder), needs_second_look=lacks_plausible_candidate)
     frames = stage_frames(images, batch)
-    t0 = time.perf_counter()
-    for _ in fn(iter(frames[:1])):  # the worker's first batch: engine and models
-        pass
-    warm = time.perf_counter() - t0
-    passes, ok = [], 0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        ok = sum(int((out["status"] == "ok").sum()) for out in fn(iter(frames)))
-        passes.append(time.perf_counter() - t0)
+    (warm,), _ = timed_runs(lambda: list(fn(iter(frames[:1]))), 1)  # the worker's first batch: engine and models
+    passes, ok = timed_runs(lambda: sum(int((out["status"] == "ok").sum()) for out in fn(iter(frames))), repeats)
     return {"mode": "worker", "first_batch_s": round(warm, 3), "seconds": [round(p, 3) for p in passes],
             "images_per_s": round(len(images) / min(passes), 2), "ok": ok}
 
@@ -196,14 +190,8 @@ def stage_spark_run(images: list[Any], folder: Path, overrides: list[str], batch
         reading = fetch_ocr_function(config, str(folder), devices, needs_second_look=lacks_plausible_candidate)
         out = frame.mapInPandas(reading, OCR_STAGE_SCHEMA).select(
             F.col("status"), F.col("seconds_ocr"))
-        t0 = time.perf_counter()
-        out.write.format("noop").mode("overwrite").save()
-        warm = time.perf_counter() - t0
-        passes = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            out.write.format("noop").mode("overwrite").save()
-            passes.append(time.perf_counter() - t0)
+        (warm,), _ = timed_runs(out.write.format("noop").mode("overwrite").save, 1)
+        passes, _ = timed_runs(out.write.format("noop").mode("overwrite").save, repeats)
         ok = out.where(F.col("status") == "ok").count()
     finally:
         spark.stop()
