@@ -156,7 +156,7 @@ def _setting_text(value: Any) -> str:
 # The revision of what the engines read: raised with every change of the reading code, or of conf/default.yaml's
 # reading settings, that alters what some image reads as (a pass's tokens, which passes run). The reader's name
 # carries it, so a store's records read by another revision count as made otherwise; names without one (r1) were
-# written before 2026-12-07.
+# written by versions that did not record it (up to 2026-12-07).
 READING_REVISION = 2
 
 
