@@ -44,6 +44,8 @@ CHALLENGE = SHARED / "challenge"
 if str(REPO) not in sys.path:  # run from a checkout without installing the package
     sys.path.insert(0, str(REPO))
 
+from imagequant.devices import cpu_flags  # noqa: E402
+
 # one percentile for the library and the benchmarks
 from imagequant.evaluation.ocr_recall import percentile  # noqa: E402
 
@@ -102,6 +104,17 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+# The instruction sets that decide how fast the models run here (bf16 and int8 paths; docs/ocr.md "Runtimes"):
+# CPUs of one model name ("AMD EPYC") differ in them, and their figures do not compare.
+MODEL_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+
+
+def cpu_features() -> list[str] | None:
+    """Which of :data:`MODEL_CPU_FLAGS` the CPU has (None where /proc/cpuinfo cannot be read)."""
+    flags = cpu_flags()
+    return None if flags is None else [f for f in MODEL_CPU_FLAGS if f in flags]
+
+
 def memory_gib() -> float | None:
     with contextlib.suppress(OSError, ValueError, IndexError):
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -123,6 +136,7 @@ def machine_facts() -> dict[str, Any]:
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cpu_model": cpu_model(),
+        "cpu_features": cpu_features(),
         "cores": os.cpu_count(),
         "memory_gib": memory_gib(),
         "load_average_1_5_15": load_average(),

@@ -28,7 +28,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import BENCH, KEPT_STORED_EXIT, REPO, RESULTS, env_int, machine_facts, work_dir  # noqa: E402
+from benchlib import (  # noqa: E402
+    BENCH,
+    KEPT_STORED_EXIT,
+    MODEL_CPU_FLAGS,
+    REPO,
+    RESULTS,
+    env_int,
+    machine_facts,
+    work_dir,
+)
 
 # Run statuses that are not failures: measured, or nothing to measure here and the stored result kept.
 SUCCEEDED = ("ok", "kept")
@@ -178,7 +187,7 @@ def render_markdown(rows: list[list[str]], results: list[dict[str, Any]]) -> str
         m = res.get("machine", {})
         load = m.get("load_average_1_5_15")
         lines.append(
-            f"- `{res['name']}`: {m.get('date', '?')}, {m.get('cpu_model', '?')}, {m.get('cores', '?')} cores, "
+            f"- `{res['name']}`: {m.get('date', '?')}, {_cpu(m)}, {m.get('cores', '?')} cores, "
             f"load average {load[0] if load else '?'} at start, {res.get('seconds', '?')} s; "
             f"params: {json.dumps(_short_params(res.get('params', {})))}"
         )
@@ -196,8 +205,15 @@ def _run_label(res: dict[str, Any]) -> str:
     """The run a figure came from: script, date, machine and load at start."""
     m = res.get("machine", {})
     load = m.get("load_average_1_5_15")
-    return (f"`{res['name']}` {str(m.get('date', '?'))[:10]}, {m.get('cores', '?')}-core {m.get('cpu_model', '?')}, "
+    return (f"`{res['name']}` {str(m.get('date', '?'))[:10]}, {m.get('cores', '?')}-core {_cpu(m)}, "
             f"load {load[0] if load else '?'}")
+
+
+def _cpu(machine: dict[str, Any]) -> str:
+    """The CPU's model name and, where the run recorded them, its model-relevant instruction sets."""
+    features = machine.get("cpu_features")
+    name = machine.get("cpu_model", "?")
+    return name if features is None else f"{name} ({', '.join(features) or 'none of ' + ', '.join(MODEL_CPU_FLAGS)})"
 
 
 def headline_rows(results: list[dict[str, Any]]) -> list[list[str]]:
