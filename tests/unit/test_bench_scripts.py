@@ -1,5 +1,5 @@
 """The benchmark scripts' command line: --help describes a script and runs nothing, any other argument is refused,
-and a scale run with changed settings never takes the name of the shipped settings' result."""
+and a scale run with changed settings never takes the name of the shipped settings' result; a run names its CPU."""
 
 from __future__ import annotations
 
@@ -43,3 +43,20 @@ def test_a_scale_run_with_changed_settings_is_named_by_them() -> None:
         sys.path.remove(str(BENCH))
     assert scale.variant_name(["ocr.rapidocr.precision=int8"]) == "scale_precision-int8"
     assert scale.variant_name(["ocr.timeout_s=2.5", "cnn.cpu_runtime=torch"]) == "scale_timeout-s-2-5_cpu-runtime-torch"
+
+
+def test_a_run_names_the_cpus_instruction_sets() -> None:
+    """CPUs of one model name ("AMD EPYC") differ in bf16 and VNNI, which decide the runtimes' speed: a result
+    records which of them its CPU has, and the tables name them."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import benchlib
+        import run_all
+    finally:
+        sys.path.remove(str(BENCH))
+    features = benchlib.machine_facts()["cpu_features"]
+    flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].split()
+    assert features == [f for f in benchlib.MODEL_CPU_FLAGS if f in flags]
+    assert run_all._cpu({"cpu_model": "AMD EPYC", "cpu_features": ["avx2", "avx512_bf16"]}) == \
+        "AMD EPYC (avx2, avx512_bf16)"
+    assert run_all._cpu({"cpu_model": "AMD EPYC"}) == "AMD EPYC"  # a result stored before it was recorded
