@@ -288,6 +288,12 @@ def parse_label(text: object, entity: str | None = None) -> ParsedLabel:
         return ParsedLabel("unparseable", raw=text)
 
 
+def label_can_match(text: object, entity: str | None = None) -> bool:
+    """Whether some answer can equal the label: one value in a unit ``entity`` allows. A range, an unparseable
+    label or one in another unit is never matched, as the challenge scores it."""
+    return parse_label(text, entity).kind == "value"
+
+
 # --- output formatting ------------------------------------------------------------------------------------
 
 

@@ -46,7 +46,14 @@ from imagequant.core.schema import (
     canonical_images,
     check_manifest,
 )
-from imagequant.core.units import ENTITIES, format_value, is_valid_prediction, parse_label, to_base
+from imagequant.core.units import (
+    ENTITIES,
+    format_value,
+    is_valid_prediction,
+    label_can_match,
+    parse_label,
+    to_base,
+)
 from imagequant.errors import UsageError
 from imagequant.pipeline.rows import row_evidence
 from imagequant.scoring.confidence import LOW_CONFIDENCE
@@ -253,7 +260,7 @@ def error_kind(row: Mapping[str, Any]) -> str:
     truth, prediction = row["truth"], row["prediction"]
     if not truth:
         return "unlabeled"
-    if parse_label(truth, row.get("entity_name")).kind != "value":
+    if not label_can_match(truth, row.get("entity_name")):
         return "bad_truth"
     if metrics.row_outcome(prediction, truth) == "tp":
         return "correct"

@@ -48,6 +48,14 @@ def catalogs_hash(sources: Sequence[CatalogSource]) -> str:
     return digest.hexdigest()[:16]
 
 
+def left_out_rows(rows: pd.DataFrame) -> dict[str, int]:
+    """How many catalog rows (``read_catalog``'s columns) stay out of a training table, by reason: ``unlabeled``
+    (no entity_value), else the row_status that keeps them from being served (``bad_link``,
+    ``unknown_entity``)."""
+    reasons = rows["row_status"].where(rows["entity_value"].notna(), "unlabeled")
+    return {str(k): int(v) for k, v in reasons[reasons != "ok"].value_counts().sort_index().items()}
+
+
 def build_training_table(spark: SparkSession, catalogs: Sequence[CatalogSource], store: str | Path) -> TrainingTable:
     """Joins the labeled rows of ``catalogs`` with the store's canonical images view and writes the join
     (:data:`imagequant.core.schema.TRAINING`) under ``STORE/_training/<catalogs-hash>/``, replacing an
@@ -62,6 +70,7 @@ def build_training_table(spark: SparkSession, catalogs: Sequence[CatalogSource],
         frame["source"] = source
         frames.append(frame)
     rows_pd = pd.concat(frames, ignore_index=True)
+    left_out = left_out_rows(rows_pd)
     rows_pd = rows_pd[(rows_pd["row_status"] == "ok") & rows_pd["entity_value"].notna()]
     row_columns = TRAINING.select("index", "group_id", "entity_name", "entity_value", "image_id", "source")
     rows = catalog_frame(spark, rows_pd[row_columns.names()].astype({"source": "int32"}),
@@ -94,7 +103,7 @@ def build_training_table(spark: SparkSession, catalogs: Sequence[CatalogSource],
     total = sum(by_status.values())
     return TrainingTable(out, total, by_status.get("ok", 0), by_status.get("image_missing", 0),
                          total - by_status.get("ok", 0) - by_status.get("image_missing", 0),
-                         made["cnn_weights"], made["ocr_engine"])
+                         made["cnn_weights"], made["ocr_engine"], left_out)
 
 
 def prepare_training_table(spark: SparkSession, catalogs: Sequence[CatalogSource], store: str | Path) -> TrainingTable:

@@ -24,7 +24,7 @@ import numpy as np
 
 from imagequant.core.schema import CNN_FEATURE_DIM, TRAINING
 from imagequant.core.tokens import OcrToken
-from imagequant.core.units import ENTITY_UNITS
+from imagequant.core.units import ENTITY_UNITS, label_can_match
 from imagequant.errors import UsageError
 from imagequant.pipeline.rows import row_evidence, text_or_none
 from imagequant.text.candidates import Candidate
@@ -92,6 +92,26 @@ def examples_from_records(records: Iterable[Mapping[str, Any]]) -> tuple[list[Ra
         )
     examples.sort(key=lambda e: (e.source, e.index))
     return examples, skipped
+
+
+def never_matched_labels(examples: Iterable[RawExample]) -> int:
+    """How many examples have a label no answer can equal (kept, with the "no answer" target)."""
+    return sum(1 for e in examples if not label_can_match(e.label, e.entity))
+
+
+def describe_training_rows(trained: int, skipped: Mapping[str, int], never_matched: int) -> list[str]:
+    """The warnings train prints about its rows: those left out, by reason, and the labels never matched."""
+    lines = []
+    left_out = sum(skipped.values())
+    if left_out:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
+        lines.append(f"warning: {left_out} of {trained + left_out} catalog rows are not trained on ({reasons}); "
+                     "metrics.json's skipped counts them")
+    if never_matched:
+        lines.append(f"warning: {never_matched} of the {trained} training rows have a label no answer can equal "
+                     "(a range, unparseable, or in a unit the entity does not allow): they train abstaining and "
+                     "can never be right, as the challenge scores them")
+    return lines
 
 
 def group_hash(group_id: str, seed: int) -> float:

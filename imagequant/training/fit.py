@@ -48,7 +48,14 @@ from imagequant.scoring.zoo import (
     write_training_images,
 )
 from imagequant.training.confidence import ConfidenceSettings, train_confidence
-from imagequant.training.examples import RawExample, examples_from_records, group_folds, split_by_group
+from imagequant.training.examples import (
+    RawExample,
+    describe_training_rows,
+    examples_from_records,
+    group_folds,
+    never_matched_labels,
+    split_by_group,
+)
 from imagequant.training.reader import TrainingTable, iter_training_records
 
 # --- evaluation ----------------------------------------------------------------------------------------
@@ -482,6 +489,10 @@ def train_from_table(table: TrainingTable, out_dir: str | Path, config: Config, 
     started = time.perf_counter()
     examples, skipped = examples_from_records(iter_training_records(table.uri, loader))
     read_seconds = time.perf_counter() - started
+    skipped.update(table.left_out)
+    never_matched = never_matched_labels(examples)
+    for line in describe_training_rows(len(examples), skipped, never_matched):
+        print(line, file=sys.stderr, flush=True)
     extra: dict[str, Any] = {
         "loader": loader,
         "read_seconds": round(read_seconds, 3),
@@ -489,7 +500,8 @@ def train_from_table(table: TrainingTable, out_dir: str | Path, config: Config, 
         "table_rows": table.rows,
         "table_missing_images": table.missing_images,
         "table_failed_images": table.failed_images,
-        "skipped": dict(skipped),
+        "skipped": dict(sorted(skipped.items())),
+        "labels_never_matched": never_matched,
         "cnn_weights": dict(table.cnn_weights),
         "ocr_readers": dict(table.ocr_readers),
     }

@@ -33,6 +33,8 @@ class TrainingTable:
     cnn_weights: dict[str, int] = field(default_factory=dict)
     # usable rows by the reader that read their image (the images table's ocr_engine)
     ocr_readers: dict[str, int] = field(default_factory=dict)
+    # the catalogs' rows left out before the join, by reason: unlabeled, or their row_status (bad_link, ...)
+    left_out: dict[str, int] = field(default_factory=dict)
 
 
 def _row_dicts(columns: Mapping[str, Any], n: int) -> Iterator[dict[str, Any]]:

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from imagequant.catalog import image_id
+from imagequant.catalog import image_id, read_catalog
 from imagequant.config import load_config
 from imagequant.core.schema import IMAGES, tokens_to_columns
 from imagequant.submission import check_submission, read_submission
@@ -110,10 +110,25 @@ def test_training_through_petastorm(trained: dict[str, Any]) -> None:
     metrics = json.loads((result.model_dir / "metrics.json").read_text())
     assert metrics["loader"] == "petastorm"
     assert metrics["skipped"] == {"image_missing": 1, "image_failed": 1}
+    assert metrics["labels_never_matched"] == 1  # the range label
     assert metrics["train_rows"] + metrics["val_rows"] == 151
     assert metrics["validation"]["f1"] >= 0.85, metrics["history"]
     assert {"weights.pt", "vocab.json", "config.json", "threshold.json", "model.pt2"} <= {
         p.name for p in result.model_dir.iterdir()}
+
+
+def test_rows_a_training_table_leaves_out_are_counted_by_reason(tmp_path: Path) -> None:
+    from imagequant.spark.training_table import left_out_rows
+
+    path = tmp_path / "labels.csv"
+    pd.DataFrame([
+        {"image_link": LINK.format("a"), "group_id": "1", "entity_name": "voltage", "entity_value": "5.0 volt"},
+        {"image_link": LINK.format("b"), "group_id": "1", "entity_name": "voltage", "entity_value": None},
+        {"image_link": LINK.format("c"), "group_id": "1", "entity_name": "colour", "entity_value": "red"},
+        {"image_link": "ftp://x/d.jpg", "group_id": "1", "entity_name": "voltage", "entity_value": "5.0 volt"},
+        {"image_link": "", "group_id": "1", "entity_name": "voltage", "entity_value": None},
+    ]).to_csv(path, index=False)
+    assert left_out_rows(read_catalog(path)) == {"bad_link": 1, "unknown_entity": 1, "unlabeled": 2}
 
 
 def test_pyarrow_loader_reads_the_same_records(trained: dict[str, Any]) -> None:
@@ -446,7 +461,6 @@ def test_jobs_reject_bad_arguments(tmp_path: Path) -> None:
 
 def test_train_predict_and_evaluate_accept_a_store_uri(spark: Any, trained: dict[str, Any]) -> None:
     """Every job takes the store locations extract takes: here a file:// URI instead of a path."""
-    from imagequant.catalog import read_catalog
     from imagequant.evaluation.evaluate import evaluate
     from imagequant.spark.inference import run_predict
     from imagequant.spark.store import require_store
