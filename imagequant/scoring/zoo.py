@@ -243,7 +243,8 @@ def scorer_kind(spec: str) -> tuple[ScorerKind, Path | None]:
         return named, None
     root = Path(spec).resolve()
     if not root.is_dir():
-        raise UsageError(f"model directory {root} does not exist (a scorer is a model directory or one of the "
+        problem = "is not a directory" if root.exists() else "does not exist"
+        raise UsageError(f"model directory {root} {problem} (a scorer is a model directory or one of the "
                          f"names {', '.join(k.name for k in SCORER_KINDS.values() if k.named)})")
     for kind in SCORER_KINDS.values():
         if not kind.named and (root / kind.marker).is_file():

@@ -183,6 +183,7 @@ class PredictSummary:
     seconds: float
     problems: list[str] = field(default_factory=list)
     with_confidence: int = 0  # rows given a confidence
+    confidence_model: bool = True  # whether the scorer has a confidence model (the rule baseline has none)
     min_confidence: float | None = None
     readers: dict[str, int] = field(default_factory=dict)  # rows by the reader that read their image
     in_training: int | None = None  # rows of images the model directory was fitted on (None: not recorded)
@@ -194,8 +195,9 @@ class PredictSummary:
     def line(self) -> str:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))
         verdict = "submission check passed" if not self.problems else f"submission check FAILED ({len(self.problems)} problems)"
-        if not self.with_confidence:
-            confidence = "confidence: none (the model directory has no confidence model)"
+        if not self.confidence_model:
+            has = "the rule baseline has" if self.model == RULES else "the model directory has"
+            confidence = f"confidence: none ({has} no confidence model)"
         else:
             confidence = f"confidence on {self.with_confidence} rows"
             if self.min_confidence is not None:
@@ -324,6 +326,7 @@ def run_predict(
         seconds=time.perf_counter() - started,
         problems=problems,
         with_confidence=tally.with_confidence,
+        confidence_model=scorer.confidence is not None,
         min_confidence=min_confidence,
         readers=dict(tally.readers),
         in_training=None if trained is None else tally.in_training,

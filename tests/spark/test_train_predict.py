@@ -192,6 +192,7 @@ def test_predict_writes_statuses_and_a_valid_submission(spark: Any, trained: dic
     assert rules_summary.problems == [] and rules_summary.answered > 0
     rules_frame = pd.read_parquet(trained["root"] / "pred_rules" / "predictions.parquet")
     assert rules_frame["in_training"].isna().all() and rules_summary.in_training is None
+    assert "confidence: none (the rule baseline has no confidence model)" in rules_summary.line()
 
 
 def test_training_learns_a_calibrated_confidence_and_predict_writes_it(spark: Any, trained: dict[str, Any]) -> None:
@@ -306,7 +307,7 @@ def test_an_old_model_directory_still_predicts_with_a_null_confidence(spark: Any
     summary = run_predict(spark, trained["catalog"], trained["store"], str(old), tmp_path / "out")
     frame = pd.read_parquet(tmp_path / "out" / "predictions.parquet")
     assert frame["confidence"].isna().all() and summary.answered > 0
-    assert "confidence: none" in summary.line()
+    assert "confidence: none (the model directory has no confidence model)" in summary.line()
 
 
 def test_an_old_model_meeting_an_entity_it_was_not_trained_on_gives_those_rows_a_status(

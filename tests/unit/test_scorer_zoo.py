@@ -115,6 +115,9 @@ def test_a_new_kind_is_registered_once_and_loaded_through_the_zoo(tmp_path: Path
 def test_a_specification_no_kind_recognises_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"does not exist \(a scorer is a model directory or one of the names rules\)"):
         load_scorer(str(tmp_path / "absent"))
+    (tmp_path / "catalog.csv").write_text("image_link,group_id,entity_name\n")
+    with pytest.raises(UsageError, match=r"catalog.csv is not a directory \(a scorer is a model directory"):
+        load_scorer(str(tmp_path / "catalog.csv"))
     with pytest.raises(UsageError, match=r"holds no kind of scorer this version knows \(kinds: rules, rules_directory "
                                          r"\(a directory with scorer.json\), network \(a directory with config.json\)\)"):
         load_scorer(str(tmp_path))
