@@ -452,7 +452,7 @@ def in_training_analysis(rows: pd.DataFrame) -> dict[str, Any]:
     none of either)."""
     if "in_training" not in rows or not rows["in_training"].notna().any():
         return {"in_training_rows": None, "out_of_training": None}
-    seen = rows["in_training"].fillna(False).astype(bool)
+    seen = rows["in_training"].astype("boolean").fillna(False).astype(bool)
     unseen = rows[~seen]
     out_of_training = None
     if seen.any() and len(unseen):

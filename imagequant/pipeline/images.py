@@ -202,7 +202,7 @@ def process_frame(frame: pd.DataFrame, config: Config, images_dir: str | None, *
     ones are OCR'd together (:func:`read_images`), at most ``imaging.max_pixels`` pixels of them at a time so a
     batch holds no more image memory than one largest image. The records are those :func:`process_image` makes."""
     wanted = frame["entities"] if "entities" in frame else [()] * len(frame)
-    plain = (frame["plain_file"].fillna(False).astype(bool) if "plain_file" in frame
+    plain = (frame["plain_file"].astype("boolean").fillna(False).astype(bool) if "plain_file" in frame
              else plain_names_unique(list(frame["image_link"])))
     prepared = [_fetch_decode(i, link, config, images_dir, list(e) if e is not None else (), bool(p))
                 for i, link, e, p in zip(frame["image_id"], frame["image_link"], wanted, plain, strict=True)]

@@ -285,3 +285,18 @@ def test_job_takes_conf_and_set_like_every_job(files: dict[str, Path], tmp_path:
     assert done.returncode == 0, done.stderr
     bad = subprocess.run([*base, "--set", "fetch.read_timeout_s=-1"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: fetch.read_timeout_s")
+
+
+def test_rows_without_a_prediction_count_as_outside_training_without_a_pandas_warning() -> None:
+    """Truth rows that no prediction row matches have no in_training (an object column with None)."""
+    import warnings
+
+    from imagequant.evaluation.evaluate import in_training_analysis
+
+    rows = pd.DataFrame({"prediction": ["5.0 volt", "", "2.0 gram"], "truth": ["5.0 volt", "3.0 volt", "2.0 gram"],
+                         "in_training": pd.Series([True, None, False], dtype=object)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found = in_training_analysis(rows)
+    assert found["in_training_rows"] == 1
+    assert found["out_of_training"]["rows"] == 2 and found["out_of_training"]["tp"] == 1
