@@ -105,7 +105,8 @@ class Explanation:
         p = self.prediction
         if p.confidence is None:
             return ("confidence: none (no candidate)" if p.candidate is None else
-                    "confidence: none (the scorer has no confidence model: train a model directory to get one)")
+                    "confidence: none (the scorer has no confidence model: one comes from jobs/train.py, on enough "
+                    "labeled rows both right and wrong)")
         up = [f"{name} {push:+.2f}" for name, push in self.drivers if push > 0][:4]
         down = [f"{name} {push:+.2f}" for name, push in self.drivers if push < 0][:4]
         return (f"confidence: {p.confidence:.3f} (calibrated probability that the answer is right); raised by: "
@@ -187,7 +188,7 @@ def decode(data: bytes, source: str, config: Config) -> Image.Image:
     try:
         return decode_image(data, config.imaging.max_pixels)
     except ImageError as exc:
-        raise UsageError(f"--image {source} cannot be read as an image ({exc.kind}): {exc}") from None
+        raise UsageError(f"--image {source} cannot be read as an image ({exc.kind}): {exc.message}") from None
 
 
 def _cnn_features(image: Image.Image, config: Config) -> Any:

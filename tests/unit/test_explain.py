@@ -148,7 +148,7 @@ def test_usage_errors(tmp_path: Path, label: tuple[Path, tuple[int, int, int, in
         run_explain(str(label[0]), "colour", _config(), RULES, LOOK)
     not_image = tmp_path / "notes.txt"
     not_image.write_text("hello")
-    with pytest.raises(UsageError, match="cannot be read as an image"):
+    with pytest.raises(UsageError, match=r"cannot be read as an image \(decode_error\): not a recognised image"):
         run_explain(str(not_image), "item_weight", _config(), RULES, LOOK)
     with pytest.raises(UsageError, match="not a known entity"):
         explain_image(Image.new("RGB", (10, 10)), "x", "colour", _config(), RULES, LOOK)
