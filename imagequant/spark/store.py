@@ -326,9 +326,15 @@ def require_store(store: str | Path) -> None:
         raise UsageError(f"store {store} does not exist; run jobs/extract_features.py on the catalog first")
     if not path.is_dir():
         raise UsageError(f"store {store} is a file, not a store's folder")
-    if not (path / MANIFEST_FILE).is_file() and not (path / IMAGES.name).is_dir():
+    if not (path / MANIFEST_FILE).is_file() and not _holds_images_table(path / IMAGES.name):
         raise UsageError(f"store {store} is a folder but not a store (it has no {MANIFEST_FILE} and no "
                          f"{IMAGES.name} table); give the folder jobs/extract_features.py wrote")
+
+
+def _holds_images_table(folder: Path) -> bool:
+    """Whether ``folder`` holds an images table's batches, not merely files: a sample's or a download's
+    ``images`` folder of image files has the table's name too."""
+    return folder.is_dir() and any(p.name.startswith(f"{IMAGES.partition}=") for p in folder.iterdir())
 
 
 def read_manifest(fs: StoreFs) -> dict[str, Any] | None:

@@ -435,6 +435,9 @@ def _job(name: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_jobs_reject_bad_arguments(tmp_path: Path) -> None:
     unlabeled = tmp_path / "unlabeled.csv"
     unlabeled.write_text("index,image_link,group_id,entity_name\n0,https://x.example/a.jpg,1,voltage\n")
+    sample = tmp_path / "sample"
+    (sample / "images").mkdir(parents=True)
+    (sample / "images" / "a.jpg").write_bytes(b"")
     cases = [
         ("train", ["--store", str(tmp_path), "--model", str(tmp_path / "m")], "--catalog"),
         ("train", ["--catalog", str(tmp_path / "none.csv"), "--store", str(tmp_path), "--model", "m"], "does not exist"),
@@ -452,6 +455,9 @@ def test_jobs_reject_bad_arguments(tmp_path: Path) -> None:
         ("predict", ["--catalog", str(unlabeled), "--store", str(tmp_path), "--model", "rules",
                      "--out", str(tmp_path / "o")], "is a folder but not a store (it has no _manifest.json"),
         ("compact_store", ["--store", str(tmp_path)], "is a folder but not a store"),
+        # a sample's folder: its images folder of image files has the images table's name
+        ("predict", ["--catalog", str(unlabeled), "--store", str(sample), "--model", "rules",
+                     "--out", str(tmp_path / "o")], "is a folder but not a store"),
     ]
     for name, args, fragment in cases:
         done = _job(name, *args)
