@@ -209,8 +209,10 @@ class Config:
             # What SparkSubmit accepts; the JVM would otherwise exit before Python learns why.
             (not self.spark.master or self.spark.master == "yarn"
              or self.spark.master.startswith(("spark://", "k8s://"))
-             or re.fullmatch(r"local(\[[^\]]+\])?|local-cluster\[[^\]]+\]", self.spark.master) is not None,
-             f"spark.master must be local, local[N], local[*], spark://HOST:PORT, yarn or k8s://URL, "
+             # local[N] (N >= 1), local[*], each with an optional ",maxFailures"
+             or re.fullmatch(r"local(\[(\*|[1-9][0-9]*)(\s*,\s*[0-9]+)?\])?|local-cluster\[[^\]]+\]",
+                             self.spark.master) is not None,
+             f"spark.master must be local, local[N] (N at least 1), local[*], spark://HOST:PORT, yarn or k8s://URL, "
              f"got {self.spark.master!r}"),
         ]
         for ok, message in checks:

@@ -88,7 +88,12 @@ def test_an_output_place_that_cannot_be_written_is_refused_before_any_work(catal
 
 def test_a_master_spark_cannot_start_is_refused_by_name(catalog: Path, tmp_path: Path) -> None:
     _one_error_line(_extract(catalog, tmp_path / "store", "--set", "spark.master=bogus"),
-                    "spark.master must be local, local[N], local[*], spark://HOST:PORT, yarn or k8s://URL, got 'bogus'")
+                    "spark.master must be local, local[N] (N at least 1), local[*], spark://HOST:PORT, yarn or "
+                    "k8s://URL, got 'bogus'")
+    # Spark would refuse these only after its JVM started, with a stack trace
+    for master in ("local[0]", "local[x]", "local[]"):
+        _one_error_line(_extract(catalog, tmp_path / "store", "--set", f"spark.master={master}"),
+                        f"got '{master}'")
     assert not (tmp_path / "store").exists()
 
 
