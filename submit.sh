@@ -65,12 +65,14 @@ TXT
 }
 
 die() { echo "error: $*" >&2; exit 2; }
+job_names() { (cd "$HERE/jobs" && ls -- *.py | sed 's/\.py$//' | paste -sd ' '); }
 
-[[ $# -eq 0 || $1 == -h || $1 == --help ]] && { usage; exit 0; }
+[[ $# -gt 0 && ( $1 == -h || $1 == --help ) ]] && { usage; exit 0; }
+[[ $# -eq 0 ]] && die "give a job: ./submit.sh JOB [options] (jobs: $(job_names)); ./submit.sh --help says more"
 JOB="$1"; shift
 JOB_FILE="$HERE/jobs/$JOB.py"
 if [[ $JOB == -* || ! -f $JOB_FILE ]]; then
-  die "unknown job '$JOB' (jobs: $(cd "$HERE/jobs" && ls -- *.py | sed 's/\.py$//' | tr '\n' ' '))"
+  die "unknown job '$JOB' (jobs: $(job_names))"
 fi
 
 MASTER=""

@@ -522,6 +522,7 @@ def test_submit_maps_configuration_to_spark_submit(tmp_path: Path) -> None:
 def test_submit_rejects_bad_input_before_spark(tmp_path: Path) -> None:
     env = {**os.environ, "IMAGEQUANT_PYTHON": sys.executable}
     cases = [
+        ([], "give a job: ./submit.sh JOB [options] (jobs: compact_store evaluate explain extract_features"),
         (["no_such_job"], "unknown job"),
         (["extract_features", "--conf", str(tmp_path / "missing.yaml")], "does not exist"),
         (["extract_features", "--set", "ocr.engine=nope", "--catalog", "c", "--store", "s"], "ocr.engine"),
