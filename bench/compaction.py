@@ -88,7 +88,7 @@ def main() -> int:
 
     from imagequant.synthetic import write_catalogs
 
-    labeled, catalog, _truth = write_catalogs(pd.DataFrame(rows), root)
+    labeled, catalog = write_catalogs(pd.DataFrame(rows), root)
     log(f"compaction: {nights} batches, {stored} image rows, {len(rows)} catalog rows in {store}")
 
     from imagequant.config import load_config

@@ -8,7 +8,7 @@ varied fonts (the ones matplotlib ships), backgrounds and degradations. Everythi
 
 Main entry points:
 
-* :func:`generate_sample` writes ``images/*.jpg``, ``labels.csv``, ``catalog.csv`` and ``truth.csv``.
+* :func:`generate_sample` writes ``images/*.jpg``, ``labels.csv`` and ``catalog.csv``.
 * :func:`make_spec` draws the content of one image; :func:`render_item` draws it; :func:`spec_truths`
   lists its ``(entity, value, unit)`` truths. Tests can build an :class:`ItemSpec` by hand instead.
 """
@@ -1496,10 +1496,10 @@ def generate_sample(out_dir: Path, n_images: int, seed: int, link_base: str = DE
                     difficulty: str = "mixed") -> pd.DataFrame:
     """Write ``n_images`` labeled images and their CSVs under ``out_dir``; return the labeled rows.
 
-    Writes ``images/<name>.jpg``; ``labels.csv`` (image_link,group_id,entity_name,entity_value);
-    ``catalog.csv`` (index,image_link,group_id,entity_name: the same rows, unlabeled, index = row number)
-    and ``truth.csv`` (index,entity_value) to score predictions for ``catalog.csv``. One image gives one
-    row per value it states (a drawing with width and height gives two rows).
+    Writes ``images/<name>.jpg``; ``labels.csv`` (image_link,group_id,entity_name,entity_value) and
+    ``catalog.csv`` (index,image_link,group_id,entity_name: the same rows, unlabeled, index = row number, so
+    evaluate scores its predictions against ``labels.csv``). One image gives one row per value it states (a
+    drawing with width and height gives two rows).
     """
     if n_images < 1:
         raise ValueError(f"n_images must be at least 1, not {n_images}")
@@ -1523,14 +1523,12 @@ def generate_sample(out_dir: Path, n_images: int, seed: int, link_base: str = DE
     return labels
 
 
-def write_catalogs(labels: pd.DataFrame, out_dir: Path) -> tuple[Path, Path, Path]:
-    """Writes a labeled catalog's three files under ``out_dir``: ``labels.csv`` as given, ``catalog.csv``
-    (the same rows unlabeled, index = row number) and ``truth.csv`` (index,entity_value); returns them."""
-    paths = (out_dir / "labels.csv", out_dir / "catalog.csv", out_dir / "truth.csv")
+def write_catalogs(labels: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
+    """Writes a labeled catalog's two files under ``out_dir``: ``labels.csv`` as given and ``catalog.csv``
+    (the same rows unlabeled, index = row number); returns them."""
+    paths = (out_dir / "labels.csv", out_dir / "catalog.csv")
     labels.to_csv(paths[0], index=False, lineterminator="\n")
     catalog = labels.drop(columns=["entity_value"]).copy()
     catalog.insert(0, "index", range(len(catalog)))
     catalog.to_csv(paths[1], index=False, lineterminator="\n")
-    truth = pd.DataFrame({"index": range(len(labels)), "entity_value": labels["entity_value"]})
-    truth.to_csv(paths[2], index=False, lineterminator="\n")
     return paths

@@ -3,9 +3,10 @@
     python jobs/make_sample.py --out DIR --images N [--seed S] [--difficulty easy|mixed|hard]
         [--entities item_weight,voltage,...] [--min-side PX] [--max-side PX] [--link-base URL]
 
-Writes DIR/images/<name>.jpg, DIR/labels.csv (image_link,group_id,entity_name,entity_value),
-DIR/catalog.csv (index,image_link,group_id,entity_name: the same rows unlabeled) and DIR/truth.csv
-(index,entity_value). The same seed gives the same bytes. The link's file name is the image's file name.
+Writes DIR/images/<name>.jpg, DIR/labels.csv (image_link,group_id,entity_name,entity_value)
+and DIR/catalog.csv (index,image_link,group_id,entity_name: the same rows unlabeled, whose predictions
+evaluate scores against labels.csv). The same seed gives the same bytes. The link's file name is the image's
+file name.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     per_entity = ", ".join(f"{name} {counts[name]}" for name in ENTITIES if name in counts)
     print(f"wrote {args.images} {args.difficulty} images to {out / 'images'} and {len(labels)} rows "
           f"({per_entity})", flush=True)
-    print(f"labels: {out / 'labels.csv'}; catalog: {out / 'catalog.csv'}; truth: {out / 'truth.csv'}", flush=True)
+    print(f"labels: {out / 'labels.csv'}; catalog: {out / 'catalog.csv'}", flush=True)
     return 0
 
 

@@ -53,7 +53,7 @@ def _nightly_store(root: Path) -> tuple[Path, Path, Path]:
         part = store / "images" / f"batch={night}"
         part.mkdir(parents=True)
         pq.write_table(pa.Table.from_pylist(records, IMAGES.arrow_schema()), part / "part-00000.parquet")
-    labeled, catalog, _truth = write_catalogs(pd.DataFrame(rows), root)
+    labeled, catalog = write_catalogs(pd.DataFrame(rows), root)
     return store, labeled, catalog
 
 

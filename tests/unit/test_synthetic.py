@@ -65,7 +65,7 @@ def test_same_seed_gives_identical_bytes(tmp_path: Path) -> None:
     generate_sample(b, n_images=8, seed=42, image_size=SMALL)
     generate_sample(c, n_images=8, seed=43, image_size=SMALL)
     da, db, dc = _digests(a), _digests(b), _digests(c)
-    assert {"labels.csv", "catalog.csv", "truth.csv"} <= set(da)
+    assert {"labels.csv", "catalog.csv"} <= set(da)
     assert sum(name.startswith("images") for name in da) == 8
     assert da == db
     assert da != dc
@@ -123,13 +123,10 @@ def test_files_match_links_and_csvs_agree(moderate: tuple[Path, pd.DataFrame]) -
     on_disk = pd.read_csv(out / "labels.csv", dtype=str)
     assert on_disk.astype(str).equals(labels.astype(str))
     catalog = pd.read_csv(out / "catalog.csv", dtype=str)
-    truth = pd.read_csv(out / "truth.csv", dtype=str)
     assert list(catalog.columns) == ["index", "image_link", "group_id", "entity_name"]
-    assert list(truth.columns) == ["index", "entity_value"]
-    assert catalog["index"].tolist() == [str(i) for i in range(len(labels))] == truth["index"].tolist()
+    assert catalog["index"].tolist() == [str(i) for i in range(len(labels))]
     assert catalog["image_link"].tolist() == labels["image_link"].tolist()
     assert catalog["entity_name"].tolist() == labels["entity_name"].tolist()
-    assert truth["entity_value"].tolist() == labels["entity_value"].tolist()
     # A group id is fixed per image.
     assert (labels.groupby("image_link")["group_id"].nunique() == 1).all()
 
