@@ -45,7 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError("--worst must be 0 or more")
     args.report = output_folder(args.report, "--report")
 
-    from imagequant.evaluation.evaluate import evaluate, in_training_warning, write_evaluation_report
+    from imagequant.evaluation.evaluate import (
+        alignment_warnings,
+        evaluate,
+        in_training_warning,
+        write_evaluation_report,
+    )
 
     truth = read_catalog(args.truth, unique_index=True)  # each truth row is scored by its index
     result, rows = evaluate(args.predictions, truth, args.store)
@@ -63,9 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_sample = in_training_warning(result)
     if in_sample:
         print(f"warning: {in_sample}", file=sys.stderr, flush=True)
-    if result["missing_predictions"]:
-        print(f"warning: {result['missing_predictions']:,} rows have no prediction (scored as empty)",
-              file=sys.stderr, flush=True)
+    for line in alignment_warnings(result):
+        print(f"warning: {line}", file=sys.stderr, flush=True)
     confidence = result.get("confidence")
     if confidence:
         reached = confidence["coverage_at_precision"]

@@ -425,6 +425,7 @@ def summarize(alignment: Alignment, rows: pd.DataFrame, with_candidates: bool) -
         "extra_predictions": len(alignment.extra),
         "extra_indexes": alignment.extra[:50],
         "invalid_predictions": int((~rows["valid"]).sum()),
+        "invalid_indexes": [int(i) for i in rows.loc[~rows["valid"], "index"][:50]],
         "per_entity": per_entity,
         "error_kinds": {k: int(kinds[k]) for k in ERROR_KINDS if kinds[k]},
         "error_kinds_per_entity": kinds_per_entity,
@@ -459,6 +460,27 @@ def in_training_analysis(rows: pd.DataFrame) -> dict[str, Any]:
         scored = metrics.score(list(unseen["prediction"]), list(unseen["truth"]))
         out_of_training = {"rows": len(unseen), **{k: _plain(v) for k, v in scored.items()}}
     return {"in_training_rows": int(seen.sum()), "out_of_training": out_of_training}
+
+
+def alignment_warnings(result: Mapping[str, Any]) -> list[str]:
+    """What to say about predictions that do not line up with the truth: rows without one, predictions of
+    indexes the truth lacks, and answers no row's entity allows (a sign of another catalog or row order)."""
+    def first(key: str) -> str:
+        shown = result.get(key) or []
+        return ", ".join(str(i) for i in shown[:5]) + (", ..." if len(shown) > 5 else "")
+
+    lines = []
+    if result["missing_predictions"]:
+        lines.append(f"{result['missing_predictions']:,} rows have no prediction (scored as empty; indexes "
+                     f"{first('missing_indexes')})")
+    if result["extra_predictions"]:
+        lines.append(f"{result['extra_predictions']:,} predictions have an index the truth lacks (ignored; indexes "
+                     f"{first('extra_indexes')})")
+    if result["invalid_predictions"]:
+        lines.append(f"{result['invalid_predictions']:,} answers are not a value in a unit their truth row's entity "
+                     f"allows (indexes {first('invalid_indexes')}): are the predictions of the truth's catalog, in "
+                     "its row order?")
+    return lines
 
 
 def in_training_warning(result: Mapping[str, Any]) -> str:

@@ -300,3 +300,22 @@ def test_rows_without_a_prediction_count_as_outside_training_without_a_pandas_wa
         found = in_training_analysis(rows)
     assert found["in_training_rows"] == 1
     assert found["out_of_training"]["rows"] == 2 and found["out_of_training"]["tp"] == 1
+
+
+def test_predictions_that_do_not_line_up_with_the_truth_are_warned_of(files: dict[str, Path], tmp_path: Path) -> None:
+    """Answers in a unit the truth row's entity does not allow are the sign of predictions made for another
+    catalog or row order: evaluate names them, with the rows missing and the predictions the truth lacks."""
+    from imagequant.evaluation.evaluate import alignment_warnings
+
+    shifted = tmp_path / "shifted.csv"
+    shifted.write_text("index,prediction\n0,10.0 centimetre\n1,100.0 volt\n2,500.0 gram\n3,\n5,\n6,\n7,\n8,\n99,\n")
+    result, _ = evaluate(shifted, read_catalog(files["truth"], unique_index=True))
+    assert result["invalid_predictions"] == 3 and result["invalid_indexes"] == [0, 1, 2]
+    assert alignment_warnings(result) == [
+        "1 rows have no prediction (scored as empty; indexes 4)",
+        "1 predictions have an index the truth lacks (ignored; indexes 99)",
+        "3 answers are not a value in a unit their truth row's entity allows (indexes 0, 1, 2): are the "
+        "predictions of the truth's catalog, in its row order?",
+    ]
+    result, _ = evaluate(files["submission"], read_catalog(files["truth"], unique_index=True))
+    assert result["invalid_predictions"] == 0 and not any("answers are not" in w for w in alignment_warnings(result))
