@@ -289,9 +289,11 @@ def parse_label(text: object, entity: str | None = None) -> ParsedLabel:
 
 
 def label_can_match(text: object, entity: str | None = None) -> bool:
-    """Whether some answer can equal the label: one value in a unit ``entity`` allows. A range, an unparseable
-    label or one in another unit is never matched, as the challenge scores it."""
-    return parse_label(text, entity).kind == "value"
+    """Whether some answer can equal the label: one value, not negative, in a unit ``entity`` allows. A range,
+    an unparseable label, one in another unit or a negative quantity (no answer is negative) is never matched,
+    as the challenge scores it."""
+    parsed = parse_label(text, entity)
+    return parsed.kind == "value" and parsed.value is not None and parsed.value >= 0
 
 
 # --- output formatting ------------------------------------------------------------------------------------

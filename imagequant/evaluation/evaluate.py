@@ -8,7 +8,7 @@ writes ``metrics.json`` plus an HTML report whose thumbnails mark the chosen and
 Error kinds, decided in this order for each row:
 
 - ``unlabeled``: the truth is empty (a true negative when the prediction is empty too);
-- ``bad_truth``: the truth is a range, unparseable or has a unit the entity does not allow: never matched;
+- ``bad_truth``: the truth is a range, unparseable, negative or has a unit the entity does not allow: never matched;
 - ``correct``: the prediction equals the truth;
 - ``missing``: the row's index is absent from the predictions (counted as an empty prediction);
 - ``image_failed``: the image could not be fetched, decoded or read;
@@ -67,7 +67,7 @@ ERROR_KINDS: dict[str, str] = {
     "abstained": "empty answer although the truth was reachable (or candidates unknown)",
     "missing": "index absent from the predictions (scored as empty)",
     "image_failed": "image could not be fetched, decoded or read",
-    "bad_truth": "range, unparseable or disallowed-unit truth (never matched)",
+    "bad_truth": "range, unparseable, negative or disallowed-unit truth (never matched)",
     "unlabeled": "empty truth",
 }
 KIND_COLORS: dict[str, str] = {

@@ -4,7 +4,7 @@ Which rows train what:
 
 * unlabeled rows, rows whose image failed (or is missing from the store) and rows of an unknown entity
   are skipped (counted in ``metrics.json`` under ``skipped``);
-* rows whose label is a range, unparseable or in a unit the entity does not allow are KEPT with the
+* rows whose label is a range, unparseable, negative or in a unit the entity does not allow are KEPT with the
   "no answer" target (no candidate can ever equal such a label, so abstaining is the best the model can
   do) and count as non-empty truths in the validation F1, as the challenge counts them.
 
@@ -109,7 +109,7 @@ def describe_training_rows(trained: int, skipped: Mapping[str, int], never_match
                      "metrics.json's skipped counts them")
     if never_matched:
         lines.append(f"warning: {never_matched} of the {trained} training rows have a label no answer can equal "
-                     "(a range, unparseable, or in a unit the entity does not allow): they train abstaining and "
+                     "(a range, unparseable, negative, or in a unit the entity does not allow): they train abstaining and "
                      "can never be right, as the challenge scores them")
     return lines
 

@@ -14,6 +14,8 @@ from imagequant.training.examples import RawExample, describe_training_rows, nev
     ("[1.0, 2.0] gram", "item_weight", False),  # a range is never matched
     ("5 parsecs", "item_weight", False),
     ("12.0 volt", "item_weight", False),  # another entity's unit
+    ("-5 gram", "item_weight", False),  # no answer is negative
+    ("0.0 gram", "item_weight", True),
     ("", "item_weight", False),
     (None, "item_weight", False),
 ])
@@ -37,7 +39,8 @@ def test_train_warns_of_rows_left_out_by_reason_and_of_labels_never_matched() ->
     assert lines == [
         "warning: 5 of 18 catalog rows are not trained on (image_missing 3, unknown_entity 1, unlabeled 1); "
         "metrics.json's skipped counts them",
-        "warning: 2 of the 13 training rows have a label no answer can equal (a range, unparseable, or in a unit "
-        "the entity does not allow): they train abstaining and can never be right, as the challenge scores them",
+        "warning: 2 of the 13 training rows have a label no answer can equal (a range, unparseable, negative, or in "
+        "a unit the entity does not allow): they train abstaining and can never be right, as the challenge scores "
+        "them",
     ]
     assert describe_training_rows(13, {}, 0) == []
