@@ -276,6 +276,10 @@ PREDICTIONS = Table(
     "predictions",
     (
         Column("index", "long"),
+        # the catalog row's own image_link and entity_name, so the file says which row it answers and
+        # evaluate can tell predictions of another catalog or row order
+        Column("image_link", "string"),
+        Column("entity_name", "string"),
         Column("prediction", "string"),
         Column("value", "double", nullable=True),
         Column("unit", "string", nullable=True),

@@ -126,6 +126,9 @@ class Alignment:
     rows: pd.DataFrame
     missing: list[int] = field(default_factory=list)  # truth indexes without a prediction
     extra: list[int] = field(default_factory=list)  # prediction indexes not in the truth (ignored)
+    # indexes whose prediction names another image_link or entity_name than the truth row (predictions.parquet
+    # carries both; a submission CSV does not, and is never mismatched)
+    mismatched: list[int] = field(default_factory=list)
 
 
 def align(truth: pd.DataFrame, predictions: pd.DataFrame) -> Alignment:
@@ -135,11 +138,17 @@ def align(truth: pd.DataFrame, predictions: pd.DataFrame) -> Alignment:
     rows["truth"] = [_clean(t) for t in rows["truth"]]
     extras = [c for c in ("value", "unit", "score", "confidence", "n_candidates", "status", "error", "in_training",
                           *EVIDENCE_COLUMN_NAMES) if c in predictions]
-    rows = rows.merge(predictions[["index", "prediction", *extras]], on="index", how="left", indicator=True)
+    named = {c: f"predicted_{c}" for c in ("image_link", "entity_name") if c in predictions and c in rows}
+    chosen = predictions[["index", "prediction", *extras, *named]].rename(columns=named)
+    rows = rows.merge(chosen, on="index", how="left", indicator=True)
     rows["missing"] = rows.pop("_merge") == "left_only"
     rows["prediction"] = [_clean(p) for p in rows["prediction"]]
+    mismatched = pd.Series(False, index=rows.index)
+    for column, theirs in named.items():
+        mismatched |= ~rows["missing"] & (rows[column].map(_clean) != rows.pop(theirs).map(_clean))
     extra = sorted(set(predictions["index"]) - set(truth["index"]))
-    return Alignment(rows, missing=[int(i) for i in rows.loc[rows["missing"], "index"]], extra=[int(i) for i in extra])
+    return Alignment(rows, missing=[int(i) for i in rows.loc[rows["missing"], "index"]], extra=[int(i) for i in extra],
+                     mismatched=[int(i) for i in rows.loc[mismatched, "index"]])
 
 
 # --- feature store: OCR text and candidates ---------------------------------------------------------------
@@ -424,6 +433,8 @@ def summarize(alignment: Alignment, rows: pd.DataFrame, with_candidates: bool) -
         "missing_indexes": alignment.missing[:50],
         "extra_predictions": len(alignment.extra),
         "extra_indexes": alignment.extra[:50],
+        "mismatched_predictions": len(alignment.mismatched),
+        "mismatched_indexes": alignment.mismatched[:50],
         "invalid_predictions": int((~rows["valid"]).sum()),
         "invalid_indexes": [int(i) for i in rows.loc[~rows["valid"], "index"][:50]],
         "per_entity": per_entity,
@@ -464,7 +475,8 @@ def in_training_analysis(rows: pd.DataFrame) -> dict[str, Any]:
 
 def alignment_warnings(result: Mapping[str, Any]) -> list[str]:
     """What to say about predictions that do not line up with the truth: rows without one, predictions of
-    indexes the truth lacks, and answers no row's entity allows (a sign of another catalog or row order)."""
+    indexes the truth lacks, predictions naming another row's image or entity, and answers no row's entity
+    allows (a sign of another catalog or row order)."""
     def first(key: str) -> str:
         shown = result.get(key) or []
         return ", ".join(str(i) for i in shown[:5]) + (", ..." if len(shown) > 5 else "")
@@ -476,6 +488,10 @@ def alignment_warnings(result: Mapping[str, Any]) -> list[str]:
     if result["extra_predictions"]:
         lines.append(f"{result['extra_predictions']:,} predictions have an index the truth lacks (ignored; indexes "
                      f"{first('extra_indexes')})")
+    if result["mismatched_predictions"]:
+        lines.append(f"{result['mismatched_predictions']:,} predictions name another image_link or entity_name than "
+                     f"their index's truth row (indexes {first('mismatched_indexes')}): are the predictions of the "
+                     "truth's catalog?")
     if result["invalid_predictions"]:
         lines.append(f"{result['invalid_predictions']:,} answers are not a value in a unit their truth row's entity "
                      f"allows (indexes {first('invalid_indexes')}): are the predictions of the truth's catalog, in "
@@ -798,6 +814,9 @@ def write_evaluation_report(
     if result["extra_predictions"]:
         page.note(f"{result['extra_predictions']:,} predictions have an index that is not in the truth; "
                   "they were ignored.")
+    if result["mismatched_predictions"]:
+        page.note(f"{result['mismatched_predictions']:,} predictions name another image_link or entity_name than "
+                  "their index's truth row: they answer another catalog's rows, or another row order.")
     if result["invalid_predictions"]:
         page.note(f"{result['invalid_predictions']:,} predictions break the output format (plain decimal, one "
                   "space, an allowed unit of the row's entity).")

@@ -66,8 +66,8 @@ SUBMISSION_FILE = "submission.csv"
 OUTPUT_COLUMNS = PREDICTIONS.names()
 
 
-def _failed(index: int, status: str, error: str, reader: str | None = None) -> dict[str, Any]:
-    return PREDICTIONS.empty_record(index=index, value=None, unit=None, confidence=None, n_candidates=0, status=status,
+def _failed(row: dict[str, Any], status: str, error: str, reader: str | None = None) -> dict[str, Any]:
+    return PREDICTIONS.empty_record(**row, value=None, unit=None, confidence=None, n_candidates=0, status=status,
                                     error=error, ocr_reader=reader, in_training=None, **evidence_fields(None))
 
 
@@ -80,55 +80,57 @@ def predict_frame(frame: pd.DataFrame, model_spec: str, exported: bool, threshol
                   min_confidence: float | None = None) -> pd.DataFrame:
     """Scores one pandas batch of joined rows (the body of the UDF; usable without Spark).
 
-    ``frame`` has the catalog columns ``index, image_id, entity_name, row_status, row_error`` and the image
-    columns ``image_status, image_error, width, height, tok_*, cnn_features`` (null when the image is not
+    ``frame`` has the catalog columns ``index, image_link, image_id, entity_name, row_status, row_error`` and the
+    image columns ``image_status, image_error, width, height, tok_*, cnn_features`` (null when the image is not
     in the store). ``threshold`` overrides the scorer's own (rules: 0, answer whenever possible);
     ``min_confidence`` leaves answers whose confidence is below it empty, with status ``low_confidence``.
     """
     scorer = load_scorer(model_spec, exported)
     out: list[dict[str, Any] | None] = []
-    pending: list[tuple[int, int, ScoringRow, str | None]] = []
+    pending: list[tuple[int, dict[str, Any], ScoringRow, str | None]] = []
     for record in frame.to_dict("records"):
         index = int(record["index"])
+        row = {"index": index, "image_link": text_or_none(record.get("image_link")) or "",
+               "entity_name": text_or_none(record.get("entity_name")) or ""}
         row_status = text_or_none(record.get("row_status")) or "ok"
         image_status = text_or_none(record.get("image_status")) or ""
         entity = text_or_none(record.get("entity_name")) or ""
         reader = text_or_none(record.get("ocr_engine"))
         if row_status != "ok":
-            out.append(_failed(index, row_status, text_or_none(record.get("row_error")) or ""))
+            out.append(_failed(row, row_status, text_or_none(record.get("row_error")) or ""))
             continue
         if entity not in ENTITY_UNITS:
-            out.append(_failed(index, "unknown_entity", f"entity_name {entity!r} is not a known entity"))
+            out.append(_failed(row, "unknown_entity", f"entity_name {entity!r} is not a known entity"))
             continue
         if not image_status:
-            out.append(_failed(index, "image_missing", f"image {text_or_none(record.get('image_id'))} is not in "
+            out.append(_failed(row, "image_missing", f"image {text_or_none(record.get('image_id'))} is not in "
                                                        "the feature store; run jobs/extract_features.py on this "
                                                        "catalog first"))
             continue
         if image_status != "ok":
-            out.append(_failed(index, image_status, text_or_none(record.get("image_error")) or "", reader))
+            out.append(_failed(row, image_status, text_or_none(record.get("image_error")) or "", reader))
             continue
         if entity not in scorer.entities:
-            out.append(_failed(index, ENTITY_NOT_TRAINED, untrained_entity_message(scorer.name, entity), reader))
+            out.append(_failed(row, ENTITY_NOT_TRAINED, untrained_entity_message(scorer.name, entity), reader))
             continue
         try:
             evidence = row_evidence(record, entity)
         except Exception as exc:  # one bad row must not fail the job; it is reported in its status
-            out.append(_failed(index, "predict_error", f"{type(exc).__name__}: {exc}", reader))
+            out.append(_failed(row, "predict_error", f"{type(exc).__name__}: {exc}", reader))
             continue
-        row = ScoringRow(entity, evidence.tokens, evidence.image_size, evidence.candidates,
-                         record.get("cnn_features"))
-        pending.append((len(out), index, row, reader))
+        scoring = ScoringRow(entity, evidence.tokens, evidence.image_size, evidence.candidates,
+                             record.get("cnn_features"))
+        pending.append((len(out), row, scoring, reader))
         out.append(None)  # filled after the batched scorer call
     if pending:
-        preds = scorer.predict([row for _, _, row, _ in pending], threshold=threshold)
-        for (slot, index, scored, reader), pred in zip(pending, preds, strict=True):
+        preds = scorer.predict([scoring for _, _, scoring, _ in pending], threshold=threshold)
+        for (slot, row, scored, reader), pred in zip(pending, preds, strict=True):
             status, error, answer = "ok", "", pred.prediction
             held = min_confidence is not None and pred.confidence is not None and pred.confidence < min_confidence
             if answer and held:
                 status, answer = LOW_CONFIDENCE, ""
                 error = f"confidence {pred.confidence:.3f} is below the minimum confidence {min_confidence:.3f}"
-            out[slot] = {"index": index, "prediction": answer, "value": pred.value, "unit": pred.unit,
+            out[slot] = {**row, "prediction": answer, "value": pred.value, "unit": pred.unit,
                          "score": float(pred.score), "confidence": pred.confidence,
                          "n_candidates": pred.n_candidates, "status": status, "error": error, "ocr_reader": reader,
                          "in_training": None,  # run_predict knows the model's training images
@@ -282,7 +284,8 @@ def run_predict(
     for entity in sorted(set(catalog["entity_name"].dropna().astype(str)) & set(ENTITY_UNITS) - known):
         print(f"warning: {untrained_entity_message(str(model_spec), entity)}; its rows get status "
               f"{ENTITY_NOT_TRAINED}", file=sys.stderr, flush=True)
-    row_fields = [ROW_SCHEMA[name] for name in ("index", "image_id", "entity_name", "row_status", "row_error")]
+    row_fields = [ROW_SCHEMA[name] for name in ("index", "image_link", "image_id", "entity_name", "row_status",
+                                                  "row_error")]
     parallelism = default_parallelism(spark)
     rows = catalog_frame(spark, catalog[[f.name for f in row_fields]], T.StructType(row_fields))
     stored = read_images(spark, store)

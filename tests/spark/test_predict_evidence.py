@@ -69,7 +69,11 @@ def test_predictions_carry_the_evidence(spark: Any, store: dict[str, Any]) -> No
         assert frame.loc[index, list(EVIDENCE_COLUMN_NAMES)].isna().all(), frame.loc[index]
     assert frame.loc[3, "status"] == "image_missing"
     # which reader read each image, from the images table; none for an image the store does not hold
-    assert list(frame["ocr_reader"].iloc[:3]) == ["synthetic"] * 3  # what _image_record writes and pd.isna(frame.loc[3, "ocr_reader"])
+    assert list(frame["ocr_reader"].iloc[:3]) == ["synthetic"] * 3  # what _image_record writes
+    assert pd.isna(frame.loc[3, "ocr_reader"])
+    # every row names its catalog row, the failed ones too
+    assert list(frame["image_link"]) == [LINK.format(n) for n in ("label", "weak", "blank", "gone")]
+    assert set(frame["entity_name"]) == {"item_weight"}
     submission = pd.read_csv(out / "submission.csv", keep_default_na=False)
     assert list(submission.columns) == ["index", "prediction"]
     store["scores"] = dict(zip(frame.index, frame["score"], strict=True))

@@ -38,7 +38,8 @@ def test_arrow_chunks_of_an_empty_frame_are_none(spark) -> None:
 
 
 def _predictions(indices: range, answered: bool = True) -> pd.DataFrame:
-    rows = [{"index": i, "prediction": f"{i}.0 gram" if answered else "", "value": float(i) if answered else None,
+    rows = [{"index": i, "image_link": f"https://example.com/{i}.jpg", "entity_name": "item_weight",
+             "prediction": f"{i}.0 gram" if answered else "", "value": float(i) if answered else None,
              "unit": "gram" if answered else None, "score": 0.5, "confidence": None, "n_candidates": 1,
              "status": "ok", "error": "", "ocr_reader": "rapidocr", "in_training": None, "evidence_text": None,
              "evidence_left": None, "evidence_top": 3 if answered else None, "evidence_width": None,

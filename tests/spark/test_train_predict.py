@@ -160,12 +160,16 @@ def test_predict_writes_statuses_and_a_valid_submission(spark: Any, trained: dic
                           exported=True)
     assert summary.problems == []
     frame = pd.read_parquet(out / "predictions.parquet")
-    assert list(frame.columns) == ["index", "prediction", "value", "unit", "score", "confidence", "n_candidates",
+    assert list(frame.columns) == ["index", "image_link", "entity_name", "prediction", "value", "unit", "score", "confidence", "n_candidates",
                                    "status", "error", "ocr_reader", "in_training",
                                    "evidence_text", "evidence_left", "evidence_top", "evidence_width",
                                    "evidence_height", "evidence_angle", "reasons"]
     catalog = pd.read_csv(trained["catalog"])
     assert sorted(frame["index"]) == sorted(catalog["index"])
+    # every row, the bad link and the unknown entity too, names its catalog row
+    named = frame.set_index("index")
+    assert list(named.loc[catalog["index"], "image_link"]) == list(catalog["image_link"].fillna(""))
+    assert list(named.loc[catalog["index"], "entity_name"]) == list(catalog["entity_name"])
     status = dict(zip(frame["index"], frame["status"], strict=True))
     n = len(catalog)
     assert status[100 + n - 5] == "http_status"

@@ -319,3 +319,27 @@ def test_predictions_that_do_not_line_up_with_the_truth_are_warned_of(files: dic
     ]
     result, _ = evaluate(files["submission"], read_catalog(files["truth"], unique_index=True))
     assert result["invalid_predictions"] == 0 and not any("answers are not" in w for w in alignment_warnings(result))
+
+
+def test_predictions_naming_another_row_than_the_truth_are_warned_of(tmp_path: Path) -> None:
+    """predictions.parquet names each row's image_link and entity_name: two rows of one entity in another order
+    (answers every unit check passes) are caught, and a submission CSV, which names neither, never is."""
+    from imagequant.evaluation.evaluate import alignment_warnings
+
+    truth_csv = tmp_path / "truth.csv"
+    truth_csv.write_text(TRUTH_CSV)
+    truth = read_catalog(truth_csv, unique_index=True)
+    links, entities = list(truth["image_link"]), list(truth["entity_name"])
+    links[0], links[1] = links[1], links[0]  # rows 0 and 1 are both item_weight
+    entities[8] = "height"
+    predictions = pd.DataFrame({"index": truth["index"], "image_link": links, "entity_name": entities,
+                                "prediction": ["250.0 gram", "500.0 gram", *[""] * 7]})
+    predictions.to_parquet(tmp_path / "predictions.parquet")
+    result, _ = evaluate(tmp_path / "predictions.parquet", truth)
+    assert result["mismatched_predictions"] == 3 and result["mismatched_indexes"] == [0, 1, 8]
+    assert result["invalid_predictions"] == 0
+    assert alignment_warnings(result) == [
+        "3 predictions name another image_link or entity_name than their index's truth row (indexes 0, 1, 8): "
+        "are the predictions of the truth's catalog?"]
+    predictions[["index", "prediction"]].to_csv(tmp_path / "submission.csv", index=False)
+    assert evaluate(tmp_path / "submission.csv", truth)[0]["mismatched_predictions"] == 0
