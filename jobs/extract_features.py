@@ -55,7 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from imagequant.spark.extract import run_extract
     from imagequant.spark.session import build_session
+    from imagequant.spark.store import check_store_target
 
+    check_store_target(args.store)
     spark = build_session(config, "imagequant-extract-features")
     try:
         summary = run_extract(spark, config, catalog, args.store, args.images_dir, args.run_date,

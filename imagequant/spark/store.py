@@ -38,6 +38,7 @@ from imagequant.core.schema import (
     ROWS,
     STAGING_DIR,
     STORE_FORMAT,
+    TRAINING_DIR,
     Table,
     check_manifest,
 )
@@ -329,6 +330,30 @@ def require_store(store: str | Path) -> None:
     if not (path / MANIFEST_FILE).is_file() and not _holds_images_table(path / IMAGES.name):
         raise UsageError(f"store {store} is a folder but not a store (it has no {MANIFEST_FILE} and no "
                          f"{IMAGES.name} table); give the folder jobs/extract_features.py wrote")
+
+
+# What a store's folder holds (imagequant/core/schema.py's layout); names starting with "." or "_" are the
+# file systems' and Spark's own (.crc, _SUCCESS).
+_STORE_ENTRIES = frozenset({MANIFEST_FILE, IMAGES.name, ROWS.name, TRAINING_DIR, STAGING_DIR, LOCK_FILE,
+                            QUARANTINE_DIR})
+
+
+def check_store_target(store: str | Path) -> None:
+    """A folder extract may write a store into: a new or empty one, a store, or what a first run that failed
+    left (its lock and staging). A folder of other files is a usage error, so that a mistyped --store (a sample
+    folder, a folder of images) does not get the store's tables written among them."""
+    path = locations.local_path(store)  # a remote store's folder is not listed here
+    if path is None or not path.is_dir() or (path / MANIFEST_FILE).is_file():
+        return
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in _STORE_ENTRIES and not p.name.startswith("."))
+    images = path / IMAGES.name
+    if images.is_dir():
+        foreign += sorted(f"{IMAGES.name}/{p.name}" for p in images.iterdir()
+                          if not p.name.startswith((f"{IMAGES.partition}=", ".", "_")))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise UsageError(f"--store {store} is a folder of other files ({shown}) and holds no feature store; give a "
+                         "new or empty folder, or a store jobs/extract_features.py wrote")
 
 
 def _holds_images_table(folder: Path) -> bool:

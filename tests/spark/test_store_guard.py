@@ -170,3 +170,31 @@ def test_the_summary_line_tells_this_runs_work_from_what_the_store_holds(spark: 
     assert ("distinct_images=4 already_ok=3 processed=1 processed_ok=0 processed_failed=1 (http_status=1) "
             "store_ok=3 store_not_ok=1 ") in summary.line(), summary.line()
     assert " ok=" not in summary.line()  # no bare ok= that mixes the two
+
+
+def test_a_folder_of_other_files_is_refused_as_a_new_store(catalogs: dict[str, Path], tmp_path: Path) -> None:
+    """A sample's folder (catalogs beside an images folder of .jpg files) given as --store is refused before
+    Spark starts, and nothing is written among its files; what a failed first run leaves is a store's folder."""
+    from imagequant.errors import UsageError
+    from imagequant.spark.store import check_store_target
+
+    sample = catalogs["first"].parent / "sample"
+    before = sorted(p.relative_to(sample) for p in sample.rglob("*"))
+    done = _job("--catalog", str(catalogs["first"]), "--store", str(sample))
+    assert done.returncode == 2, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "is a folder of other files" in errors[0] and "images/" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(p.relative_to(sample) for p in sample.rglob("*")) == before
+    only_images = tmp_path / "only-images"
+    (only_images / "images").mkdir(parents=True)
+    (only_images / "images" / "a.jpg").write_bytes(b"")
+    with pytest.raises(UsageError, match=r"\(images/a.jpg\)"):
+        check_store_target(only_images)
+    left = tmp_path / "failed-first-run"
+    (left / "_staging" / "run").mkdir(parents=True)
+    (left / "_lock.json").write_text("{}")
+    (left / ".DS_Store").write_text("")
+    for fine in (tmp_path / "new", tmp_path / "empty", left):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        check_store_target(fine)
