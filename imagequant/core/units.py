@@ -288,12 +288,17 @@ def parse_label(text: object, entity: str | None = None) -> ParsedLabel:
         return ParsedLabel("unparseable", raw=text)
 
 
-def label_can_match(text: object, entity: str | None = None) -> bool:
-    """Whether some answer can equal the label: one value, not negative, in a unit ``entity`` allows. A range,
-    an unparseable label, one in another unit or a negative quantity (no answer is negative) is never matched,
-    as the challenge scores it."""
+def matchable_label(text: object, entity: str | None = None) -> ParsedLabel | None:
+    """The label parsed when some answer can equal it: one value, not negative, in a unit ``entity`` allows;
+    None for a range, an unparseable label, one in another unit or a negative quantity (no answer is
+    negative), which the challenge never scores as matched."""
     parsed = parse_label(text, entity)
-    return parsed.kind == "value" and parsed.value is not None and parsed.value >= 0
+    return parsed if parsed.kind == "value" and parsed.value is not None and parsed.value >= 0 else None
+
+
+def label_can_match(text: object, entity: str | None = None) -> bool:
+    """Whether some answer can equal the label (:func:`matchable_label`)."""
+    return matchable_label(text, entity) is not None
 
 
 # --- output formatting ------------------------------------------------------------------------------------

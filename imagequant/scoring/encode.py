@@ -20,7 +20,7 @@ import numpy as np
 from imagequant.config import ModelConfig
 from imagequant.core.schema import CNN_FEATURE_DIM
 from imagequant.core.tokens import OcrToken
-from imagequant.core.units import ENTITIES, parse_label
+from imagequant.core.units import ENTITIES, matchable_label
 from imagequant.errors import UsageError
 from imagequant.scoring import rules
 from imagequant.text.candidates import Candidate, extract_candidates
@@ -209,12 +209,10 @@ def token_features(tokens: Sequence[OcrToken], image_size: tuple[int, int]) -> n
 
 
 def label_targets(candidates: Sequence[Candidate], label: str | None, entity: str) -> list[int]:
-    """Indices of the candidates equal to the label (numerically, same unit); [] when none is or the label
-    is a range, an unparseable text or a unit the entity does not allow (such rows train "no answer")."""
-    if label is None:
-        return []
-    parsed = parse_label(label, entity)
-    if parsed.kind != "value" or parsed.value is None:
+    """Indices of the candidates equal to the label (numerically, same unit); [] when none is or no answer
+    can equal the label (:func:`imagequant.core.units.matchable_label`; such rows train "no answer")."""
+    parsed = None if label is None else matchable_label(label, entity)
+    if parsed is None or parsed.value is None:
         return []
     return [
         i for i, c in enumerate(candidates)

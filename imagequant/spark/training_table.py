@@ -21,6 +21,7 @@ from imagequant.errors import UsageError
 from imagequant.spark.schema import spark_schema
 from imagequant.spark.session import catalog_frame
 from imagequant.spark.store import read_images, reporting_damage, rows_by_maker
+from imagequant.training.examples import left_out_rows
 from imagequant.training.reader import TrainingTable
 
 # A labeled catalog: a file, or rows already read (an extract run's rows, imagequant.spark.store.read_rows).
@@ -46,14 +47,6 @@ def catalogs_hash(sources: Sequence[CatalogSource]) -> str:
                 for chunk in iter(lambda h=handle: h.read(1 << 20), b""):
                     digest.update(chunk)
     return digest.hexdigest()[:16]
-
-
-def left_out_rows(rows: pd.DataFrame) -> dict[str, int]:
-    """How many catalog rows (``read_catalog``'s columns) stay out of a training table, by reason: ``unlabeled``
-    (no entity_value), else the row_status that keeps them from being served (``bad_link``,
-    ``unknown_entity``)."""
-    reasons = rows["row_status"].where(rows["entity_value"].notna(), "unlabeled")
-    return {str(k): int(v) for k, v in reasons[reasons != "ok"].value_counts().sort_index().items()}
 
 
 def build_training_table(spark: SparkSession, catalogs: Sequence[CatalogSource], store: str | Path) -> TrainingTable:

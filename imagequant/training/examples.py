@@ -18,7 +18,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from imagequant.core.units import ENTITY_UNITS, label_can_match
 from imagequant.errors import UsageError
 from imagequant.pipeline.rows import row_evidence, text_or_none
 from imagequant.text.candidates import Candidate
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -99,16 +102,25 @@ def never_matched_labels(examples: Iterable[RawExample]) -> int:
     return sum(1 for e in examples if not label_can_match(e.label, e.entity))
 
 
+def left_out_rows(rows: pd.DataFrame) -> dict[str, int]:
+    """How many catalog rows (``read_catalog``'s columns) stay out of a training table, by reason: ``unlabeled``
+    (no entity_value), else the row_status that keeps them from being served (``bad_link``,
+    ``unknown_entity``)."""
+    reasons = rows["row_status"].where(rows["entity_value"].notna(), "unlabeled")
+    return {str(k): int(v) for k, v in reasons[reasons != "ok"].value_counts().sort_index().items()}
+
+
 def describe_training_rows(trained: int, skipped: Mapping[str, int], never_matched: int) -> list[str]:
-    """The warnings train prints about its rows: those left out, by reason, and the labels never matched."""
+    """What train warns of about its rows (the job adds ``warning: ``): those left out, by reason, and the labels
+    never matched."""
     lines = []
     left_out = sum(skipped.values())
     if left_out:
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
-        lines.append(f"warning: {left_out} of {trained + left_out} catalog rows are not trained on ({reasons}); "
+        lines.append(f"{left_out} of {trained + left_out} catalog rows are not trained on ({reasons}); "
                      "metrics.json's skipped counts them")
     if never_matched:
-        lines.append(f"warning: {never_matched} of the {trained} training rows have a label no answer can equal "
+        lines.append(f"{never_matched} of the {trained} training rows have a label no answer can equal "
                      "(a range, unparseable, negative, or in a unit the entity does not allow): they train abstaining and "
                      "can never be right, as the challenge scores them")
     return lines

@@ -492,7 +492,7 @@ def train_from_table(table: TrainingTable, out_dir: str | Path, config: Config, 
     skipped.update(table.left_out)
     never_matched = never_matched_labels(examples)
     for line in describe_training_rows(len(examples), skipped, never_matched):
-        print(line, file=sys.stderr, flush=True)
+        print(f"warning: {line}", file=sys.stderr, flush=True)
     extra: dict[str, Any] = {
         "loader": loader,
         "read_seconds": round(read_seconds, 3),

@@ -117,20 +117,6 @@ def test_training_through_petastorm(trained: dict[str, Any]) -> None:
         p.name for p in result.model_dir.iterdir()}
 
 
-def test_rows_a_training_table_leaves_out_are_counted_by_reason(tmp_path: Path) -> None:
-    from imagequant.spark.training_table import left_out_rows
-
-    path = tmp_path / "labels.csv"
-    pd.DataFrame([
-        {"image_link": LINK.format("a"), "group_id": "1", "entity_name": "voltage", "entity_value": "5.0 volt"},
-        {"image_link": LINK.format("b"), "group_id": "1", "entity_name": "voltage", "entity_value": None},
-        {"image_link": LINK.format("c"), "group_id": "1", "entity_name": "colour", "entity_value": "red"},
-        {"image_link": "ftp://x/d.jpg", "group_id": "1", "entity_name": "voltage", "entity_value": "5.0 volt"},
-        {"image_link": "", "group_id": "1", "entity_name": "voltage", "entity_value": None},
-    ]).to_csv(path, index=False)
-    assert left_out_rows(read_catalog(path)) == {"bad_link": 1, "unknown_entity": 1, "unlabeled": 2}
-
-
 def test_pyarrow_loader_reads_the_same_records(trained: dict[str, Any]) -> None:
     from imagequant.training.examples import examples_from_records
     from imagequant.training.reader import iter_training_records
