@@ -35,6 +35,7 @@ class SparkConfig:
     master: str | None = None
     app_name: str = "imagequant"
     image_partitions_per_core: int = 8
+    progress_interval_s: float = 60.0
     conf: dict[str, str] = field(default_factory=dict)
 
 
@@ -233,6 +234,7 @@ class Config:
         f, im, ocr, cnn, m, t = self.fetch, self.imaging, self.ocr, self.cnn, self.model, self.train
         c = Checks()
         c.at_least("spark.image_partitions_per_core", self.spark.image_partitions_per_core, 1)
+        c.at_least("spark.progress_interval_s", self.spark.progress_interval_s, 0)
         c.positive("fetch.connect_timeout_s", f.connect_timeout_s)
         c.positive("fetch.read_timeout_s", f.read_timeout_s)
         c.at_least("fetch.max_retries", f.max_retries, 0)

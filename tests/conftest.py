@@ -28,8 +28,9 @@ def spark() -> Iterator[object]:
     from imagequant.config import load_config
     from imagequant.spark.session import build_session
 
+    # No progress lines from the shared session: they would land in whichever test's captured stderr.
     config = load_config(overrides=["spark.master=local[2]", "spark.conf.spark.ui.enabled=false",
-                                    "spark.conf.spark.sql.shuffle.partitions=4"])
+                                    "spark.conf.spark.sql.shuffle.partitions=4", "spark.progress_interval_s=0"])
     session = build_session(config, "imagequant-tests")
     yield session
     session.stop()

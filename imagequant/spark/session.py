@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -27,11 +29,70 @@ BASE_SPARK_CONF: dict[str, str] = {
     "spark.sql.execution.arrow.maxRecordsPerBatch": "8",
     "spark.python.worker.reuse": "true",
     "spark.sql.session.timeZone": "UTC",
-    "spark.ui.showConsoleProgress": "true",
     "spark.sql.adaptive.enabled": "true",
     # Image partitions are sized by the job itself; coalescing them would serialise OCR on fewer cores.
     "spark.sql.adaptive.coalescePartitions.enabled": "false",
 }
+
+
+PROGRESS_SETTING = "spark.ui.showConsoleProgress"
+
+
+def console_is_terminal() -> bool:
+    """Whether the driver JVM's stderr, where Spark draws its console progress bar, is a terminal. In local
+    mode this process starts the JVM, which inherits its stderr; under spark-submit the JVM is this process's
+    parent (Linux's /proc tells where its stderr goes; where it cannot, a terminal is assumed)."""
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return sys.stderr.isatty()
+    try:
+        return os.readlink(f"/proc/{os.getppid()}/fd/2").startswith(("/dev/pts/", "/dev/tty"))
+    except OSError:
+        return True
+
+
+def stage_progress(spark: SparkSession) -> str:
+    """The running stages' progress as one line (``stage 7: 37 of 64 tasks done, 2 running``); "" when none
+    runs."""
+    tracker = spark.sparkContext.statusTracker()
+    parts = []
+    for stage_id in sorted(tracker.getActiveStageIds()):
+        info = tracker.getStageInfo(stage_id)
+        if info is None:
+            continue
+        failed = f", {info.numFailedTasks} failed" if info.numFailedTasks else ""
+        parts.append(f"stage {stage_id}: {info.numCompletedTasks} of {info.numTasks} tasks done, "
+                     f"{info.numActiveTasks} running{failed}")
+    return "; ".join(parts)
+
+
+def start_progress_log(spark: SparkSession, interval_s: float) -> threading.Thread:
+    """Logs the running stages every ``interval_s`` seconds to stderr, one plain line each, until the session
+    stops: progress a scheduler's log can show, where Spark's bar would write carriage returns. A session
+    reused by ``getOrCreate`` keeps the one log it has."""
+    started = time.monotonic()
+    context = spark.sparkContext
+    running = getattr(context, "_imagequant_progress", None)
+    if running is not None and running.is_alive():
+        return running
+
+    def run() -> None:
+        while True:
+            time.sleep(interval_s)
+            if context._jsc is None:  # stopped
+                return
+            try:
+                line = stage_progress(spark)
+            except Exception:  # noqa: BLE001 - the session stopping under us ends the log, nothing else
+                return
+            if line:
+                elapsed = int(time.monotonic() - started)
+                print(f"[imagequant] progress after {elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}: "
+                      f"{line}", file=sys.stderr, flush=True)
+
+    thread = threading.Thread(target=run, name="imagequant-progress", daemon=True)
+    thread.start()
+    context._imagequant_progress = thread  # type: ignore[attr-defined]
+    return thread
 
 
 def effective_master(conf: SparkConf, config: Config) -> str:
@@ -88,7 +149,9 @@ def build_session(config: Config, app_name: str | None = None) -> SparkSession:
     A master set in code would silently override spark-submit's ``--master``, so the configured master is
     used only when none was given on the command line. A setting Spark refuses is a UsageError naming it.
     """
-    settings = {key: str(value) for key, value in {**BASE_SPARK_CONF, **config.spark.conf}.items()}
+    # Spark's console bar where a person watches; plain progress lines (start_progress_log) in a log file.
+    console = {PROGRESS_SETTING: "true" if console_is_terminal() else "false"}
+    settings = {key: str(value) for key, value in {**BASE_SPARK_CONF, **console, **config.spark.conf}.items()}
     check_spark_settings(settings)  # Config.validate checks these too; a Config built in code may skip it
     conf = SparkConf()
     # Under spark-submit (PYSPARK_GATEWAY_PORT set) the JVM already holds --master; a SparkConf made before
@@ -117,6 +180,8 @@ def build_session(config: Config, app_name: str | None = None) -> SparkSession:
     except Exception as exc:  # noqa: BLE001
         spark.stop()
         raise _rejected(exc, config.spark.conf or settings) from None
+    if settings[PROGRESS_SETTING].strip().lower() != "true" and config.spark.progress_interval_s > 0:
+        start_progress_log(spark, config.spark.progress_interval_s)
     return spark
 
 

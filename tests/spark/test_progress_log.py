@@ -1,0 +1,66 @@
+"""Progress where a scheduler's log can show it: plain lines when stderr is not a terminal, Spark's console bar
+when it is."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+PROBE = "from imagequant.spark.session import console_is_terminal; print(console_is_terminal())"
+
+
+def _probe(command: list[str], env: dict[str, str], stderr: Any) -> str:
+    done = subprocess.run(command, env={**os.environ, **env}, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr,
+                          text=True, timeout=120)
+    return done.stdout.strip()
+
+
+def test_the_console_is_the_jvms_stderr() -> None:
+    """In local mode the JVM inherits this process's stderr; under spark-submit (PYSPARK_GATEWAY_PORT set) the
+    JVM is the parent, whose stderr is read from /proc."""
+    main, terminal = pty.openpty()
+    try:
+        python = [sys.executable, "-c", PROBE]
+        assert _probe(python, {}, subprocess.DEVNULL) == "False"
+        assert _probe(python, {}, terminal) == "True"
+        # the parent (a shell standing in for spark-submit's JVM) writes to a terminal, this process does not
+        parent = ["bash", "-c", f"{sys.executable} -c '{PROBE}' 2>/dev/null; true"]
+        assert _probe(parent, {"PYSPARK_GATEWAY_PORT": "1"}, terminal) == "True"
+        assert _probe(parent, {"PYSPARK_GATEWAY_PORT": "1"}, subprocess.DEVNULL) == "False"
+    finally:
+        os.close(main)
+        os.close(terminal)
+
+
+def test_a_job_logs_plain_progress_lines_when_stderr_is_not_a_terminal(spark: Any) -> None:
+    """A stage that runs for seconds gets plain progress lines at the configured interval, and no console bar."""
+    from imagequant.spark.session import stage_progress
+
+    script = (
+        "import threading\n"
+        "import time\n"
+        "from imagequant.config import load_config\n"
+        "from imagequant.spark.session import build_session, start_progress_log\n"
+        "config = load_config(overrides=['spark.master=local[2]', 'spark.progress_interval_s=0.5',"
+        " 'spark.conf.spark.ui.enabled=false'])\n"
+        "spark = build_session(config, 'progress-test')\n"
+        "assert build_session(config, 'progress-test') is spark\n"  # reused: still one log
+        "assert start_progress_log(spark, 0.5) is spark.sparkContext._imagequant_progress\n"
+        "assert [t.name for t in threading.enumerate()].count('imagequant-progress') == 1\n"
+        "spark.sparkContext.parallelize(range(4), 4).foreach(lambda _: time.sleep(3))\n"
+        "spark.stop()\n"
+        "print('done')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("[imagequant] progress after ")]
+    assert lines and all(" tasks done, " in line for line in lines), done.stderr[-3000:]
+    assert "of 4 tasks done" in lines[-1]
+    assert "\r" not in done.stderr and "[Stage " not in done.stderr
+    assert stage_progress(spark) == ""  # nothing runs: no line
