@@ -332,8 +332,8 @@ def require_store(store: str | Path) -> None:
                          f"{IMAGES.name} table); give the folder jobs/extract_features.py wrote")
 
 
-# What a store's folder holds (imagequant/core/schema.py's layout); names starting with "." or "_" are the
-# file systems' and Spark's own (.crc, _SUCCESS).
+# What a store's folder holds (imagequant/core/schema.py's layout). Dot files are the file systems' own, and
+# in the images table "_" files Spark's (_SUCCESS): neither makes a folder foreign.
 _STORE_ENTRIES = frozenset({MANIFEST_FILE, IMAGES.name, ROWS.name, TRAINING_DIR, STAGING_DIR, LOCK_FILE,
                             QUARANTINE_DIR})
 
