@@ -38,7 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "repeatable, and may be given with --catalog")
     parser.add_argument("--store", required=True, help="feature store holding the images of every --catalog")
     parser.add_argument("--model", required=True, metavar="OUT", help="model directory to write")
-    parser.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars on stderr")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no per-epoch progress on stderr (its lines, and on a terminal its bars)")
     parser.add_argument("--cross-validate", type=int, default=0, metavar="K",
                         help="first run a group K-fold cross-validation (model vs rule baseline per entity, "
                         "candidate-recall ceiling); the table goes to stdout and MODEL/cross_validation.md")

@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from imagequant.config import Config, check_spark_settings
+from imagequant.console import spark_console_is_terminal
 from imagequant.errors import UsageError
 
 if TYPE_CHECKING:
@@ -36,18 +37,6 @@ BASE_SPARK_CONF: dict[str, str] = {
 
 
 PROGRESS_SETTING = "spark.ui.showConsoleProgress"
-
-
-def console_is_terminal() -> bool:
-    """Whether the driver JVM's stderr, where Spark draws its console progress bar, is a terminal. In local
-    mode this process starts the JVM, which inherits its stderr; under spark-submit the JVM is this process's
-    parent (Linux's /proc tells where its stderr goes; where it cannot, a terminal is assumed)."""
-    if "PYSPARK_GATEWAY_PORT" not in os.environ:
-        return sys.stderr.isatty()
-    try:
-        return os.readlink(f"/proc/{os.getppid()}/fd/2").startswith(("/dev/pts/", "/dev/tty"))
-    except OSError:
-        return True
 
 
 def stage_progress(spark: SparkSession) -> str:
@@ -150,7 +139,7 @@ def build_session(config: Config, app_name: str | None = None) -> SparkSession:
     used only when none was given on the command line. A setting Spark refuses is a UsageError naming it.
     """
     # Spark's console bar where a person watches; plain progress lines (start_progress_log) in a log file.
-    console = {PROGRESS_SETTING: "true" if console_is_terminal() else "false"}
+    console = {PROGRESS_SETTING: "true" if spark_console_is_terminal() else "false"}
     settings = {key: str(value) for key, value in {**BASE_SPARK_CONF, **console, **config.spark.conf}.items()}
     check_spark_settings(settings)  # Config.validate checks these too; a Config built in code may skip it
     conf = SparkConf()

@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from imagequant.config import Config, ModelConfig, TrainConfig
+from imagequant.console import stderr_is_terminal
 from imagequant.core.metrics import best_threshold, candidate_recall, per_entity, score
 from imagequant.core.units import values_equal
 from imagequant.errors import UsageError
@@ -224,7 +225,7 @@ def fit_model(
             batches = [order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
             total = 0.0
             bar = tqdm(batches, desc=f"epoch {epoch}/{settings.epochs}", file=sys.stderr, leave=False,
-                       disable=not progress, unit="batch")
+                       disable=not (progress and stderr_is_terminal()), unit="batch")
             for batch in bar:
                 inputs, targets = collate([train_enc[i] for i in batch], params)
                 loss = option_loss(model(*(inputs[n] for n in INPUT_NAMES)), targets, settings.unanswerable_weight)

@@ -1,40 +1,15 @@
-"""Progress where a scheduler's log can show it: plain lines when stderr is not a terminal, Spark's console bar
-when it is."""
+"""Progress where a scheduler's log can show it: plain lines when Spark's console is not a terminal
+(imagequant.console, tested in tests/unit/test_console.py)."""
 
 from __future__ import annotations
 
 import os
-import pty
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-PROBE = "from imagequant.spark.session import console_is_terminal; print(console_is_terminal())"
-
-
-def _probe(command: list[str], env: dict[str, str], stderr: Any) -> str:
-    done = subprocess.run(command, env={**os.environ, **env}, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr,
-                          text=True, timeout=120)
-    return done.stdout.strip()
-
-
-def test_the_console_is_the_jvms_stderr() -> None:
-    """In local mode the JVM inherits this process's stderr; under spark-submit (PYSPARK_GATEWAY_PORT set) the
-    JVM is the parent, whose stderr is read from /proc."""
-    main, terminal = pty.openpty()
-    try:
-        python = [sys.executable, "-c", PROBE]
-        assert _probe(python, {}, subprocess.DEVNULL) == "False"
-        assert _probe(python, {}, terminal) == "True"
-        # the parent (a shell standing in for spark-submit's JVM) writes to a terminal, this process does not
-        parent = ["bash", "-c", f"{sys.executable} -c '{PROBE}' 2>/dev/null; true"]
-        assert _probe(parent, {"PYSPARK_GATEWAY_PORT": "1"}, terminal) == "True"
-        assert _probe(parent, {"PYSPARK_GATEWAY_PORT": "1"}, subprocess.DEVNULL) == "False"
-    finally:
-        os.close(main)
-        os.close(terminal)
 
 
 def test_a_job_logs_plain_progress_lines_when_stderr_is_not_a_terminal(spark: Any) -> None:
