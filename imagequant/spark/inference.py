@@ -89,12 +89,11 @@ def predict_frame(frame: pd.DataFrame, model_spec: str, exported: bool, threshol
     out: list[dict[str, Any] | None] = []
     pending: list[tuple[int, dict[str, Any], ScoringRow, str | None]] = []
     for record in frame.to_dict("records"):
-        index = int(record["index"])
-        row = {"index": index, "image_link": text_or_none(record.get("image_link")) or "",
-               "entity_name": text_or_none(record.get("entity_name")) or ""}
+        entity = text_or_none(record.get("entity_name")) or ""
+        row = {"index": int(record["index"]), "image_link": text_or_none(record.get("image_link")) or "",
+               "entity_name": entity}
         row_status = text_or_none(record.get("row_status")) or "ok"
         image_status = text_or_none(record.get("image_status")) or ""
-        entity = text_or_none(record.get("entity_name")) or ""
         reader = text_or_none(record.get("ocr_engine"))
         if row_status != "ok":
             out.append(_failed(row, row_status, text_or_none(record.get("row_error")) or ""))
@@ -104,8 +103,8 @@ def predict_frame(frame: pd.DataFrame, model_spec: str, exported: bool, threshol
             continue
         if not image_status:
             out.append(_failed(row, "image_missing", f"image {text_or_none(record.get('image_id'))} is not in "
-                                                       "the feature store; run jobs/extract_features.py on this "
-                                                       "catalog first"))
+                                                     "the feature store; run jobs/extract_features.py on this "
+                                                     "catalog first"))
             continue
         if image_status != "ok":
             out.append(_failed(row, image_status, text_or_none(record.get("image_error")) or "", reader))
