@@ -20,6 +20,7 @@ from pyspark.sql import SparkSession
 
 from imagequant.config import Config
 from imagequant.core.schema import IMAGES
+from imagequant.spark.session import job_step
 from imagequant.spark.store import (
     StoreFs,
     append_manifest,
@@ -82,14 +83,15 @@ def run_compact(spark: SparkSession, config: Config, store: str) -> CompactSumma
                 summary.rows_after = summary.rows_before
                 summary.seconds = time.perf_counter() - started
                 return summary
-            canonical = read_images(spark, store).select(*IMAGES.names()).cache()  # type: ignore[union-attr]
-            summary.rows_after = canonical.count()
-            compression = "uncompressed" if config.store.compression == "none" else config.store.compression
-            files = max(1, summary.rows_after // max(1, config.store.rows_per_file) + 1)
-            partition = f"{IMAGES.partition}={summary.batch}"
-            # The new batch lands whole (one rename) before any old one leaves.
-            write_partition(fs, canonical, IMAGES.name, partition, run_id, compression, files)
-            canonical.unpersist()
+            with job_step(spark, "folding the images table's batches into one"):
+                canonical = read_images(spark, store).select(*IMAGES.names()).cache()  # type: ignore[union-attr]
+                summary.rows_after = canonical.count()
+                compression = "uncompressed" if config.store.compression == "none" else config.store.compression
+                files = max(1, summary.rows_after // max(1, config.store.rows_per_file) + 1)
+                partition = f"{IMAGES.partition}={summary.batch}"
+                # The new batch lands whole (one rename) before any old one leaves.
+                write_partition(fs, canonical, IMAGES.name, partition, run_id, compression, files)
+                canonical.unpersist()
         written = spark.read.parquet(fs.path(IMAGES.name, partition)).count()
         if written != summary.rows_after:
             raise RuntimeError(f"compaction wrote {written} rows where the canonical view has {summary.rows_after}; "

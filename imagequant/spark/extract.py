@@ -32,7 +32,7 @@ from imagequant.ocr.ppocr_models import models_name
 from imagequant.ocr.zoo import changed_reading_settings, check_device, reader_name
 from imagequant.scoring.second_look import lacks_plausible_candidate
 from imagequant.spark.schema import IMAGE_SCHEMA, OCR_STAGE_SCHEMA
-from imagequant.spark.session import default_parallelism
+from imagequant.spark.session import default_parallelism, job_step
 from imagequant.spark.store import (
     StoreDamaged,
     StoreFs,
@@ -332,14 +332,16 @@ def _images_to_process(spark: SparkSession, fs: StoreFs, store: str, rows: DataF
 def _extract(spark: SparkSession, fs: StoreFs, config: Config, catalog: str | pd.DataFrame, store: str,
              images_dir: str | None, run_date: str | None, summary: ExtractSummary, started: float) -> None:
     run_id, batch = summary.run_id, summary.batch
-    rows = load_rows(spark, fs, catalog, run_id).cache()
-    status_counts = {r["row_status"]: r["count"] for r in rows.groupBy("row_status").count().collect()}
-    summary.rows = sum(status_counts.values())
-    summary.bad_rows = {k: v for k, v in status_counts.items() if k != "ok"}
-    summary.distinct_images = rows.where(F.col("row_status") == "ok").select("image_id").distinct().count()
+    with job_step(spark, "reading the catalog"):
+        rows = load_rows(spark, fs, catalog, run_id).cache()
+        status_counts = {r["row_status"]: r["count"] for r in rows.groupBy("row_status").count().collect()}
+        summary.rows = sum(status_counts.values())
+        summary.bad_rows = {k: v for k, v in status_counts.items() if k != "ok"}
+        summary.distinct_images = rows.where(F.col("row_status") == "ok").select("image_id").distinct().count()
 
     settings = ImageSettings.of(config)
-    todo, made_otherwise = _images_to_process(spark, fs, store, rows, batch, settings, summary)
+    with job_step(spark, "finding the images the store lacks"):
+        todo, made_otherwise = _images_to_process(spark, fs, store, rows, batch, settings, summary)
     summary.already_ok = summary.distinct_images - summary.processed
     name = catalog if isinstance(catalog, str) else catalog.attrs.get("path", "(a frame)")
     log(f"catalog {name}: {summary.rows} rows, {summary.distinct_images} distinct images, "
@@ -355,11 +357,12 @@ def _extract(spark: SparkSession, fs: StoreFs, config: Config, catalog: str | pd
         partitions = max(1, min(summary.processed, cores * config.spark.image_partitions_per_core))
         devices = spark.sparkContext.accumulator(set(), SetParam())
         cnn_devices = spark.sparkContext.accumulator(set(), SetParam())
-        images = process_images(todo, config, images_dir, run_id, partitions, config.cnn.separate_stage, devices,
-                                cnn_devices)
         files = max(1, summary.processed // max(1, config.store.rows_per_file) + 1)
         partition = f"{IMAGES.partition}={batch}"
-        write_partition(fs, images, IMAGES.name, partition, run_id, compression, min(files, partitions))
+        with job_step(spark, "fetching, reading (OCR) and embedding (CNN) images"):
+            images = process_images(todo, config, images_dir, run_id, partitions, config.cnn.separate_stage,
+                                    devices, cnn_devices)
+            write_partition(fs, images, IMAGES.name, partition, run_id, compression, min(files, partitions))
         written = spark.read.parquet(fs.path(IMAGES.name, partition))
         for r in written.groupBy("status", "source").count().collect():
             counts[r["status"]] += r["count"]
@@ -382,7 +385,8 @@ def _extract(spark: SparkSession, fs: StoreFs, config: Config, catalog: str | pd
         summary.store_ok += failed.join(made_otherwise, on="image_id", how="left_semi").count()
     rows_files = max(1, summary.rows // max(1, config.store.rows_per_file) + 1)
     # Keyed by the batch like the images: a dated rerun replaces its rows, undated runs never replace each other's.
-    write_partition(fs, rows, ROWS.name, f"{ROWS.partition}={batch}", run_id, compression, rows_files)
+    with job_step(spark, "writing the rows table"):
+        write_partition(fs, rows, ROWS.name, f"{ROWS.partition}={batch}", run_id, compression, rows_files)
     summary.seconds = time.perf_counter() - started
     append_manifest(fs, summary.to_json())
     fs.delete(fs.path(STAGING_DIR, run_id))

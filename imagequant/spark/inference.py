@@ -53,7 +53,7 @@ from imagequant.scoring.zoo import (
     training_images,
 )
 from imagequant.spark.schema import IMAGE_EVIDENCE_SCHEMA, PREDICTIONS_SCHEMA, ROW_SCHEMA
-from imagequant.spark.session import arrow_chunks, catalog_frame, default_parallelism, runtime_conf
+from imagequant.spark.session import arrow_chunks, catalog_frame, default_parallelism, job_step, runtime_conf
 from imagequant.spark.store import read_images, reporting_damage, rows_by_maker
 from imagequant.submission import check_submission, read_submission, write_submission_rows
 from imagequant.text.candidates import Candidate
@@ -305,7 +305,7 @@ def run_predict(
     partitions = max(int(spark.conf.get("spark.sql.shuffle.partitions") or 1),
                      -(-len(catalog) // SORTED_PARTITION_ROWS))
     with runtime_conf(spark, {"spark.sql.shuffle.partitions": str(partitions)}), reporting_damage(store), \
-            PredictionFiles(out) as files:
+            PredictionFiles(out) as files, job_step(spark, "scoring the rows"):
         for chunk in arrow_chunks(ordered, OUTPUT_CHUNK_ROWS):
             result = typed(chunk.to_pandas())
             if image_of is not None:

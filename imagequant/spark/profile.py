@@ -27,7 +27,7 @@ from pyspark.sql import types as T
 from imagequant import report
 from imagequant.catalog import REQUIRED_COLUMNS, CatalogInfo, classify_row, inspect_catalog
 from imagequant.core.units import ENTITIES, parse_label
-from imagequant.spark.session import runtime_conf
+from imagequant.spark.session import job_step, runtime_conf
 
 # parse_label's kinds -> the names the profile shows (``value`` is a plain, usable label)
 LABEL_KINDS: dict[str, str] = {
@@ -313,7 +313,8 @@ def profile_frame(
     """Runs the two aggregates over a catalog frame (four string columns) and returns the profile figures."""
     frame = frame.cache()
     try:
-        with runtime_conf(spark, {"spark.sql.execution.arrow.maxRecordsPerBatch": str(arrow_batch)}):
+        with runtime_conf(spark, {"spark.sql.execution.arrow.maxRecordsPerBatch": str(arrow_batch)}), \
+                job_step(spark, "profiling the catalog"):
             label_rows_ = [r.asDict() for r in label_summary(label_rows(frame), bins_per_decade).collect()]
             size_rows = [r.asDict() for r in key_sizes(frame).collect()]
     finally:

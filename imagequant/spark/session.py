@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-from pyspark import SparkConf
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
@@ -39,19 +39,66 @@ BASE_SPARK_CONF: dict[str, str] = {
 PROGRESS_SETTING = "spark.ui.showConsoleProgress"
 
 
+JOB_GROUP_KEY = "spark.jobGroup.id"
+JOB_DESCRIPTION_KEY = "spark.job.description"
+# setJobGroup sets this one as well.
+JOB_INTERRUPT_KEY = "spark.job.interruptOnCancel"
+
+
+def _job_steps(context: SparkContext) -> dict[str, str]:
+    """The job groups :func:`job_step` opened on this context, each with the step it names."""
+    steps = getattr(context, "_imagequant_steps", None)
+    if steps is None:
+        steps = {}
+        context._imagequant_steps = steps  # type: ignore[attr-defined]
+    return steps
+
+
+@contextmanager
+def job_step(spark: SparkSession, step: str) -> Iterator[None]:
+    """Spark jobs this thread starts inside are one job group named ``step`` (``fetch, OCR and CNN``), so the
+    progress log and Spark's UI say which step of the job a stage belongs to; the group before is restored."""
+    context = spark.sparkContext
+    steps = _job_steps(context)
+    group = f"imagequant-step-{len(steps) + 1}"
+    steps[group] = step
+    before = {key: context.getLocalProperty(key) for key in (JOB_GROUP_KEY, JOB_DESCRIPTION_KEY, JOB_INTERRUPT_KEY)}
+    context.setJobGroup(group, step)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            context.setLocalProperty(key, value)  # type: ignore[arg-type]  # None removes it
+
+
+def _stage_steps(context: SparkContext) -> dict[int, str]:
+    """The running stages that belong to a :func:`job_step`, each with its step."""
+    tracker = context.statusTracker()
+    active = set(tracker.getActiveJobsIds())
+    named: dict[int, str] = {}
+    for group, step in list(_job_steps(context).items()):
+        for job_id in active.intersection(tracker.getJobIdsForGroup(group)):
+            info = tracker.getJobInfo(job_id)
+            named.update((stage_id, step) for stage_id in (info.stageIds if info else []))
+    return named
+
+
 def stage_progress(spark: SparkSession) -> str:
-    """The running stages' progress as one line (``stage 7: 37 of 64 tasks done, 2 running``); "" when none
-    runs."""
-    tracker = spark.sparkContext.statusTracker()
-    parts = []
+    """The running stages' progress as one line, under the :func:`job_step` they belong to where they have one
+    (``scoring the rows: stage 7: 37 of 64 tasks done, 2 running; stage 8: ...``); "" when none runs."""
+    context = spark.sparkContext
+    tracker = context.statusTracker()
+    steps = _stage_steps(context)
+    by_step: dict[str | None, list[str]] = {}
     for stage_id in sorted(tracker.getActiveStageIds()):
         info = tracker.getStageInfo(stage_id)
         if info is None:
             continue
         failed = f", {info.numFailedTasks} failed" if info.numFailedTasks else ""
-        parts.append(f"stage {stage_id}: {info.numCompletedTasks} of {info.numTasks} tasks done, "
-                     f"{info.numActiveTasks} running{failed}")
-    return "; ".join(parts)
+        by_step.setdefault(steps.get(stage_id), []).append(
+            f"stage {stage_id}: {info.numCompletedTasks} of {info.numTasks} tasks done, {info.numActiveTasks} "
+            f"running{failed}")
+    return "; ".join((f"{step}: " if step else "") + "; ".join(stages) for step, stages in by_step.items())
 
 
 def start_progress_log(spark: SparkSession, interval_s: float) -> threading.Thread:

@@ -19,7 +19,7 @@ from imagequant.core import locations
 from imagequant.core.schema import CNN_FEATURE_DIM, READINGS_JSON, TRAINING, TRAINING_DIR
 from imagequant.errors import UsageError
 from imagequant.spark.schema import spark_schema
-from imagequant.spark.session import catalog_frame
+from imagequant.spark.session import catalog_frame, job_step
 from imagequant.spark.store import read_images, reporting_damage, rows_by_maker
 from imagequant.training.examples import left_out_rows
 from imagequant.training.reader import TrainingTable
@@ -88,7 +88,7 @@ def build_training_table(spark: SparkSession, catalogs: Sequence[CatalogSource],
         for name in TRAINING.names()
     ])
     out = locations.join(store, TRAINING_DIR, catalogs_hash(catalogs))
-    with reporting_damage(store):
+    with reporting_damage(store), job_step(spark, "joining the labeled rows with the store's images"):
         joined.coalesce(max(1, min(8, len(rows_pd) // 5000 + 1))).write.mode("overwrite").parquet(out)
         made = rows_by_maker(rows, stored, "cnn_weights", "ocr_engine")
     counts = spark.read.parquet(out).groupBy("status").count().collect()
