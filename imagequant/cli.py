@@ -10,7 +10,7 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from imagequant.config import Config, load_config
@@ -59,6 +59,20 @@ def output_folder(path: str | Path, option: str) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageError(f"{option} {path} is not writable")
     return folder
+
+
+def foreign_entries(folder: Path, known: Collection[str]) -> list[str]:
+    """The entries of ``folder`` that are not in ``known``, sorted; dot files are the file systems' own."""
+    return sorted(p.name for p in folder.iterdir() if p.name not in known and not p.name.startswith("."))
+
+
+def refuse_foreign_folder(option: str, location: str | Path, foreign: Sequence[str], kind: str, writer: str) -> None:
+    """A usage error naming the first of ``foreign``, the entries that make a job's target folder someone else's:
+    a store or a model directory written among other files would mix with them, and replace same-named ones."""
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise UsageError(f"{option} {location} is a folder of other files ({shown}) and holds no {kind}; give a "
+                         f"new or empty folder, or a {kind} {writer} wrote")
 
 
 def output_file(path: str | Path, option: str) -> Path:

@@ -68,9 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from imagequant.spark.session import build_session
     from imagequant.spark.store import read_rows, require_store
     from imagequant.spark.training_table import prepare_training_table
-    from imagequant.training.fit import train_from_table
+    from imagequant.training.fit import check_model_target, train_from_table
 
     require_store(args.store)
+    check_model_target(args.model)
     args.model = output_folder(args.model, "--model")  # the last check: a refused run leaves no folder behind
     spark = build_session(config, "imagequant-train")
     try:

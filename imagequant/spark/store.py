@@ -29,6 +29,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from imagequant.cli import foreign_entries, refuse_foreign_folder
 from imagequant.core import locations
 from imagequant.core.schema import (
     IMAGES,
@@ -345,15 +346,12 @@ def check_store_target(store: str | Path) -> None:
     path = locations.local_path(store)  # a remote store's folder is not listed here
     if path is None or not path.is_dir() or (path / MANIFEST_FILE).is_file():
         return
-    foreign = sorted(p.name for p in path.iterdir() if p.name not in _STORE_ENTRIES and not p.name.startswith("."))
+    foreign = foreign_entries(path, _STORE_ENTRIES)
     images = path / IMAGES.name
     if images.is_dir():
-        foreign += sorted(f"{IMAGES.name}/{p.name}" for p in images.iterdir()
-                          if not p.name.startswith((f"{IMAGES.partition}=", ".", "_")))
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise UsageError(f"--store {store} is a folder of other files ({shown}) and holds no feature store; give a "
-                         "new or empty folder, or a store jobs/extract_features.py wrote")
+        foreign += [f"{IMAGES.name}/{name}" for name in foreign_entries(images, ())
+                    if not name.startswith((f"{IMAGES.partition}=", "_"))]
+    refuse_foreign_folder("--store", store, foreign, "feature store", "jobs/extract_features.py")
 
 
 def _holds_images_table(folder: Path) -> bool:

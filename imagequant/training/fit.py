@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from imagequant.cli import foreign_entries, refuse_foreign_folder
 from imagequant.config import Config, ModelConfig, TrainConfig
 from imagequant.console import stderr_is_terminal
 from imagequant.core.metrics import best_threshold, candidate_recall, per_entity, score
@@ -434,11 +435,26 @@ def render_cross_validation(cv: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+CROSS_VALIDATION_FILES = ("cross_validation.json", "cross_validation.md")
+# Everything train writes into a model directory, of either kind.
+MODEL_DIRECTORY_FILES = frozenset({SCORER_FILE, CONFIDENCE_FILE, TRAINING_IMAGES_FILE, CNN_WEIGHTS_FILE,
+                                   OCR_READERS_FILE, *CROSS_VALIDATION_FILES, *CHECKPOINT_FILES})
+
+
+def check_model_target(model: str | Path) -> None:
+    """A folder train may write a model directory into: a new or empty one, or a model directory. A folder of
+    other files is a usage error, since training replaces and removes files of the model directory's names
+    (``config.json``, ``metrics.json``) that may be someone else's there."""
+    path = Path(model)
+    if path.is_dir():
+        refuse_foreign_folder("--model", model, foreign_entries(path, MODEL_DIRECTORY_FILES), "model directory",
+                              "jobs/train.py")
+
+
 def _clear_model_directory(out: Path) -> None:
     """Removes what an earlier training wrote that this one may not write again (a rules-only directory
     retrained as a network, a confidence model when confidence is off): a stale file would be served."""
-    for name in (SCORER_FILE, CONFIDENCE_FILE, TRAINING_IMAGES_FILE, CNN_WEIGHTS_FILE, OCR_READERS_FILE,
-                 "cross_validation.json", "cross_validation.md", *CHECKPOINT_FILES):
+    for name in MODEL_DIRECTORY_FILES:
         if (out / name).is_file():
             (out / name).unlink()
 
@@ -541,6 +557,7 @@ def train_from_table(table: TrainingTable, out_dir: str | Path, config: Config, 
     write_cnn_weights(result.model_dir, table.cnn_weights)
     write_ocr_readers(result.model_dir, table.ocr_readers)
     if folds and cv is not None:
-        (result.model_dir / "cross_validation.json").write_text(json.dumps(cv, indent=2) + "\n")
-        (result.model_dir / "cross_validation.md").write_text(render_cross_validation(cv))
+        cv_json, cv_markdown = CROSS_VALIDATION_FILES
+        (result.model_dir / cv_json).write_text(json.dumps(cv, indent=2) + "\n")
+        (result.model_dir / cv_markdown).write_text(render_cross_validation(cv))
     return result

@@ -456,6 +456,34 @@ def test_jobs_reject_bad_arguments(tmp_path: Path) -> None:
         assert last.startswith("error: ") and fragment in last, done.stderr
 
 
+def test_train_refuses_a_model_folder_of_other_files(trained: dict[str, Any], tmp_path: Path) -> None:
+    """A mistyped --model (a project folder with its own config.json) is refused before any work and left as it
+    was: training replaces and removes files of the model directory's names. A new or empty folder and a model
+    directory of either kind are taken (dot files are the file system's own)."""
+    from imagequant.errors import UsageError
+    from imagequant.training.fit import check_model_target
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.json").write_text('{"mine": true}')
+    (project / "notes.txt").write_text("kept")
+    done = _job("train", "--catalog", str(trained["labeled"]), "--store", str(trained["store"]), "--model",
+                str(project))
+    assert done.returncode == 2, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: --model {project} is a folder of other files (notes.txt) and holds no model "
+                      "directory; give a new or empty folder, or a model directory jobs/train.py wrote"], done.stderr
+    assert sorted(p.name for p in project.iterdir()) == ["config.json", "notes.txt"]
+    assert (project / "config.json").read_text() == '{"mine": true}'
+    (tmp_path / "empty" / ".ipynb_checkpoints").mkdir(parents=True)
+    for fine in (tmp_path / "new", tmp_path / "empty", trained["result"].model_dir):
+        check_model_target(fine)
+    with pytest.raises(UsageError, match=r"\(a, b, c and 1 more\)"):
+        for name in "abcd":
+            (tmp_path / "four" / name).mkdir(parents=True)
+        check_model_target(tmp_path / "four")
+
+
 def test_train_predict_and_evaluate_accept_a_store_uri(spark: Any, trained: dict[str, Any]) -> None:
     """Every job takes the store locations extract takes: here a file:// URI instead of a path."""
     from imagequant.evaluation.evaluate import evaluate
