@@ -196,6 +196,8 @@ def test_pixel_guard_uses_the_given_limit_not_pillows_global() -> None:
     assert "imaging.max_pixels=60000000" in str(info.value) and "178956970" not in str(info.value)
 
 
+# pytest resets warning filters for each test, which drops imaging's process-wide silencing of this warning.
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_a_pixel_limit_above_pillows_own_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     # Pillow refuses images over twice its process-wide MAX_IMAGE_PIXELS (178,956,970 by default) before our
     # check runs; the setting must decide. Pillow's limit is lowered here so an image over it costs nothing.
