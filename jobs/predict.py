@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from imagequant.catalog import inspect_catalog  # noqa: E402
+from imagequant.catalog import read_catalog  # noqa: E402
 from imagequant.cli import EXIT_FAILED, config_from_args, job_parser, output_folder, run_job  # noqa: E402
 from imagequant.errors import UsageError  # noqa: E402
 
@@ -58,8 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     min_confidence, target_precision = args.min_confidence, args.target_precision
     if min_confidence is None and target_precision is None:
         min_confidence, target_precision = config.predict.min_confidence, config.predict.target_precision
-    if args.catalog is not None:
-        inspect_catalog(args.catalog)
+    # every row checked (columns, index values, each index once: a submission names a row by it) before Spark
+    catalog = None if args.catalog is None else read_catalog(args.catalog, unique_index=True)
     exported = bool(config.predict.use_exported) and not args.eager
 
     from imagequant.spark.inference import resolve_min_confidence, run_predict
@@ -73,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out = output_folder(args.out, "--out")  # the last check: a refused run leaves no folder behind
     spark = build_session(config, "imagequant-predict")
     try:
-        catalog = args.catalog if args.catalog is not None else read_rows(spark, args.store, args.run_date)
+        if catalog is None:
+            catalog = read_rows(spark, args.store, args.run_date)
         summary = run_predict(spark, catalog, args.store, args.model, args.out, exported, cut, min_confidence)
     finally:
         spark.stop()

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from imagequant.catalog import read_catalog
+from imagequant.catalog import check_unique_index, read_catalog
 from imagequant.core.schema import EVIDENCE_COLUMN_NAMES, IMAGE_EVIDENCE, PREDICTIONS
 from imagequant.core.units import ENTITY_UNITS
 from imagequant.errors import UsageError
@@ -273,9 +273,15 @@ def run_predict(
 ) -> PredictSummary:
     """Predicts every row of the catalog (a path, or rows already read: ``read_catalog``'s frame or an extract
     run's rows from the store, ``imagequant.spark.store.read_rows``); writes predictions.parquet and
-    submission.csv and checks the submission (problems listed in the summary)."""
+    submission.csv and checks the submission (problems listed in the summary). An index that appears twice
+    is a CatalogError before any work, labeled or not: the submission names each row by its index."""
     started = time.perf_counter()
-    catalog = catalog_path if isinstance(catalog_path, pd.DataFrame) else read_catalog(catalog_path)
+    if isinstance(catalog_path, pd.DataFrame):
+        catalog = catalog_path
+        check_unique_index(catalog["index"].tolist(), str(catalog.attrs.get("path", "catalog")),
+                           lambda i: f"row {i + 1}")
+    else:
+        catalog = read_catalog(catalog_path, unique_index=True)  # a submission names each row by its index
     scorer = load_scorer(model_spec, exported)
     trained_weights = None if is_rules(scorer) else trained_cnn_weights(model_spec)  # a broken record: refused now
     trained_readers = trained_ocr_readers(model_spec)

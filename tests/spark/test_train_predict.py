@@ -428,8 +428,13 @@ def test_jobs_reject_bad_arguments(tmp_path: Path) -> None:
     sample = tmp_path / "sample"
     (sample / "images").mkdir(parents=True)
     (sample / "images" / "a.jpg").write_bytes(b"")
+    repeated = tmp_path / "repeated.csv"  # labeled, so read alone it may repeat an index; predicted, it may not
+    repeated.write_text("index,image_link,group_id,entity_name,entity_value\n"
+                        "7,https://x.example/a.jpg,1,voltage,12 volt\n7,https://x.example/b.jpg,1,voltage,\n")
     cases = [
         ("train", ["--store", str(tmp_path), "--model", str(tmp_path / "m")], "--catalog"),
+        ("predict", ["--catalog", str(repeated), "--store", str(tmp_path), "--model", "rules",
+                     "--out", str(tmp_path / "o")], "index 7 appears more than once (line 2 and line 3)"),
         ("train", ["--catalog", str(tmp_path / "none.csv"), "--store", str(tmp_path), "--model", "m"], "does not exist"),
         ("train", ["--catalog", str(unlabeled), "--store", str(tmp_path), "--model", "m"], "entity_value"),
         ("train", ["--catalog", str(unlabeled), "--store", "s", "--model", "m", "--set", "train.loader=x"],
