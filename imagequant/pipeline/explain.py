@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from imagequant.config import Config
-from imagequant.core.entities import ENTITY_SPECS
+from imagequant.core.entities import ENTITY_SPECS, canonical_entity_name
 from imagequant.core.geometry import segments_from_flat
 from imagequant.core.tokens import OcrToken, ocr_text
 from imagequant.core.units import format_prediction, format_value
@@ -205,6 +205,15 @@ def _cnn_features(image: Image.Image, config: Config) -> Any:
     return features[0]
 
 
+def asked_entity(text: str) -> str:
+    """The table's name for the entity asked for, spelled as a catalog may spell it (``Item_Weight``); a
+    UsageError when it names none."""
+    entity = canonical_entity_name(text)
+    if entity not in ENTITY_SPECS:
+        raise UsageError(f"--entity {text!r} is not a known entity ({', '.join(ENTITY_SPECS)})")
+    return entity
+
+
 def explain_image(image: Image.Image, source: str, entity: str, config: Config, scorer: Scorer,
                   needs_second_look: NeedsSecondLook) -> Explanation:
     """OCR with the configured engine (its second look where ``needs_second_look`` says the entity lacks
@@ -212,8 +221,7 @@ def explain_image(image: Image.Image, source: str, entity: str, config: Config, 
     image."""
     from imagequant.pipeline.images import read_image
 
-    if entity not in ENTITY_SPECS:
-        raise UsageError(f"--entity {entity!r} is not a known entity ({', '.join(ENTITY_SPECS)})")
+    entity = asked_entity(entity)
     reading, flat_segments = read_image(image, config, [entity], needs_second_look=needs_second_look)
     tokens = reading.tokens
     size = (image.width, image.height)
@@ -270,8 +278,7 @@ def annotate(image: Image.Image, explanation: Explanation, path: str | Path) -> 
 def run_explain(source: str, entity: str, config: Config, scorer: Scorer, needs_second_look: NeedsSecondLook,
                 out_dir: str | Path | None = None) -> tuple[Explanation, Path | None]:
     """The whole of explain: load, decode, explain with ``scorer``, and with ``out_dir`` the annotated PNG."""
-    if entity not in ENTITY_SPECS:
-        raise UsageError(f"--entity {entity!r} is not a known entity ({', '.join(ENTITY_SPECS)})")
+    entity = asked_entity(entity)
     image = decode(load_image_bytes(source, config), source, config)
     explanation = explain_image(image, source, entity, config, scorer, needs_second_look)
     written = annotate(image, explanation, Path(out_dir) / annotated_name(source, entity)) if out_dir else None

@@ -16,7 +16,7 @@ from PIL import Image
 
 from imagequant.config import Config, load_config
 from imagequant.errors import UsageError
-from imagequant.pipeline.explain import annotated_name, explain_image, run_explain
+from imagequant.pipeline.explain import annotated_name, asked_entity, explain_image, run_explain
 from imagequant.scoring.second_look import lacks_plausible_candidate
 from imagequant.scoring.zoo import load_scorer
 from tests.httpserver import ImageServer
@@ -152,6 +152,13 @@ def test_usage_errors(tmp_path: Path, label: tuple[Path, tuple[int, int, int, in
         run_explain(str(not_image), "item_weight", _config(), RULES, LOOK)
     with pytest.raises(UsageError, match="not a known entity"):
         explain_image(Image.new("RGB", (10, 10)), "x", "colour", _config(), RULES, LOOK)
+
+
+def test_the_entity_is_taken_as_a_catalog_spells_it() -> None:
+    assert [asked_entity(t) for t in ("item_weight", "Item_Weight", " item weight ", "ITEM-WEIGHT")] == \
+        ["item_weight"] * 4
+    with pytest.raises(UsageError, match=r"--entity 'Colour ' is not a known entity \(width, "):
+        asked_entity("Colour ")
 
 
 # --- the job and submit.sh --------------------------------------------------------------------------------
