@@ -194,7 +194,7 @@ class PredictSummary:
     untrained_readers: dict[str, int] = field(default_factory=dict)
 
     def line(self) -> str:
-        statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items())) or "none"
         verdict = "submission check passed" if not self.problems else f"submission check FAILED ({len(self.problems)} problems)"
         if not self.confidence_model:
             has = "the rule baseline has" if self.model == RULES else "the model directory has"

@@ -461,6 +461,19 @@ def test_jobs_reject_bad_arguments(tmp_path: Path) -> None:
         assert last.startswith("error: ") and fragment in last, done.stderr
 
 
+def test_an_empty_catalog_predicts_no_rows_and_says_so(spark: Any, trained: dict[str, Any], tmp_path: Path) -> None:
+    """A nightly batch with no rows is a run that answers nothing, not an error."""
+    from imagequant.spark.inference import run_predict
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text("index,image_link,group_id,entity_name\n")
+    summary = run_predict(spark, empty, trained["store"], "rules", tmp_path / "out")
+    assert (summary.rows, summary.answered, summary.problems) == (0, 0, [])
+    assert "predicted 0 rows with rules: 0 answered, status: none; " in summary.line(), summary.line()
+    assert pd.read_csv(summary.out_dir / "submission.csv").columns.tolist() == ["index", "prediction"]
+    assert pd.read_parquet(summary.out_dir / "predictions.parquet").empty
+
+
 def test_train_refuses_a_model_folder_of_other_files(trained: dict[str, Any], tmp_path: Path) -> None:
     """A mistyped --model (a project folder with its own config.json) is refused before any work and left as it
     was: training replaces and removes files of the model directory's names. A new or empty folder and a model
