@@ -56,7 +56,7 @@ def _job_steps(context: SparkContext) -> dict[str, str]:
 
 @contextmanager
 def job_step(spark: SparkSession, step: str) -> Iterator[None]:
-    """Spark jobs this thread starts inside are one job group named ``step`` (``fetch, OCR and CNN``), so the
+    """Spark jobs this thread starts inside are one job group named ``step`` (``scoring the rows``), so the
     progress log and Spark's UI say which step of the job a stage belongs to; the group before is restored."""
     context = spark.sparkContext
     steps = _job_steps(context)
