@@ -108,6 +108,8 @@ def test_device_and_batch_keys_are_validated() -> None:
 
 
 @needs_rapidocr
+# Placed on cuda without the CUDA provider (which resolving a placement never does), onnxruntime warns too.
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider' is not in available:UserWarning")
 def test_a_gpu_that_does_not_take_the_models_leaves_them_on_the_cpu(capsys: pytest.CaptureFixture[str]) -> None:
     # The real onnxruntime asked for the CUDA provider it lacks: it keeps the CPU one, and so does the engine
     # (auto), saying so in the worker's log; ocr.device=cuda refuses.
