@@ -19,7 +19,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 help:
 	@echo "make demo   - set up, then extract/train/predict/evaluate on generated sample data"
 	@echo "make test   - set up, then run the test suite (all of tests/)"
-	@echo "make test-fast  - the unit tests alone (tests/unit: no Spark, no torch, no OCR models; about 2.5 minutes here)"
+	@echo "make test-fast  - the unit tests alone (tests/unit: no Spark, no torch, no ONNX or OpenVINO OCR models; about 2 minutes here)"
 	@echo "make test-ocr   - the tests that run the real OCR models (tests/ocr; minutes)"
 	@echo "make test-model / test-spark / test-e2e - the torch, Spark and standalone-cluster tests alone"
 	@echo "make lint   - ruff check"

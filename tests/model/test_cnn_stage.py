@@ -1,8 +1,10 @@
 """The extract job's CNN stage without Spark: crops read from Arrow buffers, batches gathered for the network,
-features in the rows' order, zeros where an image had no crop. The real network runs (CPU, random weights)."""
+features in the rows' order, zeros where an image had no crop; a worker that cannot import torch under a memory
+cap gives its images a status. The real network runs (CPU, random weights)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +21,7 @@ from imagequant.imaging import prepare_for_cnn
 from imagequant.pipeline.images import _chunks, embed_crops
 from imagequant.spark.udfs import cnn_features_function, crops_from_arrow
 
+REPO = Path(__file__).resolve().parents[2]
 SIZE = 8  # crops_from_arrow does not care about the network's input size
 
 
@@ -113,3 +116,38 @@ def test_the_extract_driver_does_not_import_torch() -> None:
     code = "import sys, imagequant.spark.extract, jobs.extract_features; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "False"
+
+
+# In a fresh process under a real RLIMIT_AS of 2 GiB (the measured import needs about 3.1 GB more than the
+# process holds): the CNN stage's Arrow function over one batch, its images' statuses out.
+_CAPPED = """
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+import numpy as np, pyarrow as pa
+from imagequant.config import load_config
+from imagequant.spark.udfs import cnn_features_function
+
+config = load_config(overrides=["cnn.enabled=true", "cnn.cpu_runtime=torch"])
+size = config.imaging.cnn_size
+crop = np.full((size, size, 3), 200, dtype=np.uint8).tobytes()
+batch = pa.RecordBatch.from_pydict({
+    "image_id": ["a", "b", "c"], "status": ["ok", "decode_error", "ok"], "error": ["", "bad bytes", ""],
+    "cnn_input": pa.array([crop, b"", crop], type=pa.binary()),
+})
+out = pa.Table.from_batches(list(cnn_features_function(config)(iter([batch]))))
+print(json.dumps({"status": out.column("status").to_pylist(), "error": out.column("error").to_pylist(),
+                  "features": [float(np.abs(np.asarray(f)).sum()) for f in out.column("cnn_features").to_pylist()],
+                  "torch": "torch" in sys.modules}))
+"""
+
+
+def test_a_cnn_stage_that_cannot_import_torch_gives_its_images_a_status() -> None:
+    done = subprocess.run([sys.executable, "-c", _CAPPED], capture_output=True, text=True, timeout=300, cwd=REPO,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["status"] == ["cnn_error", "decode_error", "cnn_error"]
+    assert result["error"][1] == "bad bytes"  # an image without a crop keeps its own failure
+    assert "the CNN stage failed in this worker (ImportError" in result["error"][0], result["error"][0]
+    assert "at least 5g" in result["error"][0]
+    assert result["features"] == [0.0, 0.0, 0.0] and not result["torch"]

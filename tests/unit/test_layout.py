@@ -128,3 +128,24 @@ def test_explain_sees_the_scorer_only_through_its_contract() -> None:
     names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
     assert "model" not in attributes  # a network scorer's checkpoint is no part of the contract
     assert not names & {"RuleScorer", "NeuralScorer", "is_rules", "rules"}
+
+
+# What `make test-fast` promises tests/unit runs without: Spark, torch, and the OCR readers that run ONNX or OpenVINO
+# models (a few tests let Tesseract read a drawn label). Tests that need one live in tests/spark, tests/model or
+# tests/ocr; importing a module of those folders would load what they load.
+UNIT_TESTS_NEVER_IMPORT = {"pyspark", "torch", "torchvision", "onnxruntime", "openvino", "rapidocr_onnxruntime",
+                           "imagequant.spark", "imagequant.cnn", "imagequant.cnn_runtime", "imagequant.ocr.rapidocr",
+                           "imagequant.ocr.both", "imagequant.ocr.int8", "imagequant.ocr.ppocr_models", "tests.spark",
+                           "tests.model", "tests.ocr"}
+
+
+def test_the_unit_tests_import_no_framework_or_ocr_engine() -> None:
+    offenders = []
+    for path in sorted((PACKAGE.parent / "tests" / "unit").glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        skipped = {node.args[0].value for node in ast.walk(tree) if isinstance(node, ast.Call)
+                   and ast.unparse(node.func).endswith("importorskip") and isinstance(node.args[0], ast.Constant)}
+        for name in sorted(_every_import(path) | skipped):
+            if any(name == banned or name.startswith(banned + ".") for banned in UNIT_TESTS_NEVER_IMPORT):
+                offenders.append(f"{path.name}: {name}")
+    assert offenders == []

@@ -1,11 +1,9 @@
 """A memory cap on Python workers (``spark.executor.pyspark.memory``, applied by Spark as RLIMIT_AS): a cap under
-which the job's libraries cannot load is refused before any work with one ``error:`` line naming the minimum,
-and a CNN stage that fails in a worker (torch's import refused by a real RLIMIT_AS) gives its images a status
-and a message instead of ending the job."""
+which the job's libraries cannot load is refused before any work with one ``error:`` line naming the minimum. A
+CNN stage whose worker cannot import torch under a real cap: tests/model/test_cnn_stage.py."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -50,39 +48,3 @@ def test_the_extract_job_refuses_the_cap_with_one_error_line(tmp_path: Path) -> 
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "at least 5g" in lines[0], done.stderr
     assert not (tmp_path / "store").exists()  # before any work
-
-
-# In a fresh process under a real RLIMIT_AS of 2 GiB (the measured import needs about 3.1 GB more than the
-# process holds): the CNN stage's Arrow function over one batch, its images' statuses out.
-_CAPPED = """
-import json, resource, sys
-resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
-import numpy as np, pyarrow as pa
-from imagequant.config import load_config
-from imagequant.spark.udfs import cnn_features_function
-
-config = load_config(overrides=["cnn.enabled=true", "cnn.cpu_runtime=torch"])
-size = config.imaging.cnn_size
-crop = np.full((size, size, 3), 200, dtype=np.uint8).tobytes()
-batch = pa.RecordBatch.from_pydict({
-    "image_id": ["a", "b", "c"], "status": ["ok", "decode_error", "ok"], "error": ["", "bad bytes", ""],
-    "cnn_input": pa.array([crop, b"", crop], type=pa.binary()),
-})
-out = pa.Table.from_batches(list(cnn_features_function(config)(iter([batch]))))
-print(json.dumps({"status": out.column("status").to_pylist(), "error": out.column("error").to_pylist(),
-                  "features": [float(np.abs(np.asarray(f)).sum()) for f in out.column("cnn_features").to_pylist()],
-                  "torch": "torch" in sys.modules}))
-"""
-
-
-def test_a_cnn_stage_that_cannot_import_torch_gives_its_images_a_status() -> None:
-    pytest.importorskip("torch")
-    done = subprocess.run([sys.executable, "-c", _CAPPED], capture_output=True, text=True, timeout=300, cwd=REPO,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["status"] == ["cnn_error", "decode_error", "cnn_error"]
-    assert result["error"][1] == "bad bytes"  # an image without a crop keeps its own failure
-    assert "the CNN stage failed in this worker (ImportError" in result["error"][0], result["error"][0]
-    assert "at least 5g" in result["error"][0]
-    assert result["features"] == [0.0, 0.0, 0.0] and not result["torch"]
