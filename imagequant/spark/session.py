@@ -46,7 +46,8 @@ JOB_INTERRUPT_KEY = "spark.job.interruptOnCancel"
 
 
 def _job_steps(context: SparkContext) -> dict[str, str]:
-    """The job groups :func:`job_step` opened on this context, each with the step it names."""
+    """The job groups :func:`job_step` opened on this context, each with the step it names: one group per step
+    name, so a long-lived session running many jobs keeps a handful, and a progress tick asks about each."""
     steps = getattr(context, "_imagequant_steps", None)
     if steps is None:
         steps = {}
@@ -60,7 +61,7 @@ def job_step(spark: SparkSession, step: str) -> Iterator[None]:
     progress log and Spark's UI say which step of the job a stage belongs to; the group before is restored."""
     context = spark.sparkContext
     steps = _job_steps(context)
-    group = f"imagequant-step-{len(steps) + 1}"
+    group = next((known for known, name in steps.items() if name == step), f"imagequant-step-{len(steps) + 1}")
     steps[group] = step
     before = {key: context.getLocalProperty(key) for key in (JOB_GROUP_KEY, JOB_DESCRIPTION_KEY, JOB_INTERRUPT_KEY)}
     context.setJobGroup(group, step)

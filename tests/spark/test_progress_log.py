@@ -34,6 +34,10 @@ def test_a_job_logs_plain_progress_lines_when_stderr_is_not_a_terminal(spark: An
         "    context.parallelize(range(4), 4).foreach(lambda _: time.sleep(3))\n"
         "assert [context.getLocalProperty(k) for k in ('spark.jobGroup.id', 'spark.job.description',"
         " 'spark.job.interruptOnCancel')] == ['outer', 'the caller', 'true']\n"
+        "for step in ('sleeping on purpose', 'another step', 'another step'):\n"
+        "    with job_step(spark, step):\n"
+        "        pass\n"
+        "assert sorted(context._imagequant_steps.values()) == ['another step', 'sleeping on purpose']\n"  # per name
         "spark.stop()\n"
         "print('done')\n"
     )
