@@ -496,6 +496,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be an integer, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str):
+            value = _decimal_number(value, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {value!r}")
         return float(value)
@@ -504,6 +506,18 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be a string, got {value!r}")
         return str(value)
     return value
+
+
+def _decimal_number(text: str, key: str) -> float | str:
+    """A number YAML 1.1 leaves a string (``1e3``, ``1.0e3``: its floats need a dot and a signed exponent) read
+    as Python reads it; a string that is no number is returned for the caller's message."""
+    try:
+        number = float(text.strip())
+    except ValueError:
+        return text
+    if not math.isfinite(number):
+        raise ConfigError(f"{key} must be a finite number, got {text!r}")
+    return number
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:

@@ -86,6 +86,22 @@ def test_engine_sections_keep_their_keys_layout_and_pickling() -> None:
         load_config(overrides=["ocr.tesseract.psm=six"])
 
 
+def test_a_number_setting_takes_the_exponent_forms_yaml_leaves_as_text(tmp_path: Path) -> None:
+    # YAML 1.1 reads 1e3 and 1.0e3 as strings (its floats need a dot and a signed exponent).
+    assert load_config(overrides=["fetch.read_timeout_s=1e3"]).fetch.read_timeout_s == 1000.0
+    conf = tmp_path / "conf.yaml"
+    conf.write_text("fetch:\n  read_timeout_s: 1.5e1\n  connect_timeout_s: ' 2.5 '\n")
+    loaded = load_config([conf]).fetch
+    assert (loaded.read_timeout_s, loaded.connect_timeout_s) == (15.0, 2.5)
+    for text in ("inf", "nan", "-Infinity"):
+        with pytest.raises(ConfigError, match=rf"fetch\.read_timeout_s must be a finite number, got '{text}'"):
+            load_config(overrides=[f"fetch.read_timeout_s={text}"])
+    with pytest.raises(ConfigError, match=r"fetch\.read_timeout_s must be a number, got '12 s'"):
+        load_config(overrides=["fetch.read_timeout_s=12 s"])
+    with pytest.raises(ConfigError, match=r"ocr\.tesseract\.psm must be an integer, got '1e1'"):
+        load_config(overrides=["ocr.tesseract.psm=1e1"])  # an integer setting takes integers only
+
+
 @dataclass
 class ToySettings:
     letters: int = 3
