@@ -234,13 +234,13 @@ class Config:
         f, im, ocr, cnn, m, t = self.fetch, self.imaging, self.ocr, self.cnn, self.model, self.train
         c = Checks()
         c.at_least("spark.image_partitions_per_core", self.spark.image_partitions_per_core, 1)
-        c.at_least("spark.progress_interval_s", self.spark.progress_interval_s, 0)
-        c.positive("fetch.connect_timeout_s", f.connect_timeout_s)
-        c.positive("fetch.read_timeout_s", f.read_timeout_s)
+        c.seconds("spark.progress_interval_s", self.spark.progress_interval_s, zero=True)
+        c.seconds("fetch.connect_timeout_s", f.connect_timeout_s)
+        c.seconds("fetch.read_timeout_s", f.read_timeout_s)
         c.at_least("fetch.max_retries", f.max_retries, 0)
-        c.at_least("fetch.backoff_s", f.backoff_s, 0)
-        c.at_least("fetch.max_backoff_s", f.max_backoff_s, 0)
-        c.at_least("fetch.max_retry_after_s", f.max_retry_after_s, 0)
+        c.seconds("fetch.backoff_s", f.backoff_s, zero=True)
+        c.seconds("fetch.max_backoff_s", f.max_backoff_s, zero=True)
+        c.seconds("fetch.max_retry_after_s", f.max_retry_after_s, zero=True)
         c.positive("fetch.max_bytes", f.max_bytes)
         c.at_least("fetch.max_redirects", f.max_redirects, 0)
         c.at_least("fetch.pool_size", f.pool_size, 1)
@@ -258,8 +258,12 @@ class Config:
         resize_to = round(im.cnn_size * 256 / 224) if im.cnn_size > 0 else 0
         c.that(resize_to * resize_to <= im.max_pixels,
                f"imaging.cnn_size {im.cnn_size} needs {resize_to}x{resize_to} pixels, over imaging.max_pixels")
-        c.positive("ocr.timeout_s", ocr.timeout_s)
+        c.seconds("ocr.timeout_s", ocr.timeout_s)
         c.at_least("ocr.wall_timeout_factor", ocr.wall_timeout_factor, 1)
+        wall = ocr.timeout_s * ocr.wall_timeout_factor
+        c.that(not _finite(wall) or wall <= MAX_SECONDS,
+               f"ocr.timeout_s x ocr.wall_timeout_factor (a reading's wall-clock backstop) must be at most "
+               f"{MAX_SECONDS:g} seconds (a week), got {wall:g}")
         c.at_least("ocr.second_pass_max_regions", ocr.second_pass_max_regions, 0)
         c.positive("ocr.second_pass_text_px", ocr.second_pass_text_px)
         c.at_least("ocr.second_pass_detail_max_side", ocr.second_pass_detail_max_side, 0)
@@ -299,6 +303,9 @@ class Config:
         return c.problems
 
 
+MAX_SECONDS = 7 * 24 * 3600.0  # the longest time setting taken
+
+
 class Checks:
     """Collects the problems among settings, each message naming its full dotted key; config.py and the
     sections other packages register (:func:`register_section`) word them alike."""
@@ -318,6 +325,13 @@ class Checks:
 
     def between(self, key: str, value: float, low: float, high: float) -> None:
         self.that(_finite(value) and low <= value <= high, f"{key} must be between {low:g} and {high:g}, got {value!r}")
+
+    def seconds(self, key: str, value: float, *, zero: bool = False) -> None:
+        """A time: positive (or zero where ``zero``) and at most a week, past which the clocks and sockets it
+        reaches overflow (``socket.settimeout(1e300)`` raises) and no job means it."""
+        low = "0 or more" if zero else "more than 0"
+        self.that(_finite(value) and (value >= 0 if zero else value > 0) and value <= MAX_SECONDS,
+                  f"{key} must be a number of seconds, {low} and at most {MAX_SECONDS:g} (a week), got {value!r}")
 
 
 # A section's checks: (its settings, its dotted key e.g. "ocr.rapidocr", whether the configuration uses it)

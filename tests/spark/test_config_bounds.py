@@ -44,6 +44,11 @@ REPO = Path(__file__).resolve().parents[2]
     ("ocr.timeout_s=-5", "ocr.timeout_s"),
     ("ocr.timeout_s=.nan", "ocr.timeout_s"),
     ("ocr.timeout_s=.inf", "ocr.timeout_s"),
+    ("ocr.timeout_s=1e6", "ocr.timeout_s"),  # over a week: the clocks and sockets it reaches overflow
+    ("ocr.timeout_s=200000", "ocr.wall_timeout_factor"),  # its wall-clock backstop (x4) is over a week
+    ("fetch.read_timeout_s=1e300", "fetch.read_timeout_s"),
+    ("fetch.max_retry_after_s=1e7", "fetch.max_retry_after_s"),
+    ("spark.progress_interval_s=1e9", "spark.progress_interval_s"),
     ("ocr.min_confidence=.nan", "ocr.min_confidence"),
     ("ocr.min_confidence=101", "ocr.min_confidence"),
     ("ocr.rapidocr.text_score=2", "ocr.rapidocr.text_score"),
@@ -75,6 +80,7 @@ def test_values_that_cannot_work_are_rejected_with_their_name(setting: str, key:
 
 def test_working_edge_values_are_accepted() -> None:
     config = load_config(overrides=["fetch.backoff_s=0", "fetch.max_retries=0", "fetch.max_redirects=0",
+                                    "fetch.read_timeout_s=604800", "spark.progress_interval_s=0",
                                     "imaging.ocr_min_side=2400", "ocr.min_confidence=100",
                                     "predict.min_score=0.5", "train.patience=0"])
     assert config.imaging.ocr_min_side == config.imaging.ocr_max_side == 2400
