@@ -326,11 +326,20 @@ def require_store(store: str | Path) -> None:
         return
     if not path.exists():
         raise UsageError(f"store {store} does not exist; run jobs/extract_features.py on the catalog first")
-    if not path.is_dir():
-        raise UsageError(f"store {store} is a file, not a store's folder")
+    _refuse_a_file(store, path)
     if not (path / MANIFEST_FILE).is_file() and not _holds_images_table(path / IMAGES.name):
         raise UsageError(f"store {store} is a folder but not a store (it has no {MANIFEST_FILE} and no "
                          f"{IMAGES.name} table); give the folder jobs/extract_features.py wrote")
+
+
+def _refuse_a_file(store: str | Path, path: Path) -> None:
+    """A store that is a file, or would be made under one, is a usage error before Spark starts: Hadoop's own
+    refusal comes later and in Java's words."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"store {store} is a file, not a store's folder")
+    above = next((parent for parent in path.parents if parent.exists()), None)
+    if above is not None and not above.is_dir():
+        raise UsageError(f"store {store} cannot be created: {above} is a file")
 
 
 # What a store's folder holds (imagequant/core/schema.py's layout). Dot files are the file systems' own, and
@@ -344,7 +353,10 @@ def check_store_target(store: str | Path) -> None:
     left (its lock and staging). A folder of other files is a usage error, so that a mistyped --store (a sample
     folder, a folder of images) does not get the store's tables written among them."""
     path = locations.local_path(store)  # a remote store's folder is not listed here
-    if path is None or not path.is_dir() or (path / MANIFEST_FILE).is_file():
+    if path is None:
+        return
+    _refuse_a_file(store, path)
+    if not path.is_dir() or (path / MANIFEST_FILE).is_file():
         return
     foreign = foreign_entries(path, _STORE_ENTRIES)
     images = path / IMAGES.name

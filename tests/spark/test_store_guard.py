@@ -198,3 +198,18 @@ def test_a_folder_of_other_files_is_refused_as_a_new_store(catalogs: dict[str, P
     for fine in (tmp_path / "new", tmp_path / "empty", left):
         (tmp_path / "empty").mkdir(exist_ok=True)
         check_store_target(fine)
+
+
+def test_a_store_that_is_a_file_or_under_one_is_refused_before_spark(catalogs: dict[str, Path],
+                                                                      tmp_path: Path) -> None:
+    from imagequant.errors import UsageError
+    from imagequant.spark.store import check_store_target
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a store")
+    done = _job("--catalog", str(catalogs["first"]), "--store", str(a_file))
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [f"error: store {a_file} is a file, not a store's folder"]
+    with pytest.raises(UsageError, match=r"cannot be created: .*notes.txt is a file"):
+        check_store_target(a_file / "store")
+    assert a_file.read_text() == "not a store"
