@@ -26,7 +26,7 @@ from imagequant.core.geometry import segments_from_flat
 from imagequant.core.tokens import OcrToken, ocr_text
 from imagequant.core.units import format_prediction, format_value
 from imagequant.errors import UsageError
-from imagequant.scoring.base import CandidateScore, Prediction, Scorer, ScoringRow
+from imagequant.scoring.base import CandidateScore, ConfidencePush, Prediction, Scorer, ScoringRow
 from imagequant.text.candidates import Candidate, extract_candidates
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class Explanation:
     scorer: str
     threshold: float
     # what moved the confidence model's log-odds for this answer, largest push first (empty without one)
-    drivers: list[tuple[str, float]] = dataclasses.field(default_factory=list)
+    drivers: list[ConfidencePush] = dataclasses.field(default_factory=list)
 
     def chosen(self) -> CandidateView | None:
         picked = self.prediction.candidate
@@ -107,10 +107,11 @@ class Explanation:
             return ("confidence: none (no candidate)" if p.candidate is None else
                     "confidence: none (the scorer has no confidence model: one comes from jobs/train.py, on enough "
                     "labeled rows both right and wrong)")
-        up = [f"{name} {push:+.2f}" for name, push in self.drivers if push > 0][:4]
-        down = [f"{name} {push:+.2f}" for name, push in self.drivers if push < 0][:4]
+        up = [d.describe() for d in self.drivers if d.push > 0][:4]
+        down = [d.describe() for d in self.drivers if d.push < 0][:4]
         return (f"confidence: {p.confidence:.3f} (calibrated probability that the answer is right); raised by: "
-                f"{', '.join(up) or '(nothing)'}; lowered by: {', '.join(down) or '(nothing)'} (log-odds pushes)")
+                f"{', '.join(up) or '(nothing)'}; lowered by: {', '.join(down) or '(nothing)'} (each evidence "
+                f"term's push on the log-odds from an average training row's, this row's value in brackets)")
 
     def choice_line(self) -> str:
         p = self.prediction

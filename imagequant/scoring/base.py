@@ -60,6 +60,20 @@ class CandidateScore:
     rule_confidence: float | None = None  # its monotone squash to 0..1 (the rules' score of the mention)
 
 
+@dataclass(frozen=True)
+class ConfidencePush:
+    """One evidence term's push on the confidence model's log-odds for an answer, measured from an average
+    training row's (the terms are standardised): ``value`` is the term's value for this row, so a term that is
+    off (``one_value`` 0) can push too, by being off where most rows have it on."""
+
+    term: str
+    value: float
+    push: float
+
+    def describe(self) -> str:
+        return f"{self.term} ({self.value:.3g}) {self.push:+.2f}"
+
+
 @dataclass
 class RowJudgement:
     """A scorer's account of one row's prediction: each candidate judged, and what moved the confidence."""
@@ -67,7 +81,7 @@ class RowJudgement:
     candidates: list[CandidateScore]  # one per ScoringRow.candidates, in that order
     # each evidence term's push on the confidence model's log-odds for the answer, largest push first; empty
     # without a confidence model or without an answer
-    drivers: list[tuple[str, float]]
+    drivers: list[ConfidencePush]
 
 
 class Scorer(Protocol):

@@ -23,7 +23,7 @@ import numpy as np
 from imagequant.core.entities import ENTITY_SPECS
 from imagequant.errors import UsageError
 from imagequant.scoring import rules
-from imagequant.scoring.base import Prediction, ScoringRow
+from imagequant.scoring.base import ConfidencePush, Prediction, ScoringRow
 from imagequant.text.candidates import Candidate
 
 CONFIDENCE_FORMAT = 1
@@ -178,12 +178,14 @@ class ConfidenceModel:
             out[i] = self.per_entity.get(entity, self.pooled)(np.asarray([value]))[0]
         return np.clip(out, 0.0, 1.0)
 
-    def contributions(self, evidence: np.ndarray) -> list[tuple[str, float]]:
-        """Each evidence term's push on the logistic model's log-odds for one row (largest first): what
-        drove a confidence up or down, exactly, before the monotone calibration."""
-        terms = self._standardised(evidence)[0] * np.asarray(self.coef)
-        named = [(n, float(t)) for n, t in zip(self.feature_names, terms, strict=True)]
-        return sorted(named, key=lambda nt: -abs(nt[1]))
+    def contributions(self, evidence: np.ndarray) -> list[ConfidencePush]:
+        """Each evidence term's push on the logistic model's log-odds for one row (largest first), from an
+        average training row's: what drove a confidence up or down, exactly, before the monotone calibration."""
+        pushes = self._standardised(evidence)[0] * np.asarray(self.coef)
+        values = np.asarray(evidence, dtype=float).reshape(-1)
+        named = [ConfidencePush(name, float(value), float(push))
+                 for name, value, push in zip(self.feature_names, values, pushes, strict=True)]
+        return sorted(named, key=lambda p: -abs(p.push))
 
     def threshold_for(self, precision: float) -> dict[str, float] | None:
         """The lowest minimum confidence whose out-of-fold precision is at least ``precision`` (the

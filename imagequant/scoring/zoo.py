@@ -32,7 +32,14 @@ from imagequant.core.entities import ENTITY_SPECS
 from imagequant.core.units import format_prediction
 from imagequant.errors import UsageError
 from imagequant.scoring import rules
-from imagequant.scoring.base import CandidateScore, Prediction, RowJudgement, Scorer, ScoringRow
+from imagequant.scoring.base import (
+    CandidateScore,
+    ConfidencePush,
+    Prediction,
+    RowJudgement,
+    Scorer,
+    ScoringRow,
+)
 from imagequant.scoring.confidence import ConfidenceModel, answer_evidence, attach_confidence, load_confidence
 from imagequant.text.candidates import Candidate
 
@@ -116,7 +123,7 @@ def _rule_view(c: Candidate, entity: str, score: float | None) -> CandidateScore
     return CandidateScore(score, rules.reasons(c, entity), raw, rules.confidence(raw))
 
 
-def _drivers(confidence: ConfidenceModel | None, row: ScoringRow, prediction: Prediction) -> list[tuple[str, float]]:
+def _drivers(confidence: ConfidenceModel | None, row: ScoringRow, prediction: Prediction) -> list[ConfidencePush]:
     """What moved the confidence model's log-odds for the prediction, largest push first."""
     if confidence is None:
         return []

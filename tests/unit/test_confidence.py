@@ -257,6 +257,14 @@ def test_contributions_say_what_moved_the_confidence() -> None:
     model = train_confidence(rows, RuleScorer().predict(rows), labels, groups, "rules", ConfidenceSettings())
     row = _row("item_weight", [["NET", "WT", "500g"]])
     [pred] = RuleScorer(confidence=model).predict([row])
-    terms = model.contributions(answer_evidence(row, pred))
-    assert len(terms) == len(FEATURE_NAMES) and abs(terms[0][1]) >= abs(terms[-1][1])
+    evidence = answer_evidence(row, pred)
+    terms = model.contributions(evidence)
+    assert len(terms) == len(FEATURE_NAMES) and abs(terms[0].push) >= abs(terms[-1].push)
+    by_term = {t.term: t for t in terms}
+    assert [by_term[name].value for name in FEATURE_NAMES] == list(evidence)  # the row's own values
+    assert by_term["entity=item_weight"].value == 1.0 and by_term["entity=voltage"].value == 0.0
+    assert by_term["entity=voltage"].describe().startswith("entity=voltage (0) ")
+    # the pushes and the intercept add up to the logistic model's log-odds
+    logit = sum(t.push for t in terms) + model.intercept
+    assert math.isclose(1.0 / (1.0 + math.exp(-logit)), float(model.uncalibrated(evidence)[0]), rel_tol=1e-9)
     assert isinstance(ConfidenceModel.from_json(model.to_json()), ConfidenceModel)
