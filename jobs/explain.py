@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from imagequant.imaging import ImageError
     from imagequant.ocr.base import OcrError
-    from imagequant.pipeline.explain import run_explain
+    from imagequant.pipeline.explain import run_explain, unusable_image
     from imagequant.scoring.second_look import lacks_plausible_candidate
     from imagequant.scoring.zoo import load_scorer
 
@@ -47,8 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the second look as the extract job spends it, so explain reads the image as the store would hold it
         explanation, written = run_explain(args.image, args.entity, config, scorer, lacks_plausible_candidate,
                                            args.out)
-    except (OcrError, ImageError) as exc:  # the image is fine, reading it failed: not a usage error
-        print(f"error: OCR of {args.image} failed ({exc.kind}): {exc}", file=sys.stderr)
+    except ImageError as exc:  # blank, or too large for a reader's resize: the image's own fault
+        raise unusable_image(args.image, exc) from None
+    except OcrError as exc:  # the image is fine, reading it failed (a timeout, the engine): not a usage error
+        print(f"error: OCR of {args.image} failed ({exc.kind}): {exc.message}", file=sys.stderr)
         return EXIT_FAILED
     print(explanation.text(), end="", flush=True)
     if written is not None:

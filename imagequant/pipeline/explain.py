@@ -32,6 +32,7 @@ from imagequant.text.candidates import Candidate, extract_candidates
 if TYPE_CHECKING:
     from PIL import Image
 
+    from imagequant.imaging import ImageError
     from imagequant.pipeline.images import NeedsSecondLook
 
 # Boolean evidence of a Candidate shown by name when set; the rest of the evidence is shown as values.
@@ -175,8 +176,10 @@ def load_image_bytes(source: str, config: Config) -> bytes:
             raise UsageError(f"--image {source} could not be fetched ({fetched.error_kind}): {fetched.message}")
         return fetched.data
     path = Path(source)
+    if path.is_dir():
+        raise UsageError(f"--image {source} is a folder, not an image file")
     if not path.is_file():
-        raise UsageError(f"--image {source} is neither a file nor a URL")
+        raise UsageError(f"--image {source} does not exist (give an image file or an http(s) link)")
     size = path.stat().st_size
     if size > config.fetch.max_bytes:  # the same cap a download has
         raise UsageError(f"--image {source} has {size} bytes, over fetch.max_bytes ({config.fetch.max_bytes})")
@@ -189,7 +192,13 @@ def decode(data: bytes, source: str, config: Config) -> Image.Image:
     try:
         return decode_image(data, config.imaging.max_pixels)
     except ImageError as exc:
-        raise UsageError(f"--image {source} cannot be read as an image ({exc.kind}): {exc.message}") from None
+        raise unusable_image(source, exc) from None
+
+
+def unusable_image(source: str, exc: ImageError) -> UsageError:
+    """The image's own fault (undecodable, blank, too large to read), whether found decoding or reading it: the
+    same one line as a bad argument, since explain has no other image to go on with."""
+    return UsageError(f"--image {source} cannot be read as an image ({exc.kind}): {exc.message}")
 
 
 def _cnn_features(image: Image.Image, config: Config) -> Any:

@@ -142,8 +142,10 @@ def test_a_private_address_is_refused_without_traffic(url: str, monkeypatch: pyt
 
 
 def test_usage_errors(tmp_path: Path, label: tuple[Path, tuple[int, int, int, int]]) -> None:
-    with pytest.raises(UsageError, match="neither a file nor a URL"):
+    with pytest.raises(UsageError, match=r"absent.jpg does not exist \(give an image file or an http\(s\) link\)"):
         run_explain(str(tmp_path / "absent.jpg"), "item_weight", _config(), RULES, LOOK)
+    with pytest.raises(UsageError, match="is a folder, not an image file"):
+        run_explain(str(tmp_path), "item_weight", _config(), RULES, LOOK)
     with pytest.raises(UsageError, match="not a known entity"):
         run_explain(str(label[0]), "colour", _config(), RULES, LOOK)
     not_image = tmp_path / "notes.txt"
@@ -199,6 +201,13 @@ def test_job_refuses_a_private_address_and_bad_arguments(tmp_path: Path) -> None
     assert done.returncode == 2 and "--image" in done.stderr
     done = _run(["--image", "x.jpg", "--entity", "item_weight", "--set", "predict.min_score=2"])
     assert done.returncode == 2 and "error: predict.min_score must be between 0 and 1" in done.stderr
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (300, 200), "white").save(blank)  # decodes, but holds nothing to read: the image's fault
+    done = _run(["--image", str(blank), "--entity", "item_weight"])
+    assert done.returncode == 2 and done.stdout == "", done.stdout
+    assert done.stderr.strip().splitlines() == [
+        f"error: --image {blank} cannot be read as an image (blank_image): 300x200 image is uniform (0 pixels "
+        "differ from the background level (255, 255, 255) by more than 32): nothing to read, OCR not run"]
 
 
 def test_submit_runs_explain_without_spark() -> None:
