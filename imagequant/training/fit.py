@@ -120,13 +120,23 @@ class TrainResult:
                     f"candidate recall {self.metrics['candidate_recall']:.3f}) to {self.model_dir}")
         v = self.metrics["validation"]
         r = self.metrics.get("rules_validation", {})
+        threshold = f"threshold {v['threshold']:.3f}" if math.isfinite(v["threshold"]) else "no threshold"
         return (
             f"trained {self.metrics['params']['kind']} model on {self.metrics['train_rows']} rows "
-            f"({self.metrics['epochs_run']} epochs, best {self.metrics['best_epoch']}): validation "
-            f"F1 {v['f1']:.3f} (P {v['precision']:.3f} R {v['recall']:.3f}, threshold {v['threshold']:.3f}) "
+            f"({self.metrics['epochs_run']} epochs, {self._kept_epoch()}): validation "
+            f"F1 {v['f1']:.3f} (P {v['precision']:.3f} R {v['recall']:.3f}, {threshold}) "
             f"on {self.metrics['val_rows']} rows; rules F1 {r.get('f1', float('nan')):.3f}; "
             f"saved to {self.model_dir}"
         )
+
+    def _kept_epoch(self) -> str:
+        """Which epoch was kept, and why the untrained start was where a trained epoch scored higher."""
+        best, history = self.metrics["best_epoch"], self.metrics.get("history", [])
+        top = max((h for h in history if h["epoch"] > 0), key=lambda h: h["val_f1"], default=None)
+        if best or not history or top is None or top["val_f1"] <= history[0]["val_f1"]:
+            return f"best {best}"
+        return (f"best 0, the rule-equivalent start: epoch {top['epoch']}'s validation F1 {top['val_f1']:.3f} is "
+                f"not a gain shown over chance by train.min_gain and train.min_gain_z")
 
 
 @contextmanager

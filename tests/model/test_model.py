@@ -430,3 +430,22 @@ def test_trained_network_kept_only_when_its_gain_passes_a_sign_test() -> None:
     assert not _gain_is_shown(base, report(base), shuffled, report(shuffled), labels, settings)
     assert _gain_is_shown(base, report(base), shuffled, report(shuffled), labels,
                           tiny_settings(min_gain=0.01, min_gain_z=0.0))
+
+
+def test_the_training_line_says_why_the_untrained_start_was_kept() -> None:
+    from imagequant.training.fit import TrainResult
+
+    def history(*f1: float) -> list[dict[str, float]]:
+        return [{"epoch": i, "val_f1": f} for i, f in enumerate(f1)]
+
+    metrics = {"params": {"kind": "hybrid"}, "train_rows": 126, "val_rows": 22, "epochs_run": 3,
+               "validation": {"f1": 0.952, "precision": 0.909, "recall": 1.0, "threshold": float("-inf")},
+               "rules_validation": {"f1": 0.952}, "best_epoch": 0, "history": history(0.952, 0.930, 0.977, 0.977)}
+    line = TrainResult(Path("model"), metrics).line()
+    assert ("(3 epochs, best 0, the rule-equivalent start: epoch 2's validation F1 0.977 is not a gain shown "
+            "over chance by train.min_gain and train.min_gain_z)") in line, line
+    assert "no threshold" in line and "inf" not in line
+    for best, f1 in ((2, (0.952, 0.930, 0.977)), (0, (0.952, 0.930, 0.952))):  # a trained epoch kept; none better
+        line = TrainResult(Path("model"), {**metrics, "best_epoch": best, "history": history(*f1),
+                                           "validation": {**metrics["validation"], "threshold": 0.25}}).line()
+        assert f"(3 epochs, best {best}): " in line and "threshold 0.250" in line, line
