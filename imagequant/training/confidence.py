@@ -246,7 +246,8 @@ def describe_report(report: dict[str, Any]) -> str:
         if point is None:
             lines.append(f"  precision {float(p):.0%}: no minimum confidence reaches it")
         else:
+            answered = point["answered"]  # a mean over the repeats
+            rows = f"{answered:.0f} rows" if abs(answered - round(answered)) < 0.05 else f"{answered:.1f} rows a repeat"
             lines.append(f"  precision {float(p):.0%}: answering {point['coverage']:.1%} of rows "
-                         f"({point['answered']:.0f}, {point['precision']:.1%} right) at min confidence "
-                         f"{point['threshold']:.3f}")
+                         f"({rows}, {point['precision']:.1%} right) at min confidence {point['threshold']:.3f}")
     return "\n".join(lines)
