@@ -270,6 +270,16 @@ def read_table_strict(path: Path, fmt: str, label: str, *, parquet_as_text: bool
     return pd.DataFrame(columns, columns=header, dtype=object), lambda i: f"line {lines[i]}"
 
 
+def require_labels(frame: pd.DataFrame, name: str) -> None:
+    """Training's catalogs must hold labels: one without any ``entity_value`` is a CatalogError naming it."""
+    if "entity_value" not in frame or frame["entity_value"].isna().all():
+        raise CatalogError(f"catalog {name} has no labels (entity_value); training needs a labeled catalog")
+
+
+# The attribute of a frame read_catalog made that names the file (or Parquet folder) it holds, unchanged.
+CATALOG_FILE_ATTR = "catalog_file"
+
+
 def read_catalog(path: str | Path, *, unique_index: bool | None = None) -> pd.DataFrame:
     """Reads a whole catalog into pandas (library use, tests, profiling of catalogs that fit in memory).
 
@@ -281,6 +291,7 @@ def read_catalog(path: str | Path, *, unique_index: bool | None = None) -> pd.Da
     frame, where = read_table_strict(info.path, info.format, label)
     rows = normalize_rows(frame, label=label, where=where, unique_index=unique_index)
     rows.attrs["path"] = str(info.path)  # for messages about the catalog once it travels as a frame
+    rows.attrs[CATALOG_FILE_ATTR] = str(info.path)  # what a name derived from the catalog's bytes hashes
     return rows
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from imagequant.catalog import inspect_catalog  # noqa: E402
+from imagequant.catalog import inspect_catalog, read_catalog, require_labels  # noqa: E402
 from imagequant.cli import config_from_args, job_parser, output_folder, run_job  # noqa: E402
 from imagequant.errors import UsageError  # noqa: E402
 
@@ -57,13 +57,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError("give the labeled rows: --catalog PATH or --run-date RUN (repeatable)")
     if len(set(args.run_date)) != len(args.run_date):
         raise UsageError("the same --run-date is given twice")
-    for path in args.catalog:
-        if not inspect_catalog(path).labeled:
-            raise UsageError(f"catalog {path} has no entity_value column; training needs labeled rows")
     if len(set(args.catalog)) != len(args.catalog):
         raise UsageError("the same --catalog is given twice")
     if args.cross_validate == 1 or args.cross_validate < 0:
         raise UsageError(f"--cross-validate takes K >= 2 folds, got {args.cross_validate}")
+    for path in args.catalog:
+        if not inspect_catalog(path).labeled:
+            raise UsageError(f"catalog {path} has no entity_value column; training needs labeled rows")
+    catalogs = [read_catalog(path) for path in args.catalog]  # every row checked before Spark starts
+    for path, frame in zip(args.catalog, catalogs, strict=True):
+        require_labels(frame, path)
 
     from imagequant.spark.session import build_session
     from imagequant.spark.store import read_rows, require_store
@@ -76,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     spark = build_session(config, "imagequant-train")
     try:
         runs = [read_rows(spark, args.store, run) for run in args.run_date]
-        table = prepare_training_table(spark, [*args.catalog, *runs], args.store)
+        table = prepare_training_table(spark, [*catalogs, *runs], args.store)
     finally:
         spark.stop()  # training needs no Spark: free its memory first
     result = train_from_table(table, args.model, config, progress=not args.no_progress, folds=args.cross_validate)

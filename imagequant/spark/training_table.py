@@ -14,7 +14,7 @@ import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from imagequant.catalog import ROW_COLUMNS, read_catalog
+from imagequant.catalog import CATALOG_FILE_ATTR, ROW_COLUMNS, read_catalog, require_labels
 from imagequant.core import locations
 from imagequant.core.schema import CNN_FEATURE_DIM, READINGS_JSON, TRAINING, TRAINING_DIR
 from imagequant.errors import UsageError
@@ -29,10 +29,12 @@ CatalogSource = str | Path | pd.DataFrame
 
 
 def catalogs_hash(sources: Sequence[CatalogSource]) -> str:
-    """First 16 hex of a SHA-1 over the catalogs' bytes (a frame: its rows' values), in the order given (their
-    training table's name)."""
+    """First 16 hex of a SHA-1 over the catalogs' bytes (a frame read_catalog made: its file's; another frame:
+    its rows' values), in the order given (their training table's name)."""
     digest = hashlib.sha1()
     for source in sources:
+        if isinstance(source, pd.DataFrame) and CATALOG_FILE_ATTR in source.attrs:
+            source = source.attrs[CATALOG_FILE_ATTR]
         if isinstance(source, pd.DataFrame):
             values = pd.util.hash_pandas_object(source[list(ROW_COLUMNS)].astype(str), index=False).to_numpy()
             digest.update(f"rows:{len(source)}\n".encode())
@@ -56,9 +58,7 @@ def build_training_table(spark: SparkSession, catalogs: Sequence[CatalogSource],
     frames = []
     for source, path in enumerate(catalogs):
         frame = path if isinstance(path, pd.DataFrame) else read_catalog(path)
-        if frame["entity_value"].isna().all():
-            name = frame.attrs.get("path", path) if isinstance(path, pd.DataFrame) else path
-            raise UsageError(f"catalog {name} has no labels (entity_value); training needs a labeled catalog")
+        require_labels(frame, frame.attrs.get("path", str(path)) if isinstance(path, pd.DataFrame) else str(path))
         frame = frame[["index", "group_id", "entity_name", "entity_value", "image_id", "row_status"]].copy()
         frame["source"] = source
         frames.append(frame)

@@ -246,8 +246,9 @@ def describe_report(report: dict[str, Any]) -> str:
         if point is None:
             lines.append(f"  precision {float(p):.0%}: no minimum confidence reaches it")
         else:
-            answered = point["answered"]  # a mean over the repeats
-            rows = f"{answered:.0f} rows" if abs(answered - round(answered)) < 0.05 else f"{answered:.1f} rows a repeat"
+            answered = point["answered"]  # a mean over the repeats: its fraction matters on a small catalog only
+            whole = answered >= 20 or abs(answered - round(answered)) < 0.05
+            rows = f"{answered:.0f} rows" if whole else f"{answered:.1f} rows a repeat"
             lines.append(f"  precision {float(p):.0%}: answering {point['coverage']:.1%} of rows "
                          f"({rows}, {point['precision']:.1%} right) at min confidence {point['threshold']:.3f}")
     return "\n".join(lines)

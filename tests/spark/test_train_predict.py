@@ -597,3 +597,21 @@ def test_training_on_an_extract_runs_stored_rows_equals_training_on_its_catalog(
                 for r in iter_training_records(uri, "pyarrow")}
 
     assert records(from_rows.uri) == records(from_catalog.uri)
+
+
+def test_a_catalog_read_before_spark_names_the_training_table_its_file_names(trained: dict[str, Any],
+                                                                             tmp_path: Path) -> None:
+    """jobs/train.py reads its catalogs before Spark starts: the training table is still named by the file's
+    bytes, so the table an earlier run wrote for the file is the one replaced."""
+    from imagequant.catalog import read_catalog
+    from imagequant.spark.training_table import catalogs_hash
+
+    labeled = trained["labeled"]
+    frame = read_catalog(labeled)
+    assert catalogs_hash([frame]) == catalogs_hash([labeled]) == catalogs_hash([str(labeled)])
+    edited = tmp_path / "edited.csv"
+    edited.write_bytes(Path(labeled).read_bytes() + b"\n")  # the same rows, other bytes
+    assert catalogs_hash([read_catalog(edited)]) == catalogs_hash([edited]) != catalogs_hash([labeled])
+    detached = frame.copy()
+    detached.attrs = {}  # rows from elsewhere (an extract run's): named by their values
+    assert catalogs_hash([detached]) not in (catalogs_hash([labeled]), catalogs_hash([edited]))

@@ -213,3 +213,17 @@ def test_labels_are_read_by_the_catalog_reader_with_image_files_from_the_column_
     wide.write_text("image_file,entity_name,entity_value\na.jpg,depth,1 cm,extra\n")
     with pytest.raises(CatalogError, match="line 2"):
         read_labels(wide)
+
+
+def test_train_job_reads_every_row_of_its_catalogs_before_spark(tmp_path: Path) -> None:
+    fine = "https://img.test/a.jpg,1,item_weight,5 gram\n"
+    shifted = write(tmp_path, LABELED + fine * 3 + "https://img.test/b.jpg,1,item_weight,5 gram,\n", "labels.csv")
+    model = tmp_path / "model"
+    done = _run("train", "--catalog", str(shifted), "--store", str(tmp_path / "store"), "--model", str(model))
+    [line] = done.stderr.strip().splitlines()  # one line: Spark never started
+    assert done.returncode == 2 and line.startswith(f"error: catalog {shifted}: line 5 has 5 fields"), line
+    unlabeled = write(tmp_path, LABELED + "https://img.test/a.jpg,1,item_weight,\n", "blank.csv")
+    done = _run("train", "--catalog", str(unlabeled), "--store", str(tmp_path / "store"), "--model", str(model))
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"error: catalog {unlabeled} has no labels (entity_value); training needs a labeled catalog"], done.stderr
+    assert not model.exists()

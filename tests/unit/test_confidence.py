@@ -274,12 +274,12 @@ def test_contributions_say_what_moved_the_confidence() -> None:
 def test_the_report_lines_count_rows_as_means_over_the_repeats() -> None:
     point = {"coverage": 0.034, "precision": 0.857, "threshold": 0.84}
     report = {"rows": 41, "answered": 39, "right": 24, "ece": 0.158, "ece_per_repeat": [0.116, 0.271],
-              "coverage_at_precision": {"0.8": {**point, "answered": 1.4}, "0.9": {**point, "answered": 340.0},
+              "coverage_at_precision": {"0.8": {**point, "answered": 1.4}, "0.9": {**point, "answered": 348.6},
                                         "0.95": None}}
     lines = describe_report(report).splitlines()
     assert lines[0].startswith("confidence (out-of-fold over 41 labeled rows, 39 answered, 24 right): expected "
                                "calibration error 0.158 (each of the 2 repeats of the outer folds alone: 0.116-0.271)")
     assert lines[1:] == ["  precision 80%: answering 3.4% of rows (1.4 rows a repeat, 85.7% right) at min "
                          "confidence 0.840",
-                         "  precision 90%: answering 3.4% of rows (340 rows, 85.7% right) at min confidence 0.840",
+                         "  precision 90%: answering 3.4% of rows (349 rows, 85.7% right) at min confidence 0.840",
                          "  precision 95%: no minimum confidence reaches it"]
