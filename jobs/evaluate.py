@@ -22,6 +22,7 @@ from imagequant.catalog import read_catalog  # noqa: E402
 from imagequant.cli import config_from_args, job_parser, output_folder, run_job  # noqa: E402
 from imagequant.core import locations  # noqa: E402
 from imagequant.errors import UsageError  # noqa: E402
+from imagequant.scoring.zoo import model_directory_marker  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError(f"--images-dir {args.images_dir} is not a folder")
     if args.worst < 0:
         raise UsageError("--worst must be 0 or more")
+    marker = model_directory_marker(args.report)
+    if marker is not None:
+        raise UsageError(f"--report {args.report} is a model directory (it holds {marker}): the report's "
+                         "metrics.json would replace the model's; give another folder")
     args.report = output_folder(args.report, "--report")
 
     from imagequant.evaluation.evaluate import (

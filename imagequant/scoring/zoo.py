@@ -242,6 +242,13 @@ def _known_kinds() -> str:
     return ", ".join(k.name if k.named else f"{k.name} (a directory with {k.marker})" for k in SCORER_KINDS.values())
 
 
+def model_directory_marker(folder: str | Path) -> str | None:
+    """The marker file that makes ``folder`` a model directory of a registered kind, or None."""
+    path = Path(folder)
+    return next((kind.marker for kind in SCORER_KINDS.values() if kind.marker and (path / kind.marker).is_file()),
+                None)
+
+
 def scorer_kind(spec: str) -> tuple[ScorerKind, Path | None]:
     """The kind ``spec`` names and, for a directory kind, the resolved model directory. A specification that
     names no registered kind raises UsageError, listing the kinds there are."""
@@ -253,9 +260,9 @@ def scorer_kind(spec: str) -> tuple[ScorerKind, Path | None]:
         problem = "is not a directory" if root.exists() else "does not exist"
         raise UsageError(f"model directory {root} {problem} (a scorer is a model directory or one of the "
                          f"names {', '.join(k.name for k in SCORER_KINDS.values() if k.named)})")
-    for kind in SCORER_KINDS.values():
-        if not kind.named and (root / kind.marker).is_file():
-            return kind, root
+    marker = model_directory_marker(root)
+    if marker is not None:
+        return next(kind for kind in SCORER_KINDS.values() if kind.marker == marker), root
     raise UsageError(f"model directory {root} holds no kind of scorer this version knows (kinds: {_known_kinds()}); "
                      "train one with jobs/train.py")
 

@@ -276,6 +276,20 @@ def test_job_exits_2_on_unlabeled_truth(files: dict[str, Path], tmp_path: Path) 
         "(entity_value column missing or empty)"
 
 
+def test_job_refuses_to_write_its_report_into_a_model_directory(files: dict[str, Path], tmp_path: Path) -> None:
+    from imagequant.scoring.zoo import write_rules_directory
+
+    model = write_rules_directory(tmp_path / "model")
+    kept = (model / "scorer.json").read_text()
+    result = subprocess.run(
+        [sys.executable, str(REPO / "jobs" / "evaluate.py"), "--predictions", str(files["submission"]),
+         "--truth", str(files["truth"]), "--report", str(model)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: --report {model} is a model directory (it holds scorer.json): the report's metrics.json would "
+        "replace the model's; give another folder"]
+    assert sorted(p.name for p in model.iterdir()) == ["scorer.json"] and (model / "scorer.json").read_text() == kept
+
+
 def test_job_takes_conf_and_set_like_every_job(files: dict[str, Path], tmp_path: Path) -> None:
     base = [sys.executable, str(REPO / "jobs" / "evaluate.py"), "--predictions", str(files["submission"]),
             "--truth", str(files["truth"]), "--report", str(tmp_path / "out")]
